@@ -1,0 +1,49 @@
+"""Numerical core of nettrim: the Net-Trim layer program and its solvers.
+
+>>> from solvers import LayerProblem, solve
+>>> problem = LayerProblem(X, Y, epsilon=0.05 * np.linalg.norm(Y))      # doctest: +SKIP
+>>> solution = solve(problem)                                           # doctest: +SKIP
+>>> solution.weight, solution.violation                                 # doctest: +SKIP
+
+This package never imports torch at module level.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .problem import LayerProblem
+from .solution import Solution
+
+__all__ = ["LayerProblem", "Solution", "solve", "METHODS"]
+
+METHODS = ("admm", "cvxpy")
+
+
+def solve(problem: LayerProblem, method: str = "admm", **options: Any) -> Solution:
+    """Solve a layer program.
+
+    Parameters
+    ----------
+    problem : LayerProblem
+    method : {'admm', 'cvxpy'}, default 'admm'
+        ``'admm'``: the fast engine (:func:`solvers.admm.solve_admm`; options ``tol``,
+        ``max_iter``, ``rho``, ``warm_start``, ``dtype``, ``backend``, ``alpha``,
+        ``check_every``). ``'cvxpy'``: the reference path
+        (:func:`solvers.reference.solve_cvxpy`; options ``solver``, ``verbose`` and the
+        solver's own).
+
+    Returns
+    -------
+    Solution
+    """
+    if not isinstance(problem, LayerProblem):
+        raise TypeError(f"problem: got {type(problem).__name__}, needs a solvers.LayerProblem")
+    if method == "admm":
+        from .admm import solve_admm
+
+        return solve_admm(problem, **options)
+    if method == "cvxpy":
+        from .reference import solve_cvxpy
+
+        return solve_cvxpy(problem, **options)
+    raise ValueError(f"method: got {method!r}, needs one of {METHODS}")

@@ -1,0 +1,298 @@
+"""ADMM for the Net-Trim layer program, all neurons at once.
+
+With the augmented input ``Xa = [X, 1]`` (the ones column only when the bias is fitted)
+and ``Theta = [W, b]^T`` of shape ``(n_in + 1, n_out)``, the program is split as
+
+.. math::
+
+    \\min \\; \\|Q\\|_{1,w} + \\iota_C(A) \\quad \\text{s.t.} \\quad
+    A = X_a \\Theta, \\; Q = \\Theta
+
+(``w`` is 0 on the bias row unless it is penalised, ``C`` the constraint set of
+:class:`~solvers.LayerProblem`). One iteration with scaled duals ``UA, UQ`` and
+over-relaxation ``alpha``:
+
+.. math::
+
+    \\Theta &= (X_a^T X_a + I)^{-1} \\left[X_a^T (A - UA) + (Q - UQ)\\right],
+        \\qquad R = X_a \\Theta \\\\
+    A &= \\Pi_C(\\alpha R + (1-\\alpha) A + UA), \\qquad
+    Q = S_{w/\\rho}(\\alpha \\Theta + (1-\\alpha) Q + UQ) \\\\
+    UA &\\mathrel{+}= \\alpha R + (1-\\alpha) A_{old} - A, \\qquad
+    UQ \\mathrel{+}= \\alpha \\Theta + (1-\\alpha) Q_{old} - Q
+
+``rho`` appears only in the threshold, so the matrix is factored once per problem
+(Cholesky of ``Xa^T Xa + I``, or of ``Xa Xa^T + I`` through the matrix-inversion lemma
+when ``n_samples < n_in + 1``) and ``rho`` adapts for free. The two products ``Xa^T B``
+and ``Xa Theta`` are the only ``O(n_samples n_in n_out)`` work; the rest is done by the
+fused kernels of :mod:`solvers._kernels`.
+
+The data are scaled first (``X, Y, V, epsilon`` divided by one constant, which leaves
+``W`` and ``b`` unchanged) so that the largest diagonal entry of ``Xa^T Xa`` is
+``_GRAM_TARGET``; this balances the two constraints of the split.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+from scipy.linalg import cho_factor, cho_solve
+
+from ._kernels import RESPONSE_STEP, WEIGHT_STEP
+from .problem import LayerProblem, relative_excess
+from .solution import Solution
+
+__all__ = ["solve_admm", "BACKENDS"]
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("numba", "numpy")
+_GRAM_TARGET = 1.0 / 0.09  # the authors' 0.3 * sqrt(max(Xa^T Xa)) scaling
+_RHO_BOUNDS = (1e-6, 1e6)
+_RHO_ADAPT_RATIO = 5.0  # adapt rho when the normalised residuals differ by more than this
+_ABS_TOL_FACTOR = 1e-3  # absolute tolerance = tol * this, in units of the scaled data
+
+
+class _Factor:
+    """The factored weight-step matrix ``Xa^T Xa + I`` and the weight step that uses it.
+
+    ``n_samples >= n_cols``: Cholesky of the Gram matrix ``Xa^T Xa + I`` (``n_cols^2``).
+    ``n_samples < n_cols``: Cholesky of ``K = Xa Xa^T + I`` (``n_samples^2``), with
+    ``(Xa^T Xa + I)^{-1} = I - Xa^T K^{-1} Xa``.
+    """
+
+    def __init__(self, Xa: np.ndarray) -> None:
+        self.Xa = Xa
+        n_samples, n_cols = Xa.shape
+        self.tall = n_samples >= n_cols
+        gram = Xa.T @ Xa if self.tall else Xa @ Xa.T
+        gram[np.diag_indices_from(gram)] += 1.0
+        self.cholesky = cho_factor(gram, lower=True, overwrite_a=True, check_finite=False)
+
+    def ridge(self, Y: np.ndarray) -> np.ndarray:
+        """``(Xa^T Xa + I)^{-1} Xa^T Y``: the starting point without a warm start."""
+        if self.tall:
+            return cho_solve(self.cholesky, self.Xa.T @ Y, check_finite=False)
+        return self.Xa.T @ cho_solve(self.cholesky, Y, check_finite=False)
+
+    def weight_step(self, B: np.ndarray, C: np.ndarray, Theta: np.ndarray, R: np.ndarray,
+                    work: np.ndarray) -> None:
+        """``Theta = (Xa^T Xa + I)^{-1} (Xa^T B + C)`` and ``R = Xa Theta``, in place.
+
+        Wide case: with ``E = K^{-1}(B - Xa C)``, ``Theta = C + Xa^T E`` and ``R = B - E``
+        (two products as well; ``work`` has the shape of ``B``).
+        """
+        Xa = self.Xa
+        if self.tall:
+            np.matmul(Xa.T, B, out=Theta)
+            Theta += C
+            Theta[...] = cho_solve(self.cholesky, Theta, check_finite=False)
+            np.matmul(Xa, Theta, out=R)
+        else:
+            np.matmul(Xa, C, out=work)
+            np.subtract(B, work, out=work)
+            E = cho_solve(self.cholesky, work, check_finite=False)
+            np.matmul(Xa.T, E, out=Theta)
+            Theta += C
+            np.subtract(B, E, out=R)
+
+
+def _check_options(tol: float, max_iter: int, rho: Any, dtype: Any, backend: str, alpha: float,
+                   check_every: int) -> np.dtype:
+    if not (isinstance(tol, (int, float)) and 0 < tol < 1):
+        raise ValueError(f"tol: got {tol!r}, needs a float in (0, 1), e.g. 1e-4")
+    if not (isinstance(max_iter, (int, np.integer)) and max_iter >= 1):
+        raise ValueError(f"max_iter: got {max_iter!r}, needs an integer >= 1")
+    if not (rho == "auto" or (isinstance(rho, (int, float)) and rho > 0)):
+        raise ValueError(f"rho: got {rho!r}, needs 'auto' (adaptive) or a fixed positive float")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: got {backend!r}, needs one of {BACKENDS}")
+    if not (isinstance(alpha, (int, float)) and 0 < alpha < 2):
+        raise ValueError(f"alpha: got {alpha!r}, needs a float in (0, 2) (over-relaxation)")
+    if not (isinstance(check_every, (int, np.integer)) and check_every >= 1):
+        raise ValueError(f"check_every: got {check_every!r}, needs an integer >= 1")
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError as exc:
+        raise ValueError(f"dtype: got {dtype!r}, needs float32 or float64") from exc
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype: got {dtype}, needs float32 or float64")
+    return dtype
+
+
+def _warm_theta(problem: LayerProblem, warm_start: Any, dtype: np.dtype) -> np.ndarray:
+    """``Theta = [W, b]^T`` from ``warm_start = (weight, bias)`` or a bare weight."""
+    if isinstance(warm_start, (tuple, list)):
+        if len(warm_start) != 2:
+            raise ValueError("warm_start: needs (weight, bias) or a weight array")
+        weight, bias = warm_start
+    else:
+        weight, bias = warm_start, None
+    weight, bias = problem._check_answer(weight, bias)
+    n_cols = problem.n_in + problem.fit_bias
+    Theta = np.zeros((n_cols, problem.n_out), dtype=dtype)
+    Theta[: problem.n_in] = weight.T
+    if problem.fit_bias and bias is not None:
+        Theta[problem.n_in] = bias
+    return Theta
+
+
+def solve_admm(
+    problem: LayerProblem,
+    *,
+    tol: float = 1e-4,
+    max_iter: int = 10_000,
+    rho: float | str = "auto",
+    warm_start: Any = None,
+    dtype: Any = np.float64,
+    backend: str = "numba",
+    alpha: float = 1.6,
+    check_every: int = 10,
+) -> Solution:
+    """Solve a :class:`~solvers.LayerProblem` by ADMM.
+
+    Parameters
+    ----------
+    problem : LayerProblem
+    tol : float, default 1e-4
+        Relative tolerance. The run stops when the primal residual
+        ``||(Xa Theta - A, Theta - Q)||`` is below ``tol`` times the larger of the norms
+        of its two sides, the dual residual ``rho ||Xa^T dA + dQ||`` below ``tol`` times
+        ``||rho UQ||`` (each plus an absolute ``1e-3 tol`` per entry), and the returned
+        weight's :meth:`~LayerProblem.violation` is at most ``10 tol``.
+    max_iter : int, default 10000
+    rho : 'auto' or float, default 'auto'
+        ``'auto'`` starts from ``sqrt(#weights) / ||Theta_0||_F`` and adapts by residual
+        balancing at every check (free: rho does not enter the factored matrix). A
+        float fixes rho.
+    warm_start : (weight, bias) or weight, optional
+        Starting weights, e.g. the original layer's. Default: the ridge solution
+        ``(Xa^T Xa + I)^{-1} Xa^T Y``.
+    dtype : float32 or float64, default float64
+        Precision of the iterations. Norms are accumulated in float64 either way, and the
+        reported objective and violation are evaluated in float64 on the original data.
+    backend : {'numba', 'numpy'}, default 'numba'
+        Elementwise kernels: fused numba passes, or their numpy twins (same answer).
+    alpha : float, default 1.6
+        Over-relaxation, in (0, 2).
+    check_every : int, default 10
+        Iterations between convergence checks. A check costs one extra product
+        (``Xa^T dA`` for the dual residual).
+
+    Returns
+    -------
+    Solution
+        ``weight`` is the soft-thresholded copy ``Q`` (exact zeros); ``objective`` and
+        ``violation`` are those of the returned ``weight`` and ``bias``.
+    """
+    dtype = _check_options(tol, max_iter, rho, dtype, backend, alpha, check_every)
+    started = time.perf_counter()
+    response_step, weight_step = RESPONSE_STEP[backend], WEIGHT_STEP[backend]
+    n_samples, n_in, n_out = problem.n_samples, problem.n_in, problem.n_out
+    n_cols = n_in + problem.fit_bias
+
+    # ---- scaled, augmented data (copies: the problem's arrays are never written)
+    Xa = np.empty((n_samples, n_cols), dtype=dtype)
+    Xa[:, :n_in] = problem.X
+    if problem.fit_bias:
+        Xa[:, n_in] = 1.0
+    largest_diag = float(np.max(np.einsum("pi,pi->i", Xa, Xa, dtype=np.float64)))
+    scale = np.sqrt(largest_diag / _GRAM_TARGET) if largest_diag > 0 else 1.0
+    Xa /= dtype.type(scale)
+    Y = (problem.Y / scale).astype(dtype)
+    V = None if problem.upper is None else (problem.upper / scale).astype(dtype)
+    epsilon = problem.epsilon / scale
+
+    factor = _Factor(Xa)
+    factor_time = time.perf_counter() - started
+
+    # ---- start
+    if warm_start is not None:
+        Theta = _warm_theta(problem, warm_start, dtype)
+    else:
+        Theta = np.ascontiguousarray(factor.ridge(Y), dtype=dtype)
+    R = Xa @ Theta
+    A = R.copy()
+    UA = np.zeros_like(R)
+    B = np.empty_like(R)
+    DA = np.empty_like(R)
+    response_step(R, A, UA, Y, V, problem.relu, epsilon, problem.per_neuron, 1.0, B, DA, False)
+    UA[...] = 0.0
+    B[...] = A
+    Q = Theta.copy()
+    UQ = np.zeros_like(Theta)
+    C = Q.copy()
+    DQ = np.empty_like(Theta)
+    work = np.empty_like(R) if not factor.tall else None
+
+    penalized = np.ones(n_cols)
+    if problem.fit_bias and not problem.penalize_bias:
+        penalized[n_in] = 0.0
+    adaptive = rho == "auto"
+    if adaptive:
+        norm0 = float(np.linalg.norm(Theta[penalized > 0]))
+        rho_value = np.sqrt(penalized.sum() * n_out) / norm0 if norm0 > 0 else 1.0
+        rho_value = float(np.clip(rho_value, *_RHO_BOUNDS))
+    else:
+        rho_value = float(rho)
+
+    eps_abs = tol * _ABS_TOL_FACTOR
+    feasibility_tol = 10.0 * tol
+    status = "max_iter"
+    primal_rel = dual_rel = np.inf
+    iteration = 0
+    for iteration in range(1, max_iter + 1):
+        factor.weight_step(B, C, Theta, R, work)
+        check = iteration % check_every == 0 or iteration == max_iter
+        stats_a = response_step(R, A, UA, Y, V, problem.relu, epsilon, problem.per_neuron, alpha, B, DA, check)
+        stats_q = weight_step(Theta, Q, UQ, penalized / rho_value, alpha, C, DQ, check)
+        if not check:
+            continue
+
+        primal = np.sqrt(stats_a[0] + stats_q[0])
+        primal_scale = max(np.sqrt(stats_a[2] + stats_q[2]), np.sqrt(stats_a[3] + stats_q[3]))
+        dual_vector = Xa.T @ DA
+        dual_vector += DQ
+        dual = rho_value * float(np.linalg.norm(dual_vector))
+        dual_scale = rho_value * np.sqrt(stats_q[4])
+        primal_rel = primal / max(primal_scale, 1e-300)
+        dual_rel = dual / max(dual_scale, 1e-300)
+        primal_ok = primal <= eps_abs * np.sqrt(R.size + Theta.size) + tol * primal_scale
+        dual_ok = dual <= eps_abs * np.sqrt(Theta.size) + tol * dual_scale
+        logger.debug("iter %d rho %.3g primal %.2e dual %.2e", iteration, rho_value, primal_rel, dual_rel)
+        if primal_ok and dual_ok:
+            violation = relative_excess(Xa @ Q, Y, epsilon, relu=problem.relu, upper=V)
+            if violation <= feasibility_tol:
+                status = "optimal"
+                break
+        if adaptive and dual_rel > 0 and primal_rel > 0:
+            ratio = np.sqrt(primal_rel / dual_rel)
+            if ratio > _RHO_ADAPT_RATIO or ratio < 1.0 / _RHO_ADAPT_RATIO:
+                new_rho = float(np.clip(rho_value * ratio, *_RHO_BOUNDS))
+                UA *= rho_value / new_rho
+                UQ *= rho_value / new_rho
+                np.subtract(A, UA, out=B)
+                np.subtract(Q, UQ, out=C)
+                rho_value = new_rho
+
+    weight = np.ascontiguousarray(Q[:n_in].T)
+    bias = Q[n_in].copy() if problem.fit_bias else None
+    solution = Solution(
+        weight=weight,
+        bias=bias,
+        status=status,
+        iterations=iteration,
+        objective=problem.objective(weight, bias),
+        violation=problem.violation(weight, bias),
+        primal_residual=float(primal_rel),
+        dual_residual=float(dual_rel),
+        solve_time=time.perf_counter() - started,
+        method="admm",
+        info={"rho": rho_value, "scale": float(scale), "backend": backend, "dtype": dtype.name,
+              "factor_time": factor_time, "factorization": "gram" if factor.tall else "inversion-lemma"},
+    )
+    logger.info("admm %s after %d iterations: objective %.6g, violation %.2e, %.3fs",
+                status, iteration, solution.objective, solution.violation, solution.solve_time)
+    return solution
