@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
-from ._kernels import RESPONSE_STEP, WEIGHT_STEP
+from ._kernels import RESPONSE_STEP, WEIGHT_STEP, project_response
 from .problem import LayerProblem, relative_excess
 from .solution import Solution
 
@@ -51,52 +51,72 @@ logger = logging.getLogger(__name__)
 BACKENDS = ("numba", "numpy")
 _GRAM_TARGET = 1.0 / 0.09  # the authors' 0.3 * sqrt(max(Xa^T Xa)) scaling
 _RHO_BOUNDS = (1e-6, 1e6)
-_RHO_ADAPT_RATIO = 5.0  # adapt rho when the normalised residuals differ by more than this
+_RHO_ADAPT_RATIO = 2.0  # adapt rho when the normalised residuals differ by more than this
 _ABS_TOL_FACTOR = 1e-3  # absolute tolerance = tol * this, in units of the scaled data
 
 
 class _Factor:
-    """The factored weight-step matrix ``Xa^T Xa + I`` and the weight step that uses it.
+    """The weight-step operator ``(Xa^T Xa + I)^{-1}``, factored once per problem.
 
-    ``n_samples >= n_cols``: Cholesky of the Gram matrix ``Xa^T Xa + I`` (``n_cols^2``).
-    ``n_samples < n_cols``: Cholesky of ``K = Xa Xa^T + I`` (``n_samples^2``), with
-    ``(Xa^T Xa + I)^{-1} = I - Xa^T K^{-1} Xa``.
+    ``n_samples >= n_cols``: from the Cholesky factor of the Gram matrix ``Xa^T Xa + I``
+    (``n_cols x n_cols``). ``n_samples < n_cols``: from that of ``K = Xa Xa^T + I``
+    (``n_samples x n_samples``), with ``(Xa^T Xa + I)^{-1} = I - Xa^T K^{-1} Xa``.
+    The inverse is formed once from the Cholesky factor (its condition number is at most
+    ``1 + n_cols * _GRAM_TARGET`` after scaling) and applied as one small product per
+    iteration: triangular solves would go through scipy's own BLAS, whose thread pool
+    competes with numpy's inside the loop.
     """
 
     def __init__(self, Xa: np.ndarray) -> None:
         self.Xa = Xa
         n_samples, n_cols = Xa.shape
         self.tall = n_samples >= n_cols
-        gram = Xa.T @ Xa if self.tall else Xa @ Xa.T
+        Xa64 = Xa.astype(np.float64, copy=False)
+        gram = Xa64.T @ Xa64 if self.tall else Xa64 @ Xa64.T
         gram[np.diag_indices_from(gram)] += 1.0
-        self.cholesky = cho_factor(gram, lower=True, overwrite_a=True, check_finite=False)
+        cholesky = cho_factor(gram, lower=True, overwrite_a=True, check_finite=False)
+        inverse = cho_solve(cholesky, np.eye(gram.shape[0]), check_finite=False)
+        self.inverse = np.ascontiguousarray((inverse + inverse.T) / 2, dtype=Xa.dtype)
 
     def ridge(self, Y: np.ndarray) -> np.ndarray:
         """``(Xa^T Xa + I)^{-1} Xa^T Y``: the starting point without a warm start."""
         if self.tall:
-            return cho_solve(self.cholesky, self.Xa.T @ Y, check_finite=False)
-        return self.Xa.T @ cho_solve(self.cholesky, Y, check_finite=False)
+            return self.inverse @ (self.Xa.T @ Y)
+        return self.Xa.T @ (self.inverse @ Y)
 
     def weight_step(self, B: np.ndarray, C: np.ndarray, Theta: np.ndarray, R: np.ndarray,
                     work: np.ndarray) -> None:
         """``Theta = (Xa^T Xa + I)^{-1} (Xa^T B + C)`` and ``R = Xa Theta``, in place.
 
-        Wide case: with ``E = K^{-1}(B - Xa C)``, ``Theta = C + Xa^T E`` and ``R = B - E``
-        (two products as well; ``work`` has the shape of ``B``).
+        Tall case: ``work`` has the shape of ``Theta``. Wide case, with
+        ``E = K^{-1}(B - Xa C)``: ``Theta = C + Xa^T E`` and ``R = B - E`` (two products
+        as well; ``work`` has the shape of ``B``).
         """
         Xa = self.Xa
         if self.tall:
-            np.matmul(Xa.T, B, out=Theta)
-            Theta += C
-            Theta[...] = cho_solve(self.cholesky, Theta, check_finite=False)
+            np.matmul(Xa.T, B, out=work)
+            work += C
+            np.matmul(self.inverse, work, out=Theta)
             np.matmul(Xa, Theta, out=R)
         else:
             np.matmul(Xa, C, out=work)
             np.subtract(B, work, out=work)
-            E = cho_solve(self.cholesky, work, check_finite=False)
-            np.matmul(Xa.T, E, out=Theta)
+            np.matmul(self.inverse, work, out=R)  # R holds E for a moment
+            np.matmul(Xa.T, R, out=Theta)
             Theta += C
-            np.subtract(B, E, out=R)
+            np.subtract(B, R, out=R)
+
+
+def _rescale_duals(carry: np.ndarray, rhs: np.ndarray, alpha: float, factor: float) -> None:
+    """Scale the dual ``U`` by ``factor`` (``rho_old / rho_new``) inside ``carry`` and ``rhs``.
+
+    With ``carry = (1 - alpha) A + U`` and ``rhs = A - U``: ``A = (rhs + carry) / (2 - alpha)``.
+    """
+    A = (rhs + carry) / (2.0 - alpha)
+    U = (A - rhs) * factor
+    np.subtract(A, U, out=rhs)
+    np.multiply(A, 1.0 - alpha, out=carry)
+    carry += U
 
 
 def _check_options(tol: float, max_iter: int, rho: Any, dtype: Any, backend: str, alpha: float,
@@ -208,26 +228,21 @@ def solve_admm(
     factor = _Factor(Xa)
     factor_time = time.perf_counter() - started
 
-    # ---- start
+    # ---- start: A = Pi_C(Xa Theta), Q = Theta, both duals 0
     if warm_start is not None:
         Theta = _warm_theta(problem, warm_start, dtype)
     else:
         Theta = np.ascontiguousarray(factor.ridge(Y), dtype=dtype)
     R = Xa @ Theta
-    A = R.copy()
-    UA = np.zeros_like(R)
-    B = np.empty_like(R)
-    DA = np.empty_like(R)
-    response_step(R, A, UA, Y, V, problem.relu, epsilon, problem.per_neuron, 1.0, B, DA, False)
-    UA[...] = 0.0
-    B[...] = A
+    A = project_response(R, Y, V, problem.relu, epsilon, problem.per_neuron)
+    carry_a, B = (1.0 - alpha) * A, A  # carry = (1 - alpha) A + U, B = A - U with U = 0
     Q = Theta.copy()
-    UQ = np.zeros_like(Theta)
-    C = Q.copy()
-    DQ = np.empty_like(Theta)
-    work = np.empty_like(R) if not factor.tall else None
+    carry_q, C = (1.0 - alpha) * Q, Q.copy()
+    DA, DQ = np.empty_like(R), np.empty_like(Theta)
+    work = np.empty_like(Theta) if factor.tall else np.empty_like(R)
+    del A
 
-    penalized = np.ones(n_cols)
+    penalized = np.ones(n_cols)  # l1 weight of each row of Theta
     if problem.fit_bias and not problem.penalize_bias:
         penalized[n_in] = 0.0
     adaptive = rho == "auto"
@@ -246,8 +261,8 @@ def solve_admm(
     for iteration in range(1, max_iter + 1):
         factor.weight_step(B, C, Theta, R, work)
         check = iteration % check_every == 0 or iteration == max_iter
-        stats_a = response_step(R, A, UA, Y, V, problem.relu, epsilon, problem.per_neuron, alpha, B, DA, check)
-        stats_q = weight_step(Theta, Q, UQ, penalized / rho_value, alpha, C, DQ, check)
+        stats_a = response_step(R, carry_a, B, Y, V, problem.relu, epsilon, problem.per_neuron, alpha, DA, check)
+        stats_q = weight_step(Theta, Q, carry_q, C, penalized / rho_value, alpha, DQ, check)
         if not check:
             continue
 
@@ -271,10 +286,8 @@ def solve_admm(
             ratio = np.sqrt(primal_rel / dual_rel)
             if ratio > _RHO_ADAPT_RATIO or ratio < 1.0 / _RHO_ADAPT_RATIO:
                 new_rho = float(np.clip(rho_value * ratio, *_RHO_BOUNDS))
-                UA *= rho_value / new_rho
-                UQ *= rho_value / new_rho
-                np.subtract(A, UA, out=B)
-                np.subtract(Q, UQ, out=C)
+                _rescale_duals(carry_a, B, alpha, rho_value / new_rho)
+                _rescale_duals(carry_q, C, alpha, rho_value / new_rho)
                 rho_value = new_rho
 
     weight = np.ascontiguousarray(Q[:n_in].T)
