@@ -28,8 +28,10 @@ and ``Xa Theta`` are the only ``O(n_samples n_in n_out)`` work; the rest is done
 fused kernels of :mod:`solvers._kernels`.
 
 The data are scaled first (``X, Y, V, epsilon`` divided by one constant, which leaves
-``W`` and ``b`` unchanged) so that the largest diagonal entry of ``Xa^T Xa`` is
-``_GRAM_TARGET``; this balances the two constraints of the split.
+``W`` unchanged) so that the largest diagonal entry of ``X^T X`` is ``_GRAM_TARGET``; this
+balances the two constraints of the split. The bias column gets the same norm (its
+coefficient is the bias in units of ``bias_unit``), so a large or small ``X`` does not
+leave the bias column out of balance.
 """
 from __future__ import annotations
 
@@ -181,12 +183,14 @@ def solve_admm(
         ``||(Xa Theta - A, Theta - Q)||`` is below ``tol`` times the larger of the norms
         of its two sides, the dual residual ``rho ||Xa^T dA + dQ||`` below ``tol`` times
         ``||rho UQ||`` (each plus an absolute ``1e-3 tol`` per entry), and the returned
-        weight's :meth:`~LayerProblem.violation` is at most ``10 tol``.
+        weight's :meth:`~LayerProblem.violation` is at most ``5 tol``.
     max_iter : int, default 10000
     rho : 'auto' or float, default 'auto'
         ``'auto'`` starts from ``sqrt(#weights) / ||Theta_0||_F`` and adapts by residual
-        balancing at every check (free: rho does not enter the factored matrix). A
-        float fixes rho.
+        balancing (free: rho does not enter the factored matrix): at a check where the
+        normalised residuals differ by more than a factor 4, rho moves by the square
+        root of their ratio; the wait before the next change doubles each time, so rho
+        settles and the usual convergence guarantee applies. A float fixes rho.
     warm_start : (weight, bias) or weight, optional
         Starting weights, e.g. the original layer's. Default: the ridge solution
         ``(Xa^T Xa + I)^{-1} Xa^T Y``.
@@ -216,11 +220,15 @@ def solve_admm(
     # ---- scaled, augmented data (copies: the problem's arrays are never written)
     Xa = np.empty((n_samples, n_cols), dtype=dtype)
     Xa[:, :n_in] = problem.X
-    if problem.fit_bias:
-        Xa[:, n_in] = 1.0
-    largest_diag = float(np.max(np.einsum("pi,pi->i", Xa, Xa, dtype=np.float64)))
+    largest_diag = float(np.max(np.einsum("pi,pi->i", Xa[:, :n_in], Xa[:, :n_in], dtype=np.float64)))
     scale = np.sqrt(largest_diag / _GRAM_TARGET) if largest_diag > 0 else 1.0
-    Xa /= dtype.type(scale)
+    Xa[:, :n_in] /= dtype.type(scale)
+    # the bias column gets the same norm as the largest input column; one unit of its
+    # coefficient is ``bias_unit`` units of bias
+    bias_column = np.sqrt(_GRAM_TARGET / n_samples)
+    bias_unit = scale * bias_column
+    if problem.fit_bias:
+        Xa[:, n_in] = bias_column
     Y = (problem.Y / scale).astype(dtype)
     V = None if problem.upper is None else (problem.upper / scale).astype(dtype)
     epsilon = problem.epsilon / scale
@@ -231,6 +239,8 @@ def solve_admm(
     # ---- start: A = Pi_C(Xa Theta), Q = Theta, both duals 0
     if warm_start is not None:
         Theta = _warm_theta(problem, warm_start, dtype)
+        if problem.fit_bias:
+            Theta[n_in] /= dtype.type(bias_unit)
     else:
         Theta = np.ascontiguousarray(factor.ridge(Y), dtype=dtype)
     R = Xa @ Theta
@@ -243,19 +253,20 @@ def solve_admm(
     del A
 
     penalized = np.ones(n_cols)  # l1 weight of each row of Theta
-    if problem.fit_bias and not problem.penalize_bias:
-        penalized[n_in] = 0.0
+    if problem.fit_bias:
+        penalized[n_in] = bias_unit if problem.penalize_bias else 0.0
     adaptive = rho == "auto"
     if adaptive:
         norm0 = float(np.linalg.norm(Theta[penalized > 0]))
-        rho_value = np.sqrt(penalized.sum() * n_out) / norm0 if norm0 > 0 else 1.0
+        rho_value = float(np.linalg.norm(penalized)) * np.sqrt(n_out) / norm0 if norm0 > 0 else 1.0
         rho_value = float(np.clip(rho_value, *_RHO_BOUNDS))
     else:
         rho_value = float(rho)
 
     eps_abs = tol * _ABS_TOL_FACTOR
-    feasibility_tol = 10.0 * tol
+    feasibility_tol = 5.0 * tol
     status = "max_iter"
+    last_change, adapt_interval = 0, check_every  # the interval doubles after each change
     primal_rel = dual_rel = np.inf
     iteration = 0
     for iteration in range(1, max_iter + 1):
@@ -282,16 +293,17 @@ def solve_admm(
             if violation <= feasibility_tol:
                 status = "optimal"
                 break
-        if adaptive and dual_rel > 0 and primal_rel > 0:
+        if adaptive and dual_rel > 0 and primal_rel > 0 and iteration - last_change >= adapt_interval:
             ratio = np.sqrt(primal_rel / dual_rel)
             if ratio > _RHO_ADAPT_RATIO or ratio < 1.0 / _RHO_ADAPT_RATIO:
                 new_rho = float(np.clip(rho_value * ratio, *_RHO_BOUNDS))
                 _rescale_duals(carry_a, B, alpha, rho_value / new_rho)
                 _rescale_duals(carry_q, C, alpha, rho_value / new_rho)
                 rho_value = new_rho
+                last_change, adapt_interval = iteration, 2 * adapt_interval
 
     weight = np.ascontiguousarray(Q[:n_in].T)
-    bias = Q[n_in].copy() if problem.fit_bias else None
+    bias = Q[n_in] * dtype.type(bias_unit) if problem.fit_bias else None
     solution = Solution(
         weight=weight,
         bias=bias,

@@ -1,0 +1,28 @@
+import numpy as np
+import pytest
+
+from solvers import LayerProblem
+
+
+def make_layer(n_samples=60, n_in=10, n_out=4, *, relu=True, per_neuron=False, upper=False,
+               fit_bias=True, epsilon=0.1, density=0.6, seed=0):
+    """A small layer whose original weights are known (and feasible).
+
+    With ``upper=True`` the inactive entries are bounded by the original pre-activation
+    plus a positive margin, as the cascade mode does; the original weights stay feasible.
+    Returns ``(problem, (weight, bias))``.
+    """
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_samples, n_in))
+    weight = rng.standard_normal((n_out, n_in)) * (rng.random((n_out, n_in)) < density)
+    bias = 0.3 * rng.standard_normal(n_out) if fit_bias else None
+    Z = X @ weight.T + (bias if fit_bias else 0.0)
+    Y = np.maximum(Z, 0.0) if relu else Z
+    budget = epsilon * (np.linalg.norm(Y, axis=0) if per_neuron else np.linalg.norm(Y))
+    V = Z + 0.3 * np.abs(rng.standard_normal(Z.shape)) if (upper and relu) else None
+    return LayerProblem(X, Y, budget, relu=relu, upper=V, fit_bias=fit_bias), (weight, bias)
+
+
+@pytest.fixture
+def layer():
+    return make_layer

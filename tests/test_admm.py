@@ -1,0 +1,114 @@
+"""The ADMM's own contract: options, statuses, backends, returned weights."""
+import numpy as np
+import pytest
+
+from conftest import make_layer
+from solvers import LayerProblem, solve
+
+
+def test_returned_weight_is_sparse_and_certified():
+    problem, _ = make_layer(n_samples=80, n_in=15, n_out=6, epsilon=0.2, seed=1)
+    sol = solve(problem)
+    assert 0 < sol.nnz < sol.weight.size  # exact zeros
+    assert sol.violation == problem.violation(sol.weight, sol.bias)
+    assert sol.objective == problem.objective(sol.weight, sol.bias)
+    assert sol.primal_residual <= 1e-4 and sol.dual_residual <= 1e-4
+    assert sol.weight.shape == (6, 15) and sol.bias.shape == (6,)
+    assert sol.solve_time > 0 and sol.info["backend"] == "numba"
+
+
+def test_numba_and_numpy_backends_give_the_same_answer():
+    problem, _ = make_layer(n_samples=70, n_in=12, n_out=5, upper=True, per_neuron=True, seed=2)
+    numba_sol = solve(problem, backend="numba")
+    numpy_sol = solve(problem, backend="numpy")
+    assert numba_sol.iterations == numpy_sol.iterations
+    np.testing.assert_allclose(numba_sol.weight, numpy_sol.weight, atol=1e-9)
+    np.testing.assert_allclose(numba_sol.bias, numpy_sol.bias, atol=1e-9)
+
+
+def test_the_same_input_gives_bit_identical_weights():
+    problem, _ = make_layer(seed=3)
+    first, second = solve(problem), solve(problem)
+    np.testing.assert_array_equal(first.weight, second.weight)
+
+
+def test_max_iter_is_reported_not_hidden():
+    problem, _ = make_layer(n_samples=80, n_in=15, n_out=6, seed=4)
+    sol = solve(problem, max_iter=3)
+    assert sol.status == "max_iter" and sol.iterations == 3
+    assert sol.violation == problem.violation(sol.weight, sol.bias)
+
+
+def test_warm_start_from_the_original_weights():
+    problem, original = make_layer(n_samples=80, n_in=15, n_out=6, seed=5)
+    cold, warm = solve(problem), solve(problem, warm_start=original)
+    assert warm.status == "optimal"
+    assert warm.objective == pytest.approx(cold.objective, rel=1e-3)
+    weight_only = solve(problem, warm_start=original[0])
+    assert weight_only.objective == pytest.approx(cold.objective, rel=1e-3)
+
+
+def test_fixed_rho_converges_too():
+    problem, _ = make_layer(seed=6)
+    auto, fixed = solve(problem), solve(problem, rho=2.0, max_iter=50_000)
+    assert fixed.status == "optimal" and fixed.info["rho"] == 2.0
+    assert fixed.objective == pytest.approx(auto.objective, rel=1e-3)
+
+
+def test_penalized_bias_is_shrunk():
+    problem, _ = make_layer(n_samples=80, n_in=8, n_out=4, relu=False, epsilon=0.3, seed=7)
+    free = solve(problem)
+    penalized = solve(LayerProblem(problem.X, problem.Y, problem.epsilon, relu=False, penalize_bias=True))
+    assert np.abs(penalized.bias).sum() < np.abs(free.bias).sum()
+    assert penalized.objective == pytest.approx(np.abs(penalized.weight).sum() + np.abs(penalized.bias).sum())
+
+
+def test_solve_does_not_modify_the_problem():
+    problem, original = make_layer(upper=True, seed=8)
+    copies = [a.copy() for a in (problem.X, problem.Y, problem.upper, problem.epsilon)]
+    weight0 = original[0].copy()
+    solve(problem, warm_start=original)
+    for before, after in zip(copies, (problem.X, problem.Y, problem.upper, problem.epsilon)):
+        np.testing.assert_array_equal(before, after)
+    np.testing.assert_array_equal(weight0, original[0])
+
+
+def test_float32_problem_data_are_solved_in_either_precision():
+    problem, _ = make_layer(seed=9)
+    as32 = LayerProblem(problem.X.astype(np.float32), problem.Y.astype(np.float32), problem.epsilon)
+    for dtype in ("float32", "float64"):
+        sol = solve(as32, dtype=dtype)
+        assert sol.status == "optimal" and sol.weight.dtype == np.dtype(dtype)
+
+
+BAD_OPTIONS = [
+    (dict(tol=0.0), "tol: got 0.0, needs a float in (0, 1)"),
+    (dict(max_iter=0), "max_iter: got 0, needs an integer >= 1"),
+    (dict(rho=-1.0), "rho: got -1.0, needs 'auto'"),
+    (dict(rho="fast"), "rho: got 'fast'"),
+    (dict(dtype="float16"), "dtype: got float16, needs float32 or float64"),
+    (dict(dtype="banana"), "dtype: got 'banana'"),
+    (dict(backend="cuda"), "backend: got 'cuda', needs one of ('numba', 'numpy')"),
+    (dict(alpha=2.5), "alpha: got 2.5, needs a float in (0, 2)"),
+    (dict(check_every=0), "check_every: got 0"),
+    (dict(warm_start=np.zeros((3, 3))), "weight: got shape (3, 3), needs (n_out, n_in) = (4, 10)"),
+    (dict(warm_start=(np.zeros((4, 10)), np.zeros(2))), "bias: got shape (2,), needs (4,)"),
+]
+
+
+@pytest.mark.parametrize("options, message", BAD_OPTIONS, ids=[m.split(":")[0] + str(i) for i, (_, m) in enumerate(BAD_OPTIONS)])
+def test_bad_options_name_the_option(options, message):
+    problem, _ = make_layer()
+    with pytest.raises(ValueError) as error:
+        solve(problem, **options)
+    assert message in str(error.value)
+
+
+def test_solve_rejects_unknown_methods_and_problems():
+    problem, _ = make_layer()
+    with pytest.raises(ValueError, match="method: got 'lbfgs', needs one of"):
+        solve(problem, method="lbfgs")
+    with pytest.raises(TypeError, match="problem: got ndarray, needs a solvers.LayerProblem"):
+        solve(np.zeros(3))
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        solve(problem, tolerance=1e-3)
