@@ -6,21 +6,44 @@ from conftest import make_layer
 from solvers import LayerProblem, solve
 
 
-def test_returned_weight_is_sparse_and_certified():
+@pytest.mark.parametrize("polish", [True, False])
+def test_returned_weight_is_sparse_and_certified(polish):
     problem, _ = make_layer(n_samples=80, n_in=15, n_out=6, epsilon=0.2, seed=1)
-    sol = solve(problem)
+    sol = solve(problem, polish=polish)
+    assert sol.status == "optimal" and sol.info["polished"] is polish
     assert 0 < sol.nnz < sol.weight.size  # exact zeros
     assert sol.violation == problem.violation(sol.weight, sol.bias)
     assert sol.objective == problem.objective(sol.weight, sol.bias)
-    assert sol.primal_residual <= 1e-4 and sol.dual_residual <= 1e-4
+    if polish:  # the subgradient condition holds off the support
+        assert sol.info["certificate"] <= 1 + 1e-4 and sol.violation <= 1e-9
+    else:
+        assert sol.primal_residual <= 1e-4 and sol.dual_residual <= 1e-4
     assert sol.weight.shape == (6, 15) and sol.bias.shape == (6,)
     assert sol.solve_time > 0 and sol.info["backend"] == "numba"
 
 
+def test_polished_answer_is_the_optimum():
+    """Polishing returns the exact optimum: cvxpy's objective to 1e-6, feasible to rounding."""
+    problem, _ = make_layer(n_samples=120, n_in=20, n_out=6, upper=True, epsilon=0.1, seed=12)
+    reference = solve(problem, method="cvxpy")
+    sol = solve(problem)
+    assert sol.info["polished"]
+    assert sol.objective == pytest.approx(reference.objective, rel=1e-6)
+    assert sol.violation <= 1e-9
+
+
+def test_polish_is_not_tried_when_epsilon_is_zero():
+    from solvers.examples import planted_problem
+
+    problem, _ = planted_problem(150, 30, 2, density=0.1, epsilon=0.0, seed=3)
+    sol = solve(problem, tol=1e-6, max_iter=20000)
+    assert sol.status == "optimal" and not sol.info["polished"]
+
+
 def test_numba_and_numpy_backends_give_the_same_answer():
     problem, _ = make_layer(n_samples=70, n_in=12, n_out=5, upper=True, per_neuron=True, seed=2)
-    numba_sol = solve(problem, backend="numba")
-    numpy_sol = solve(problem, backend="numpy")
+    numba_sol = solve(problem, backend="numba", polish=False)
+    numpy_sol = solve(problem, backend="numpy", polish=False)
     assert numba_sol.iterations == numpy_sol.iterations
     np.testing.assert_allclose(numba_sol.weight, numpy_sol.weight, atol=1e-9)
     np.testing.assert_allclose(numba_sol.bias, numpy_sol.bias, atol=1e-9)
@@ -34,14 +57,14 @@ def test_the_same_input_gives_bit_identical_weights():
 
 def test_max_iter_is_reported_not_hidden():
     problem, _ = make_layer(n_samples=80, n_in=15, n_out=6, seed=4)
-    sol = solve(problem, max_iter=3)
+    sol = solve(problem, max_iter=3, polish=False)
     assert sol.status == "max_iter" and sol.iterations == 3
     assert sol.violation == problem.violation(sol.weight, sol.bias)
 
 
 def test_warm_start_from_the_original_weights():
     problem, original = make_layer(n_samples=80, n_in=15, n_out=6, seed=5)
-    cold, warm = solve(problem), solve(problem, warm_start=original)
+    cold, warm = solve(problem, polish=False), solve(problem, warm_start=original, polish=False)
     assert warm.status == "optimal"
     assert warm.objective == pytest.approx(cold.objective, rel=1e-3)
     weight_only = solve(problem, warm_start=original[0])
@@ -50,7 +73,7 @@ def test_warm_start_from_the_original_weights():
 
 def test_fixed_rho_converges_too():
     problem, _ = make_layer(seed=6)
-    auto, fixed = solve(problem), solve(problem, rho=2.0, max_iter=50_000)
+    auto, fixed = solve(problem), solve(problem, rho=2.0, max_iter=50_000, polish=False)
     assert fixed.status == "optimal" and fixed.info["rho"] == 2.0
     assert fixed.objective == pytest.approx(auto.objective, rel=1e-3)
 

@@ -37,12 +37,13 @@ def reference(case, wide=False):
     return problem, original, solve(problem, method="cvxpy")
 
 
+@pytest.mark.parametrize("polish", [True, False], ids=["polish", "admm-only"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("case", GRID, ids=[grid_id(c) for c in GRID])
-def test_admm_matches_cvxpy(case, dtype):
+def test_admm_matches_cvxpy(case, dtype, polish):
     problem, original, ref = reference(case)
     assert ref.status == "optimal" and ref.violation <= 1e-6
-    sol = solve(problem, dtype=dtype)
+    sol = solve(problem, dtype=dtype, polish=polish)
     assert sol.status == "optimal"
     assert sol.weight.dtype == np.dtype(dtype)
     assert abs(sol.objective - ref.objective) <= 1e-3 * ref.objective
