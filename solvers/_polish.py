@@ -33,7 +33,7 @@ import numpy as np
 
 from .problem import relative_excess
 
-__all__ = ["polish", "can_polish", "PolishResult"]
+__all__ = ["polish", "can_polish", "PolishResult", "Moments"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,12 +59,14 @@ def can_polish(problem) -> bool:
     return bool(problem.epsilon > 0 or not problem.active.any())
 
 
-def _kkt_solve(G: np.ndarray, E: np.ndarray, rhs_top: np.ndarray, rhs_bottom: np.ndarray):
+def _kkt_solve(G: np.ndarray, E: np.ndarray, rhs_top: np.ndarray, rhs_bottom: np.ndarray,
+               least_squares: bool = False):
     """Solve ``[[G, E^T], [E, 0]] [x; mu] = [rhs_top; rhs_bottom]`` for several right-hand sides.
 
-    LU first; when the matrix is singular (repeated tight rows, from duplicate samples)
-    or the answer does not solve the system, least squares (minimum norm). The caller's
-    certificate decides whether the answer is good.
+    LU; None when the matrix is singular or the answer does not solve the system (repeated
+    tight rows, from duplicate samples). ``least_squares=True``: minimum-norm least
+    squares instead, which always answers; the caller's certificate decides whether the
+    answer is good.
     """
     n_vars, n_eq = G.shape[0], E.shape[0]
     K = np.zeros((n_vars + n_eq, n_vars + n_eq))
@@ -72,31 +74,87 @@ def _kkt_solve(G: np.ndarray, E: np.ndarray, rhs_top: np.ndarray, rhs_bottom: np
     K[n_vars:, :n_vars] = E
     K[:n_vars, n_vars:] = E.T
     rhs = np.vstack([rhs_top, rhs_bottom])
-    try:
-        solution = np.linalg.solve(K, rhs)
-        accurate = np.all(np.isfinite(solution)) and (
-            np.linalg.norm(K @ solution - rhs) <= 1e-8 * max(np.linalg.norm(rhs), 1e-300))
-    except np.linalg.LinAlgError:
-        accurate = False
-    if not accurate:
+    if least_squares:
         solution = np.linalg.lstsq(K, rhs, rcond=None)[0]
+    else:
+        try:
+            solution = np.linalg.solve(K, rhs)
+        except np.linalg.LinAlgError:
+            return None
+        if not (np.all(np.isfinite(solution)) and
+                np.linalg.norm(K @ solution - rhs) <= 1e-8 * max(np.linalg.norm(rhs), 1e-300)):
+            return None
     return solution[:n_vars], solution[n_vars:]
 
 
-def _neuron_kkt(Xa, Y, V, rows, columns, tight_rows, linear, m):
+class Moments:
+    """Each neuron's second moments on its active rows, computed once per solve.
+
+    ``gram[m] = Xa_{Omega_m}^T Xa_{Omega_m}`` (all neurons at once when ``n_out n_cols^2``
+    floats fit in ``memory`` bytes, else gathered neuron by neuron on demand),
+    ``moment[:, m] = Xa_{Omega_m}^T y_m`` and ``y_sq[m] = ||y_{Omega_m}||^2``, so a
+    restricted least-squares fit costs ``O(|S_m|^3)`` instead of a pass over the samples.
+    """
+
+    def __init__(self, Xa: np.ndarray, Y: np.ndarray, active: np.ndarray | None, memory: float = 256e6) -> None:
+        self.Xa, self.active = Xa, active
+        masked = Y if active is None else np.where(active, Y, 0.0)
+        self.moment = Xa.T @ masked
+        self.y_sq = np.einsum("pm,pm->m", masked, masked)
+        n_cols, n_out = Xa.shape[1], Y.shape[1]
+        self.gram = None
+        if active is None:
+            self.gram = Xa.T @ Xa  # one Gram for every neuron
+        elif n_out * n_cols**2 * 8 <= memory:
+            self.gram = np.empty((n_out, n_cols, n_cols))
+            for m in range(n_out):
+                rows = Xa[active[:, m]]
+                np.matmul(rows.T, rows, out=self.gram[m])
+
+    def neuron(self, m: int, columns: np.ndarray) -> np.ndarray:
+        """``M^T M`` for neuron ``m`` restricted to ``columns``."""
+        if self.gram is None:
+            M = self.Xa[np.ix_(np.flatnonzero(self.active[:, m]), columns)]
+            return M.T @ M
+        gram = self.gram if self.gram.ndim == 2 else self.gram[m]
+        return gram[np.ix_(columns, columns)]
+
+
+def _neuron_kkt(moments, Xa, V, columns, tight_rows, linear, m):
     """One neuron's two KKT solutions ``(theta_0, mu_0)`` and ``(theta_1, nu_1)``."""
-    M = Xa[np.ix_(rows, columns)].astype(np.float64)
-    y = Y[rows, m].astype(np.float64)
-    E = Xa[np.ix_(tight_rows, columns)].astype(np.float64)
-    h = np.zeros(tight_rows.size) if V is None else V[tight_rows, m].astype(np.float64)
-    x, mu = _kkt_solve(M.T @ M, E, np.column_stack([M.T @ y, -linear]), np.column_stack([h, np.zeros_like(h)]))
+    G = moments.neuron(m, columns)
+    b = moments.moment[columns, m]
+    E = Xa[np.ix_(tight_rows, columns)]
+    h = np.zeros(tight_rows.size) if V is None else V[tight_rows, m]
+    solved = _kkt_solve(G, E, np.column_stack([b, -linear]), np.column_stack([h, np.zeros_like(h)]))
+    if solved is None and tight_rows.size > 1:  # the same bound twice (duplicate samples)?
+        _, first = np.unique(np.column_stack([E, h]), axis=0, return_index=True)
+        first.sort()
+        tight_rows, E, h = tight_rows[first], E[first], h[first]
+        solved = _kkt_solve(G, E, np.column_stack([b, -linear]), np.column_stack([h, np.zeros_like(h)]))
+    if solved is None:
+        solved = _kkt_solve(G, E, np.column_stack([b, -linear]), np.column_stack([h, np.zeros_like(h)]),
+                            least_squares=True)
+    x, mu = solved
     theta0, theta1 = x[:, 0], x[:, 1]
-    a = float(np.sum((M @ theta0 - y) ** 2))
+    a = max(float(theta0 @ G @ theta0 - 2.0 * b @ theta0 + moments.y_sq[m]), 0.0)  # ||M theta0 - y||^2
     c = float(-linear @ theta1)
     return tight_rows, theta0, theta1, mu[:, 0], mu[:, 1], a, c
 
 
-def _restricted(Xa, Y, V, epsilon, relu, active, support, signs, tight, weights, cache):
+def _neuron_part(moments, Xa, V, support, signs, tight, weights, cache, m):
+    """Solve neuron ``m``'s restricted KKT systems into ``cache[m]`` unless already there."""
+    key = (support[:, m].tobytes(), signs[:, m].tobytes(), b"" if tight is None else (tight[:, m] > 0).tobytes())
+    if m not in cache or cache[m][0] != key:
+        columns = np.flatnonzero(support[:, m])
+        tight_rows = np.flatnonzero(tight[:, m] > 0) if tight is not None else np.empty(0, dtype=int)
+        if tight_rows.size > columns.size:  # at most one equality per unknown: the strongest
+            tight_rows = np.sort(tight_rows[np.argsort(-tight[tight_rows, m])[: columns.size]])
+        linear = weights[columns] * signs[columns, m]
+        cache[m] = (key, (columns, *_neuron_kkt(moments, Xa, V, columns, tight_rows, linear, m)))
+
+
+def _restricted(moments, Xa, V, epsilon, support, signs, tight, weights, cache):
     """Closed-form optimum of the program restricted to ``support`` and ``tight``.
 
     Returns ``("ok", Theta, nu, inverse_steps)`` with ``inverse_steps = 1 / t = 2 lambda``
@@ -109,20 +167,8 @@ def _restricted(Xa, Y, V, epsilon, relu, active, support, signs, tight, weights,
     per_neuron = epsilon.ndim == 1
     parts, inconsistent = [], []
     for m in range(n_out):
-        key = (support[:, m].tobytes(), signs[:, m].tobytes(), b"" if tight is None else (tight[:, m] > 0).tobytes())
-        if m not in cache or cache[m][0] != key:
-            columns = np.flatnonzero(support[:, m])
-            rows = np.flatnonzero(active[:, m]) if relu else np.arange(Y.shape[0])
-            tight_rows = np.flatnonzero(tight[:, m] > 0) if tight is not None else np.empty(0, dtype=int)
-            if tight_rows.size > 1:  # the same bound twice (duplicate samples, a bias-only support)
-                bound = np.zeros(tight_rows.size) if V is None else V[tight_rows, m]
-                _, first = np.unique(np.column_stack([Xa[np.ix_(tight_rows, columns)], bound]),
-                                     axis=0, return_index=True)
-                tight_rows = tight_rows[np.sort(first)]
-            if tight_rows.size > columns.size:  # at most one equality per unknown: the strongest
-                tight_rows = np.sort(tight_rows[np.argsort(-tight[tight_rows, m])[: columns.size]])
-            linear = weights[columns] * signs[columns, m]
-            cache[m] = (key, (columns, *_neuron_kkt(Xa, Y, V, rows, columns, tight_rows, linear, m)))
+        _neuron_part(moments, Xa, V, support, signs, tight, weights, cache, m)
+    for m in range(n_out):
         part = cache[m][1]
         if part[-1] < -1e-9 * max(1.0, abs(part[-2])):
             inconsistent.append(m)
@@ -146,7 +192,7 @@ def _restricted(Xa, Y, V, epsilon, relu, active, support, signs, tight, weights,
     inverse_steps = np.where(c_ref > 0, np.sqrt(c_ref / np.maximum(budgets - a_ref, 1e-300)), 0.0)
 
     Theta = np.zeros((n_cols, n_out))
-    nu = np.zeros(Y.shape) if tight is not None else None
+    nu = np.zeros((Xa.shape[0], n_out)) if tight is not None else None
     for m, (columns, tight_rows, theta0, theta1, mu0, nu1, _, _) in enumerate(parts):
         step = 1.0 / inverse_steps[m] if inverse_steps[m] > 0 else 0.0
         Theta[columns, m] = theta0 + step * theta1
@@ -155,11 +201,18 @@ def _restricted(Xa, Y, V, epsilon, relu, active, support, signs, tight, weights,
     return "ok", Theta, nu, inverse_steps
 
 
-def _correlated_columns(Xa, Y, active, relu, support, Theta_fit, m, count):
+def _correlated_columns(moments, support, Theta_fit, m, count):
     """Off-support columns most correlated with neuron ``m``'s residual, and their signs."""
-    rows = np.flatnonzero(active[:, m]) if relu else np.arange(Y.shape[0])
-    residual = Y[rows, m] - Xa[rows] @ Theta_fit
-    correlation = Xa[rows].T @ residual
+    columns = np.flatnonzero(Theta_fit)
+    gram_rows = moments.gram if moments.gram is not None and moments.gram.ndim == 2 else None
+    if moments.gram is not None and gram_rows is None:
+        gram_rows = moments.gram[m]
+    if gram_rows is not None:  # X_Omega^T (y - X_Omega theta) from the moments
+        correlation = moments.moment[:, m] - gram_rows[:, columns] @ Theta_fit[columns]
+    else:
+        rows = np.flatnonzero(moments.active[:, m])
+        correlation = moments.Xa[rows].T @ (moments.Xa[np.ix_(rows, columns)] @ -Theta_fit[columns])
+        correlation += moments.moment[:, m]
     correlation[support[:, m]] = 0.0
     best = np.argsort(-np.abs(correlation))[:count]
     best = best[np.abs(correlation[best]) > 0]
@@ -168,7 +221,7 @@ def _correlated_columns(Xa, Y, active, relu, support, Theta_fit, m, count):
 
 def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndarray, relu: bool,
            Q: np.ndarray, tight: np.ndarray | None, weights: np.ndarray, tol: float,
-           rounds: int = 12) -> PolishResult:
+           rounds: int = 12, moments: Moments | None = None) -> PolishResult:
     """Try to turn the ADMM's iterate into the exact, certified optimum.
 
     Starting from the support and signs of ``Q`` and the ``tight`` bounds, each round
@@ -198,16 +251,23 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
         Tolerance of the certificate (relative).
     rounds : int
         Active-set rounds before giving up.
+    moments : Moments, optional
+        The second moments of the data, to reuse across attempts within one solve.
     """
+    # float64 throughout (no copies when the ADMM ran in float64)
+    Xa, Y = np.asarray(Xa, dtype=np.float64), np.asarray(Y, dtype=np.float64)
+    V = None if V is None else np.asarray(V, dtype=np.float64)
     free = weights[:, None] == 0
     support = (Q != 0) | free
     signs = np.sign(Q)
     active = Y > 0 if relu else None
+    if moments is None:
+        moments = Moments(Xa, Y, active)
     tight = None if tight is None else tight.copy()
     reason = "no round"
     cache: dict = {}
     for _ in range(rounds):
-        outcome = _restricted(Xa, Y, V, epsilon, relu, active, support, signs, tight, weights, cache)
+        outcome = _restricted(moments, Xa, V, epsilon, support, signs, tight, weights, cache)
         if outcome[0] != "ok":
             kind, neurons = outcome
             reason = "inconsistent restricted program" if kind == "kkt" else "the support cannot meet the budget"
@@ -225,7 +285,7 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
                 fit = np.zeros(Q.shape[0])
                 fit[columns] = theta0
                 count = max(2, int(0.1 * support[:, m].sum()))
-                added, added_signs = _correlated_columns(Xa, Y, active, relu, support, fit, m, count)
+                added, added_signs = _correlated_columns(moments, support, fit, m, count)
                 if added.size == 0:
                     return PolishResult(None, reason)
                 support[added, m] = True
@@ -234,11 +294,11 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
         _, Theta, nu, inverse_steps = outcome
         penalised = support & ~free
         flipped = penalised & (Theta * signs <= 0)
-        response = Xa.astype(np.float64) @ Theta
+        response = Xa @ Theta
         N = (response - Y) * inverse_steps
         if relu:
             N[~active] = 0.0 if nu is None else nu[~active]
-        gradient = Xa.T.astype(np.float64) @ N
+        gradient = Xa.T @ N
         bound = np.broadcast_to(weights[:, None], Q.shape)
         outside = ~support
         excess = np.where(outside, np.abs(gradient) - bound * (1.0 + tol), -np.inf)

@@ -43,7 +43,7 @@ import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
 from ._kernels import RESPONSE_STEP, WEIGHT_STEP, project_response
-from ._polish import can_polish, polish as polish_support
+from ._polish import Moments, can_polish, polish as polish_support
 from .problem import LayerProblem, relative_excess
 from .solution import Solution
 
@@ -286,6 +286,8 @@ def solve_admm(
     adapt_from = _POLISH_PHASE if polish else 0
     inactive = ~(Y > 0) if problem.relu else None
 
+    polish_state: dict = {}
+
     def try_polish():
         tight = None
         if problem.relu:
@@ -294,7 +296,11 @@ def solve_admm(
             # a positive dual and a response of Q at its bound (within 5% of a typical |Y|)
             near = Xa @ Q >= (0.0 if V is None else V) - 0.05 * np.linalg.norm(Y) / np.sqrt(Y.size)
             tight = np.where((dual > 1e-9 * max(float(dual.max()), 1e-300)) & near, dual, 0.0)
-        return polish_support(Xa, Y, V, epsilon, problem.relu, Q, tight, penalized, tol)
+        if "moments" not in polish_state:  # once per solve, reused by later attempts
+            polish_state["moments"] = Moments(Xa.astype(np.float64, copy=False), Y.astype(np.float64, copy=False),
+                                              (Y > 0) if problem.relu else None)
+        return polish_support(Xa, Y, V, epsilon, problem.relu, Q, tight, penalized, tol,
+                              moments=polish_state["moments"])
 
     primal_rel = dual_rel = np.inf
     iteration = 0
