@@ -321,6 +321,16 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
         if not flipped.any() and not (excess > 0).any() and not mend_bounds:
             if relative_excess(response, Y, epsilon, relu=relu, upper=V) > tol:
                 return PolishResult(None, "a constraint outside the restricted program is violated")
+            # stationarity on the support (g = -w sign) and complementary slackness on the
+            # bounds: exact when the KKT systems were solved exactly, checked in case not
+            on_support = np.abs(gradient + bound * signs)[support]
+            if on_support.size and on_support.max() > tol * max(1.0, float(bound.max())):
+                return PolishResult(None, "stationarity fails on the support")
+            if tight is not None and nu.max() > 0:
+                upper = np.zeros_like(response) if V is None else V
+                gap = np.abs(response - upper)[nu > 0]
+                if gap.max() > tol * slack_scale / np.sqrt(Y.size):
+                    return PolishResult(None, "a bound with a positive multiplier is not tight")
             ratio = np.abs(gradient[outside]) / bound[outside]
             return PolishResult(Theta, "certified", float(ratio.max()) if ratio.size else 0.0)
         logger.debug("polish round: %d flipped, %d off-support excess, %d bounds released, %d violated",
