@@ -1,0 +1,78 @@
+"""Solution polishing: a certified answer is the optimum, whatever support it started from."""
+import numpy as np
+import pytest
+
+from conftest import make_layer
+from solvers import solve
+from solvers._polish import can_polish, polish
+
+
+def _data(problem):
+    Xa = np.column_stack([problem.X, np.ones(problem.n_samples)])
+    weights = np.r_[np.ones(problem.n_in), 0.0]  # unpenalised bias
+    return Xa, weights
+
+
+def _objective(problem, Theta):
+    return problem.objective(Theta[:-1].T, Theta[-1])
+
+
+@pytest.mark.parametrize("per_neuron", [False, True])
+@pytest.mark.parametrize("upper", [False, True])
+def test_the_optimal_support_is_certified(per_neuron, upper):
+    problem, _ = make_layer(n_samples=120, n_in=15, n_out=4, per_neuron=per_neuron, upper=upper, seed=21)
+    reference = solve(problem, method="cvxpy")
+    Xa, weights = _data(problem)
+    Q = np.vstack([reference.weight.T, reference.bias])
+    response = Xa @ Q
+    bound = 0.0 if problem.upper is None else problem.upper
+    tight = np.where(~problem.active & (response > bound - 1e-6), 1.0, 0.0)
+    result = polish(Xa, problem.Y, problem.upper, problem.epsilon, True, Q, tight, weights, 1e-6)
+    assert result.reason == "certified"
+    assert result.certificate <= 1 + 1e-6
+    assert _objective(problem, result.Theta) == pytest.approx(reference.objective, rel=1e-7)
+    assert problem.violation(result.Theta[:-1].T, result.Theta[-1]) <= 1e-9
+
+
+def _corrupted(seed, keep, add):
+    """A layer, its cvxpy optimum, and the optimum's support with entries dropped and added."""
+    problem, _ = make_layer(n_samples=100, n_in=12, n_out=3, seed=30 + seed)
+    reference = solve(problem, method="cvxpy")
+    Xa, weights = _data(problem)
+    rng = np.random.default_rng(seed)
+    Q = np.vstack([reference.weight.T, reference.bias])
+    tight = np.where(~problem.active & (Xa @ Q > -1e-6), 1.0, 0.0)
+    Q[:-1] *= rng.random(Q[:-1].shape) < keep
+    Q[:-1] += (Q[:-1] == 0) * (rng.random(Q[:-1].shape) < add) * rng.standard_normal(Q[:-1].shape)
+    result = polish(Xa, problem.Y, None, problem.epsilon, True, Q, tight, weights, 1e-6)
+    return problem, reference, result
+
+
+@pytest.mark.parametrize("keep, add, least_certified", [(0.9, 0.05, 6), (0.6, 0.2, 0)])
+def test_a_wrong_support_is_mended_or_rejected_never_certified_wrongly(keep, add, least_certified):
+    certified = 0
+    for seed in range(8):
+        problem, reference, result = _corrupted(seed, keep, add)
+        if result.Theta is None:
+            assert result.reason != "certified"
+            continue
+        certified += 1
+        assert _objective(problem, result.Theta) == pytest.approx(reference.objective, rel=1e-6)
+        assert problem.violation(result.Theta[:-1].T, result.Theta[-1]) <= 1e-6
+    assert certified >= least_certified  # mild damage is mended by the active-set rounds
+
+
+def test_linear_layers_are_polished_too():
+    problem, _ = make_layer(n_samples=80, n_in=10, n_out=3, relu=False, epsilon=0.2, seed=5)
+    reference = solve(problem, method="cvxpy")
+    Xa, weights = _data(problem)
+    Q = np.vstack([reference.weight.T, reference.bias])
+    result = polish(Xa, problem.Y, None, problem.epsilon, False, Q, None, weights, 1e-6)
+    assert result.reason == "certified"
+    assert _objective(problem, result.Theta) == pytest.approx(reference.objective, rel=1e-7)
+
+
+def test_can_polish_needs_a_positive_budget_where_there_are_entries():
+    problem, _ = make_layer(epsilon=0.0)
+    assert not can_polish(problem)
+    assert can_polish(make_layer(epsilon=0.1)[0])
