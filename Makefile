@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
+# OpenBLAS workers sleep between products instead of spinning (see README, Performance)
 demo: setup
-	$(BIN)/python -m solvers.demo
+	OPENBLAS_THREAD_TIMEOUT=$${OPENBLAS_THREAD_TIMEOUT:-4} $(BIN)/python -m solvers.demo
 
 test: setup
 	$(BIN)/python -m pytest -q
