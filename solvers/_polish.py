@@ -107,9 +107,14 @@ class Moments:
             self.gram = Xa.T @ Xa  # one Gram for every neuron
         elif n_out * n_cols**2 * 8 <= memory:
             self.gram = np.empty((n_out, n_cols, n_cols))
+            full = Xa.T @ Xa
             for m in range(n_out):
-                rows = Xa[active[:, m]]
-                np.matmul(rows.T, rows, out=self.gram[m])
+                if 2 * np.count_nonzero(active[:, m]) > Xa.shape[0]:  # fewer rows to subtract
+                    rows = Xa[~active[:, m]]
+                    np.subtract(full, rows.T @ rows, out=self.gram[m])
+                else:
+                    rows = Xa[active[:, m]]
+                    np.matmul(rows.T, rows, out=self.gram[m])
 
     def neuron(self, m: int, columns: np.ndarray) -> np.ndarray:
         """``M^T M`` for neuron ``m`` restricted to ``columns``."""

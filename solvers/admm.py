@@ -25,7 +25,8 @@ over-relaxation ``alpha``:
 (Cholesky of ``Xa^T Xa + I``, or of ``Xa Xa^T + I`` through the matrix-inversion lemma
 when ``n_samples < n_in + 1``) and ``rho`` adapts for free. The two products ``Xa^T B``
 and ``Xa Theta`` are the only ``O(n_samples n_in n_out)`` work; the rest is done by the
-fused kernels of :mod:`solvers._kernels`.
+fused kernels of :mod:`solvers._kernels`. Once the iterate is close, the program
+restricted to its support is solved exactly and certified (:mod:`solvers._polish`).
 
 The data are scaled first (``X, Y, V, epsilon`` divided by one constant, which leaves
 ``W`` unchanged) so that the largest diagonal entry of ``X^T X`` is ``_GRAM_TARGET``; this
@@ -114,6 +115,32 @@ class _Factor:
             np.subtract(B, R, out=R)
 
 
+class _ScaledData:
+    """The problem's data as the iterations use them (copies: the problem is never written).
+
+    ``X``, ``Y``, ``V`` and ``epsilon`` are divided by ``scale`` so that the largest
+    diagonal entry of ``X^T X`` is ``_GRAM_TARGET``; ``W`` is unchanged by this. The bias
+    column of ``Xa`` gets the same norm, so one unit of its coefficient is ``bias_unit``
+    units of bias.
+    """
+
+    def __init__(self, problem: LayerProblem, dtype: np.dtype) -> None:
+        n_samples, n_in = problem.n_samples, problem.n_in
+        Xa = np.empty((n_samples, n_in + problem.fit_bias), dtype=dtype)
+        Xa[:, :n_in] = problem.X
+        largest_diag = float(np.max(np.einsum("pi,pi->i", Xa[:, :n_in], Xa[:, :n_in], dtype=np.float64)))
+        self.scale = float(np.sqrt(largest_diag / _GRAM_TARGET)) if largest_diag > 0 else 1.0
+        Xa[:, :n_in] /= dtype.type(self.scale)
+        bias_column = np.sqrt(_GRAM_TARGET / n_samples)
+        self.bias_unit = self.scale * bias_column
+        if problem.fit_bias:
+            Xa[:, n_in] = bias_column
+        self.Xa = Xa
+        self.Y = (problem.Y / self.scale).astype(dtype)
+        self.V = None if problem.upper is None else (problem.upper / self.scale).astype(dtype)
+        self.epsilon = problem.epsilon / self.scale
+
+
 def _rescale_duals(carry: np.ndarray, rhs: np.ndarray, alpha: float, factor: float) -> None:
     """Scale the dual ``U`` by ``factor`` (``rho_old / rho_new``) inside ``carry`` and ``rhs``.
 
@@ -192,11 +219,13 @@ def solve_admm(
         weight's :meth:`~LayerProblem.violation` is at most ``5 tol``.
     max_iter : int, default 10000
     rho : 'auto' or float, default 'auto'
-        ``'auto'`` starts from ``sqrt(#weights) / ||Theta_0||_F`` and adapts by residual
-        balancing (free: rho does not enter the factored matrix): at a check where the
-        normalised residuals differ by more than a factor 4, rho moves by the square
-        root of their ratio; the wait before the next change doubles each time, so rho
-        settles and the usual convergence guarantee applies. A float fixes rho.
+        ``'auto'`` starts from ``2 sqrt(#weights) / ||Theta_0||_F`` and adapts by
+        residual balancing (free: rho does not enter the factored matrix): at a check
+        where the normalised residuals differ by more than a factor 4, rho moves by the
+        square root of their ratio; the wait before the next change doubles each time,
+        so rho settles and the usual convergence guarantee applies. While polishing can
+        still end the run (the first 200 iterations), rho is held: a large rho finds the
+        support early. A float fixes rho.
     warm_start : (weight, bias) or weight, optional
         Starting weights, e.g. the original layer's. Default: the ridge solution
         ``(Xa^T Xa + I)^{-1} Xa^T Y``.
@@ -211,18 +240,21 @@ def solve_admm(
         Iterations between convergence checks. A check costs one extra product
         (``Xa^T dA`` for the dual residual).
     polish : bool, default True
-        Once the relative primal and dual residuals are below 1e-2, solve the program restricted to
-        the ADMM's support and tight inequalities in closed form, with a few active-set
-        corrections (:mod:`solvers._polish`), and stop if the result is certified optimal
-        for the full program: signs kept, constraints met, and the subgradient condition
-        off the support within ``tol``. On failure the ADMM goes on and tries again 50,
-        100, 200, ... iterations later. Not tried when ``epsilon`` has a 0.
+        From iteration 50, at a check where the relative primal residual is below 3e-2,
+        solve the program restricted to the ADMM's support and tight inequalities in
+        closed form, with active-set corrections (:mod:`solvers._polish`), and stop if
+        the result is certified optimal for the full program: signs kept, constraints
+        met, stationarity on the support and the subgradient condition off it within
+        ``tol``. On failure the ADMM goes on and tries again 50, 100, 200, ...
+        iterations later. Not tried when a ball with entries has ``epsilon = 0``.
 
     Returns
     -------
     Solution
-        ``weight`` is the soft-thresholded copy ``Q`` (exact zeros); ``objective`` and
-        ``violation`` are those of the returned ``weight`` and ``bias``.
+        ``weight`` is the polished answer, or else the soft-thresholded copy ``Q`` (exact
+        zeros either way); ``objective`` and ``violation`` are those of the returned
+        ``weight`` and ``bias``. ``info`` holds ``polished``, ``certificate`` (largest
+        ``|g_j| / w_j`` off the support), ``rho``, ``scale``, ``factor_time``.
     """
     dtype = _check_options(tol, max_iter, rho, dtype, backend, alpha, check_every)
     started = time.perf_counter()
@@ -230,22 +262,8 @@ def solve_admm(
     n_samples, n_in, n_out = problem.n_samples, problem.n_in, problem.n_out
     n_cols = n_in + problem.fit_bias
 
-    # ---- scaled, augmented data (copies: the problem's arrays are never written)
-    Xa = np.empty((n_samples, n_cols), dtype=dtype)
-    Xa[:, :n_in] = problem.X
-    largest_diag = float(np.max(np.einsum("pi,pi->i", Xa[:, :n_in], Xa[:, :n_in], dtype=np.float64)))
-    scale = np.sqrt(largest_diag / _GRAM_TARGET) if largest_diag > 0 else 1.0
-    Xa[:, :n_in] /= dtype.type(scale)
-    # the bias column gets the same norm as the largest input column; one unit of its
-    # coefficient is ``bias_unit`` units of bias
-    bias_column = np.sqrt(_GRAM_TARGET / n_samples)
-    bias_unit = scale * bias_column
-    if problem.fit_bias:
-        Xa[:, n_in] = bias_column
-    Y = (problem.Y / scale).astype(dtype)
-    V = None if problem.upper is None else (problem.upper / scale).astype(dtype)
-    epsilon = problem.epsilon / scale
-
+    data = _ScaledData(problem, dtype)
+    Xa, Y, V, epsilon, bias_unit = data.Xa, data.Y, data.V, data.epsilon, data.bias_unit
     factor = _Factor(Xa)
     factor_time = time.perf_counter() - started
 
@@ -364,7 +382,7 @@ def solve_admm(
         dual_residual=float(dual_rel),
         solve_time=time.perf_counter() - started,
         method="admm",
-        info={"rho": rho_value, "scale": float(scale), "backend": backend, "dtype": dtype.name,
+        info={"rho": rho_value, "scale": data.scale, "backend": backend, "dtype": dtype.name,
               "factor_time": factor_time, "factorization": "gram" if factor.tall else "inversion-lemma",
               "polished": polished is not None,
               "certificate": polished.certificate if polished is not None else None},
