@@ -6,7 +6,8 @@ a planted sparse ReLU layer, at three sizes. For each problem and method: wall t
 iterations, objective, gap to Clarabel's objective, true violation of the returned
 weights, speed-up over the faster cvxpy solver; for the ADMM also the time per iteration
 against the time of its two matrix products alone (same shapes, same BLAS), measured on
-200 iterations with polishing off and convergence checks included.
+200 iterations with polishing off and convergence checks included, alternating with the
+products, medians over 7 rounds.
 
 Run:  python benchmarks/solver_vs_cvxpy.py [--sizes S,M,L] [--repeats 3]
 (sets OPENBLAS_THREAD_TIMEOUT=4 unless the environment already has it; see below)
@@ -101,12 +102,24 @@ def products_time(problem, repeats: int = 30) -> float:
 
 
 def iteration_time(problem, backend: str, n_iterations: int = 200) -> float:
-    """Median seconds per ADMM iteration (checks included, polishing and set-up excluded)."""
-    times = []
-    for _ in range(3):
-        sol = solve(problem, backend=backend, polish=False, tol=1e-12, max_iter=n_iterations)
-        times.append((sol.solve_time - sol.info["factor_time"]) / sol.iterations)
-    return float(np.median(times))
+    """Seconds per ADMM iteration over one run (checks included, polishing and set-up excluded)."""
+    sol = solve(problem, backend=backend, polish=False, tol=1e-12, max_iter=n_iterations)
+    return (sol.solve_time - sol.info["factor_time"]) / sol.iterations
+
+
+def loop_against_products(problem, rounds: int = 7) -> tuple[dict, float]:
+    """Median time per iteration of each backend and of the two products alone.
+
+    The three are measured in turn, ``rounds`` times, so that drift of the machine hits
+    them alike; medians over the rounds.
+    """
+    per_iteration = {"numba": [], "numpy": []}
+    products = []
+    for _ in range(rounds):
+        products.append(products_time(problem))
+        for backend in per_iteration:
+            per_iteration[backend].append(iteration_time(problem, backend))
+    return {f"admm-{b}": float(np.median(t)) for b, t in per_iteration.items()}, float(np.median(products))
 
 
 def build_problems(sizes: list[str]):
@@ -146,13 +159,12 @@ def main(argv: list[str] | None = None) -> None:
                 sol = solve(problem, method="cvxpy", solver=solver)
                 results[f"cvxpy-{solver.lower()}"] = (sol, [sol.solve_time])
                 print(f"  cvxpy {solver}: {sol.solve_time:.2f}s, status {sol.status}", flush=True)
-        product_seconds = products_time(problem)
         for backend in ("numba", "numpy"):
             runs = [solve(problem, backend=backend, tol=args.tol) for _ in range(args.repeats)]
             results[f"admm-{backend}"] = (runs[0], [r.solve_time for r in runs])
         reference = results.get("cvxpy-clarabel", (None,))[0]
         fastest_cvxpy = min((np.median(t) for k, (_, t) in results.items() if k.startswith("cvxpy")), default=np.nan)
-        per_iteration = {f"admm-{b}": iteration_time(problem, b) for b in ("numba", "numpy")}
+        per_iteration, product_seconds = loop_against_products(problem)
         for method, (sol, times) in results.items():
             seconds = float(np.median(times))
             per_iter = per_iteration.get(method, np.nan)

@@ -203,7 +203,7 @@ def solve_admm(
     dtype: Any = np.float64,
     backend: str = "numba",
     alpha: float = 1.6,
-    check_every: int = 10,
+    check_every: int = 25,
     polish: bool = True,
 ) -> Solution:
     """Solve a :class:`~solvers.LayerProblem` by ADMM.
@@ -236,7 +236,7 @@ def solve_admm(
         Elementwise kernels: fused numba passes, or their numpy twins (same answer).
     alpha : float, default 1.6
         Over-relaxation, in (0, 2).
-    check_every : int, default 10
+    check_every : int, default 25
         Iterations between convergence checks. A check costs one extra product
         (``Xa^T dA`` for the dual residual).
     polish : bool, default True
