@@ -20,9 +20,9 @@ budget (one ``t`` per neuron, or one for the layer ball). The ball's multiplier 
 ``lambda = 1 / (2 t)`` and the equalities' ``nu = mu_0 / t + nu_1``.
 
 The answer is accepted only with a certificate for the FULL program: the signs are
-kept, every other constraint holds, ``nu >= 0``, and the subgradient condition
-``|g_j| <= w_j`` holds off the support, where ``g = Xa^T N`` and ``N`` holds
-``(R - Y) / t`` on ``Omega`` and ``nu`` on ``T`` (one product for all neurons).
+kept, every constraint holds, ``nu >= 0`` and is zero where a bound is not tight, and
+with ``g = Xa^T N`` (``N`` holds ``(R - Y) / t`` on ``Omega`` and ``nu`` on ``T``; one
+product for all neurons) ``g_j = -w_j sigma_j`` on the support and ``|g_j| <= w_j`` off it.
 """
 from __future__ import annotations
 
@@ -224,6 +224,37 @@ def _correlated_columns(moments, support, Theta_fit, m, count):
     return best, np.sign(correlation[best])
 
 
+def _mend_unsolvable(outcome, moments, cache, support, signs, tight) -> tuple[bool, str]:
+    """Change the restricted program after ``_restricted`` found no answer (in place).
+
+    Inconsistent neurons lose their tight bounds; neurons that cannot meet the budget lose
+    the weakest quarter of theirs and gain the columns most correlated with their
+    residuals. Returns whether polishing must stop, and why the round failed.
+    """
+    kind, neurons = outcome
+    reason = "inconsistent restricted program" if kind == "kkt" else "the support cannot meet the budget"
+    logger.debug("polish round: %s for %d neurons", reason, len(neurons))
+    for m in neurons:
+        if kind == "kkt":
+            if tight is None or not (tight[:, m] > 0).any():
+                return True, reason
+            tight[:, m] = 0.0
+            continue
+        columns, used_rows, theta0 = cache[m][1][:3]
+        if used_rows.size:
+            weakest = used_rows[np.argsort(tight[used_rows, m])[: max(1, used_rows.size // 4)]]
+            tight[weakest, m] = 0.0
+        fit = np.zeros(support.shape[0])
+        fit[columns] = theta0
+        count = max(2, int(0.1 * support[:, m].sum()))
+        added, added_signs = _correlated_columns(moments, support, fit, m, count)
+        if added.size == 0:
+            return True, reason
+        support[added, m] = True
+        signs[added, m] = added_signs
+    return False, reason
+
+
 def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndarray, relu: bool,
            Q: np.ndarray, tight: np.ndarray | None, weights: np.ndarray, tol: float,
            rounds: int = 12, moments: Moments | None = None) -> PolishResult:
@@ -237,8 +268,8 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
     released and violated bounds become tight. A neuron whose restricted program is
     inconsistent loses its tight bounds; neurons whose supports cannot meet the budget
     gain the columns most correlated with their residuals and lose the weakest quarter
-    of their tight bounds. Violated bounds join a few
-    at a time (the worst first, at most a quarter of the neuron's support per round).
+    of their tight bounds. Violated bounds join a few at a time (the worst first, at
+    most a quarter of the neuron's support per round).
 
     Parameters
     ----------
@@ -274,27 +305,9 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
     for _ in range(rounds):
         outcome = _restricted(moments, Xa, V, epsilon, support, signs, tight, weights, cache)
         if outcome[0] != "ok":
-            kind, neurons = outcome
-            reason = "inconsistent restricted program" if kind == "kkt" else "the support cannot meet the budget"
-            logger.debug("polish round: %s for %d neurons", reason, len(neurons))
-            for m in neurons:
-                if kind == "kkt":
-                    if tight is None or not (tight[:, m] > 0).any():
-                        return PolishResult(None, reason)
-                    tight[:, m] = 0.0
-                    continue
-                columns, used_rows, theta0 = cache[m][1][:3]
-                if used_rows.size:  # release the weakest quarter of the bounds it used
-                    weakest = used_rows[np.argsort(tight[used_rows, m])[: max(1, used_rows.size // 4)]]
-                    tight[weakest, m] = 0.0
-                fit = np.zeros(Q.shape[0])
-                fit[columns] = theta0
-                count = max(2, int(0.1 * support[:, m].sum()))
-                added, added_signs = _correlated_columns(moments, support, fit, m, count)
-                if added.size == 0:
-                    return PolishResult(None, reason)
-                support[added, m] = True
-                signs[added, m] = added_signs
+            stop, reason = _mend_unsolvable(outcome, moments, cache, support, signs, tight)
+            if stop:
+                return PolishResult(None, reason)
             continue
         _, Theta, nu, inverse_steps = outcome
         penalised = support & ~free
