@@ -264,7 +264,9 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
     solves the restricted program and checks the certificate; what the check finds
     wrong is mended for the next round (an active-set step): weights that changed sign
     leave the support, off-support weights whose subgradient exceeds its weight join it
-    with the sign that lowers the objective, bounds with negative multipliers are
+    with the sign that lowers the objective (the worst few per neuron per round, at most
+    a tenth of its support: letting all join at once cycles), bounds with negative
+    multipliers are
     released and violated bounds become tight. A neuron whose restricted program is
     inconsistent loses its tight bounds; neurons whose supports cannot meet the budget
     gain the columns most correlated with their residuals and lose the weakest quarter
@@ -357,8 +359,13 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
         reason = ("a weight changed sign" if flipped.any() else
                   "the subgradient condition fails off the support" if (excess > 0).any() else
                   "a tight bound has a negative multiplier or a free bound is violated")
-        support = (support & ~flipped) | (excess > 0)
-        signs = np.where(excess > 0, -np.sign(gradient), signs)
+        joining = excess > 0
+        limit = np.maximum(1, support.sum(axis=0) // 10)  # a few per neuron: joining all at once cycles
+        for m in np.flatnonzero(joining.sum(axis=0) > limit):
+            rows = np.flatnonzero(joining[:, m])
+            joining[rows[np.argsort(-excess[rows, m])[limit[m]:]], m] = False
+        support = (support & ~flipped) | joining
+        signs = np.where(joining, -np.sign(gradient), signs)
         if mend_bounds:
             tight = np.where(released, 0.0, tight)
             tight = np.where(violated, np.inf, tight)  # new bounds rank first
