@@ -294,6 +294,7 @@ def solve_admm(
     else:
         rho_value = float(rho)
 
+    threshold = penalized / rho_value  # soft threshold of each row; changes with rho only
     eps_abs = tol * _ABS_TOL_FACTOR
     feasibility_tol = 5.0 * tol
     status = "max_iter"
@@ -326,7 +327,7 @@ def solve_admm(
         factor.weight_step(B, C, Theta, R, work)
         check = iteration % check_every == 0 or iteration == max_iter
         stats_a = response_step(R, carry_a, B, Y, V, problem.relu, epsilon, problem.per_neuron, alpha, DA, check)
-        stats_q = weight_step(Theta, Q, carry_q, C, penalized / rho_value, alpha, DQ, check)
+        stats_q = weight_step(Theta, Q, carry_q, C, threshold, alpha, DQ, check)
         if not check:
             continue
 
@@ -361,6 +362,7 @@ def solve_admm(
                 _rescale_duals(carry_a, B, alpha, rho_value / new_rho)
                 _rescale_duals(carry_q, C, alpha, rho_value / new_rho)
                 rho_value = new_rho
+                threshold = penalized / rho_value
                 last_change, adapt_interval = iteration, 2 * adapt_interval
 
     if status != "optimal" and polish:
