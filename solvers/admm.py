@@ -57,10 +57,10 @@ _GRAM_TARGET = 1.0 / 0.09  # the authors' 0.3 * sqrt(max(Xa^T Xa)) scaling
 _RHO_BOUNDS = (1e-6, 1e6)
 _RHO_START_FACTOR = 2.0  # rho starts at this times sqrt(#weights) / ||Theta_0||_F
 _RHO_ADAPT_RATIO = 2.0  # adapt rho when the normalised residuals differ by more than this
-_ABS_TOL_FACTOR = 1e-3
+_ABS_TOL_FACTOR = 1e-3  # absolute tolerance = tol * this, in units of the scaled data
 _POLISH_START = 3e-2  # try polishing once the relative primal residual is below this
 _POLISH_WAIT = 50  # iterations before the first polish, and after a failed one (doubles)
-_POLISH_PHASE = 200  # while polishing can still end the run early, rho stays where it started  # absolute tolerance = tol * this, in units of the scaled data
+_POLISH_PHASE = 200  # while polishing can still end the run early, rho stays where it started
 
 
 class _Factor:
@@ -315,11 +315,14 @@ def solve_admm(
             # a positive dual and a response of Q at its bound (within 5% of a typical |Y|)
             near = Xa @ Q >= (0.0 if V is None else V) - 0.05 * np.linalg.norm(Y) / np.sqrt(Y.size)
             tight = np.where((dual > 1e-9 * max(float(dual.max()), 1e-300)) & near, dual, 0.0)
-        if "moments" not in polish_state:  # once per solve, reused by later attempts
-            polish_state["moments"] = Moments(Xa.astype(np.float64, copy=False), Y.astype(np.float64, copy=False),
+        if not polish_state:  # float64 data and second moments: once per solve, for every attempt
+            polish_state["Xa"] = Xa.astype(np.float64, copy=False)
+            polish_state["Y"] = Y.astype(np.float64, copy=False)
+            polish_state["V"] = None if V is None else V.astype(np.float64, copy=False)
+            polish_state["moments"] = Moments(polish_state["Xa"], polish_state["Y"],
                                               (Y > 0) if problem.relu else None)
-        return polish_support(Xa, Y, V, epsilon, problem.relu, Q, tight, penalized, tol,
-                              moments=polish_state["moments"])
+        return polish_support(polish_state["Xa"], polish_state["Y"], polish_state["V"], epsilon,
+                              problem.relu, Q, tight, penalized, tol, moments=polish_state["moments"])
 
     primal_rel = dual_rel = np.inf
     iteration = 0
