@@ -103,6 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.epsilon < 0:
         parser.error("--epsilon: needs a value >= 0")
+    if any(size < 1 for size in args.hidden):
+        parser.error(f"--hidden: got {args.hidden}, needs sizes >= 1")
     print(format_report(run_demo(args.epsilon, tuple(args.hidden), args.seed)))
 
 

@@ -22,3 +22,6 @@ def test_demo_command_line(capsys):
     with pytest.raises(SystemExit):
         main(["--epsilon", "-1"])
     assert "--epsilon: needs a value >= 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--hidden", "16", "0"])
+    assert "--hidden: got [16, 0], needs sizes >= 1" in capsys.readouterr().err
