@@ -18,7 +18,7 @@ setup: $(STAMP)
 
 # OpenBLAS workers sleep between products instead of spinning (see README, Performance)
 demo: setup
-	OPENBLAS_THREAD_TIMEOUT=$${OPENBLAS_THREAD_TIMEOUT:-4} $(BIN)/python -m solvers.demo
+	OPENBLAS_THREAD_TIMEOUT=$${OPENBLAS_THREAD_TIMEOUT:-4} $(BIN)/nettrim demo
 
 test: setup
 	$(BIN)/python -m pytest -q

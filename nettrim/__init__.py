@@ -1,2 +1,18 @@
-"""nettrim: prune trained ReLU networks layer by layer with convex programs (Net-Trim)."""
+"""nettrim: prune a trained ReLU network layer by layer with convex programs (Net-Trim).
+
+>>> import nettrim
+>>> result = nettrim.prune(model, calib_inputs, mode="cascade", epsilon=0.05)   # doctest: +SKIP
+>>> print(result.summary()); result.save("pruned.safetensors")                 # doctest: +SKIP
+"""
+from __future__ import annotations
+
 __version__ = "0.1.0"
+
+from .methods import METHODS
+from .pipeline import MODES, prune
+from .record import LayerRecord, record
+from .result import LayerReport, PruneResult
+from .write import load, read_report
+
+__all__ = ["prune", "record", "load", "read_report", "PruneResult", "LayerReport", "LayerRecord",
+           "METHODS", "MODES", "__version__"]

@@ -26,3 +26,18 @@ def make_layer(n_samples=60, n_in=10, n_out=4, *, relu=True, per_neuron=False, u
 @pytest.fixture
 def layer():
     return make_layer
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from nettrim.examples import load_digits_split
+
+    return load_digits_split()
+
+
+@pytest.fixture(scope="session")
+def digits_model(digits):
+    """A small trained digits MLP 64-32-24-10 (about 95% test accuracy); do not modify it."""
+    from nettrim.examples import digits_mlp, train
+
+    return train(digits_mlp((32, 24)), digits.x_train, digits.y_train, epochs=15, seed=0)

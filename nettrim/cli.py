@@ -1,0 +1,298 @@
+"""Command line: ``nettrim prune``, ``nettrim report``, ``nettrim demo``.
+
+Errors a user can fix (a wrong path, a checkpoint that does not fit the model, a bad
+setting) end the command with exit status 2 and one line on stderr that says what to do.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+logger = logging.getLogger("nettrim")
+
+
+class UsageError(Exception):
+    """A problem with the command's inputs, reported as one line."""
+
+
+# ---------------------------------------------------------------------------- loading
+def load_factory(spec: str, kwargs: dict[str, Any] | None = None):
+    """Build a model from ``"package.module:factory"`` (a function or a class)."""
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise UsageError(f"--model: got {spec!r}, needs 'package.module:factory' "
+                         "(e.g. nettrim.examples:digits_mlp)")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"--model: cannot import {module_name!r} ({exc}); is it on PYTHONPATH?") from exc
+    factory = module
+    for part in attribute.split("."):
+        if not hasattr(factory, part):
+            raise UsageError(f"--model: {module_name!r} has no attribute {attribute!r}")
+        factory = getattr(factory, part)
+    if not callable(factory):
+        raise UsageError(f"--model: {spec!r} is not callable")
+    model = factory(**(kwargs or {}))
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise UsageError(f"--model: {spec!r} returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def load_checkpoint(path: str, model) -> None:
+    """Load a state_dict checkpoint (``weights_only=True``) into ``model``, strictly."""
+    import torch
+
+    if not os.path.isfile(path):
+        raise UsageError(f"--checkpoint: no file {path!r}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UsageError(f"--checkpoint: {path!r} cannot be read as a plain state_dict with weights_only=True "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); save it with "
+                         "torch.save(model.state_dict(), path)") from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise UsageError(f"--checkpoint: {path!r} holds a {type(state).__name__}, needs a state_dict "
+                         "(torch.save(model.state_dict(), path))")
+    model_state = model.state_dict()
+    missing = [key for key in model_state if key not in state]
+    unexpected = [key for key in state if key not in model_state]
+    shapes = [f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(model_state[key].shape)}"
+              for key, value in state.items()
+              if key in model_state and hasattr(value, "shape") and value.shape != model_state[key].shape]
+    problems = []
+    if missing:
+        problems.append(f"missing keys {missing}")
+    if unexpected:
+        problems.append(f"unexpected keys {unexpected}")
+    if shapes:
+        problems.append("shape mismatches " + "; ".join(shapes))
+    if problems:
+        raise UsageError(f"--checkpoint: {path!r} does not match the model: " + ", ".join(problems))
+    model.load_state_dict(state)
+
+
+def load_calibration(path: str):
+    """Calibration inputs from a ``.pt`` (tensor, ``(x, y)``, or dict with ``x``) or ``.npz``/``.npy``."""
+    import numpy as np
+    import torch
+
+    if not os.path.isfile(path):
+        raise UsageError(f"--calib: no file {path!r}")
+    suffix = Path(path).suffix.lower()
+    try:
+        if suffix == ".npy":
+            data: Any = np.load(path, allow_pickle=False)
+        elif suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                names = list(archive.keys())
+                key = next((k for k in ("x", "inputs", "calib") if k in archive), names[0] if names else None)
+                if key is None:
+                    raise UsageError(f"--calib: {path!r} holds no array")
+                data = archive[key]
+        else:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except UsageError:
+        raise
+    except Exception as exc:
+        raise UsageError(f"--calib: cannot read {path!r} ({type(exc).__name__}: {exc})") from exc
+    if isinstance(data, dict):
+        key = next((k for k in ("x", "inputs", "calib") if k in data), None)
+        if key is None:
+            raise UsageError(f"--calib: {path!r} holds a dict without an 'x' entry (keys {list(data)})")
+        data = data[key]
+    if isinstance(data, (tuple, list)):  # (x, y): the inputs come first
+        if not data:
+            raise UsageError(f"--calib: {path!r} holds an empty {type(data).__name__}")
+        data = data[0]
+    if isinstance(data, np.ndarray):
+        data = torch.from_numpy(data)
+    if isinstance(data, torch.Tensor) and data.is_floating_point() is False and data.dtype != torch.bool:
+        data = data.float()
+    return data
+
+
+# ---------------------------------------------------------------------------- commands
+def _solver_options(args) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if args.tol is not None:
+        options["tol"] = args.tol
+    if args.max_iter is not None:
+        options["max_iter"] = args.max_iter
+    return options
+
+
+def cmd_prune(args) -> int:
+    import nettrim
+
+    out = Path(args.out)
+    directory = out.parent if str(out.parent) else Path(".")
+    if not directory.is_dir():
+        raise UsageError(f"--out: directory {str(directory)!r} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise UsageError(f"--out: directory {str(directory)!r} is not writable")
+    kwargs = json.loads(args.model_kwargs) if args.model_kwargs else None
+    model = load_factory(args.model, kwargs)
+    load_checkpoint(args.checkpoint, model)
+    calib = load_calibration(args.calib)
+    try:
+        result = nettrim.prune(
+            model, calib, method=args.method, mode=args.mode, epsilon=args.epsilon, gamma=args.gamma,
+            sparsity=args.sparsity, layers=args.layers, solver=args.solver,
+            solver_options=_solver_options(args), progress=not args.quiet,
+            max_positions=args.max_positions, seed=args.seed)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from exc
+    result.save(out)
+    report = args.report or nettrim.write.report_path(out)
+    if args.report:
+        text = json.dumps(result.to_dict(), indent=2) + "\n"
+        nettrim.write.atomic_write(report, lambda tmp: Path(tmp).write_text(text))
+    print(result.summary())
+    print(f"wrote {out} and {report}")
+    return 0
+
+
+def _report_from_tensors(path: str) -> str:
+    from .result import _fmt_bytes
+    from .write import csr_nbytes, load, to_csr
+
+    state = load(path)
+    lines = [f"{path}: no nettrim report inside; weight tensors found:",
+             f"{'tensor':<30} {'shape':>14} {'nonzero':>10} {'kept':>7}"]
+    dense = sparse = nnz = size = 0
+    for name, tensor in state.items():
+        if not name.endswith("weight") or tensor.dim() not in (2, 4):
+            continue
+        count = int((tensor != 0).sum())
+        lines.append(f"{name:<30} {'x'.join(map(str, tensor.shape)):>14} {count:>10,} {count / tensor.numel():7.1%}")
+        nnz, size = nnz + count, size + tensor.numel()
+        dense += tensor.numel() * tensor.element_size()
+        sparse += csr_nbytes(to_csr(tensor))
+    if size:
+        lines.append(f"weights kept: {nnz:,} of {size:,} ({nnz / size:.1%}); "
+                     f"dense {_fmt_bytes(dense)}, CSR {_fmt_bytes(sparse)}")
+    return "\n".join(lines)
+
+
+def cmd_report(args) -> int:
+    from .result import summary_from_dict
+    from .write import read_report
+
+    if not os.path.isfile(args.path):
+        raise UsageError(f"no file {args.path!r}")
+    try:
+        report = read_report(args.path)
+    except Exception as exc:
+        raise UsageError(f"{args.path!r} is not a safetensors file ({exc})") from exc
+    print(summary_from_dict(report) if report else _report_from_tensors(args.path))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import format_demo, run_demo
+
+    hidden = tuple(args.hidden)
+    if any(size < 1 for size in hidden):
+        raise UsageError(f"--hidden: got {list(hidden)}, needs sizes >= 1")
+    rows, results = run_demo(epsilon=args.epsilon, hidden=hidden, epochs=args.epochs, seed=args.seed,
+                             progress=not args.quiet)
+    if args.verbose:
+        print(results["nettrim cascade"].summary(), end="\n\n")
+    print(format_demo(rows, epsilon=args.epsilon, hidden=hidden))
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"got {text}, needs a fraction in (0, 1)")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"got {text}, needs a number >= 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="nettrim", description="Prune trained ReLU networks layer by layer "
+                                     "with convex programs (Net-Trim).")
+    parser.add_argument("--version", action="version", version=f"nettrim {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each layer (INFO)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prune", help="prune a checkpoint and save the sparse weights with a report")
+    p.add_argument("--model", required=True, help="package.module:factory that builds the architecture")
+    p.add_argument("--model-kwargs", help="JSON object of keyword arguments for the factory")
+    p.add_argument("--checkpoint", required=True, help="state_dict saved with torch.save (read with weights_only=True)")
+    p.add_argument("--calib", required=True, help="calibration inputs: .pt (tensor, (x, y) or {'x': ...}), .npz or .npy")
+    p.add_argument("--out", required=True, help="output .safetensors file; the JSON report goes beside it")
+    p.add_argument("--report", help="JSON report path (default: --out with suffix .json)")
+    p.add_argument("--method", default="nettrim", help="nettrim (default) or magnitude")
+    p.add_argument("--mode", default="cascade", choices=["cascade", "parallel"])
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--epsilon", type=_non_negative, default=0.05, help="relative budget per layer (default 0.05)")
+    target.add_argument("--sparsity", type=_fraction, help="fraction of each layer's weights to remove instead")
+    p.add_argument("--gamma", type=float, default=1.1, help="cascade slack >= 1 (default 1.1)")
+    p.add_argument("--layers", nargs="+", help="qualified names of the layers to prune (default all)")
+    p.add_argument("--max-positions", type=int, help="at most this many rows per layer (convolutions)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--solver", default="admm", choices=["admm", "cvxpy"])
+    p.add_argument("--tol", type=float, help="solver tolerance")
+    p.add_argument("--max-iter", type=int, help="solver iteration cap")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=cmd_prune)
+
+    p = sub.add_parser("report", help="per-layer table of a pruned .safetensors file")
+    p.add_argument("path")
+    p.set_defaults(run=cmd_report)
+
+    p = sub.add_parser("demo", help="train a digits MLP, prune it in both modes, print the table")
+    p.add_argument("--epsilon", type=_non_negative, default=0.1, help="relative budget (default 0.1)")
+    p.add_argument("--hidden", type=int, nargs="+", default=[256, 256], help="hidden sizes (default 256 256)")
+    p.add_argument("--epochs", type=int, default=60, help="training epochs (default 60)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``nettrim`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "demo" and args.epochs < 1:
+        parser.error("--epochs: needs an integer >= 1")
+    try:
+        return args.run(args)
+    except UsageError as exc:
+        print(f"nettrim {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"nettrim {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Net-Trim: the sparsest weights that keep the layer's response within ``epsilon``.
+
+With ``sparsity=None`` the layer program is solved once at the budget the mode gives
+(``task.budget``). With a target ``sparsity`` (fraction of weights removed), ``epsilon`` is
+searched instead: the number of nonzeros of the ℓ1 solution falls as ``epsilon`` grows, so
+a bracket is found by doubling or halving from the mode's budget and then bisected
+geometrically until the kept fraction is within :data:`SPARSITY_TOLERANCE` of the target.
+Every solve is warm-started from the nearest one already made.
+
+Below the floor (cascade mode: the error the original weights carry on the pruned input)
+the program may be infeasible; such probes get a reduced iteration cap, and a probe that
+does not end feasible counts as "``epsilon`` too small".
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+
+from solvers import LayerProblem, Solution, solve
+
+from .base import LayerOutcome, LayerTask
+
+__all__ = ["prune_layer", "SPARSITY_TOLERANCE"]
+
+logger = logging.getLogger(__name__)
+
+SPARSITY_TOLERANCE = 0.01  # the searched sparsity lands within 1 point of the target
+_MAX_PROBES = 40
+_INFEASIBLE_PROBE_ITERATIONS = 2000
+_FEASIBLE = 1e-3  # a probe whose relative violation exceeds this is treated as infeasible
+
+
+def _solve(task: LayerTask, epsilon: float, solver: str, options: dict[str, Any],
+           warm: tuple[np.ndarray, np.ndarray | None]) -> Solution:
+    problem = LayerProblem(task.X, task.Y, epsilon, relu=task.relu, upper=task.upper,
+                           fit_bias=task.bias is not None)
+    if solver == "admm":
+        options = {"warm_start": warm, **options}
+    return solve(problem, method=solver, **options)
+
+
+def _outcome(solution: Solution, epsilon: float, probes: int = 1) -> LayerOutcome:
+    info = dict(solution.info)
+    info.update(primal_residual=solution.primal_residual, dual_residual=solution.dual_residual,
+                solve_time=solution.solve_time, probes=probes)
+    return LayerOutcome(weight=solution.weight, bias=solution.bias, epsilon=float(epsilon),
+                        status=solution.status, iterations=solution.iterations,
+                        violation=solution.violation, info=info)
+
+
+def prune_layer(task: LayerTask, *, sparsity: float | None, solver: str = "admm",
+                solver_options: dict[str, Any] | None = None) -> LayerOutcome:
+    """Solve the layer's Net-Trim program (at the mode's budget, or for a target sparsity).
+
+    Parameters
+    ----------
+    task : LayerTask
+    sparsity : float or None
+        Fraction of the layer's weights to remove; None solves once at ``task.budget``.
+    solver : {'admm', 'cvxpy'}
+    solver_options : dict, optional
+        Passed to :func:`solvers.solve`. The ADMM is warm-started from the original weights
+        unless ``warm_start`` is given.
+
+    Returns
+    -------
+    LayerOutcome
+        With ``info["probes"]``, the number of solves the sparsity search made.
+    """
+    options = dict(solver_options or {})
+    warm = (task.weight, task.bias)
+    if sparsity is None:
+        return _outcome(_solve(task, task.budget, solver, options, warm), task.budget)
+    return _search(task, 1.0 - sparsity, solver, options)
+
+
+def _search(task: LayerTask, target_kept: float, solver: str, options: dict[str, Any]) -> LayerOutcome:
+    """Find ``epsilon`` whose solution keeps ``target_kept`` of the weights (within 1 point)."""
+    size = task.weight.size
+    cap = float(options.get("max_iter", 10000))
+    tried: list[tuple[float, Solution | None]] = []  # (epsilon, solution or None if infeasible)
+
+    def probe(epsilon: float) -> float | None:
+        """Kept fraction at ``epsilon``, or None when the probe ends infeasible."""
+        below_floor = epsilon < task.floor
+        probe_options = dict(options)
+        if below_floor and solver == "admm":
+            probe_options["max_iter"] = int(min(cap, _INFEASIBLE_PROBE_ITERATIONS))
+        feasible = [(e, s) for e, s in tried if s is not None]
+        warm = (task.weight, task.bias)
+        if feasible:
+            nearest = min(feasible, key=lambda item: abs(math.log(item[0] / epsilon)) if item[0] > 0 else math.inf)
+            warm = (nearest[1].weight, nearest[1].bias)
+        solution = _solve(task, epsilon, solver, probe_options, warm)
+        ok = solution.violation <= _FEASIBLE
+        tried.append((epsilon, solution if ok else None))
+        kept = solution.nnz / size
+        logger.debug("%s: epsilon %.4g -> kept %.4f (%s, violation %.1e)", task.name, epsilon, kept,
+                     solution.status, solution.violation)
+        return kept if ok else None
+
+    scale = task.scale if task.scale > 0 else 1.0
+    start = task.budget if task.budget > 0 else 0.05 * scale
+    lo, hi = None, None  # lo: epsilon keeping too much (or infeasible); hi: keeping too little
+    epsilon, kept = start, probe(start)
+    for _ in range(_MAX_PROBES):
+        if kept is not None and abs(kept - target_kept) <= SPARSITY_TOLERANCE:
+            break
+        if kept is None or kept > target_kept:
+            lo = epsilon
+        else:
+            hi = epsilon
+        if hi is None:
+            if epsilon > 64 * scale + task.floor:  # even W = 0 should be reachable by now
+                break
+            epsilon *= 2.0
+        elif lo is None:
+            if epsilon < 1e-8 * scale:
+                break
+            epsilon *= 0.5
+        else:
+            if hi / lo < 1.0 + 1e-9:
+                break
+            epsilon = math.sqrt(lo * hi) if lo > 0 else hi / 2
+        kept = probe(epsilon)
+
+    feasible = [(e, s) for e, s in tried if s is not None]
+    if not feasible:
+        raise RuntimeError(f"layer {task.name!r}: no feasible solution found while searching epsilon "
+                           f"for sparsity {1 - target_kept:.3f}")
+    best_epsilon, best = min(feasible, key=lambda item: (abs(item[1].nnz / size - target_kept), item[0]))
+    if abs(best.nnz / size - target_kept) > SPARSITY_TOLERANCE:
+        logger.warning("layer %r: sparsity %.3f reached instead of %.3f after %d solves", task.name,
+                       1 - best.nnz / size, 1 - target_kept, len(tried))
+    return _outcome(best, best_epsilon, probes=len(tried))

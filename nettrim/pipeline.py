@@ -1,0 +1,253 @@
+"""The network-level loop: record, build each layer's program for the mode, prune, write back.
+
+Modes (``../shared/DESIGN.md`` §1):
+
+- ``"parallel"``: every layer is solved on the ORIGINAL network's signals, with
+  ``epsilon_l = epsilon * ||Y_l||_F`` and inactive entries kept at or below 0. The layers
+  are independent.
+- ``"cascade"``: layers are solved in the order they run, each on the input the PRUNED
+  network gives it (``X̂``), against the original target ``Y_l``. The inactive entries are
+  bounded by ``V = X̂ W_l^T + b_l`` and the budget is ``epsilon_l^2 = gamma * e_l^2`` with
+  ``e_l`` the error the original weights make on the pruned input (over the active
+  entries, or everywhere for a layer without ReLU), so the original weights stay feasible.
+  A layer whose input is unchanged by the pruning so far (the first one) gets
+  ``epsilon * ||Y_l||_F`` as in parallel mode.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from solvers import METHODS as SOLVERS
+
+from .methods import LayerOutcome, LayerTask, get_method
+from .record import (LayerRecord, calibration_batches, capture_inputs, check_max_positions, layer_handles,
+                     record_layers)
+from .result import LayerReport, PruneResult
+
+__all__ = ["prune", "MODES"]
+
+logger = logging.getLogger(__name__)
+
+MODES = ("cascade", "parallel")
+
+
+def _check_settings(method: str, mode: str, epsilon: float, gamma: float, sparsity: Any, solver: str,
+                    solver_options: Any) -> None:
+    get_method(method)
+    if mode not in MODES:
+        raise ValueError(f"mode: got {mode!r}, needs one of {MODES}")
+    if solver not in SOLVERS:
+        raise ValueError(f"solver: got {solver!r}, needs one of {SOLVERS}")
+    if not isinstance(epsilon, (int, float)) or isinstance(epsilon, bool) or not math.isfinite(epsilon) \
+            or epsilon < 0:
+        raise ValueError(f"epsilon: got {epsilon!r}, needs a finite number >= 0 (relative to ||Y_l||_F, "
+                         "e.g. 0.05)")
+    if not isinstance(gamma, (int, float)) or isinstance(gamma, bool) or not math.isfinite(gamma) or gamma < 1:
+        raise ValueError(f"gamma: got {gamma!r}, needs a finite number >= 1 (cascade slack; 1.1 is usual)")
+    if isinstance(sparsity, Mapping):  # per layer: 0 leaves a layer as it is
+        for name, value in sparsity.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1:
+                raise ValueError(f"sparsity[{name!r}]: got {value!r}, needs a fraction of weights to remove "
+                                 "in [0, 1)")
+    elif sparsity is not None and (not isinstance(sparsity, (int, float)) or isinstance(sparsity, bool)
+                                   or not 0 < sparsity < 1):
+        raise ValueError(f"sparsity: got {sparsity!r}, needs a fraction of weights to remove in (0, 1)")
+    if solver_options is not None and not isinstance(solver_options, Mapping):
+        raise TypeError(f"solver_options: got {type(solver_options).__name__}, needs a dict")
+
+
+def _layer_sparsity(sparsity: Any, name: str) -> float | None:
+    if isinstance(sparsity, Mapping):
+        return sparsity.get(name)
+    return sparsity
+
+
+def _relative(diff: torch.Tensor, reference: torch.Tensor) -> float:
+    norm = float(torch.linalg.vector_norm(reference))
+    value = float(torch.linalg.vector_norm(diff))
+    return value / norm if norm > 0 else value
+
+
+def _network_outputs(model: nn.Module, batches: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    dtype = next((p.dtype for p in model.parameters()), torch.get_default_dtype())
+    outputs = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for x in batches:
+                out = model(x.to(device=device, dtype=dtype if x.is_floating_point() else x.dtype))
+                if not isinstance(out, torch.Tensor):
+                    return None
+                outputs.append(out.detach().double().cpu().reshape(len(out), -1))
+    finally:
+        model.train(was_training)
+    return torch.cat(outputs)
+
+
+def _task(rec: LayerRecord, X: torch.Tensor, mode: str, epsilon: float, gamma: float,
+          input_changed: bool) -> LayerTask:
+    """The layer program for the mode (see the module docstring)."""
+    Y = rec.output
+    weight = rec.weight.numpy()
+    bias = None if rec.bias is None else rec.bias.numpy()
+    scale = float(torch.linalg.vector_norm(Y))
+    if mode == "parallel" or not input_changed:
+        return LayerTask(rec.name, X.numpy(), Y.numpy(), rec.relu, weight, bias, budget=epsilon * scale)
+    response = X.double() @ rec.weight.T
+    if rec.bias is not None:
+        response += rec.bias
+    residual = response - Y
+    if rec.relu:
+        residual = torch.where(Y > 0, residual, torch.zeros_like(residual))
+    error = float(torch.linalg.vector_norm(residual))
+    upper = response.numpy() if rec.relu else None
+    return LayerTask(rec.name, X.numpy(), Y.numpy(), rec.relu, weight, bias, budget=math.sqrt(gamma) * error,
+                     floor=error, upper=upper)
+
+
+def _errors(rec: LayerRecord, X: torch.Tensor, weight: np.ndarray, bias: np.ndarray | None) -> tuple[float, float]:
+    pre = X.double() @ torch.from_numpy(np.asarray(weight, dtype=np.float64)).T
+    if bias is not None:
+        pre += torch.from_numpy(np.asarray(bias, dtype=np.float64))
+    error_pre = _relative(pre - rec.pre_activation, rec.pre_activation)
+    out = torch.clamp_min(pre, 0.0) if rec.relu else pre
+    return error_pre, _relative(out - rec.output, rec.output)
+
+
+def prune(
+    model: nn.Module,
+    calib: Any,
+    *,
+    method: str = "nettrim",
+    mode: str = "cascade",
+    epsilon: float = 0.05,
+    gamma: float = 1.1,
+    sparsity: float | Mapping[str, float] | None = None,
+    layers: Sequence[str] | None = None,
+    solver: str = "admm",
+    solver_options: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    max_positions: int | None = None,
+    seed: int = 0,
+) -> PruneResult:
+    """Prune a trained network layer by layer.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The trained network (``nn.Sequential`` or any ``torch.fx``-traceable model). It is
+        not modified: the pruned network is a copy.
+    calib : Tensor, ndarray or iterable of batches
+        Calibration inputs (a tensor, or batches ``x`` / ``(x, y)`` as a DataLoader yields).
+    method : {'nettrim', 'magnitude'}, default 'nettrim'
+    mode : {'cascade', 'parallel'}, default 'cascade'
+        See :mod:`nettrim.pipeline`.
+    epsilon : float, default 0.05
+        Relative budget: a layer solved on original signals gets ``epsilon * ||Y_l||_F``.
+    gamma : float, default 1.1
+        Cascade slack (``>= 1``): ``epsilon_l^2 = gamma * e_l^2`` for the later layers.
+    sparsity : float or dict, optional
+        Fraction of each layer's weights to remove (or one per layer name). With Net-Trim,
+        each layer's ``epsilon`` is then searched so that the result lands within one point
+        of the target; ``epsilon`` and ``gamma`` are only the starting point.
+    layers : list of str, optional
+        The layers to prune (qualified names; default every ``Linear`` and ``Conv2d``).
+    solver : {'admm', 'cvxpy'}, default 'admm'
+    solver_options : dict, optional
+        Passed to :func:`solvers.solve` (``tol``, ``max_iter``, ...).
+    progress : bool, default True
+        Show a progress bar over the layers.
+    max_positions : int, optional
+        At most this many rows per layer program (seeded subsample; see :func:`nettrim.record`).
+    seed : int, default 0
+        Seed of that subsample.
+
+    Returns
+    -------
+    PruneResult
+    """
+    _check_settings(method, mode, epsilon, gamma, sparsity, solver, solver_options)
+    check_max_positions(max_positions)
+    prune_layer = get_method(method)
+    started = time.perf_counter()
+    batches = calibration_batches(calib)
+    pruned = copy.deepcopy(model)
+    found = layer_handles(pruned, layers)
+    if isinstance(sparsity, Mapping) and set(sparsity) - set(found):
+        raise ValueError(f"sparsity: names {sorted(set(sparsity) - set(found))} are not among the layers being "
+                         f"pruned {list(found)}")
+    originals = record_layers(pruned, batches, found, max_positions=max_positions, seed=seed)
+    reference_out = _network_outputs(pruned, batches)
+
+    reports: dict[str, LayerReport] = {}
+    outcomes = {}
+    bar = tqdm(originals.items(), total=len(originals), desc=f"{method} {mode}", unit="layer",
+               disable=not progress, leave=False)
+    try:
+        for name, rec in bar:
+            layer_started = time.perf_counter()
+            handle, _ = found[name]
+            bar.set_postfix_str(f"{name} {rec.n_samples}x{rec.n_in}x{rec.n_out}")
+            if mode == "cascade":
+                X = capture_inputs(pruned, batches, {name: handle}, max_positions=max_positions,
+                                   seed=seed)[name][0]
+                changed = not torch.equal(X, rec.input)
+            else:
+                X, changed = rec.input, False
+            task = _task(rec, X, mode, epsilon, gamma, changed)
+            layer_sparsity = _layer_sparsity(sparsity, name)
+            if layer_sparsity == 0:
+                outcome = LayerOutcome(task.weight.copy(), None if task.bias is None else task.bias.copy(),
+                                       epsilon=float("nan"), status="skipped")
+            else:
+                outcome = prune_layer(task, sparsity=layer_sparsity, solver=solver,
+                                      solver_options=dict(solver_options or {}))
+            if mode == "cascade":
+                handle.write(torch.from_numpy(outcome.weight), None if outcome.bias is None
+                             else torch.from_numpy(outcome.bias))
+            error_pre, error_out = _errors(rec, X, outcome.weight, outcome.bias)
+            scale = task.scale
+            report = LayerReport(
+                name=name, kind=rec.kind, shape=rec.shape, relu=rec.relu, n_samples=rec.n_samples,
+                nnz_before=int(torch.count_nonzero(rec.weight)), nnz_after=int(np.count_nonzero(outcome.weight)),
+                epsilon=outcome.epsilon, epsilon_rel=outcome.epsilon / scale if scale > 0 else float("nan"),
+                error_pre=error_pre, error_out=error_out, iterations=outcome.iterations, status=outcome.status,
+                violation=outcome.violation, seconds=time.perf_counter() - layer_started, method=method,
+                info=outcome.info)
+            reports[name], outcomes[name] = report, outcome
+            bar.set_postfix_str(f"{name} kept {report.kept:.1%} {outcome.status} {outcome.iterations} it")
+            logger.info("%s: kept %.1f%% of %s, epsilon %.4g (rel %.4f), %s after %d iterations, %.2fs",
+                        name, 100 * report.kept, "x".join(map(str, rec.shape)), report.epsilon,
+                        report.epsilon_rel, outcome.status, outcome.iterations, report.seconds)
+            if outcome.status not in ("optimal", "done", "skipped"):
+                logger.warning("layer %r: solver ended with status %r (violation %.2e); its result is "
+                               "kept, check the report", name, outcome.status, outcome.violation)
+    finally:
+        bar.close()
+
+    if mode == "parallel":  # every layer was solved on original signals: write them all now
+        for name, outcome in outcomes.items():
+            found[name][0].write(torch.from_numpy(outcome.weight),
+                                 None if outcome.bias is None else torch.from_numpy(outcome.bias))
+
+    pruned_out = _network_outputs(pruned, batches) if reference_out is not None else None
+    output_error = None if pruned_out is None else _relative(pruned_out - reference_out, reference_out)
+    result = PruneResult(model=pruned, layers=reports, method=method, mode=mode, epsilon=float(epsilon),
+                         gamma=float(gamma), sparsity=dict(sparsity) if isinstance(sparsity, Mapping) else sparsity,
+                         n_calibration=sum(int(x.shape[0]) for x in batches), output_error=output_error,
+                         seconds=time.perf_counter() - started)
+    logger.info("pruned %d layers in %s mode: %.1f%% of the weights kept, output error %s, %.2fs",
+                len(reports), mode, 100 * result.kept, output_error, result.seconds)
+    return result

@@ -1,0 +1,342 @@
+"""Activation recorder: each prunable layer's input and pre-activation on calibration data.
+
+>>> records = nettrim.record(model, calib)                    # doctest: +SKIP
+>>> rec = records["features.0"]; rec.input.shape, rec.relu     # doctest: +SKIP
+
+Forward hooks on every ``nn.Linear`` and ``nn.Conv2d`` (or the ones named) copy the layer's
+input while the model runs in eval mode under ``torch.no_grad()``; the hooks are always
+removed. The pre-activation is computed from that input and the (BatchNorm-folded) weights,
+so that it is exactly the quantity the layer program reconstructs.
+"""
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .graph import PRUNABLE, Follower, analyse
+from .layers import LayerHandle
+
+__all__ = ["LayerRecord", "record", "record_layers", "calibration_batches", "capture_inputs", "layer_handles"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LayerRecord:
+    """One layer's signals on the calibration data.
+
+    Attributes
+    ----------
+    name : str
+        Qualified module name (as in ``model.named_modules()``).
+    kind : {'linear', 'conv2d'}
+    shape : tuple of int
+        Shape of the module's weight.
+    input : Tensor, shape (n_samples, n_in)
+        The layer input, one row per sample (``Linear``) or per output position of an image
+        (``Conv2d``, im2col patches with ``n_in = C_in * kh * kw``), in the model's dtype.
+    pre_activation : Tensor, shape (n_samples, n_out), float64
+        ``input @ weight.T + bias``: the layer's output, after the folded BatchNorm if any.
+    relu : bool
+        Whether a ReLU follows the layer.
+    weight : Tensor, shape (n_out, n_in), float64
+        The layer's weight as a matrix, with the BatchNorm folded in.
+    bias : Tensor, shape (n_out,), float64, or None
+        The folded bias (None when the layer has none and no BatchNorm shift).
+    batchnorm : str or None
+        Name of the folded BatchNorm.
+    n_rows_total : int
+        Rows the calibration data gives this layer before subsampling.
+    rows : ndarray of int or None
+        Indices of the rows kept when ``max_positions`` subsampled them (sorted), else None.
+    """
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    input: torch.Tensor
+    pre_activation: torch.Tensor
+    relu: bool
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    batchnorm: str | None
+    n_rows_total: int
+    rows: np.ndarray | None = None
+
+    @property
+    def output(self) -> torch.Tensor:
+        """The layer's target: ``relu(pre_activation)`` with a ReLU, else the pre-activation."""
+        return torch.clamp_min(self.pre_activation, 0.0) if self.relu else self.pre_activation
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.input.shape[0])
+
+    @property
+    def n_in(self) -> int:
+        return int(self.input.shape[1])
+
+    @property
+    def n_out(self) -> int:
+        return int(self.weight.shape[0])
+
+    def __repr__(self) -> str:
+        return (f"LayerRecord({self.name!r}, {self.kind}, shape={self.shape}, "
+                f"n_samples={self.n_samples}, relu={self.relu}, batchnorm={self.batchnorm!r})")
+
+
+def calibration_batches(calib: Any) -> list[torch.Tensor]:
+    """The calibration inputs as a list of batches.
+
+    Parameters
+    ----------
+    calib : Tensor, ndarray, or iterable of batches
+        A tensor (or array) of inputs, or an iterable yielding ``x`` or ``(x, y, ...)`` as a
+        ``DataLoader`` does (only ``x`` is used).
+
+    Returns
+    -------
+    list of Tensor
+    """
+    if isinstance(calib, (torch.Tensor, np.ndarray)):
+        items: Iterable[Any] = [calib]
+    elif isinstance(calib, Iterable) and not isinstance(calib, (str, bytes, dict)):
+        items = calib
+    else:
+        raise TypeError(f"calib: got {type(calib).__name__}, needs a tensor of inputs or an iterable "
+                        "of batches (x or (x, y)) such as a DataLoader")
+    batches = []
+    for index, item in enumerate(items):
+        x = item[0] if isinstance(item, (tuple, list)) and item else item
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(x)
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"calib: batch {index} holds a {type(x).__name__}, needs a tensor "
+                            "(or a tuple whose first element is the input tensor)")
+        if x.dim() == 0 or x.shape[0] == 0:
+            raise ValueError(f"calib: batch {index} has shape {tuple(x.shape)}, needs at least one sample")
+        if x.is_floating_point() and not torch.isfinite(x).all():
+            raise ValueError(f"calib: batch {index} holds NaN or Inf values; clean the calibration data")
+        batches.append(x)
+    if not batches:
+        raise ValueError("calib: is empty; pass at least one batch of inputs")
+    return batches
+
+
+def _row_subset(name: str, n_total: int, max_positions: int | None, seed: int) -> np.ndarray | None:
+    """Sorted indices of the rows kept for a layer: a seeded choice depending only on
+    the layer name, the number of rows and the seed (so the pruned and the original
+    network keep the same rows)."""
+    if max_positions is None or n_total <= max_positions:
+        return None
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+    return np.sort(rng.choice(n_total, size=max_positions, replace=False))
+
+
+def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    for param in model.parameters():
+        return param.device, param.dtype
+    return torch.device("cpu"), torch.get_default_dtype()
+
+
+class _Capture:
+    """Forward hooks that copy the rows of each named layer's input, batch after batch."""
+
+    def __init__(self, handles: dict[str, LayerHandle], n_inputs: int, max_positions: int | None,
+                 seed: int) -> None:
+        self.handles = handles
+        self.n_inputs = n_inputs
+        self.max_positions = max_positions
+        self.seed = seed
+        self.chunks: dict[str, list[torch.Tensor]] = {name: [] for name in handles}
+        self.subset: dict[str, np.ndarray | None] = {}
+        self.n_total: dict[str, int] = {}
+        self.offset = {name: 0 for name in handles}
+        self.calls = {name: 0 for name in handles}
+        self.order: list[str] = []
+        self.batch_size = 0
+
+    def hook(self, name: str):
+        def on_forward(module: nn.Module, inputs: tuple, output: Any) -> None:
+            self.calls[name] += 1
+            if self.calls[name] > 1:
+                raise RuntimeError(
+                    f"layer {name!r} runs more than once per forward pass (shared weights); "
+                    "Net-Trim prunes one use of a layer: leave it out with layers=[...]")
+            if name not in self.order:
+                self.order.append(name)
+            rows = self.handles[name].rows(inputs[0].detach())
+            if name not in self.n_total:
+                per_input, rest = divmod(rows.shape[0], self.batch_size)
+                if rest:
+                    raise RuntimeError(
+                        f"layer {name!r}: {rows.shape[0]} input rows for a batch of {self.batch_size} "
+                        "inputs; the recorder needs the same number of rows for every input")
+                self.n_total[name] = per_input * self.n_inputs
+                self.subset[name] = _row_subset(name, self.n_total[name], self.max_positions, self.seed)
+            start = self.offset[name]
+            self.offset[name] += rows.shape[0]
+            subset = self.subset[name]
+            if subset is not None:
+                lo, hi = np.searchsorted(subset, [start, start + rows.shape[0]])
+                rows = rows[torch.from_numpy(subset[lo:hi] - start).to(rows.device)]
+            self.chunks[name].append(rows.to("cpu", copy=True))
+        return on_forward
+
+    def run(self, model: nn.Module, batches: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        device, dtype = _model_device_dtype(model)
+        hooks = [handle.module.register_forward_hook(self.hook(name)) for name, handle in self.handles.items()]
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                for x in batches:
+                    self.batch_size = int(x.shape[0])
+                    self.calls = dict.fromkeys(self.calls, 0)
+                    x = x.to(device=device, dtype=dtype if x.is_floating_point() else x.dtype)
+                    model(x)
+        finally:
+            for hook in hooks:
+                hook.remove()
+            model.train(was_training)
+        missing = [name for name in self.handles if not self.chunks[name]]
+        if missing:
+            raise RuntimeError(f"layers {missing} never ran during the forward pass; "
+                               "leave them out with layers=[...]")
+        return {name: torch.cat(self.chunks[name]) for name in self.order}
+
+
+def layer_handles(model: nn.Module, layers: Sequence[str] | None = None,
+                  followers: dict[str, Follower] | None = None) -> dict[str, tuple[LayerHandle, bool]]:
+    """The prunable layers of ``model`` (all, or the ones named) with whether a ReLU follows.
+
+    Returns
+    -------
+    dict
+        Name to ``(LayerHandle, relu)``, in the order of ``model.named_modules()``.
+    """
+    modules = dict(model.named_modules())
+    prunable = [name for name, module in modules.items() if isinstance(module, PRUNABLE)]
+    if layers is None:
+        names = prunable
+    else:
+        if isinstance(layers, str):
+            raise TypeError(f"layers: got the string {layers!r}, needs a list of layer names")
+        names = list(layers)
+        unknown = [name for name in names if name not in modules]
+        if unknown:
+            raise ValueError(f"layers: no module named {unknown} in the model; prunable layers are {prunable}")
+        wrong = [name for name in names if name not in prunable]
+        if wrong:
+            raise ValueError(f"layers: {wrong} are not nn.Linear or nn.Conv2d; prunable layers are {prunable}")
+    if not names:
+        raise ValueError("model: has no nn.Linear or nn.Conv2d layer to prune")
+    followers = analyse(model) if followers is None else followers
+    found = {}
+    for name in names:
+        module = modules[name]
+        if isinstance(module, nn.Conv2d) and module.groups != 1:
+            raise ValueError(f"layer {name!r}: grouped convolution (groups={module.groups}) is not "
+                             "supported; leave it out with layers=[...]")
+        follower = followers.get(name, Follower(relu=False))
+        if follower.calls > 1:
+            raise ValueError(f"layer {name!r} is called {follower.calls} times per forward pass (shared "
+                             "weights); leave it out with layers=[...]")
+        if name not in followers:
+            logger.info("layer %r is not called in the traced forward pass", name)
+        bn_name = follower.batchnorm
+        bn = modules[bn_name] if bn_name else None
+        if bn is not None and bn.running_var is None:
+            raise ValueError(f"layer {name!r}: BatchNorm {bn_name!r} keeps no running statistics "
+                             "(track_running_stats=False), so it cannot be folded into the layer")
+        if bn is not None and bn.bias is None and module.bias is None:
+            logger.warning("layer %r: BatchNorm %r has no shift and the layer no bias; it is not "
+                           "folded and the layer is pruned as a linear layer", name, bn_name)
+            bn, bn_name, relu = None, None, False
+        else:
+            relu = follower.relu
+        found[name] = (LayerHandle(name, module, bn, bn_name), relu)
+    return found
+
+
+def capture_inputs(model: nn.Module, batches: Sequence[torch.Tensor], handles: dict[str, LayerHandle],
+                   *, max_positions: int | None = None, seed: int = 0) -> dict[str, tuple[torch.Tensor, int, np.ndarray | None]]:
+    """Rows of the named layers' inputs in one pass over the batches, in execution order.
+
+    Returns
+    -------
+    dict
+        Name to ``(rows, n_rows_total, kept_row_indices or None)``.
+    """
+    n_inputs = sum(int(x.shape[0]) for x in batches)
+    capture = _Capture(handles, n_inputs, max_positions, seed)
+    rows = capture.run(model, batches)
+    return {name: (rows[name], capture.n_total[name], capture.subset[name]) for name in rows}
+
+
+def check_max_positions(max_positions: Any) -> None:
+    if max_positions is not None and (isinstance(max_positions, bool) or not isinstance(max_positions, int)
+                                      or max_positions < 1):
+        raise ValueError(f"max_positions: got {max_positions!r}, needs a positive integer or None")
+
+
+def record(
+    model: nn.Module,
+    calib: Any,
+    *,
+    layers: Sequence[str] | None = None,
+    max_positions: int | None = None,
+    seed: int = 0,
+) -> dict[str, LayerRecord]:
+    """Record every prunable layer's input and pre-activation on calibration data.
+
+    Parameters
+    ----------
+    model : nn.Module
+        An ``nn.Sequential`` or any model ``torch.fx`` can trace (for the ReLU detection;
+        other models are recorded with every layer treated as linear). It is run in eval
+        mode under ``torch.no_grad()`` and its training flag is restored afterwards.
+    calib : Tensor, ndarray or iterable of batches
+        Calibration inputs: a tensor, or batches ``x`` / ``(x, y)`` as a DataLoader yields.
+    layers : list of str, optional
+        Qualified names of the ``nn.Linear`` / ``nn.Conv2d`` modules to record (default all).
+    max_positions : int, optional
+        At most this many rows per layer: when the calibration data gives a layer more rows
+        (samples times output positions, for a ``Conv2d``), a seeded random subset is kept.
+    seed : int, default 0
+        Seed of that subset.
+
+    Returns
+    -------
+    dict
+        Layer name to :class:`LayerRecord`, in the order the layers run.
+    """
+    check_max_positions(max_positions)
+    batches = calibration_batches(calib)
+    return record_layers(model, batches, layer_handles(model, layers), max_positions=max_positions, seed=seed)
+
+
+def record_layers(model: nn.Module, batches: Sequence[torch.Tensor], found: dict[str, tuple[LayerHandle, bool]],
+                  *, max_positions: int | None = None, seed: int = 0) -> dict[str, LayerRecord]:
+    """:func:`record` for layers already resolved by :func:`layer_handles`."""
+    handles = {name: handle for name, (handle, _) in found.items()}
+    captured = capture_inputs(model, batches, handles, max_positions=max_positions, seed=seed)
+    records = {}
+    for name, (rows, n_total, subset) in captured.items():
+        handle, relu = found[name]
+        weight, bias = handle.folded()
+        pre = rows.double() @ weight.T
+        if bias is not None:
+            pre += bias
+        records[name] = LayerRecord(name=name, kind=handle.kind, shape=handle.shape, input=rows,
+                                    pre_activation=pre, relu=relu, weight=weight, bias=bias,
+                                    batchnorm=handle.batchnorm_name, n_rows_total=n_total, rows=subset)
+    logger.info("recorded %d layers on %d calibration inputs", len(records), sum(len(x) for x in batches))
+    return records

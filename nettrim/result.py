@@ -1,0 +1,235 @@
+"""The outcome of :func:`nettrim.prune`: the pruned model and its per-layer report."""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from . import write
+
+__all__ = ["LayerReport", "PruneResult", "format_table"]
+
+
+@dataclass
+class LayerReport:
+    """What happened to one layer.
+
+    Attributes
+    ----------
+    name, kind : str
+        Qualified module name; ``"linear"`` or ``"conv2d"``.
+    shape : tuple of int
+        Shape of the module's weight.
+    relu : bool
+        Whether the layer was pruned with the ReLU program.
+    n_samples : int
+        Rows of the layer program (samples, times output positions for a convolution).
+    nnz_before, nnz_after : int
+        Nonzero weights before and after (the bias is not counted).
+    epsilon : float
+        Absolute budget the layer was solved with (NaN for methods without one).
+    epsilon_rel : float
+        ``epsilon / ||Y||_F``.
+    error_pre, error_out : float
+        Relative error of the layer's pre-activation and of its output (after the ReLU, if
+        any) against the original layer's, on the input the layer was solved on:
+        ``||Ẑ - Z||_F / ||Z||_F`` and ``||Ŷ - Y||_F / ||Y||_F``.
+    iterations : int
+        Solver iterations (summed over the solves of a sparsity search).
+    status : str
+        Solver status (``"optimal"``, ``"max_iter"``, ...; ``"done"`` for direct methods).
+    violation : float
+        Relative excess of the result over its program's constraints (0 when feasible).
+    seconds : float
+        Wall time of the layer (its solves and the signals it needed).
+    method : str
+    info : dict
+        Solver details (``rho``, ``polished``, ``probes``, ...).
+    """
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    relu: bool
+    n_samples: int
+    nnz_before: int
+    nnz_after: int
+    epsilon: float
+    epsilon_rel: float
+    error_pre: float
+    error_out: float
+    iterations: int
+    status: str
+    violation: float
+    seconds: float
+    method: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def kept(self) -> float:
+        """Fraction of the layer's weights that are nonzero after pruning."""
+        return self.nnz_after / self.size
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["shape"] = list(self.shape)
+        data["kept"] = self.kept
+        data["info"] = {key: value for key, value in self.info.items()
+                        if isinstance(value, (int, float, str, bool)) or value is None}
+        return data
+
+
+def _fmt_shape(shape) -> str:
+    return "x".join(str(s) for s in shape)
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""  # pragma: no cover
+
+
+def format_table(header: str, rows: list[dict[str, Any]], footer: list[str]) -> str:
+    """A per-layer table from report dicts (``LayerReport.to_dict()`` or a saved report)."""
+    columns = [("layer", "<", lambda r: r["name"]),
+               ("kind", "<", lambda r: r["kind"]),
+               ("shape", ">", lambda r: _fmt_shape(r["shape"])),
+               ("relu", ">", lambda r: "yes" if r["relu"] else "no"),
+               ("samples", ">", lambda r: f"{r['n_samples']:,}"),
+               ("kept", ">", lambda r: f"{r['kept']:.1%}"),
+               ("eps rel", ">", lambda r: "-" if r["epsilon_rel"] is None or math.isnan(r["epsilon_rel"])
+                else f"{r['epsilon_rel']:.4f}"),
+               ("err pre", ">", lambda r: f"{r['error_pre']:.4f}"),
+               ("err out", ">", lambda r: f"{r['error_out']:.4f}"),
+               ("iters", ">", lambda r: str(r["iterations"])),
+               ("status", "<", lambda r: r["status"]),
+               ("seconds", ">", lambda r: f"{r['seconds']:.2f}")]
+    cells = [[fmt(row) for _, _, fmt in columns] for row in rows]
+    widths = [max([len(title)] + [len(line[i]) for line in cells]) for i, (title, _, _) in enumerate(columns)]
+    def line(values):
+        return "  ".join(f"{v:{align}{w}}" for v, (_, align, _), w in zip(values, columns, widths)).rstrip()
+    return "\n".join([header, line([c[0] for c in columns])] + [line(c) for c in cells] + footer)
+
+
+@dataclass
+class PruneResult:
+    """A pruned copy of the model with its report.
+
+    Attributes
+    ----------
+    model : nn.Module
+        The pruned copy (the model passed to :func:`nettrim.prune` is untouched).
+    layers : dict
+        Layer name to :class:`LayerReport`, in the order the layers were pruned.
+    method, mode : str
+    epsilon, gamma : float
+        The settings asked for (``epsilon`` relative).
+    sparsity : float, dict or None
+        The target sparsity, if one was asked for.
+    n_calibration : int
+        Calibration inputs used.
+    output_error : float or None
+        ``||f̂(x) - f(x)||_F / ||f(x)||_F`` of the network outputs on the calibration data
+        (None when the model's output is not a tensor).
+    seconds : float
+        Wall time of the whole prune.
+    """
+
+    model: nn.Module
+    layers: dict[str, LayerReport]
+    method: str
+    mode: str
+    epsilon: float
+    gamma: float
+    sparsity: Any
+    n_calibration: int
+    output_error: float | None
+    seconds: float
+
+    # --------------------------------------------------------------- numbers
+    @property
+    def nnz_before(self) -> int:
+        return sum(r.nnz_before for r in self.layers.values())
+
+    @property
+    def nnz_after(self) -> int:
+        return sum(r.nnz_after for r in self.layers.values())
+
+    @property
+    def kept(self) -> float:
+        """Fraction of the pruned layers' weights that are nonzero."""
+        return self.nnz_after / sum(r.size for r in self.layers.values())
+
+    def csr(self) -> dict[str, Any]:
+        """Each pruned layer's weight as a ``scipy.sparse.csr_matrix`` ``(n_out, n_in)``."""
+        modules = dict(self.model.named_modules())
+        return {name: write.to_csr(modules[name].weight) for name in self.layers}
+
+    def sizes(self) -> dict[str, int]:
+        """Bytes of the pruned layers' weights: ``dense`` and as CSR (``csr``)."""
+        modules = dict(self.model.named_modules())
+        dense = sum(modules[name].weight.numel() * modules[name].weight.element_size() for name in self.layers)
+        sparse = sum(write.csr_nbytes(matrix) for matrix in self.csr().values())
+        return {"dense": int(dense), "csr": int(sparse)}
+
+    # ---------------------------------------------------------------- output
+    def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data (what :meth:`save` writes beside the weights)."""
+        from . import __version__
+
+        return {"nettrim_version": __version__, "method": self.method, "mode": self.mode,
+                "epsilon": self.epsilon, "gamma": self.gamma, "sparsity": self.sparsity,
+                "n_calibration": self.n_calibration, "output_error": self.output_error,
+                "seconds": self.seconds, "kept": self.kept, "nnz_before": self.nnz_before,
+                "nnz_after": self.nnz_after, "sizes": self.sizes(),
+                "layers": [report.to_dict() for report in self.layers.values()]}
+
+    def summary(self) -> str:
+        """The per-layer report as a text table."""
+        return summary_from_dict(self.to_dict())
+
+    def attach_masks(self) -> nn.Module:
+        """Register the zero pattern as ``torch.nn.utils.prune`` masks on the pruned layers
+        of :attr:`model`, so that fine-tuning keeps the zeros. Returns the model."""
+        return write.attach_masks(self.model, self.layers)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the pruned weights to a safetensors file and the report beside it
+        (``path`` with the suffix ``.json``); both atomically. Returns ``path``."""
+        return write.save(self.model, path, self.to_dict())
+
+    def __repr__(self) -> str:
+        return (f"PruneResult(method={self.method!r}, mode={self.mode!r}, layers={len(self.layers)}, "
+                f"kept={self.kept:.3f}, output_error={self.output_error}, seconds={self.seconds:.2f})")
+
+
+def summary_from_dict(report: dict[str, Any]) -> str:
+    """The table of a report dict (from :meth:`PruneResult.to_dict` or a saved file)."""
+    if report.get("sparsity") is not None:
+        setting = f"sparsity {report['sparsity']}"
+    else:
+        setting = f"epsilon {report['epsilon']}"
+        if report["mode"] == "cascade":
+            setting += f", gamma {report['gamma']}"
+    header = (f"{report['method']}, {report['mode']} mode, {setting}, "
+              f"{report['n_calibration']:,} calibration inputs")
+    footer = [f"weights kept: {report['nnz_after']:,} of {report['nnz_before']:,} nonzero "
+              f"({report['kept']:.1%} of all)"]
+    if report.get("output_error") is not None:
+        footer.append(f"network output relative error on the calibration data: {report['output_error']:.4f}")
+    sizes = report.get("sizes")
+    if sizes:
+        footer.append(f"size of the pruned layers: dense {_fmt_bytes(sizes['dense'])}, "
+                      f"CSR {_fmt_bytes(sizes['csr'])} ({sizes['csr'] / sizes['dense']:.1%})")
+    footer.append(f"time: {report['seconds']:.2f} s")
+    return format_table(header, report["layers"], footer)

@@ -1,0 +1,125 @@
+"""The nettrim command: prune a checkpoint end to end, report, demo, and one-line errors."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import nettrim
+from nettrim.cli import main
+from nettrim.examples import digits_mlp
+
+FACTORY = "nettrim.examples:digits_mlp"
+KWARGS = '{"hidden": [32, 24]}'
+
+
+@pytest.fixture
+def files(tmp_path, digits, digits_model):
+    checkpoint = tmp_path / "model.pt"
+    torch.save(digits_model.state_dict(), checkpoint)
+    calib_pt = tmp_path / "calib.pt"
+    torch.save((digits.x_train, digits.y_train), calib_pt)
+    calib_npz = tmp_path / "calib.npz"
+    np.savez(calib_npz, x=digits.x_train.numpy())
+    return {"checkpoint": str(checkpoint), "pt": str(calib_pt), "npz": str(calib_npz), "dir": tmp_path}
+
+
+def _prune_args(files, out, calib="pt", *extra):
+    return ["prune", "--model", FACTORY, "--model-kwargs", KWARGS, "--checkpoint", files["checkpoint"],
+            "--calib", files[calib], "--out", str(out), "--quiet", *extra]
+
+
+def test_prune_end_to_end_writes_weights_and_report(files, capsys, digits, digits_model):
+    out = files["dir"] / "pruned.safetensors"
+    assert main(_prune_args(files, out, "pt", "--mode", "parallel", "--epsilon", "0.1")) == 0
+    printed = capsys.readouterr().out
+    assert "parallel mode, epsilon 0.1" in printed and "weights kept" in printed
+    report = json.loads((files["dir"] / "pruned.json").read_text())
+    assert report["mode"] == "parallel" and len(report["layers"]) == 3
+    # the same as the library on the same inputs
+    expected = nettrim.prune(digits_model, digits.x_train, mode="parallel", epsilon=0.1, progress=False)
+    model = nettrim.load(out, digits_mlp((32, 24)))
+    for name in expected.layers:
+        torch.testing.assert_close(model.get_submodule(name).weight, expected.model.get_submodule(name).weight)
+
+    assert main(["report", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "parallel mode" in table and "CSR" in table and table.count("linear") == 3
+
+
+def test_prune_with_sparsity_from_npz_and_a_report_path(files, capsys):
+    out, report = files["dir"] / "s.safetensors", files["dir"] / "report.json"
+    assert main(_prune_args(files, out, "npz", "--sparsity", "0.7", "--method", "magnitude",
+                            "--report", str(report))) == 0
+    data = json.loads(report.read_text())
+    assert data["sparsity"] == 0.7 and data["method"] == "magnitude"
+    assert all(abs(layer["kept"] - 0.3) < 0.01 for layer in data["layers"])
+
+
+def test_report_of_a_plain_safetensors_file(tmp_path, capsys, digits_model):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "plain.safetensors"
+    save_file({k: v.contiguous() for k, v in digits_model.state_dict().items()}, str(path))
+    assert main(["report", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "no nettrim report" in out and "0.weight" in out and "100.0%" in out
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(model="nettrim.examples"), "needs 'package.module:factory'"),
+    (dict(model="nettrim.nope:f"), "cannot import 'nettrim.nope'"),
+    (dict(model="nettrim.examples:nothing"), "has no attribute 'nothing'"),
+    (dict(kwargs='{"hidden": [32, 25]}'), "shape mismatches 2.weight"),
+    (dict(kwargs='{"hidden": [32]}'), "unexpected keys"),
+    (dict(checkpoint="missing.pt"), "--checkpoint: no file"),
+    (dict(calib="missing.npz"), "--calib: no file"),
+    (dict(out="/nonexistent/dir/out.safetensors"), "does not exist"),
+])
+def test_user_errors_end_with_one_line(files, capsys, change, message):
+    args = {"model": FACTORY, "kwargs": KWARGS, "checkpoint": files["checkpoint"], "calib": files["pt"],
+            "out": str(files["dir"] / "o.safetensors")}
+    args.update(change)
+    argv = ["prune", "--model", args["model"], "--model-kwargs", args["kwargs"], "--checkpoint", args["checkpoint"],
+            "--calib", args["calib"], "--out", args["out"], "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.startswith("nettrim prune: error:") and len(err.splitlines()) == 1
+
+
+def test_a_pickled_checkpoint_is_refused(files, capsys):
+    bad = files["dir"] / "pickled.pt"
+    torch.save({"model": digits_mlp((32, 24))}, bad)  # a whole module: needs pickle
+    argv = _prune_args(files, files["dir"] / "o.safetensors")
+    argv[argv.index("--checkpoint") + 1] = str(bad)
+    assert main(argv) == 2
+    assert "weights_only=True" in capsys.readouterr().err
+
+
+def test_argument_errors(capsys):
+    with pytest.raises(SystemExit):
+        main(["prune", "--model", FACTORY, "--checkpoint", "c", "--calib", "c", "--out", "o", "--sparsity", "1.5"])
+    assert "needs a fraction in (0, 1)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["prune", "--model", FACTORY, "--checkpoint", "c", "--calib", "c", "--out", "o", "--sparsity", "0.5",
+              "--epsilon", "0.1"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_command_runs_as_a_module_in_a_subprocess(files):
+    out = files["dir"] / "sub.safetensors"
+    completed = subprocess.run([sys.executable, "-m", "nettrim", *_prune_args(files, out, "pt", "--epsilon", "0.1")],
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    assert "cascade mode" in completed.stdout and out.exists()
+
+
+def test_demo_prints_the_table(capsys):
+    assert main(["demo", "--hidden", "16", "--epochs", "5", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    for row in ("dense", "nettrim    cascade", "nettrim    parallel", "magnitude"):
+        assert row in out
+    assert main(["demo", "--hidden", "16", "0"]) == 2
+    assert "--hidden: got [16, 0]" in capsys.readouterr().err

@@ -1,0 +1,196 @@
+"""nettrim.prune: modes, methods, sparsity targets, reports, and the model left untouched."""
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import nettrim
+from solvers import LayerProblem, solve
+
+
+def _same_state(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_original_model_is_untouched(digits, digits_model):
+    before = copy.deepcopy(digits_model)
+    digits_model.train()
+    result = nettrim.prune(digits_model, digits.x_train, progress=False)
+    assert digits_model.training  # flag kept
+    digits_model.eval()
+    assert _same_state(digits_model, before)
+    assert result.model is not digits_model
+    assert not _same_state(result.model, before)
+    assert not torch.nn.utils.prune.is_pruned(digits_model)
+
+
+@pytest.mark.parametrize("mode", ["parallel", "cascade"])
+def test_every_layer_meets_its_program_and_the_report_says_so(digits, digits_model, mode):
+    result = nettrim.prune(digits_model, digits.x_train, mode=mode, epsilon=0.1, progress=False)
+    assert list(result.layers) == ["0", "2", "4"]
+    for name, report in result.layers.items():
+        assert report.status == "optimal" and report.violation <= 1e-3
+        assert report.nnz_after == int((result.model.get_submodule(name).weight != 0).sum())
+        assert report.nnz_after < report.nnz_before
+        assert report.shape == tuple(result.model.get_submodule(name).weight.shape)
+        if not report.relu:
+            # a linear layer's error is the whole ball
+            assert report.error_out == pytest.approx(report.error_pre)
+            assert report.error_out <= report.epsilon_rel * (1 + 1e-3)
+    assert result.layers["0"].epsilon_rel == pytest.approx(0.1)
+    if mode == "parallel":
+        assert all(r.epsilon_rel == pytest.approx(0.1) for r in result.layers.values())
+    assert 0 < result.kept < 1 and result.output_error is not None
+    assert result.nnz_after == sum(r.nnz_after for r in result.layers.values())
+
+
+def test_parallel_mode_solves_each_layer_on_the_original_signals(digits, digits_model):
+    records = nettrim.record(digits_model, digits.x_train)
+    result = nettrim.prune(digits_model, digits.x_train, mode="parallel", epsilon=0.1, progress=False)
+    rec = records["2"]
+    problem = LayerProblem(rec.input, rec.output, 0.1 * float(torch.linalg.vector_norm(rec.output)))
+    direct = solve(problem, warm_start=(rec.weight.numpy(), rec.bias.numpy()))
+    layer = result.model.get_submodule("2")
+    assert int((layer.weight != 0).sum()) == direct.nnz
+    assert problem.objective(layer.weight.detach(), layer.bias.detach()) == pytest.approx(direct.objective, rel=1e-5)
+
+
+def test_cascade_mode_solves_on_the_pruned_inputs_with_the_cascade_budget(digits, digits_model):
+    result = nettrim.prune(digits_model, digits.x_train, mode="cascade", epsilon=0.1, gamma=1.3, progress=False)
+    records = nettrim.record(digits_model, digits.x_train)
+    pruned_records = nettrim.record(result.model, digits.x_train)
+    # layer "2" sees the pruned layer "0" ...
+    x_hat = pruned_records["2"].input
+    assert not torch.equal(x_hat, records["2"].input)
+    rec = records["2"]
+    response = x_hat.double() @ rec.weight.T + rec.bias
+    inherited = torch.linalg.vector_norm(torch.where(rec.output > 0, response - rec.output, 0.0))
+    # ... and gets epsilon^2 = gamma * (error of the original weights on it)^2
+    report = result.layers["2"]
+    assert report.epsilon == pytest.approx(math.sqrt(1.3) * float(inherited), rel=1e-9)
+    # the returned weights meet that program (inactive entries below V = original response)
+    problem = LayerProblem(x_hat, rec.output, report.epsilon, upper=response)
+    layer = result.model.get_submodule("2")
+    assert problem.violation(layer.weight.detach(), layer.bias.detach()) <= 1e-3
+    # the errors in the report are measured on the pruned input
+    z_hat = x_hat.double() @ layer.weight.detach().double().T + layer.bias.detach().double()
+    rel = float(torch.linalg.vector_norm(z_hat - rec.pre_activation) / torch.linalg.vector_norm(rec.pre_activation))
+    assert report.error_pre == pytest.approx(rel, rel=1e-4)
+
+
+def test_network_output_error_is_measured_on_the_calibration_data(digits, digits_model):
+    result = nettrim.prune(digits_model, digits.x_train, mode="parallel", epsilon=0.05, progress=False)
+    with torch.no_grad():
+        ref, out = digits_model(digits.x_train).double(), result.model(digits.x_train).double()
+    assert result.output_error == pytest.approx(float(torch.linalg.vector_norm(out - ref) / torch.linalg.vector_norm(ref)),
+                                                rel=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["parallel", "cascade"])
+def test_sparsity_target_is_met_within_one_point(digits, digits_model, mode):
+    result = nettrim.prune(digits_model, digits.x_train, mode=mode, sparsity=0.8, progress=False)
+    for report in result.layers.values():
+        assert abs((1 - report.kept) - 0.8) <= 0.01 + 1e-12, report
+        assert report.violation <= 1e-3
+        assert report.info["probes"] >= 1
+
+
+def test_sparsity_per_layer_and_magnitude(digits, digits_model):
+    target = {"0": 0.5, "2": 0.9, "4": 0.0}
+    result = nettrim.prune(digits_model, digits.x_train, method="magnitude", sparsity=target, progress=False)
+    for name, sparsity in target.items():
+        weight = result.model.get_submodule(name).weight
+        assert int((weight != 0).sum()) == round((1 - sparsity) * weight.numel())
+        kept = digits_model.get_submodule(name).weight.abs()
+        # the largest magnitudes are the ones kept
+        assert kept[weight != 0].min() >= kept[weight == 0].max() if sparsity else True
+    assert result.layers["4"].status == "skipped"
+    torch.testing.assert_close(result.model.get_submodule("4").weight, digits_model.get_submodule("4").weight)
+
+
+def test_only_the_named_layers_are_pruned(digits, digits_model):
+    result = nettrim.prune(digits_model, digits.x_train, layers=["2"], progress=False)
+    assert list(result.layers) == ["2"]
+    for name in ("0", "4"):
+        torch.testing.assert_close(result.model.get_submodule(name).weight, digits_model.get_submodule(name).weight)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(method="obd"), "method: got 'obd'"),
+    (dict(mode="serial"), "mode: got 'serial'"),
+    (dict(solver="gurobi"), "solver: got 'gurobi'"),
+    (dict(epsilon=-0.1), "epsilon: got -0.1"),
+    (dict(gamma=0.9), "gamma: got 0.9"),
+    (dict(sparsity=1.0), "sparsity: got 1.0"),
+    (dict(sparsity={"0": 1.2}), r"sparsity\['0'\]"),
+    (dict(sparsity={"9": 0.5}), r"sparsity: names \['9'\]"),
+    (dict(method="magnitude"), "needs sparsity="),
+    (dict(solver_options=[1]), "solver_options"),
+])
+def test_bad_settings_get_clear_errors(digits, digits_model, kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        nettrim.prune(digits_model, digits.x_train[:50], progress=False, **kwargs)
+
+
+def test_cvxpy_reference_solver_runs_through_the_pipeline():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 2))
+    x = torch.randn(40, 5)
+    via_admm = nettrim.prune(model, x, mode="parallel", epsilon=0.1, progress=False)
+    via_cvxpy = nettrim.prune(model, x, mode="parallel", epsilon=0.1, solver="cvxpy", progress=False)
+    records = nettrim.record(model, x)
+    for name, rec in records.items():
+        problem = LayerProblem(rec.input, rec.output, via_admm.layers[name].epsilon, relu=rec.relu)
+        objective = [problem.objective(r.model.get_submodule(name).weight.detach()) for r in (via_admm, via_cvxpy)]
+        assert objective[0] == pytest.approx(objective[1], rel=1e-3)
+
+
+def test_float64_model_and_batched_calibration():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 2)).double()
+    x = torch.randn(60, 5, dtype=torch.float64)
+    whole = nettrim.prune(model, x, progress=False)
+    batched = nettrim.prune(model, torch.utils.data.DataLoader(x, batch_size=16), progress=False)
+    assert whole.model[0].weight.dtype == torch.float64
+    for name in whole.layers:
+        torch.testing.assert_close(whole.model.get_submodule(name).weight, batched.model.get_submodule(name).weight)
+
+
+def test_cnn_with_batchnorm_is_pruned_conv_layers_included():
+    from nettrim.examples import DigitsCNN
+
+    torch.manual_seed(0)
+    model = DigitsCNN(channels=(4, 6), hidden=8).eval()
+    for bn in (model.bn1, model.bn2):
+        with torch.no_grad():
+            bn.running_mean.uniform_(-0.2, 0.2)
+            bn.running_var.uniform_(0.5, 1.5)
+            bn.bias.uniform_(-0.1, 0.1)
+    x = torch.rand(40, 1, 8, 8)
+    result = nettrim.prune(model, x, mode="cascade", epsilon=0.1, max_positions=800, progress=False)
+    assert list(result.layers) == ["conv1", "conv2", "fc1", "fc2"]
+    assert [r.kind for r in result.layers.values()] == ["conv2d", "conv2d", "linear", "linear"]
+    assert result.layers["conv1"].n_samples == 800
+    for name, report in result.layers.items():
+        assert report.status == "optimal" and report.violation <= 1e-3
+        assert report.nnz_after == int((result.model.get_submodule(name).weight != 0).sum())
+    # the pruned conv layer, BatchNorm unfolded, computes what its program promised
+    rec = nettrim.record(model, x)["conv1"]
+    pruned_rec = nettrim.record(result.model, x)["conv1"]
+    assert pruned_rec.batchnorm == "bn1"
+    error = torch.linalg.vector_norm(pruned_rec.output - rec.output) / torch.linalg.vector_norm(rec.output)
+    assert float(error) <= 0.1 * 1.01
+    assert result.summary().count("conv2d") == 2
+
+
+def test_summary_lists_every_layer(digits, digits_model):
+    result = nettrim.prune(digits_model, digits.x_train, progress=False)
+    text = result.summary()
+    assert "cascade mode" in text and "weights kept" in text and "CSR" in text
+    for name in result.layers:
+        assert any(line.startswith(name + " ") for line in text.splitlines())
+    assert np.isfinite([r.seconds for r in result.layers.values()]).all()
