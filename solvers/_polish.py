@@ -38,6 +38,10 @@ __all__ = ["polish", "can_polish", "PolishResult", "Moments"]
 logger = logging.getLogger(__name__)
 
 
+_STALL_ROUNDS = 4  # after this many rounds, stop unless the changes needed fell below ...
+_STALL_FRACTION = 0.25  # ... this fraction of the first round's
+
+
 @dataclass
 class PolishResult:
     """Outcome of one polishing attempt (``Theta`` is None when it is rejected)."""
@@ -304,7 +308,10 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
     tight = None if tight is None else tight.copy()
     reason = "no round"
     cache: dict = {}
-    for _ in range(rounds):
+    first_count = None  # mends needed in the first completed round
+    for round_index in range(rounds):
+        if round_index >= _STALL_ROUNDS and first_count is None:
+            return PolishResult(None, reason + " (no restricted solution after several rounds)")
         outcome = _restricted(moments, Xa, V, epsilon, support, signs, tight, weights, cache)
         if outcome[0] != "ok":
             stop, reason = _mend_unsolvable(outcome, moments, cache, support, signs, tight)
@@ -353,9 +360,16 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
                     return PolishResult(None, "a bound with a positive multiplier is not tight")
             ratio = np.abs(gradient[outside]) / bound[outside]
             return PolishResult(Theta, "certified", float(ratio.max()) if ratio.size else 0.0)
+        count = int(flipped.sum() + (excess > 0).sum() + (0 if released is None else released.sum())
+                    + (0 if violated is None else violated.sum()))
         logger.debug("polish round: %d flipped, %d off-support excess, %d bounds released, %d violated",
                      flipped.sum(), (excess > 0).sum(), 0 if released is None else released.sum(),
                      0 if violated is None else violated.sum())
+        if first_count is None:
+            first_count = count
+        elif round_index >= _STALL_ROUNDS and count > _STALL_FRACTION * first_count:
+            # the active set is not settling: the iterate is too far; the ADMM goes on
+            return PolishResult(None, f"the active set is not settling ({count} changes left of {first_count})")
         reason = ("a weight changed sign" if flipped.any() else
                   "the subgradient condition fails off the support" if (excess > 0).any() else
                   "a tight bound has a negative multiplier or a free bound is violated")

@@ -33,14 +33,14 @@ def test_every_layer_meets_its_program_and_the_report_says_so(digits, digits_mod
     result = nettrim.prune(digits_model, digits.x_train, mode=mode, epsilon=0.1, progress=False)
     assert list(result.layers) == ["0", "2", "4"]
     for name, report in result.layers.items():
-        assert report.status == "optimal" and report.violation <= 1e-3
+        assert report.status == "optimal" and report.violation <= 5e-3
         assert report.nnz_after == int((result.model.get_submodule(name).weight != 0).sum())
         assert report.nnz_after < report.nnz_before
         assert report.shape == tuple(result.model.get_submodule(name).weight.shape)
         if not report.relu:
             # a linear layer's error is the whole ball
             assert report.error_out == pytest.approx(report.error_pre)
-            assert report.error_out <= report.epsilon_rel * (1 + 1e-3)
+            assert report.error_out <= report.epsilon_rel * (1 + 5e-3)
     assert result.layers["0"].epsilon_rel == pytest.approx(0.1)
     if mode == "parallel":
         assert all(r.epsilon_rel == pytest.approx(0.1) for r in result.layers.values())
@@ -50,7 +50,8 @@ def test_every_layer_meets_its_program_and_the_report_says_so(digits, digits_mod
 
 def test_parallel_mode_solves_each_layer_on_the_original_signals(digits, digits_model):
     records = nettrim.record(digits_model, digits.x_train)
-    result = nettrim.prune(digits_model, digits.x_train, mode="parallel", epsilon=0.1, progress=False)
+    result = nettrim.prune(digits_model, digits.x_train, mode="parallel", epsilon=0.1, progress=False,
+                           solver_options={"tol": 1e-4})
     rec = records["2"]
     problem = LayerProblem(rec.input, rec.output, 0.1 * float(torch.linalg.vector_norm(rec.output)))
     direct = solve(problem, warm_start=(rec.weight.numpy(), rec.bias.numpy()))
@@ -75,7 +76,7 @@ def test_cascade_mode_solves_on_the_pruned_inputs_with_the_cascade_budget(digits
     # the returned weights meet that program (inactive entries below V = original response)
     problem = LayerProblem(x_hat, rec.output, report.epsilon, upper=response)
     layer = result.model.get_submodule("2")
-    assert problem.violation(layer.weight.detach(), layer.bias.detach()) <= 1e-3
+    assert problem.violation(layer.weight.detach(), layer.bias.detach()) <= 5e-3
     # the errors in the report are measured on the pruned input
     z_hat = x_hat.double() @ layer.weight.detach().double().T + layer.bias.detach().double()
     rel = float(torch.linalg.vector_norm(z_hat - rec.pre_activation) / torch.linalg.vector_norm(rec.pre_activation))
@@ -95,7 +96,7 @@ def test_sparsity_target_is_met_within_one_point(digits, digits_model, mode):
     result = nettrim.prune(digits_model, digits.x_train, mode=mode, sparsity=0.8, progress=False)
     for report in result.layers.values():
         assert abs((1 - report.kept) - 0.8) <= 0.01 + 1e-12, report
-        assert report.violation <= 1e-3
+        assert report.violation <= 5e-3
         assert report.info["probes"] >= 1
 
 
@@ -140,7 +141,7 @@ def test_cvxpy_reference_solver_runs_through_the_pipeline():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 2))
     x = torch.randn(40, 5)
-    via_admm = nettrim.prune(model, x, mode="parallel", epsilon=0.1, progress=False)
+    via_admm = nettrim.prune(model, x, mode="parallel", epsilon=0.1, progress=False, solver_options={"tol": 1e-5})
     via_cvxpy = nettrim.prune(model, x, mode="parallel", epsilon=0.1, solver="cvxpy", progress=False)
     records = nettrim.record(model, x)
     for name, rec in records.items():
@@ -176,7 +177,7 @@ def test_cnn_with_batchnorm_is_pruned_conv_layers_included():
     assert [r.kind for r in result.layers.values()] == ["conv2d", "conv2d", "linear", "linear"]
     assert result.layers["conv1"].n_samples == 800
     for name, report in result.layers.items():
-        assert report.status == "optimal" and report.violation <= 1e-3
+        assert report.status == "optimal" and report.violation <= 5e-3
         assert report.nnz_after == int((result.model.get_submodule(name).weight != 0).sum())
     # the pruned conv layer, BatchNorm unfolded, computes what its program promised
     rec = nettrim.record(model, x)["conv1"]

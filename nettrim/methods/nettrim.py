@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 SPARSITY_TOLERANCE = 0.01  # the searched sparsity lands within 1 point of the target
 _MAX_PROBES = 40
 _INFEASIBLE_PROBE_ITERATIONS = 2000
-_FEASIBLE = 1e-3  # a probe whose relative violation exceeds this is treated as infeasible
+_FEASIBLE_FACTOR = 10.0  # a probe not optimal, with violation above this times tol, is infeasible
 
 
 def _solve(task: LayerTask, epsilon: float, solver: str, options: dict[str, Any],
@@ -81,6 +81,8 @@ def _search(task: LayerTask, target_kept: float, solver: str, options: dict[str,
     """Find ``epsilon`` whose solution keeps ``target_kept`` of the weights (within 1 point)."""
     size = task.weight.size
     cap = float(options.get("max_iter", 10000))
+    # the ADMM stops at violation <= 5 tol; a probe that ends well beyond counts as infeasible
+    feasible_violation = _FEASIBLE_FACTOR * float(options.get("tol", 1e-4))
     tried: list[tuple[float, Solution | None]] = []  # (epsilon, solution or None if infeasible)
 
     def probe(epsilon: float) -> float | None:
@@ -95,7 +97,7 @@ def _search(task: LayerTask, target_kept: float, solver: str, options: dict[str,
             nearest = min(feasible, key=lambda item: abs(math.log(item[0] / epsilon)) if item[0] > 0 else math.inf)
             warm = (nearest[1].weight, nearest[1].bias)
         solution = _solve(task, epsilon, solver, probe_options, warm)
-        ok = solution.violation <= _FEASIBLE
+        ok = solution.status == "optimal" or solution.violation <= feasible_violation
         tried.append((epsilon, solution if ok else None))
         kept = solution.nnz / size
         logger.debug("%s: epsilon %.4g -> kept %.4f (%s, violation %.1e)", task.name, epsilon, kept,
@@ -122,7 +124,7 @@ def _search(task: LayerTask, target_kept: float, solver: str, options: dict[str,
                 break
             epsilon *= 0.5
         else:
-            if hi / lo < 1.0 + 1e-9:
+            if hi / lo < 1.0 + 1e-6:  # the kept fraction jumps over the target here
                 break
             epsilon = math.sqrt(lo * hi) if lo > 0 else hi / 2
         kept = probe(epsilon)
