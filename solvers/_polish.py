@@ -38,6 +38,8 @@ __all__ = ["polish", "can_polish", "PolishResult", "Moments"]
 logger = logging.getLogger(__name__)
 
 
+_DROP_TIGHT = 0.25  # fraction of a neuron's tight bounds released when its support misses the budget
+_BUDGET_MEND = 0.25  # fraction of the neurons (furthest from Y first) mended when a layer ball is missed
 _STALL_ROUNDS = 4  # after this many rounds, stop unless the changes needed fell below ...
 _STALL_FRACTION = 0.25  # ... this fraction of the first round's
 
@@ -195,7 +197,7 @@ def _restricted(moments, Xa, V, epsilon, support, signs, tight, weights, cache):
     if over.any():
         if per_neuron:
             return "budget", list(np.flatnonzero(over))
-        worst = np.argsort(-a_values)[: max(1, n_out // 4)]  # the neurons furthest from Y
+        worst = np.argsort(-a_values)[: max(1, int(_BUDGET_MEND * n_out))]  # the neurons furthest from Y
         return "budget", list(worst[a_values[worst] > 0])
     # t = sqrt((budget - a) / c); no penalised weight (c = 0): the ball is not binding, 1/t = 0
     inverse_steps = np.where(c_ref > 0, np.sqrt(c_ref / np.maximum(budgets - a_ref, 1e-300)), 0.0)
@@ -246,13 +248,13 @@ def _mend_unsolvable(outcome, moments, cache, support, signs, tight) -> tuple[bo
             continue
         columns, used_rows, theta0 = cache[m][1][:3]
         if used_rows.size:
-            weakest = used_rows[np.argsort(tight[used_rows, m])[: max(1, used_rows.size // 4)]]
+            weakest = used_rows[np.argsort(tight[used_rows, m])[: max(1, int(_DROP_TIGHT * used_rows.size))]]
             tight[weakest, m] = 0.0
         fit = np.zeros(support.shape[0])
         fit[columns] = theta0
         count = max(2, int(0.1 * support[:, m].sum()))
         added, added_signs = _correlated_columns(moments, support, fit, m, count)
-        if added.size == 0:
+        if added.size == 0 and not used_rows.size:  # nothing left to change for this neuron
             return True, reason
         support[added, m] = True
         signs[added, m] = added_signs
