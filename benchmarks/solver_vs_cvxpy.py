@@ -25,11 +25,7 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 import argparse
 import csv
 import json
-import os
-import platform
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -39,50 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from solvers import solve  # noqa: E402
 from solvers.examples import digits_layer_problem, planted_problem  # noqa: E402
 
+from _common import compile_cost, machine_info  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = {"S": (50, 20, 300), "M": (100, 25, 1000), "L": (200, 50, 2000)}  # n_in, n_out, n_samples
-
-
-def machine_info() -> dict:
-    import cvxpy
-    import numba
-    import scipy
-    from threadpoolctl import threadpool_info
-
-    cpu = "unknown"
-    if Path("/proc/cpuinfo").exists():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    versions = {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
-                "numba": numba.__version__, "cvxpy": cvxpy.__version__}
-    for name in ("clarabel", "scs"):
-        try:
-            versions[name] = __import__(name).__version__
-        except Exception:  # pragma: no cover
-            versions[name] = "missing"
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "versions": versions,
-            "blas": [(i.get("internal_api"), i.get("num_threads")) for i in threadpool_info()]}
-
-
-def compile_cost() -> dict:
-    """First-call cost of the numba kernels in a fresh process with an empty cache."""
-    code = (
-        "import time; t=time.perf_counter();"
-        "from solvers import solve; from solvers.examples import planted_problem;"
-        "p,_=planted_problem(50,5,3); t0=time.perf_counter(); solve(p, max_iter=20);"
-        "t1=time.perf_counter(); solve(p, max_iter=20); t2=time.perf_counter();"
-        "print(t1-t0, t2-t1)"
-    )
-    costs = {}
-    with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, NUMBA_CACHE_DIR=cache, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-        for label in ("compile (empty cache)", "load (disk cache)"):
-            out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-            first, second = map(float, out.stdout.split())
-            costs[label] = first - second
-    return costs
 
 
 def products_time(problem, repeats: int = 30) -> float:

@@ -169,9 +169,11 @@ def prune(
         The layers to prune (qualified names; default every ``Linear`` and ``Conv2d``).
     solver : {'admm', 'cvxpy'}, default 'admm'
     solver_options : dict, optional
-        Passed to :func:`solvers.solve` (``tol``, ``max_iter``, ...). The ADMM runs with
-        ``tol=1e-3`` unless told otherwise (:data:`ADMM_DEFAULTS`): each layer's constraints
-        are then met within 0.5% of its budget (``violation <= 5e-3``).
+        Passed to :func:`solvers.solve` (``tol``, ``max_iter``, ...). Unless told otherwise
+        the ADMM runs with ``tol=1e-3`` (:data:`ADMM_DEFAULTS`; each layer's constraints are
+        then met within 0.5% of its budget, ``violation <= 5e-3``) and iterates in the
+        model's precision (``dtype`` float32 for a float32 model); objectives and violations
+        are always evaluated in float64.
     progress : bool, default True
         Show a progress bar over the layers.
     max_positions : int, optional
@@ -218,7 +220,10 @@ def prune(
                 outcome = LayerOutcome(task.weight.copy(), None if task.bias is None else task.bias.copy(),
                                        epsilon=float("nan"), status="skipped")
             else:
-                outcome = prune_layer(task, sparsity=layer_sparsity, solver=solver, solver_options=options)
+                layer_options = dict(options)
+                if solver == "admm":  # iterate in the model's precision unless told otherwise
+                    layer_options.setdefault("dtype", task.X.dtype)
+                outcome = prune_layer(task, sparsity=layer_sparsity, solver=solver, solver_options=layer_options)
             if mode == "cascade":
                 handle.write(torch.from_numpy(outcome.weight), None if outcome.bias is None
                              else torch.from_numpy(outcome.bias))

@@ -1,0 +1,56 @@
+"""What every benchmark records beside its figures: the machine, the versions, the JIT cost."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine_info() -> dict:
+    import cvxpy
+    import numba
+    import scipy
+    from threadpoolctl import threadpool_info
+
+    cpu = "unknown"
+    if Path("/proc/cpuinfo").exists():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    versions = {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
+                "numba": numba.__version__, "cvxpy": cvxpy.__version__}
+    for name in ("clarabel", "scs", "torch", "sklearn"):
+        try:
+            versions[name] = __import__(name).__version__
+        except Exception:  # pragma: no cover
+            versions[name] = "missing"
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "versions": versions,
+            "blas": [(i.get("internal_api"), i.get("num_threads")) for i in threadpool_info()]}
+
+
+def compile_cost() -> dict:
+    """First-call cost of the numba kernels in a fresh process with an empty cache."""
+    code = (
+        "import time; t=time.perf_counter();"
+        "from solvers import solve; from solvers.examples import planted_problem;"
+        "p,_=planted_problem(50,5,3); t0=time.perf_counter(); solve(p, max_iter=20);"
+        "t1=time.perf_counter(); solve(p, max_iter=20); t2=time.perf_counter();"
+        "print(t1-t0, t2-t1)"
+    )
+    costs = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache, PYTHONPATH=str(ROOT))
+        for label in ("compile (empty cache)", "load (disk cache)"):
+            out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+            first, second = map(float, out.stdout.split())
+            costs[label] = first - second
+    return costs
