@@ -51,7 +51,7 @@ def test_every_layer_meets_its_program_and_the_report_says_so(digits, digits_mod
 def test_parallel_mode_solves_each_layer_on_the_original_signals(digits, digits_model):
     records = nettrim.record(digits_model, digits.x_train)
     result = nettrim.prune(digits_model, digits.x_train, mode="parallel", epsilon=0.1, progress=False,
-                           solver_options={"tol": 1e-4})
+                           solver_options={"tol": 1e-4, "dtype": np.float64})
     rec = records["2"]
     problem = LayerProblem(rec.input, rec.output, 0.1 * float(torch.linalg.vector_norm(rec.output)))
     direct = solve(problem, warm_start=(rec.weight.numpy(), rec.bias.numpy()))
@@ -157,6 +157,9 @@ def test_float64_model_and_batched_calibration():
     whole = nettrim.prune(model, x, progress=False)
     batched = nettrim.prune(model, torch.utils.data.DataLoader(x, batch_size=16), progress=False)
     assert whole.model[0].weight.dtype == torch.float64
+    assert all(r.info["dtype"] == "float64" for r in whole.layers.values())  # iterates in the model's precision
+    single = nettrim.prune(model.float(), x.float(), progress=False)
+    assert all(r.info["dtype"] == "float32" for r in single.layers.values())
     for name in whole.layers:
         torch.testing.assert_close(whole.model.get_submodule(name).weight, batched.model.get_submodule(name).weight)
 
