@@ -32,7 +32,7 @@ class DemoRow:
     seconds: float
 
 
-def run_demo(*, epsilon: float = 0.1, hidden: tuple[int, ...] = (256, 256), epochs: int = 60, seed: int = 0,
+def run_demo(*, epsilon: float = 0.08, hidden: tuple[int, ...] = (256, 256), epochs: int = 60, seed: int = 0,
              progress: bool = True, solver_options: dict | None = None) -> tuple[list[DemoRow], dict[str, PruneResult]]:
     """Train, prune three ways, evaluate.
 
@@ -47,7 +47,7 @@ def run_demo(*, epsilon: float = 0.1, hidden: tuple[int, ...] = (256, 256), epoc
     started = time.perf_counter()
     model = train(digits_mlp(hidden), data.x_train, data.y_train, epochs=epochs, seed=seed)
     train_seconds = time.perf_counter() - started
-    rows = [DemoRow("dense", "-", 1.0, accuracy(model, data.x_test, data.y_test), 0.0, train_seconds)]
+    rows = [DemoRow("dense", "-", 1.0, accuracy(model, data.x_test, data.y_test), None, train_seconds)]
     results: dict[str, PruneResult] = {}
     for mode in ("cascade", "parallel"):
         result = prune(model, data.x_train, mode=mode, epsilon=epsilon, progress=progress,
