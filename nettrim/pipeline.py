@@ -129,6 +129,30 @@ def _errors(rec: LayerRecord, X: torch.Tensor, weight: np.ndarray, bias: np.ndar
     return error_pre, _relative(out - rec.output, rec.output)
 
 
+def _run_method(prune_layer, task: LayerTask, sparsity: float | None, solver: str,
+                options: dict[str, Any]) -> LayerOutcome:
+    """One layer through the method; a per-layer sparsity of 0 leaves the layer as it is."""
+    if sparsity == 0:
+        return LayerOutcome(task.weight.copy(), None if task.bias is None else task.bias.copy(),
+                            epsilon=float("nan"), status="skipped")
+    options = dict(options)
+    if solver == "admm":  # iterate in the model's precision unless told otherwise
+        options.setdefault("dtype", task.X.dtype)
+    return prune_layer(task, sparsity=sparsity, solver=solver, solver_options=options)
+
+
+def _report(rec: LayerRecord, task: LayerTask, X: torch.Tensor, outcome: LayerOutcome, method: str,
+            seconds: float) -> LayerReport:
+    error_pre, error_out = _errors(rec, X, outcome.weight, outcome.bias)
+    scale = task.scale
+    return LayerReport(
+        name=rec.name, kind=rec.kind, shape=rec.shape, relu=rec.relu, n_samples=rec.n_samples,
+        nnz_before=int(torch.count_nonzero(rec.weight)), nnz_after=int(np.count_nonzero(outcome.weight)),
+        epsilon=outcome.epsilon, epsilon_rel=outcome.epsilon / scale if scale > 0 else float("nan"),
+        error_pre=error_pre, error_out=error_out, iterations=outcome.iterations, status=outcome.status,
+        violation=outcome.violation, seconds=seconds, method=method, info=outcome.info)
+
+
 def prune(
     model: nn.Module,
     calib: Any,
@@ -210,32 +234,16 @@ def prune(
             bar.set_postfix_str(f"{name} {rec.n_samples}x{rec.n_in}x{rec.n_out}")
             if mode == "cascade":
                 X = capture_inputs(pruned, batches, {name: handle}, max_positions=max_positions,
-                                   seed=seed)[name][0]
+                                   seed=seed, stop_early=True)[name][0]
                 changed = not torch.equal(X, rec.input)
             else:
                 X, changed = rec.input, False
             task = _task(rec, X, mode, epsilon, gamma, changed)
-            layer_sparsity = _layer_sparsity(sparsity, name)
-            if layer_sparsity == 0:
-                outcome = LayerOutcome(task.weight.copy(), None if task.bias is None else task.bias.copy(),
-                                       epsilon=float("nan"), status="skipped")
-            else:
-                layer_options = dict(options)
-                if solver == "admm":  # iterate in the model's precision unless told otherwise
-                    layer_options.setdefault("dtype", task.X.dtype)
-                outcome = prune_layer(task, sparsity=layer_sparsity, solver=solver, solver_options=layer_options)
-            if mode == "cascade":
-                handle.write(torch.from_numpy(outcome.weight), None if outcome.bias is None
-                             else torch.from_numpy(outcome.bias))
-            error_pre, error_out = _errors(rec, X, outcome.weight, outcome.bias)
-            scale = task.scale
-            report = LayerReport(
-                name=name, kind=rec.kind, shape=rec.shape, relu=rec.relu, n_samples=rec.n_samples,
-                nnz_before=int(torch.count_nonzero(rec.weight)), nnz_after=int(np.count_nonzero(outcome.weight)),
-                epsilon=outcome.epsilon, epsilon_rel=outcome.epsilon / scale if scale > 0 else float("nan"),
-                error_pre=error_pre, error_out=error_out, iterations=outcome.iterations, status=outcome.status,
-                violation=outcome.violation, seconds=time.perf_counter() - layer_started, method=method,
-                info=outcome.info)
+            outcome = _run_method(prune_layer, task, _layer_sparsity(sparsity, name), solver, options)
+            if mode == "cascade":  # the next layers see this one pruned
+                handle.write(torch.from_numpy(outcome.weight),
+                             None if outcome.bias is None else torch.from_numpy(outcome.bias))
+            report = _report(rec, task, X, outcome, method, time.perf_counter() - layer_started)
             reports[name], outcomes[name] = report, outcome
             bar.set_postfix_str(f"{name} kept {report.kept:.1%} {outcome.status} {outcome.iterations} it")
             logger.info("%s: kept %.1f%% of %s, epsilon %.4g (rel %.4f), %s after %d iterations, %.2fs",

@@ -146,12 +146,22 @@ def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.get_default_dtype()
 
 
+class _Enough(Exception):
+    """Raised by a hook to end a forward pass once every wanted input is captured."""
+
+
 class _Capture:
-    """Forward hooks that copy the rows of each named layer's input, batch after batch."""
+    """Forward hooks that copy the rows of each named layer's input, batch after batch.
+
+    With ``stop_early`` the forward pass of a batch is cut short once every named layer
+    has run (the rest of the network is not needed), which makes the cascade mode's
+    per-layer passes cheaper the earlier the layer sits.
+    """
 
     def __init__(self, handles: dict[str, LayerHandle], n_inputs: int, max_positions: int | None,
-                 seed: int) -> None:
+                 seed: int, stop_early: bool = False) -> None:
         self.handles = handles
+        self.stop_early = stop_early
         self.n_inputs = n_inputs
         self.max_positions = max_positions
         self.seed = seed
@@ -188,6 +198,8 @@ class _Capture:
                 lo, hi = np.searchsorted(subset, [start, start + rows.shape[0]])
                 rows = rows[torch.from_numpy(subset[lo:hi] - start).to(rows.device)]
             self.chunks[name].append(rows.to("cpu", copy=True))
+            if self.stop_early and all(self.calls.values()):
+                raise _Enough
         return on_forward
 
     def run(self, model: nn.Module, batches: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -201,7 +213,10 @@ class _Capture:
                     self.batch_size = int(x.shape[0])
                     self.calls = dict.fromkeys(self.calls, 0)
                     x = x.to(device=device, dtype=dtype if x.is_floating_point() else x.dtype)
-                    model(x)
+                    try:
+                        model(x)
+                    except _Enough:
+                        pass
         finally:
             for hook in hooks:
                 hook.remove()
@@ -267,8 +282,12 @@ def layer_handles(model: nn.Module, layers: Sequence[str] | None = None,
 
 
 def capture_inputs(model: nn.Module, batches: Sequence[torch.Tensor], handles: dict[str, LayerHandle],
-                   *, max_positions: int | None = None, seed: int = 0) -> dict[str, tuple[torch.Tensor, int, np.ndarray | None]]:
+                   *, max_positions: int | None = None, seed: int = 0,
+                   stop_early: bool = False) -> dict[str, tuple[torch.Tensor, int, np.ndarray | None]]:
     """Rows of the named layers' inputs in one pass over the batches, in execution order.
+
+    ``stop_early`` ends each forward pass once every named layer has run (the layers
+    after them are not run, so a layer used twice is not detected).
 
     Returns
     -------
@@ -276,7 +295,7 @@ def capture_inputs(model: nn.Module, batches: Sequence[torch.Tensor], handles: d
         Name to ``(rows, n_rows_total, kept_row_indices or None)``.
     """
     n_inputs = sum(int(x.shape[0]) for x in batches)
-    capture = _Capture(handles, n_inputs, max_positions, seed)
+    capture = _Capture(handles, n_inputs, max_positions, seed, stop_early)
     rows = capture.run(model, batches)
     return {name: (rows[name], capture.n_total[name], capture.subset[name]) for name in rows}
 

@@ -237,3 +237,18 @@ def test_calibration_batches_take_the_inputs_of_x_y_pairs():
     x = torch.randn(4, 3)
     batches = calibration_batches([(x, torch.zeros(4)), [x, torch.ones(4)]])
     assert len(batches) == 2 and all(b is x for b in batches)
+
+
+def test_capture_can_stop_the_forward_pass_once_the_layer_has_run():
+    from nettrim.record import capture_inputs, layer_handles
+
+    model = small_mlp()
+    seen = []
+    model[5].register_forward_hook(lambda module, inputs, output: seen.append(1))
+    x = torch.randn(9, 6)
+    handles = {name: handle for name, (handle, _) in layer_handles(model, ["2"]).items()}
+    early = capture_inputs(model, [x[:4], x[4:]], handles, stop_early=True)
+    assert not seen  # the last layer never ran
+    full = capture_inputs(model, [x], handles)
+    torch.testing.assert_close(early["2"][0], full["2"][0])
+    assert seen
