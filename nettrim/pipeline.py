@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from solvers import METHODS as SOLVERS
 
-from .methods import LayerOutcome, LayerTask, get_method
+from .methods import LayerOutcome, LayerTask, check_method_options, get_method
 from .record import (LayerRecord, calibration_batches, capture_inputs, check_max_positions, layer_handles,
                      record_layers)
 from .result import LayerReport, PruneResult
@@ -130,7 +130,7 @@ def _errors(rec: LayerRecord, X: torch.Tensor, weight: np.ndarray, bias: np.ndar
 
 
 def _run_method(prune_layer, task: LayerTask, sparsity: float | None, solver: str,
-                options: dict[str, Any]) -> LayerOutcome:
+                options: dict[str, Any], method_options: Mapping[str, Any]) -> LayerOutcome:
     """One layer through the method; a per-layer sparsity of 0 leaves the layer as it is."""
     if sparsity == 0:
         return LayerOutcome(task.weight.copy(), None if task.bias is None else task.bias.copy(),
@@ -138,7 +138,7 @@ def _run_method(prune_layer, task: LayerTask, sparsity: float | None, solver: st
     options = dict(options)
     if solver == "admm":  # iterate in the model's precision unless told otherwise
         options.setdefault("dtype", task.X.dtype)
-    return prune_layer(task, sparsity=sparsity, solver=solver, solver_options=options)
+    return prune_layer(task, sparsity=sparsity, solver=solver, solver_options=options, **method_options)
 
 
 def _report(rec: LayerRecord, task: LayerTask, X: torch.Tensor, outcome: LayerOutcome, method: str,
@@ -165,6 +165,7 @@ def prune(
     layers: Sequence[str] | None = None,
     solver: str = "admm",
     solver_options: Mapping[str, Any] | None = None,
+    method_options: Mapping[str, Any] | None = None,
     progress: bool = True,
     max_positions: int | None = None,
     seed: int = 0,
@@ -178,7 +179,8 @@ def prune(
         not modified: the pruned network is a copy.
     calib : Tensor, ndarray or iterable of batches
         Calibration inputs (a tensor, or batches ``x`` / ``(x, y)`` as a DataLoader yields).
-    method : {'nettrim', 'magnitude'}, default 'nettrim'
+    method : {'nettrim', 'magnitude', 'lobs', 'sparsegpt'}, default 'nettrim'
+        ``'nettrim'`` solves the convex program; the others need ``sparsity``.
     mode : {'cascade', 'parallel'}, default 'cascade'
         See :mod:`nettrim.pipeline`.
     epsilon : float, default 0.05
@@ -198,6 +200,9 @@ def prune(
         then met within 0.5% of its budget, ``violation <= 5e-3``) and iterates in the
         model's precision (``dtype`` float32 for a float32 model); objectives and violations
         are always evaluated in float64.
+    method_options : dict, optional
+        Options of the method: ``refit`` (nettrim), ``faithful``, ``damping`` (lobs),
+        ``blocksize``, ``damping`` (sparsegpt).
     progress : bool, default True
         Show a progress bar over the layers.
     max_positions : int, optional
@@ -210,6 +215,7 @@ def prune(
     PruneResult
     """
     _check_settings(method, mode, epsilon, gamma, sparsity, solver, solver_options)
+    check_method_options(method, method_options)
     check_max_positions(max_positions)
     prune_layer = get_method(method)
     options = {**(ADMM_DEFAULTS if solver == "admm" else {}), **(solver_options or {})}
@@ -239,7 +245,8 @@ def prune(
             else:
                 X, changed = rec.input, False
             task = _task(rec, X, mode, epsilon, gamma, changed)
-            outcome = _run_method(prune_layer, task, _layer_sparsity(sparsity, name), solver, options)
+            outcome = _run_method(prune_layer, task, _layer_sparsity(sparsity, name), solver, options,
+                                  method_options or {})
             if mode == "cascade":  # the next layers see this one pruned
                 handle.write(torch.from_numpy(outcome.weight),
                              None if outcome.bias is None else torch.from_numpy(outcome.bias))

@@ -51,8 +51,38 @@ def _outcome(solution: Solution, epsilon: float, probes: int = 1) -> LayerOutcom
                         violation=solution.violation, info=info)
 
 
+def refit_support(task: LayerTask, weight: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Least squares on each neuron's support: the ℓ1 solution without its shrinkage.
+
+    Neuron ``m`` keeps its support ``S_m`` and is refitted on its active rows ``Omega_m``
+    (every row for a layer without ReLU): ``min ||X[Omega_m, S_m] w + b - Y[Omega_m, m]||``,
+    bias free. The inactive entries are not constrained, so the answer may leave the
+    program's inequality; the caller reports its violation.
+    """
+    X = np.asarray(task.X, dtype=np.float64)
+    new_weight = np.zeros_like(weight, dtype=np.float64)
+    new_bias = None if bias is None else np.zeros(bias.shape, dtype=np.float64)
+    for m in range(weight.shape[0]):
+        columns = np.flatnonzero(weight[m])
+        rows = task.Y[:, m] > 0 if task.relu else slice(None)
+        target = task.Y[rows, m]
+        design = X[rows][:, columns]
+        if bias is not None:
+            design = np.hstack([design, np.ones((design.shape[0], 1))])
+        if design.shape[0] == 0 or design.shape[1] == 0:
+            new_weight[m, columns] = weight[m, columns]
+            if bias is not None:
+                new_bias[m] = bias[m]
+            continue
+        coef = np.linalg.lstsq(design, target, rcond=None)[0]
+        new_weight[m, columns] = coef[: columns.size]
+        if bias is not None:
+            new_bias[m] = coef[-1]
+    return new_weight, new_bias
+
+
 def prune_layer(task: LayerTask, *, sparsity: float | None, solver: str = "admm",
-                solver_options: dict[str, Any] | None = None) -> LayerOutcome:
+                solver_options: dict[str, Any] | None = None, refit: bool = False) -> LayerOutcome:
     """Solve the layer's Net-Trim program (at the mode's budget, or for a target sparsity).
 
     Parameters
@@ -64,6 +94,9 @@ def prune_layer(task: LayerTask, *, sparsity: float | None, solver: str = "admm"
     solver_options : dict, optional
         Passed to :func:`solvers.solve`. The ADMM is warm-started from the original weights
         unless ``warm_start`` is given.
+    refit : bool, default False
+        After the solve fixes the support, refit each neuron on it by least squares
+        (:func:`refit_support`), removing the ℓ1 shrinkage.
 
     Returns
     -------
@@ -73,8 +106,17 @@ def prune_layer(task: LayerTask, *, sparsity: float | None, solver: str = "admm"
     options = dict(solver_options or {})
     warm = (task.weight, task.bias)
     if sparsity is None:
-        return _outcome(_solve(task, task.budget, solver, options, warm), task.budget)
-    return _search(task, 1.0 - sparsity, solver, options)
+        outcome = _outcome(_solve(task, task.budget, solver, options, warm), task.budget)
+    else:
+        outcome = _search(task, 1.0 - sparsity, solver, options)
+    if not refit:
+        return outcome
+    weight, bias = refit_support(task, outcome.weight, outcome.bias)
+    problem = LayerProblem(task.X, task.Y, outcome.epsilon, relu=task.relu, upper=task.upper,
+                           fit_bias=task.bias is not None)
+    info = {**outcome.info, "refit": True, "violation_before_refit": outcome.violation}
+    return LayerOutcome(weight=weight, bias=bias, epsilon=outcome.epsilon, status=outcome.status,
+                        iterations=outcome.iterations, violation=problem.violation(weight, bias), info=info)
 
 
 def _search(task: LayerTask, target_kept: float, solver: str, options: dict[str, Any]) -> LayerOutcome:
