@@ -3,9 +3,10 @@
 With ``sparsity=None`` the layer program is solved once at the budget the mode gives
 (``task.budget``). With a target ``sparsity`` (fraction of weights removed), ``epsilon`` is
 searched instead: the number of nonzeros of the ℓ1 solution falls as ``epsilon`` grows, so
-a bracket is found by doubling or halving from the mode's budget and then bisected
-geometrically until the kept fraction is within :data:`SPARSITY_TOLERANCE` of the target.
-Every solve is warm-started from the nearest one already made.
+a bracket is found by stepping from the mode's budget (by factors 2 to 4, extrapolated
+from the last probes) and then narrowed by interpolation of ``log kept`` against
+``log epsilon`` until the kept fraction is within :data:`SPARSITY_TOLERANCE` of the
+target. Every solve is warm-started from the nearest one already made.
 
 Below the floor (cascade mode: the error the original weights carry on the pruned input)
 the program may be infeasible; such probes get a reduced iteration cap, and a probe that
@@ -29,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 SPARSITY_TOLERANCE = 0.01  # the searched sparsity lands within 1 point of the target
 _MAX_PROBES = 40
-_INFEASIBLE_PROBE_ITERATIONS = 2000
+_PROBE_ITERATIONS = 1500  # iteration cap of a probe ...
+_FLOOR_PROBE_ITERATIONS = 500  # ... and of one below the floor, where it may be infeasible
 _FEASIBLE_FACTOR = 10.0  # a probe not optimal, with violation above this times tol, is infeasible
 
 
@@ -119,6 +121,49 @@ def prune_layer(task: LayerTask, *, sparsity: float | None, solver: str = "admm"
                         iterations=outcome.iterations, violation=problem.violation(weight, bias), info=info)
 
 
+def _log_kept(kept: float, size: int) -> float:
+    return math.log(kept + 0.5 / size)  # finite at kept = 0
+
+
+def _next_epsilon(points: list[tuple[float, float | None]], target_kept: float, size: int) -> float | None:
+    """The next ``epsilon`` to try, from the probes so far.
+
+    ``lo``: the largest epsilon that kept too much (or was infeasible); ``hi``: the smallest
+    that kept too little. With both, interpolate ``log kept`` linearly in ``log epsilon``
+    between them (kept against epsilon is close to a power law), kept inside the middle
+    60% of the bracket, or bisect geometrically when an end has no usable value (``lo``
+infeasible, or ``hi`` keeping nothing). With one side
+    only, extrapolate from the last two feasible probes, stepping by a factor 2 to 4.
+    None when the bracket has closed (the kept fraction jumps over the target there).
+    """
+    too_dense = [(e, k) for e, k in points if k is None or k > target_kept]
+    too_sparse = [(e, k) for e, k in points if k is not None and k <= target_kept]
+    lo = max(too_dense, key=lambda p: p[0]) if too_dense else None
+    hi = min(too_sparse, key=lambda p: p[0]) if too_sparse else None
+    goal = _log_kept(target_kept, size)
+    if lo is not None and hi is not None:
+        if hi[0] / lo[0] < 1.0 + 1e-6:
+            return None
+        if lo[1] is None or hi[1] == 0:  # no usable slope: bisect
+            return math.sqrt(lo[0] * hi[0])
+        a, b = _log_kept(lo[1], size), _log_kept(hi[1], size)
+        t = (goal - a) / (b - a) if b != a else 0.5
+        t = min(max(t, 0.2), 0.8)
+        return math.exp(math.log(lo[0]) + t * (math.log(hi[0]) - math.log(lo[0])))
+    last = points[-1]
+    step_up = hi is None  # everything so far kept too much: larger epsilon
+    feasible = [(e, k) for e, k in points if k is not None]
+    factor = 2.0
+    if len(feasible) >= 2:
+        (e1, k1), (e2, k2) = feasible[-2], feasible[-1]
+        slope = (_log_kept(k2, size) - _log_kept(k1, size)) / (math.log(e2) - math.log(e1)) if e1 != e2 else 0.0
+        if slope < 0:  # kept falls as epsilon grows, as it should
+            wanted = math.exp((goal - _log_kept(k2, size)) / slope)
+            factor = wanted if step_up else 1.0 / wanted
+            factor = min(max(1.2 * factor, 2.0), 4.0)
+    return last[0] * factor if step_up else last[0] / factor
+
+
 def _search(task: LayerTask, target_kept: float, solver: str, options: dict[str, Any]) -> LayerOutcome:
     """Find ``epsilon`` whose solution keeps ``target_kept`` of the weights (within 1 point)."""
     size = task.weight.size
@@ -129,10 +174,10 @@ def _search(task: LayerTask, target_kept: float, solver: str, options: dict[str,
 
     def probe(epsilon: float) -> float | None:
         """Kept fraction at ``epsilon``, or None when the probe ends infeasible."""
-        below_floor = epsilon < task.floor
         probe_options = dict(options)
-        if below_floor and solver == "admm":
-            probe_options["max_iter"] = int(min(cap, _INFEASIBLE_PROBE_ITERATIONS))
+        if solver == "admm":  # a probe that has not converged by then is as good as infeasible
+            limit = _FLOOR_PROBE_ITERATIONS if epsilon < task.floor else _PROBE_ITERATIONS
+            probe_options["max_iter"] = int(min(cap, limit))
         feasible = [(e, s) for e, s in tried if s is not None]
         warm = (task.weight, task.bias)
         if feasible:
@@ -147,35 +192,27 @@ def _search(task: LayerTask, target_kept: float, solver: str, options: dict[str,
         return kept if ok else None
 
     scale = task.scale if task.scale > 0 else 1.0
-    start = task.budget if task.budget > 0 else 0.05 * scale
-    lo, hi = None, None  # lo: epsilon keeping too much (or infeasible); hi: keeping too little
-    epsilon, kept = start, probe(start)
+    epsilon = task.budget if task.budget > 0 else 0.05 * scale
+    points: list[tuple[float, float | None]] = []  # (epsilon, kept or None when infeasible)
     for _ in range(_MAX_PROBES):
+        kept = probe(epsilon)
+        points.append((epsilon, kept))
         if kept is not None and abs(kept - target_kept) <= SPARSITY_TOLERANCE:
             break
-        if kept is None or kept > target_kept:
-            lo = epsilon
-        else:
-            hi = epsilon
-        if hi is None:
-            if epsilon > 64 * scale + task.floor:  # even W = 0 should be reachable by now
-                break
-            epsilon *= 2.0
-        elif lo is None:
-            if epsilon < 1e-8 * scale:
-                break
-            epsilon *= 0.5
-        else:
-            if hi / lo < 1.0 + 1e-6:  # the kept fraction jumps over the target here
-                break
-            epsilon = math.sqrt(lo * hi) if lo > 0 else hi / 2
-        kept = probe(epsilon)
+        next_epsilon = _next_epsilon(points, target_kept, size)
+        if next_epsilon is None or not (1e-8 * scale < next_epsilon < 64 * scale + 2 * task.floor):
+            break
+        epsilon = next_epsilon
 
     feasible = [(e, s) for e, s in tried if s is not None]
     if not feasible:
         raise RuntimeError(f"layer {task.name!r}: no feasible solution found while searching epsilon "
                            f"for sparsity {1 - target_kept:.3f}")
     best_epsilon, best = min(feasible, key=lambda item: (abs(item[1].nnz / size - target_kept), item[0]))
+    if best.status != "optimal" and solver == "admm":  # a capped probe: finish it
+        finished = _solve(task, best_epsilon, solver, options, (best.weight, best.bias))
+        if finished.violation <= best.violation:
+            best = finished
     if abs(best.nnz / size - target_kept) > SPARSITY_TOLERANCE:
         logger.warning("layer %r: sparsity %.3f reached instead of %.3f after %d solves", task.name,
                        1 - best.nnz / size, 1 - target_kept, len(tried))
