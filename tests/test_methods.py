@@ -1,0 +1,168 @@
+"""Baselines against direct implementations: L-OBS, SparseGPT, magnitude, Net-Trim refit."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import nettrim
+from nettrim.methods import LayerTask, lobs, magnitude, nettrim as nettrim_method, sparsegpt
+
+
+def _task(n_samples=80, n_in=7, n_out=4, seed=0, bias=True, relu=False):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_samples, n_in)) @ rng.standard_normal((n_in, n_in))  # correlated inputs
+    weight = rng.standard_normal((n_out, n_in))
+    b = rng.standard_normal(n_out) if bias else None
+    Z = X @ weight.T + (0 if b is None else b)
+    Y = np.maximum(Z, 0) if relu else Z
+    return LayerTask("layer", X, Y, relu, weight, b, budget=0.1 * np.linalg.norm(Y))
+
+
+def _hessian(task, damping):
+    Xa = np.hstack([task.X, np.ones((len(task.X), 1))]) if task.bias is not None else task.X
+    H = Xa.T @ Xa / len(Xa)
+    return H + damping * np.mean(np.diag(H)) * np.eye(len(H))
+
+
+def _brute_force_greedy(theta, H, n_prunable, count):
+    """Greedy removal by trying every candidate: the optimal compensation of the remaining
+    entries and its error, from the Hessian directly (no inverse updates)."""
+    removed = []
+    for _ in range(count):
+        best = None
+        for q in range(n_prunable):
+            if q in removed:
+                continue
+            R = removed + [q]
+            S = [j for j in range(len(theta)) if j not in R]
+            d_R = -theta[R]
+            d_S = -np.linalg.solve(H[np.ix_(S, S)], H[np.ix_(S, R)] @ d_R)
+            error = d_R @ H[np.ix_(R, R)] @ d_R + d_R @ H[np.ix_(R, S)] @ d_S
+            if best is None or error < best[0]:
+                best = (error, q, S, d_S)
+        _, q, S, d_S = best
+        removed.append(q)
+    R = removed
+    S = [j for j in range(len(theta)) if j not in R]
+    new = np.zeros_like(theta)
+    new[S] = theta[S] - np.linalg.solve(H[np.ix_(S, S)], H[np.ix_(S, R)] @ -theta[R])
+    return new, sorted(removed)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_lobs_equals_brute_force_greedy_obs(bias):
+    task = _task(bias=bias)
+    result = lobs.prune_layer(task, sparsity=0.5, damping=1e-3)
+    H = _hessian(task, 1e-3)
+    hinv_diag = np.diag(np.linalg.inv(H))[: task.weight.shape[1]]
+    _, counts = lobs.removal_counts(task.weight, hinv_diag, 0.5)
+    theta = np.hstack([task.weight, task.bias[:, None]]) if bias else task.weight
+    for m in range(task.weight.shape[0]):
+        expected, removed = _brute_force_greedy(theta[m], H, task.weight.shape[1], counts[m])
+        assert sorted(np.flatnonzero(result.weight[m] == 0)) == removed
+        np.testing.assert_allclose(result.weight[m], expected[: task.weight.shape[1]], atol=1e-9)
+        if bias:
+            assert result.bias[m] == pytest.approx(expected[-1], abs=1e-9)
+
+
+def test_lobs_single_removal_predicts_the_error_it_makes():
+    task = _task(n_out=1)
+    result = lobs.prune_layer(task, sparsity=1 / 7, damping=0.0)
+    Xa = np.hstack([task.X, np.ones((len(task.X), 1))])
+    hinv = np.linalg.inv(Xa.T @ Xa / len(Xa))
+    theta = np.append(task.weight[0], task.bias[0])
+    q = int(np.flatnonzero(result.weight[0] == 0)[0])
+    predicted = theta[q] ** 2 / (2 * hinv[q, q])
+    new = np.append(result.weight[0], result.bias[0])
+    measured = np.sum((Xa @ (new - theta)) ** 2) / (2 * len(Xa))
+    assert measured == pytest.approx(predicted, rel=1e-10)
+    costs = theta[:7] ** 2 / (2 * np.diag(hinv)[:7])
+    assert q == int(np.argmin(costs))
+
+
+def test_lobs_faithful_follows_the_fixed_ranking_and_inverse():
+    task = _task(n_out=3)
+    damping = 1e-4
+    result = lobs.prune_layer(task, sparsity=0.4, faithful=True, damping=damping)
+    hinv = np.linalg.inv(_hessian(task, damping))
+    n_in = task.weight.shape[1]
+    cost = task.weight**2 / (2 * np.diag(hinv)[:n_in])
+    chosen, _ = lobs.removal_counts(task.weight, np.diag(hinv)[:n_in], 0.4)
+    for m in range(3):
+        theta = np.append(task.weight[m], task.bias[m])
+        for q in sorted(np.flatnonzero(chosen[m]), key=lambda j: cost[m, j]):
+            theta = theta - theta[q] / hinv[q, q] * hinv[:, q]
+        theta[:n_in][chosen[m]] = 0
+        np.testing.assert_allclose(result.weight[m], theta[:n_in], atol=1e-9)
+        assert result.bias[m] == pytest.approx(theta[-1], abs=1e-9)
+
+
+def _direct_sparsegpt(weight, X, sparsity, blocksize, damping):
+    """Column by column with the inverse of H restricted to the columns not yet visited,
+    recomputed from H at every step; the mask chosen per block over all rows."""
+    W = weight.copy()
+    H = X.T @ X
+    H += damping * np.mean(np.diag(H)) * np.eye(len(H))
+    n_in = W.shape[1]
+    for start in range(0, n_in, blocksize):
+        stop = min(start + blocksize, n_in)
+        d = np.array([np.linalg.inv(H[j:, j:])[0, 0] for j in range(start, stop)])
+        score = W[:, start:stop] ** 2 / d
+        n_remove = int(score.size * sparsity)
+        remove = np.zeros(score.shape, dtype=bool)
+        remove.ravel()[np.argsort(score, axis=None, kind="stable")[:n_remove]] = True
+        for j in range(start, stop):
+            inverse = np.linalg.inv(H[j:, j:])
+            kept = np.where(remove[:, j - start], 0.0, W[:, j])
+            W[:, j:] -= np.outer((W[:, j] - kept) / inverse[0, 0], inverse[0])
+            W[:, j] = kept
+    return W
+
+
+@pytest.mark.parametrize("blocksize", [3, 16])
+def test_sparsegpt_equals_a_direct_implementation(blocksize):
+    task = _task(n_in=9, n_out=5)
+    got = sparsegpt.sparsegpt_weight(task.weight, task.X, 0.5, blocksize=blocksize, damping=0.01)
+    expected = _direct_sparsegpt(task.weight, task.X, 0.5, blocksize, 0.01)
+    np.testing.assert_allclose(got, expected, atol=1e-9)
+    assert np.count_nonzero(got == 0) == sum(int(5 * (min(s + blocksize, 9) - s) * 0.5) for s in range(0, 9, blocksize))
+
+
+def test_refit_is_least_squares_on_the_support():
+    task = _task(n_samples=60, n_in=6, n_out=3, relu=True)
+    outcome = nettrim_method.prune_layer(task, sparsity=None)
+    weight, bias = nettrim_method.refit_support(task, outcome.weight, outcome.bias)
+    assert np.array_equal(weight != 0, outcome.weight != 0)
+    for m in range(3):
+        rows = task.Y[:, m] > 0
+        columns = np.flatnonzero(outcome.weight[m])
+        design = np.hstack([task.X[rows][:, columns], np.ones((rows.sum(), 1))])
+        expected = np.linalg.lstsq(design, task.Y[rows, m], rcond=None)[0]
+        np.testing.assert_allclose(weight[m, columns], expected[:-1], atol=1e-9)
+        assert bias[m] == pytest.approx(expected[-1], abs=1e-9)
+        before = np.linalg.norm(task.X[rows] @ outcome.weight[m] + outcome.bias[m] - task.Y[rows, m])
+        after = np.linalg.norm(task.X[rows] @ weight[m] + bias[m] - task.Y[rows, m])
+        assert after <= before + 1e-12
+
+
+def test_magnitude_keeps_the_largest():
+    weight = np.array([[3.0, -1.0, 0.5], [-4.0, 2.0, 0.1]])
+    np.testing.assert_array_equal(magnitude.keep_largest(weight, 3), [[3.0, 0, 0], [-4.0, 2.0, 0]])
+
+
+@pytest.mark.parametrize("method, options", [("magnitude", {}), ("lobs", {}), ("lobs", {"faithful": True}),
+                                             ("sparsegpt", {}), ("nettrim", {}), ("nettrim", {"refit": True})])
+def test_every_method_hits_the_requested_sparsity(digits, digits_model, method, options):
+    result = nettrim.prune(digits_model, digits.x_train[:400], method=method, sparsity=0.7, mode="cascade",
+                           method_options=options, progress=False)
+    for name, report in result.layers.items():
+        assert abs((1 - report.kept) - 0.7) <= 0.01 + 1e-9, (name, report.kept)
+        assert report.nnz_after == int((result.model.get_submodule(name).weight != 0).sum())
+
+
+def test_method_options_are_checked():
+    model = nn.Sequential(nn.Linear(4, 3))
+    with pytest.raises(ValueError, match=r"\['refit'\] are not options of method 'lobs'"):
+        nettrim.prune(model, torch.randn(10, 4), method="lobs", sparsity=0.5, method_options={"refit": True})
+    with pytest.raises(ValueError, match="needs sparsity"):
+        nettrim.prune(model, torch.randn(10, 4), method="sparsegpt")
