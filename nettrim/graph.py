@@ -156,3 +156,69 @@ def analyse(model: nn.Module) -> dict[str, Follower]:
         if follower.batchnorm and used_bn.count(follower.batchnorm) > 1:
             found[name] = Follower(relu=False, calls=follower.calls)
     return found
+
+
+@dataclass(frozen=True)
+class Link:
+    """A layer whose neurons (channels) feed exactly one other prunable layer.
+
+    Attributes
+    ----------
+    producer, consumer : str
+        Qualified names: removing a neuron of ``producer`` removes the inputs of
+        ``consumer`` that come from it.
+    batchnorms : tuple of str
+        BatchNorms on the way, to be cut down to the kept channels too.
+    """
+
+    producer: str
+    consumer: str
+    batchnorms: tuple[str, ...] = ()
+
+
+def _channel_preserving(node: fx.Node, modules: dict[str, nn.Module], source: fx.Node) -> bool:
+    """An operation after which channel ``c`` still depends on channel ``c`` only."""
+    if _is_relu(node, modules)[0] and node.args and node.args[0] is source:
+        return True
+    if node.op == "call_module" and isinstance(modules.get(node.target), _BATCHNORMS):
+        return node.args[0] is source
+    return _is_transparent(node, modules, source)
+
+
+def links(model: nn.Module) -> dict[str, Link]:
+    """Producer -> consumer pairs for removing whole neurons (:mod:`nettrim.methods.cap`).
+
+    A ``Linear``/``Conv2d`` is a producer when its output reaches exactly one
+    ``Linear``/``Conv2d`` (ungrouped) through single-use, channel-preserving operations:
+    ReLU, BatchNorm, dropout, identity, max pooling, flatten/view. Anything else (an
+    addition, a concatenation, a second reader) leaves the layer out. Raises ``ValueError``
+    when the model cannot be traced.
+    """
+    modules = dict(model.named_modules())
+    try:
+        graph = fx.Tracer().trace(model)
+    except Exception as exc:
+        raise ValueError(f"removing neurons needs a model torch.fx can trace ({type(exc).__name__}: {exc})") from exc
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    found: dict[str, Link] = {}
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(modules.get(node.target), PRUNABLE):
+            continue
+        current, batchnorms = node, []
+        while len(current.users) == 1:
+            user = next(iter(current.users))
+            module = modules.get(user.target) if user.op == "call_module" else None
+            if isinstance(module, PRUNABLE):
+                if user.args and user.args[0] is current and calls.get(user.target) == 1 \
+                        and calls.get(node.target) == 1 and getattr(module, "groups", 1) == 1:
+                    found[node.target] = Link(node.target, user.target, tuple(batchnorms))
+                break
+            if not _channel_preserving(user, modules, current):
+                break
+            if isinstance(module, _BATCHNORMS):
+                batchnorms.append(user.target)
+            current = user
+    return found

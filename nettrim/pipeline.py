@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from solvers import METHODS as SOLVERS
 
-from .methods import LayerOutcome, LayerTask, check_method_options, get_method
+from .methods import NETWORK_METHODS, LayerOutcome, LayerTask, check_method_options, get_method
+from .methods import cap
 from .record import (LayerRecord, calibration_batches, capture_inputs, check_max_positions, layer_handles,
                      record_layers)
 from .result import LayerReport, PruneResult
@@ -179,8 +180,11 @@ def prune(
         not modified: the pruned network is a copy.
     calib : Tensor, ndarray or iterable of batches
         Calibration inputs (a tensor, or batches ``x`` / ``(x, y)`` as a DataLoader yields).
-    method : {'nettrim', 'magnitude', 'lobs', 'sparsegpt'}, default 'nettrim'
-        ``'nettrim'`` solves the convex program; the others need ``sparsity``.
+    method : {'nettrim', 'magnitude', 'lobs', 'sparsegpt', 'cap'}, default 'nettrim'
+        ``'nettrim'`` solves the convex program; the others need ``sparsity``. ``'cap'``
+        removes whole neurons (``sparsity`` is then the fraction of each layer's neurons,
+        or ``method_options={"accuracy_floor": a, "validation": (x, y)}``) and refits the
+        next layer; its model is physically smaller.
     mode : {'cascade', 'parallel'}, default 'cascade'
         See :mod:`nettrim.pipeline`.
     epsilon : float, default 0.05
@@ -202,7 +206,8 @@ def prune(
         are always evaluated in float64.
     method_options : dict, optional
         Options of the method: ``refit`` (nettrim), ``faithful``, ``damping`` (lobs),
-        ``blocksize``, ``damping`` (sparsegpt).
+        ``blocksize``, ``damping`` (sparsegpt), ``accuracy_floor``, ``validation``,
+        ``ridge`` (cap).
     progress : bool, default True
         Show a progress bar over the layers.
     max_positions : int, optional
@@ -217,6 +222,10 @@ def prune(
     _check_settings(method, mode, epsilon, gamma, sparsity, solver, solver_options)
     check_method_options(method, method_options)
     check_max_positions(max_positions)
+    if method in NETWORK_METHODS:
+        return _prune_network(model, calib, method=method, sparsity=sparsity, layers=layers,
+                              method_options=dict(method_options or {}), progress=progress,
+                              max_positions=max_positions, seed=seed)
     prune_layer = get_method(method)
     options = {**(ADMM_DEFAULTS if solver == "admm" else {}), **(solver_options or {})}
     started = time.perf_counter()
@@ -275,4 +284,70 @@ def prune(
                          seconds=time.perf_counter() - started)
     logger.info("pruned %d layers in %s mode: %.1f%% of the weights kept, output error %s, %.2fs",
                 len(reports), mode, 100 * result.kept, output_error, result.seconds)
+    return result
+
+
+def _prune_network(model: nn.Module, calib: Any, *, method: str, sparsity: Any, layers: Sequence[str] | None,
+                   method_options: dict[str, Any], progress: bool, max_positions: int | None,
+                   seed: int) -> PruneResult:
+    """Methods that remove whole neurons (CaP): the model comes out physically smaller."""
+    from .examples import accuracy
+
+    if layers is not None:
+        raise ValueError(f"method {method!r} works on the whole network; layers= is not supported")
+    if isinstance(sparsity, Mapping):
+        raise ValueError(f"method {method!r}: sparsity is one fraction of neurons for every layer, not a dict")
+    if (sparsity is None) == ("accuracy_floor" not in method_options):
+        raise ValueError(f"method {method!r} needs sparsity= (fraction of neurons to remove) or "
+                         "method_options={'accuracy_floor': a, 'validation': (x, y)}, one of the two")
+    started = time.perf_counter()
+    batches = calibration_batches(calib)
+    pruned = copy.deepcopy(model)
+    found = layer_handles(pruned, None)
+    handles = {name: handle for name, (handle, _) in found.items()}
+    order = list(capture_inputs(pruned, batches[:1], handles, max_positions=1))
+    before = {name: (tuple(handle.module.weight.shape), int(torch.count_nonzero(handle.module.weight)))
+              for name, handle in handles.items()}
+    reference_out = _network_outputs(pruned, batches)
+    bar = tqdm(total=len(order), desc=f"{method}", unit="layer", disable=not progress, leave=False)
+    try:
+        outcome = cap.prune_network(
+            pruned, batches, order, {name: handle.batchnorm_name for name, handle in handles.items()},
+            sparsity=sparsity, accuracy_floor=method_options.get("accuracy_floor"),
+            validation=method_options.get("validation"), accuracy=accuracy,
+            ridge=method_options.get("ridge", 1e-8), max_positions=max_positions, seed=seed,
+            progress=lambda name: bar.update(1))
+    finally:
+        bar.close()
+    modules = dict(pruned.named_modules())
+    consumers = {info["consumer"]: producer for producer, info in outcome.items()}
+    reports: dict[str, LayerReport] = {}
+    for name in order:
+        if name not in outcome and name not in consumers:
+            continue
+        shape, nnz_before = before[name]
+        weight = modules[name].weight
+        info: dict[str, Any] = {"shape_after": "x".join(map(str, weight.shape))}
+        error = float("nan")
+        if name in outcome:
+            info.update(neurons_before=outcome[name]["neurons_before"], neurons_after=outcome[name]["neurons_after"],
+                        kept_neurons=outcome[name]["kept"])
+        if name in consumers:
+            error = outcome[consumers[name]]["error"]
+            info["refitted_for"] = consumers[name]
+        seconds = outcome[name]["seconds"] if name in outcome else 0.0
+        reports[name] = LayerReport(
+            name=name, kind="conv2d" if isinstance(modules[name], nn.Conv2d) else "linear", shape=shape,
+            relu=found[name][1], n_samples=0, nnz_before=nnz_before, nnz_after=int(torch.count_nonzero(weight)),
+            epsilon=float("nan"), epsilon_rel=float("nan"), error_pre=error, error_out=error, iterations=0,
+            status="done", violation=float("nan"), seconds=seconds, method=method, info=info)
+    pruned_out = _network_outputs(pruned, batches) if reference_out is not None else None
+    output_error = None if pruned_out is None else _relative(pruned_out - reference_out, reference_out)
+    result = PruneResult(model=pruned, layers=reports, method=method, mode="neurons", epsilon=float("nan"),
+                         gamma=float("nan"), sparsity=sparsity if sparsity is not None else
+                         {"accuracy_floor": method_options["accuracy_floor"]},
+                         n_calibration=sum(int(x.shape[0]) for x in batches), output_error=output_error,
+                         seconds=time.perf_counter() - started)
+    logger.info("%s: %d layers cut down, %.1f%% of their weights kept, output error %s", method, len(reports),
+                100 * result.kept, output_error)
     return result

@@ -7,10 +7,10 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import lobs, magnitude, nettrim, sparsegpt
+from . import cap, lobs, magnitude, nettrim, sparsegpt
 from .base import LayerOutcome, LayerTask
 
-__all__ = ["METHODS", "LayerTask", "LayerOutcome", "get_method", "check_method_options"]
+__all__ = ["METHODS", "NETWORK_METHODS", "LayerTask", "LayerOutcome", "get_method", "check_method_options"]
 
 METHODS: dict[str, Callable[..., LayerOutcome]] = {
     "nettrim": nettrim.prune_layer,
@@ -18,11 +18,16 @@ METHODS: dict[str, Callable[..., LayerOutcome]] = {
     "lobs": lobs.prune_layer,
     "sparsegpt": sparsegpt.prune_layer,
 }
+# Methods that act on the network (several layers at once) rather than layer by layer,
+# with the options they take.
+NETWORK_METHODS: dict[str, tuple[str, ...]] = {"cap": ("accuracy_floor", "validation", "ridge")}
 _COMMON = {"task", "sparsity", "solver", "solver_options"}
 
 
 def method_option_names(name: str) -> list[str]:
     """The options a method takes beyond the common signature."""
+    if name in NETWORK_METHODS:
+        return list(NETWORK_METHODS[name])
     parameters = inspect.signature(get_method(name)).parameters
     return [p for p in parameters if p not in _COMMON]
 
@@ -40,9 +45,11 @@ def check_method_options(name: str, options: Mapping[str, Any] | None) -> None:
                          f"it takes {allowed or 'none'}")
 
 
-def get_method(name: str) -> Callable[..., LayerOutcome]:
-    """The ``prune_layer`` function of a method, by name."""
+def get_method(name: str) -> Callable[..., Any]:
+    """The ``prune_layer`` function of a method (``prune_network`` for CaP), by name."""
+    if name in NETWORK_METHODS:
+        return cap.prune_network
     try:
         return METHODS[name]
     except KeyError:
-        raise ValueError(f"method: got {name!r}, needs one of {sorted(METHODS)}") from None
+        raise ValueError(f"method: got {name!r}, needs one of {sorted([*METHODS, *NETWORK_METHODS])}") from None
