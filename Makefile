@@ -24,6 +24,9 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,bench]"
+	$(BIN)/python benchmarks/prune_digits.py
+	$(BIN)/python benchmarks/compare_methods.py
 	$(BIN)/python benchmarks/solver_vs_cvxpy.py
 
 clean:

@@ -135,6 +135,18 @@ def _solver_options(args) -> dict[str, Any]:
     return options
 
 
+def _json_object(text: str | None, option: str) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{option}: not valid JSON ({exc})") from exc
+    if not isinstance(value, dict):
+        raise UsageError(f"{option}: needs a JSON object, got {text!r}")
+    return value
+
+
 def cmd_prune(args) -> int:
     import nettrim
 
@@ -144,7 +156,7 @@ def cmd_prune(args) -> int:
         raise UsageError(f"--out: directory {str(directory)!r} does not exist")
     if not os.access(directory, os.W_OK):
         raise UsageError(f"--out: directory {str(directory)!r} is not writable")
-    kwargs = json.loads(args.model_kwargs) if args.model_kwargs else None
+    kwargs = _json_object(args.model_kwargs, "--model-kwargs")
     model = load_factory(args.model, kwargs)
     load_checkpoint(args.checkpoint, model)
     calib = load_calibration(args.calib)
@@ -152,7 +164,8 @@ def cmd_prune(args) -> int:
         result = nettrim.prune(
             model, calib, method=args.method, mode=args.mode, epsilon=args.epsilon, gamma=args.gamma,
             sparsity=args.sparsity, layers=args.layers, solver=args.solver,
-            solver_options=_solver_options(args), progress=not args.quiet,
+            solver_options=_solver_options(args), method_options=_json_object(args.method_options, "--method-options"),
+            progress=not args.quiet,
             max_positions=args.max_positions, seed=args.seed)
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from exc
@@ -247,7 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", required=True, help="calibration inputs: .pt (tensor, (x, y) or {'x': ...}), .npz or .npy")
     p.add_argument("--out", required=True, help="output .safetensors file; the JSON report goes beside it")
     p.add_argument("--report", help="JSON report path (default: --out with suffix .json)")
-    p.add_argument("--method", default="nettrim", help="nettrim (default) or magnitude")
+    p.add_argument("--method", default="nettrim", choices=["nettrim", "magnitude", "lobs", "sparsegpt", "cap"],
+                   help="pruning method (default nettrim; the others need --sparsity)")
+    p.add_argument("--method-options", help='JSON object of method options, e.g. \'{"refit": true}\'')
     p.add_argument("--mode", default="cascade", choices=["cascade", "parallel"])
     target = p.add_mutually_exclusive_group()
     target.add_argument("--epsilon", type=_non_negative, default=0.05, help="relative budget per layer (default 0.05)")

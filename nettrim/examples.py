@@ -16,17 +16,17 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["DigitsData", "load_digits_split", "digits_mlp", "digits_cnn", "train", "accuracy"]
+__all__ = ["Split", "load_digits_split", "load_mnist1d_split", "digits_mlp", "digits_cnn", "mnist1d_mlp", "train",
+           "accuracy"]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class DigitsData:
-    """Digits split into training (calibration) and test sets, pixels scaled to [0, 1].
+class Split:
+    """A classification data set split into training (= calibration) and test sets.
 
-    ``x_*`` have shape ``(n, 64)`` (``images=False``) or ``(n, 1, 8, 8)`` (``images=True``),
-    float32; ``y_*`` are int64 labels.
+    ``x_*`` are float32 inputs, ``y_*`` int64 labels.
     """
 
     x_train: torch.Tensor
@@ -35,8 +35,11 @@ class DigitsData:
     y_test: torch.Tensor
 
 
-def load_digits_split(*, images: bool = False, seed: int = 0) -> DigitsData:
-    """scikit-learn's digits, 1,257 training / 540 test images (stratified, seeded)."""
+def load_digits_split(*, images: bool = False, seed: int = 0) -> Split:
+    """scikit-learn's digits, 1,257 training / 540 test images (stratified, seeded).
+
+    Pixels scaled to [0, 1]; inputs of shape ``(n, 64)``, or ``(n, 1, 8, 8)`` with ``images``.
+    """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -45,18 +48,44 @@ def load_digits_split(*, images: bool = False, seed: int = 0) -> DigitsData:
     pixels = pixels[:, None] if images else pixels.reshape(len(pixels), -1)
     x_train, x_test, y_train, y_test = train_test_split(
         pixels, digits.target, test_size=540, random_state=seed, stratify=digits.target)
-    return DigitsData(torch.from_numpy(x_train), torch.from_numpy(y_train).long(),
+    return Split(torch.from_numpy(x_train), torch.from_numpy(y_train).long(),
                       torch.from_numpy(x_test), torch.from_numpy(y_test).long())
+
+
+def load_mnist1d_split(seed: int = 42) -> Split:
+    """MNIST-1D (Greydanus 2020), generated locally by the ``mnist1d`` package (no download):
+    4,000 training / 1,000 test sequences of length 40, 10 classes.
+
+    Needs ``pip install mnist1d`` (the ``bench`` extra).
+    """
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("load_mnist1d_split needs the mnist1d package: pip install mnist1d") from exc
+    args = get_dataset_args()
+    args.seed = seed
+    data = make_dataset(args)
+    return Split(torch.as_tensor(data["x"], dtype=torch.float32), torch.as_tensor(data["y"]).long(),
+                 torch.as_tensor(data["x_test"], dtype=torch.float32), torch.as_tensor(data["y_test"]).long())
+
+
+def mnist1d_mlp(hidden: tuple[int, ...] = (256, 256)) -> nn.Sequential:
+    """MLP ``40 - hidden... - 10`` with ReLUs for MNIST-1D."""
+    return _mlp(40, hidden, 10)
+
+
+def _mlp(n_in: int, hidden: tuple[int, ...], n_classes: int) -> nn.Sequential:
+    sizes = (n_in, *hidden)
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    layers.append(nn.Linear(sizes[-1], n_classes))
+    return nn.Sequential(*layers)
 
 
 def digits_mlp(hidden: tuple[int, ...] = (256, 256)) -> nn.Sequential:
     """MLP ``64 - hidden... - 10`` with ReLUs (default ``64-256-256-10``)."""
-    sizes = (64, *hidden)
-    layers: list[nn.Module] = []
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(n_in, n_out), nn.ReLU()]
-    layers.append(nn.Linear(sizes[-1], 10))
-    return nn.Sequential(*layers)
+    return _mlp(64, hidden, 10)
 
 
 class DigitsCNN(nn.Module):

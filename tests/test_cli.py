@@ -123,3 +123,16 @@ def test_demo_prints_the_table(capsys):
         assert row in out
     assert main(["demo", "--hidden", "16", "0"]) == 2
     assert "--hidden: got [16, 0]" in capsys.readouterr().err
+
+
+def test_baselines_and_method_options_from_the_command_line(files, capsys):
+    out = files["dir"] / "lobs.safetensors"
+    assert main(_prune_args(files, out, "pt", "--method", "lobs", "--sparsity", "0.8",
+                            "--method-options", '{"faithful": true}')) == 0
+    assert "lobs, cascade mode, sparsity 0.8" in capsys.readouterr().out
+    assert main(_prune_args(files, out, "pt", "--method", "lobs", "--sparsity", "0.8",
+                            "--method-options", "[1]")) == 2
+    assert "--method-options: needs a JSON object" in capsys.readouterr().err
+    assert main(_prune_args(files, out, "pt", "--method", "sparsegpt", "--sparsity", "0.8",
+                            "--method-options", '{"refit": true}')) == 2
+    assert "not options of method 'sparsegpt'" in capsys.readouterr().err
