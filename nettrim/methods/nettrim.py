@@ -9,8 +9,12 @@ from the last probes) and then narrowed by interpolation of ``log kept`` against
 target. Every solve is warm-started from the nearest one already made.
 
 Below the floor (cascade mode: the error the original weights carry on the pruned input)
-the program may be infeasible; such probes get a reduced iteration cap, and a probe that
-does not end feasible counts as "``epsilon`` too small".
+the program with the cascade's inactive bound ``V`` is infeasible or nearly so, since any
+weight closer than the original must move the response at the inactive entries. There
+the bound is lifted: only the active entries are held within ``epsilon`` (the ReLU
+guarantee on the inactive entries is given up for that layer; its report shows the
+error). Such probes get a reduced iteration cap, and a probe that does not end feasible
+counts as "``epsilon`` too small".
 """
 from __future__ import annotations
 
@@ -31,13 +35,19 @@ logger = logging.getLogger(__name__)
 SPARSITY_TOLERANCE = 0.01  # the searched sparsity lands within 1 point of the target
 _MAX_PROBES = 40
 _PROBE_ITERATIONS = 1500  # iteration cap of a probe ...
+_LIFT = 1e3  # how far the inactive bound is lifted below the floor, in units of max |Y|
 _FLOOR_PROBE_ITERATIONS = 500  # ... and of one below the floor, where it may be infeasible
 _FEASIBLE_FACTOR = 10.0  # a probe not optimal, with violation above this times tol, is infeasible
 
 
 def _solve(task: LayerTask, epsilon: float, solver: str, options: dict[str, Any],
            warm: tuple[np.ndarray, np.ndarray | None]) -> Solution:
-    problem = LayerProblem(task.X, task.Y, epsilon, relu=task.relu, upper=task.upper,
+    upper = task.upper
+    if upper is not None and epsilon < task.floor:
+        # below the cascade floor the original weights' bound on the inactive entries
+        # makes the program infeasible or nearly so: lift it out of the way
+        upper = upper + _LIFT * max(float(np.abs(task.Y).max()), 1.0)
+    problem = LayerProblem(task.X, task.Y, epsilon, relu=task.relu, upper=upper,
                            fit_bias=task.bias is not None)
     if solver == "admm":
         options = {"warm_start": warm, **options}
