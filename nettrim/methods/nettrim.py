@@ -168,9 +168,9 @@ infeasible, or ``hi`` keeping nothing). With one side
         (e1, k1), (e2, k2) = feasible[-2], feasible[-1]
         slope = (_log_kept(k2, size) - _log_kept(k1, size)) / (math.log(e2) - math.log(e1)) if e1 != e2 else 0.0
         if slope < 0:  # kept falls as epsilon grows, as it should
-            wanted = math.exp((goal - _log_kept(k2, size)) / slope)
-            factor = wanted if step_up else 1.0 / wanted
-            factor = min(max(1.2 * factor, 2.0), 4.0)
+            log_wanted = (goal - _log_kept(k2, size)) / slope  # log of the wanted epsilon ratio
+            log_factor = log_wanted if step_up else -log_wanted
+            factor = math.exp(min(max(log_factor + math.log(1.2), math.log(2.0)), math.log(4.0)))
     return last[0] * factor if step_up else last[0] / factor
 
 

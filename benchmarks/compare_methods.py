@@ -1,0 +1,212 @@
+"""Every pruning method on the same models, calibration data and sparsity, side by side.
+
+Models (trained here, seed 0; no retraining after pruning):
+
+- ``digits-mlp``: MLP 64-256-256-10 on scikit-learn's digits (1,257 calibration / 540 test);
+- ``mnist1d-mlp``: MLP 40-256-256-10 on MNIST-1D, generated locally by the ``mnist1d``
+  package (4,000 calibration / 1,000 test);
+- ``digits-cnn``: the digits CNN (2 conv + BatchNorm, 2 linear; 10,000 rows per conv).
+
+Methods, all in cascade mode (each layer on the pruned network's input) and at the same
+per-layer sparsity: magnitude, SparseGPT, L-OBS as released (``faithful``), L-OBS,
+Net-Trim, Net-Trim with support refit; and CaP (whole neurons removed, the next layer
+refitted) at the neuron fraction that leaves the same number of weights.
+
+For every model, method and sparsity: the kept fraction reached, the test accuracy, the
+relative error of the network output on the calibration data, the prune time (one run;
+numba kernels warmed up first).
+
+Run:  python benchmarks/compare_methods.py [--quick] [--models digits-mlp,...]
+Writes benchmarks/results/compare_methods.csv, .meta.json and .png (needs the ``bench``
+extra: mnist1d, matplotlib).
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # see README, Performance notes
+
+import argparse
+import csv
+import json
+import sys
+import time
+
+import torch
+
+from _common import RESULTS, ROOT, compile_cost, machine_info
+
+sys.path.insert(0, str(ROOT))
+import nettrim  # noqa: E402
+from nettrim import examples  # noqa: E402
+from nettrim.graph import links  # noqa: E402
+
+SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95)
+LAYERWISE = (("magnitude", "magnitude", {}), ("sparsegpt", "sparsegpt", {}),
+             ("lobs-faithful", "lobs", {"faithful": True}), ("lobs", "lobs", {}),
+             ("nettrim", "nettrim", {}), ("nettrim-refit", "nettrim", {"refit": True}))
+
+
+def build_models(names: list[str]) -> dict[str, tuple]:
+    """Name -> (model, data, prune kwargs)."""
+    built = {}
+    if "digits-mlp" in names:
+        data = examples.load_digits_split()
+        built["digits-mlp"] = (examples.train(examples.digits_mlp(), data.x_train, data.y_train), data, {})
+    if "mnist1d-mlp" in names:
+        data = examples.load_mnist1d_split()
+        model = examples.train(examples.mnist1d_mlp(), data.x_train, data.y_train, epochs=100, weight_decay=1e-3)
+        built["mnist1d-mlp"] = (model, data, {})
+    if "digits-cnn" in names:
+        data = examples.load_digits_split(images=True)
+        built["digits-cnn"] = (examples.train(examples.digits_cnn(), data.x_train, data.y_train), data,
+                               {"max_positions": 10_000})
+    return built
+
+
+def cap_kept(model: torch.nn.Module, fraction: float) -> float:
+    """Fraction of the weights CaP leaves when it removes ``fraction`` of every producer's neurons."""
+    link_map = links(model)
+    modules = dict(model.named_modules())
+    kept_out = {name: max(1, module.weight.shape[0] - int(round(fraction * module.weight.shape[0])))
+                for name, module in modules.items() if name in link_map}
+    feeds = {link.consumer: producer for producer, link in link_map.items()}
+    total = kept = 0
+    for name, module in modules.items():
+        if not isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+            continue
+        n_out, n_in = module.weight.shape[0], module.weight[0].numel()
+        total += n_out * n_in
+        out = kept_out.get(name, n_out)
+        if name in feeds:
+            producer = modules[feeds[name]]
+            n_in = n_in * kept_out[feeds[name]] // producer.weight.shape[0]
+        kept += out * n_in
+    return kept / total
+
+
+def cap_fraction_for(model: torch.nn.Module, target_kept: float) -> float:
+    """The neuron fraction whose CaP model keeps ``target_kept`` of the weights (bisection)."""
+    low, high = 0.0, 0.99
+    for _ in range(40):
+        middle = (low + high) / 2
+        if cap_kept(model, middle) > target_kept:
+            low = middle
+        else:
+            high = middle
+    return high
+
+
+def run(model, data, kwargs, name: str, label: str, method: str, options: dict, sparsity: float) -> dict:
+    started = time.perf_counter()
+    result = nettrim.prune(model, data.x_train, method=method, mode="cascade", sparsity=sparsity,
+                           method_options=options, progress=False, **kwargs)
+    seconds = time.perf_counter() - started
+    return {"model": name, "method": label, "target_sparsity": None, "sparsity_arg": sparsity,
+            "kept": result.kept, "accuracy": examples.accuracy(result.model, data.x_test, data.y_test),
+            "output_error": result.output_error, "seconds": seconds,
+            "layers_kept": " ".join(f"{r.kept:.4f}" for r in result.layers.values())}
+
+
+def draw(rows: list[dict], dense: dict[str, float], path: str) -> None:
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dense)
+    fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4.2), squeeze=False)
+    for ax, name in zip(axes[0], models):
+        for label in dict.fromkeys(r["method"] for r in rows if r["model"] == name):
+            points = sorted((r["kept"], r["accuracy"]) for r in rows if r["model"] == name and r["method"] == label)
+            style = "-o" if label.startswith("nettrim") else "--s" if label == "cap" else ":^"
+            ax.plot([100 * k for k, _ in points], [100 * a for _, a in points], style, label=label, markersize=4)
+        ax.axhline(100 * dense[name], color="grey", linewidth=0.8, label="dense")
+        ax.set_xscale("log")
+        ax.set_xticks([5, 10, 20, 30, 50])
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel("weights kept (%)")
+        ax.set_ylabel("test accuracy (%), no retraining")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="digits-mlp,mnist1d-mlp,digits-cnn")
+    parser.add_argument("--quick", action="store_true", help="one sparsity (0.9), for a smoke test")
+    parser.add_argument("--out", default=str(RESULTS / "compare_methods.csv"))
+    args = parser.parse_args(argv)
+    sparsities = (0.9,) if args.quick else SPARSITIES
+
+    info = machine_info()
+    info["compile_seconds"] = compile_cost()
+    models = build_models(args.models.split(","))
+    warm_model, warm_data, _ = next(iter(models.values()))
+    nettrim.prune(warm_model, warm_data.x_train[:300], progress=False)  # load the numba kernels before timing
+    nettrim.prune(warm_model, warm_data.x_train[:300], method="lobs", sparsity=0.5, progress=False)
+    dense = {name: examples.accuracy(m, d.x_test, d.y_test) for name, (m, d, _) in models.items()}
+    print("dense test accuracy: " + ", ".join(f"{k} {v:.2%}" for k, v in dense.items()), flush=True)
+    print(f"{'model':<12} {'method':<14} {'target':>6} {'kept':>7} {'test acc':>8} {'out err':>8} {'seconds':>8}")
+
+    rows = []
+    for name, (model, data, kwargs) in models.items():
+        for sparsity in sparsities:
+            for label, method, options in LAYERWISE:
+                row = run(model, data, kwargs, name, label, method, options, sparsity)
+                row["target_sparsity"] = sparsity
+                rows.append(row)
+                print(f"{name:<12} {label:<14} {sparsity:6.2f} {row['kept']:7.2%} {row['accuracy']:8.2%} "
+                      f"{row['output_error']:8.4f} {row['seconds']:8.2f}", flush=True)
+            fraction = cap_fraction_for(model, 1.0 - sparsity)
+            kwargs_cap = {k: v for k, v in kwargs.items()}
+            row = run(model, data, kwargs_cap, name, "cap", "cap", {}, fraction)
+            row["target_sparsity"] = sparsity
+            rows.append(row)
+            print(f"{name:<12} {'cap':<14} {sparsity:6.2f} {row['kept']:7.2%} {row['accuracy']:8.2%} "
+                  f"{row['output_error']:8.4f} {row['seconds']:8.2f}  (neurons removed {fraction:.3f})", flush=True)
+
+    print("\nNet-Trim (best of cascade and cascade+refit) against every baseline, sparsity >= 0.8:")
+    verdicts = {}
+    for name in models:
+        for sparsity in (s for s in sparsities if s >= 0.8):
+            point = [r for r in rows if r["model"] == name and r["target_sparsity"] == sparsity]
+            ours = max(r["accuracy"] for r in point if r["method"].startswith("nettrim"))
+            best_other = max(point, key=lambda r: r["accuracy"] if not r["method"].startswith("nettrim") else -1)
+            ok = ours >= best_other["accuracy"]
+            verdicts[f"{name}@{sparsity}"] = ok
+            print(f"  {name:<12} {sparsity:.2f}: Net-Trim {ours:.2%} vs best baseline {best_other['method']} "
+                  f"{best_other['accuracy']:.2%} -> {'ahead or equal' if ok else 'BEHIND'}")
+    lobs_vs_magnitude = {f"{r['model']}@{r['target_sparsity']}": r["accuracy"] >= m["accuracy"]
+                         for r in rows if r["method"] == "lobs"
+                         for m in rows if m["method"] == "magnitude" and m["model"] == r["model"]
+                         and m["target_sparsity"] == r["target_sparsity"]}
+    print(f"L-OBS ahead of (or equal to) magnitude at {sum(lobs_vs_magnitude.values())} of "
+          f"{len(lobs_vs_magnitude)} points")
+    print(f"numba first-call cost (not in the timings): {info['compile_seconds']}")
+
+    out = os.path.abspath(args.out)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    meta = {**info, "dense_accuracy": dense, "sparsities": list(sparsities), "nettrim_ahead": verdicts,
+            "lobs_ahead_of_magnitude": lobs_vs_magnitude, "mode": "cascade", "runs_per_point": 1,
+            "sizes": {"digits-mlp": "64-256-256-10, 1257 calibration / 540 test",
+                      "mnist1d-mlp": "40-256-256-10, 4000 calibration / 1000 test",
+                      "digits-cnn": "conv 1-16-32 3x3 + BatchNorm, fc 512-64-10; 10000 rows per conv"}}
+    with open(out.replace(".csv", ".meta.json"), "w") as handle:
+        json.dump(meta, handle, indent=2)
+    draw(rows, dense, out.replace(".csv", ".png"))
+    print(f"wrote {out} (+ .meta.json, .png)")
+
+
+
+if __name__ == "__main__":
+    main()
