@@ -34,10 +34,13 @@ logger = logging.getLogger(__name__)
 
 SPARSITY_TOLERANCE = 0.01  # the searched sparsity lands within 1 point of the target
 _MAX_PROBES = 40
+_SMALLEST_EPSILON = 1e-4  # relative to ||Y||_F: below this the search stops
+_PLATEAU = 0.005  # kept fractions this close at a 2-4x smaller epsilon: no denser solution
 _PROBE_ITERATIONS = 1500  # iteration cap of a probe ...
 _LIFT = 1e3  # how far the inactive bound is lifted below the floor, in units of max |Y|
 _FLOOR_PROBE_ITERATIONS = 500  # ... and of one below the floor, where it may be infeasible
-_FEASIBLE_FACTOR = 10.0  # a probe not optimal, with violation above this times tol, is infeasible
+_FEASIBLE_FACTOR = 10.0  # a probe not optimal, with violation above this times tol ...
+_PROBE_VIOLATION = 0.05  # ... and above this, is infeasible (a capped probe still tells the kept fraction)
 
 
 def _solve(task: LayerTask, epsilon: float, solver: str, options: dict[str, Any],
@@ -152,7 +155,7 @@ infeasible, or ``hi`` keeping nothing). With one side
     hi = min(too_sparse, key=lambda p: p[0]) if too_sparse else None
     goal = _log_kept(target_kept, size)
     if lo is not None and hi is not None:
-        if hi[0] / lo[0] < 1.0 + 1e-6:
+        if hi[0] / lo[0] < 1.0 + 1e-3:
             return None
         if lo[1] is None or hi[1] == 0:  # no usable slope: bisect
             return math.sqrt(lo[0] * hi[0])
@@ -174,12 +177,22 @@ infeasible, or ``hi`` keeping nothing). With one side
     return last[0] * factor if step_up else last[0] / factor
 
 
+def _plateau(points: list[tuple[float, float | None]], target_kept: float) -> bool:
+    """Two smaller and smaller epsilons, both feasible and keeping too little, keeping
+    nearly the same: the l1 solution does not get denser, whatever epsilon."""
+    feasible = [(e, k) for e, k in points if k is not None]
+    if len(feasible) < 2 or any(k > target_kept for _, k in feasible):
+        return False
+    (e1, k1), (e2, k2) = feasible[-2], feasible[-1]
+    return e2 < e1 and abs(k2 - k1) < _PLATEAU
+
+
 def _search(task: LayerTask, target_kept: float, solver: str, options: dict[str, Any]) -> LayerOutcome:
     """Find ``epsilon`` whose solution keeps ``target_kept`` of the weights (within 1 point)."""
     size = task.weight.size
     cap = float(options.get("max_iter", 10000))
     # the ADMM stops at violation <= 5 tol; a probe that ends well beyond counts as infeasible
-    feasible_violation = _FEASIBLE_FACTOR * float(options.get("tol", 1e-4))
+    feasible_violation = max(_FEASIBLE_FACTOR * float(options.get("tol", 1e-4)), _PROBE_VIOLATION)
     tried: list[tuple[float, Solution | None]] = []  # (epsilon, solution or None if infeasible)
 
     def probe(epsilon: float) -> float | None:
@@ -210,7 +223,11 @@ def _search(task: LayerTask, target_kept: float, solver: str, options: dict[str,
         if kept is not None and abs(kept - target_kept) <= SPARSITY_TOLERANCE:
             break
         next_epsilon = _next_epsilon(points, target_kept, size)
-        if next_epsilon is None or not (1e-8 * scale < next_epsilon < 64 * scale + 2 * task.floor):
+        if next_epsilon is None or not (_SMALLEST_EPSILON * scale < next_epsilon < 64 * scale + 2 * task.floor):
+            break
+        if _plateau(points, target_kept):
+            logger.info("layer %r: the kept fraction stays near %.3f as epsilon shrinks; the l1 solution "
+                        "is sparser than the target here", task.name, points[-1][1])
             break
         epsilon = next_epsilon
 
@@ -221,7 +238,8 @@ def _search(task: LayerTask, target_kept: float, solver: str, options: dict[str,
     best_epsilon, best = min(feasible, key=lambda item: (abs(item[1].nnz / size - target_kept), item[0]))
     if best.status != "optimal" and solver == "admm":  # a capped probe: finish it
         finished = _solve(task, best_epsilon, solver, options, (best.weight, best.bias))
-        if finished.violation <= best.violation:
+        if finished.status == "optimal" and abs(finished.nnz / size - target_kept) <= max(
+                abs(best.nnz / size - target_kept), SPARSITY_TOLERANCE):
             best = finished
     if abs(best.nnz / size - target_kept) > SPARSITY_TOLERANCE:
         logger.warning("layer %r: sparsity %.3f reached instead of %.3f after %d solves", task.name,
