@@ -35,7 +35,8 @@ logger = logging.getLogger(__name__)
 SPARSITY_TOLERANCE = 0.01  # the searched sparsity lands within 1 point of the target
 _MAX_PROBES = 40
 _SMALLEST_EPSILON = 1e-4  # relative to ||Y||_F: below this the search stops
-_PLATEAU = 0.005  # kept fractions this close at a 2-4x smaller epsilon: no denser solution
+_PLATEAU = 0.005  # kept fractions this close at a 2-4x smaller epsilon ...
+_PLATEAU_BELOW = 0.02  # ... below this relative epsilon: no denser solution to find
 _PROBE_ITERATIONS = 1500  # iteration cap of a probe ...
 _LIFT = 1e3  # how far the inactive bound is lifted below the floor, in units of max |Y|
 _FLOOR_PROBE_ITERATIONS = 500  # ... and of one below the floor, where it may be infeasible
@@ -177,14 +178,14 @@ infeasible, or ``hi`` keeping nothing). With one side
     return last[0] * factor if step_up else last[0] / factor
 
 
-def _plateau(points: list[tuple[float, float | None]], target_kept: float) -> bool:
-    """Two smaller and smaller epsilons, both feasible and keeping too little, keeping
-    nearly the same: the l1 solution does not get denser, whatever epsilon."""
+def _plateau(points: list[tuple[float, float | None]], target_kept: float, scale: float) -> bool:
+    """Two small and smaller epsilons (below ``_PLATEAU_BELOW * ||Y||``), both feasible and
+    keeping too little, keeping nearly the same: the l1 solution does not get denser."""
     feasible = [(e, k) for e, k in points if k is not None]
     if len(feasible) < 2 or any(k > target_kept for _, k in feasible):
         return False
     (e1, k1), (e2, k2) = feasible[-2], feasible[-1]
-    return e2 < e1 and abs(k2 - k1) < _PLATEAU
+    return e2 < e1 < _PLATEAU_BELOW * scale and abs(k2 - k1) < _PLATEAU
 
 
 def _search(task: LayerTask, target_kept: float, solver: str, options: dict[str, Any]) -> LayerOutcome:
@@ -225,7 +226,7 @@ def _search(task: LayerTask, target_kept: float, solver: str, options: dict[str,
         next_epsilon = _next_epsilon(points, target_kept, size)
         if next_epsilon is None or not (_SMALLEST_EPSILON * scale < next_epsilon < 64 * scale + 2 * task.floor):
             break
-        if _plateau(points, target_kept):
+        if _plateau(points, target_kept, scale):
             logger.info("layer %r: the kept fraction stays near %.3f as epsilon shrinks; the l1 solution "
                         "is sparser than the target here", task.name, points[-1][1])
             break
