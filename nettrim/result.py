@@ -91,6 +91,10 @@ def _fmt_shape(shape) -> str:
     return "x".join(str(s) for s in shape)
 
 
+def _fmt_number(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
 def _fmt_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
@@ -105,12 +109,12 @@ def format_table(header: str, rows: list[dict[str, Any]], footer: list[str]) -> 
                ("kind", "<", lambda r: r["kind"]),
                ("shape", ">", lambda r: _fmt_shape(r["shape"])),
                ("relu", ">", lambda r: "yes" if r["relu"] else "no"),
-               ("samples", ">", lambda r: f"{r['n_samples']:,}"),
+               ("samples", ">", lambda r: f"{r['n_samples']:,}" if r["n_samples"] else "-"),
                ("kept", ">", lambda r: f"{r['kept']:.1%}"),
                ("eps rel", ">", lambda r: "-" if r["epsilon_rel"] is None or math.isnan(r["epsilon_rel"])
                 else f"{r['epsilon_rel']:.4f}"),
-               ("err pre", ">", lambda r: f"{r['error_pre']:.4f}"),
-               ("err out", ">", lambda r: f"{r['error_out']:.4f}"),
+               ("err pre", ">", lambda r: _fmt_number(r["error_pre"])),
+               ("err out", ">", lambda r: _fmt_number(r["error_out"])),
                ("iters", ">", lambda r: str(r["iterations"])),
                ("status", "<", lambda r: r["status"]),
                ("seconds", ">", lambda r: f"{r['seconds']:.2f}")]
@@ -176,11 +180,13 @@ class PruneResult:
         return {name: write.to_csr(modules[name].weight) for name in self.layers}
 
     def sizes(self) -> dict[str, int]:
-        """Bytes of the pruned layers' weights: ``dense`` and as CSR (``csr``)."""
+        """Bytes of the pruned layers' weights: ``dense`` and as CSR (``csr``), and of the
+        original layers (``original``; larger than ``dense`` when neurons were removed)."""
         modules = dict(self.model.named_modules())
         dense = sum(modules[name].weight.numel() * modules[name].weight.element_size() for name in self.layers)
+        original = sum(report.size * modules[name].weight.element_size() for name, report in self.layers.items())
         sparse = sum(write.csr_nbytes(matrix) for matrix in self.csr().values())
-        return {"dense": int(dense), "csr": int(sparse)}
+        return {"dense": int(dense), "csr": int(sparse), "original": int(original)}
 
     # ---------------------------------------------------------------- output
     def to_dict(self) -> dict[str, Any]:
@@ -229,7 +235,9 @@ def summary_from_dict(report: dict[str, Any]) -> str:
         footer.append(f"network output relative error on the calibration data: {report['output_error']:.4f}")
     sizes = report.get("sizes")
     if sizes:
-        footer.append(f"size of the pruned layers: dense {_fmt_bytes(sizes['dense'])}, "
+        was = sizes.get("original", sizes["dense"])
+        before = f" (was {_fmt_bytes(was)})" if was != sizes["dense"] else ""
+        footer.append(f"size of the pruned layers: dense {_fmt_bytes(sizes['dense'])}{before}, "
                       f"CSR {_fmt_bytes(sizes['csr'])} ({sizes['csr'] / sizes['dense']:.1%})")
     footer.append(f"time: {report['seconds']:.2f} s")
     return format_table(header, report["layers"], footer)

@@ -121,3 +121,12 @@ def test_cap_settings_are_checked(digits, digits_model):
         nettrim.prune(digits_model, digits.x_train[:20], method="cap", sparsity=0.5, layers=["0"], progress=False)
     with pytest.raises(ValueError, match="no layer feeds exactly one"):
         nettrim.prune(nn.Sequential(nn.Linear(3, 2)), torch.randn(5, 3), method="cap", sparsity=0.5, progress=False)
+
+
+def test_report_says_the_model_is_smaller(digits, digits_model):
+    result = nettrim.prune(digits_model, digits.x_train, method="cap", sparsity=0.5, progress=False)
+    sizes = result.sizes()
+    assert sizes["original"] == (32 * 64 + 24 * 32 + 10 * 24) * 4 > sizes["dense"]
+    text = result.summary()
+    assert "(was " in text and "16x64" not in text  # shapes column keeps the original shapes
+    assert result.to_dict()["layers"][0]["info"]["shape_after"] == "16x64"

@@ -19,6 +19,7 @@ physically smaller.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -181,16 +182,13 @@ def prune_network(model: nn.Module, batches: Sequence[torch.Tensor], order: Sequ
             continue
         per_group = weight.shape[1] // n_neurons
 
-        def cut_copy(n_keep: int):
-            kept, new_weight, new_bias = greedy_keep(X, weight, bias, per_group, n_keep, ridge)
-            return kept, new_weight, new_bias
+        def cut_copy(n_keep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            return greedy_keep(X, weight, bias, per_group, n_keep, ridge)
 
         if accuracy_floor is None:
             n_keep = max(1, n_neurons - int(round(sparsity * n_neurons)))
             kept, new_weight, new_bias = cut_copy(n_keep)
         else:
-            import copy
-
             threshold = dense_accuracy - (index + 1) / len(producers) * (dense_accuracy - accuracy_floor)
             low, high = 1, n_neurons  # the smallest n_keep known good is high
             best = None
