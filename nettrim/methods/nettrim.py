@@ -38,8 +38,8 @@ _SMALLEST_EPSILON = 1e-4  # relative to ||Y||_F: below this the search stops
 _PLATEAU = 0.005  # kept fractions this close at a 2-4x smaller epsilon ...
 _PLATEAU_BELOW = 0.02  # ... below this relative epsilon: no denser solution to find
 _PROBE_ITERATIONS = 1500  # iteration cap of a probe ...
-_LIFT = 1e3  # how far the inactive bound is lifted below the floor, in units of max |Y|
 _FLOOR_PROBE_ITERATIONS = 500  # ... and of one below the floor, where it may be infeasible
+_LIFT = 1e3  # how far the inactive bound is lifted below the floor, in units of max |Y|
 _FEASIBLE_FACTOR = 10.0  # a probe not optimal, with violation above this times tol ...
 _PROBE_VIOLATION = 0.05  # ... and above this, is infeasible (a capped probe still tells the kept fraction)
 
