@@ -209,14 +209,22 @@ class _Capture:
         model.eval()
         try:
             with torch.no_grad():
-                for x in batches:
+                for index, x in enumerate(batches):
                     self.batch_size = int(x.shape[0])
                     self.calls = dict.fromkeys(self.calls, 0)
+                    shape = tuple(x.shape)
                     x = x.to(device=device, dtype=dtype if x.is_floating_point() else x.dtype)
                     try:
                         model(x)
                     except _Enough:
                         pass
+                    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+                        if any(f"layer {name!r}" in str(exc) for name in self.handles):
+                            raise  # our own message, from a hook
+                        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                        raise ValueError(f"calib: the model fails on batch {index} of shape {shape} "
+                                         f"({type(exc).__name__}: {first_line}); check that the calibration "
+                                         "inputs have the shape the model expects") from exc
         finally:
             for hook in hooks:
                 hook.remove()

@@ -198,3 +198,13 @@ def test_summary_lists_every_layer(digits, digits_model):
     for name in result.layers:
         assert any(line.startswith(name + " ") for line in text.splitlines())
     assert np.isfinite([r.seconds for r in result.layers.values()]).all()
+
+
+@pytest.mark.parametrize("method", ["nettrim", "lobs"])
+def test_same_inputs_give_bit_identical_weights(digits, digits_model, method):
+    kwargs = {"sparsity": 0.8} if method == "lobs" else {}
+    first = nettrim.prune(digits_model, digits.x_train, method=method, progress=False, **kwargs)
+    second = nettrim.prune(digits_model, digits.x_train, method=method, progress=False, **kwargs)
+    for name in first.layers:
+        assert torch.equal(first.model.get_submodule(name).weight, second.model.get_submodule(name).weight)
+        assert torch.equal(first.model.get_submodule(name).bias, second.model.get_submodule(name).bias)

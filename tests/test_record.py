@@ -252,3 +252,8 @@ def test_capture_can_stop_the_forward_pass_once_the_layer_has_run():
     full = capture_inputs(model, [x], handles)
     torch.testing.assert_close(early["2"][0], full["2"][0])
     assert seen
+
+
+def test_calibration_of_the_wrong_shape_names_the_batch_and_its_shape():
+    with pytest.raises(ValueError, match=r"calib: the model fails on batch 1 of shape \(3, 5\)"):
+        nettrim.record(small_mlp(), [torch.randn(4, 6), torch.randn(3, 5)])
