@@ -54,3 +54,22 @@ def compile_cost() -> dict:
             first, second = map(float, out.stdout.split())
             costs[label] = first - second
     return costs
+
+
+def write_results(path: str, rows: list[dict], meta: dict) -> str:
+    """Write ``rows`` as CSV at ``path`` and ``meta`` as JSON beside it (``.meta.json``).
+
+    Returns the absolute CSV path.
+    """
+    import csv
+    import json
+
+    out = os.path.abspath(path)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with open(out.replace(".csv", ".meta.json"), "w") as handle:
+        json.dump(meta, handle, indent=2)
+    return out

@@ -27,14 +27,12 @@ import os
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # see README, Performance notes
 
 import argparse
-import csv
-import json
 import sys
 import time
 
 import torch
 
-from _common import RESULTS, ROOT, compile_cost, machine_info
+from _common import RESULTS, ROOT, compile_cost, machine_info, write_results
 
 sys.path.insert(0, str(ROOT))
 import nettrim  # noqa: E402
@@ -190,22 +188,14 @@ def main(argv: list[str] | None = None) -> None:
           f"{len(lobs_vs_magnitude)} points")
     print(f"numba first-call cost (not in the timings): {info['compile_seconds']}")
 
-    out = os.path.abspath(args.out)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
     meta = {**info, "dense_accuracy": dense, "sparsities": list(sparsities), "nettrim_ahead": verdicts,
             "lobs_ahead_of_magnitude": lobs_vs_magnitude, "mode": "cascade", "runs_per_point": 1,
             "sizes": {"digits-mlp": "64-256-256-10, 1257 calibration / 540 test",
                       "mnist1d-mlp": "40-256-256-10, 4000 calibration / 1000 test",
                       "digits-cnn": "conv 1-16-32 3x3 + BatchNorm, fc 512-64-10; 10000 rows per conv"}}
-    with open(out.replace(".csv", ".meta.json"), "w") as handle:
-        json.dump(meta, handle, indent=2)
+    out = write_results(args.out, rows, meta)
     draw(rows, dense, out.replace(".csv", ".png"))
     print(f"wrote {out} (+ .meta.json, .png)")
-
 
 
 if __name__ == "__main__":

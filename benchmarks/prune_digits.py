@@ -22,15 +22,13 @@ import os
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 import argparse
-import csv
-import json
 import statistics
 import sys
 import time
 
 import torch
 
-from _common import RESULTS, ROOT, compile_cost, machine_info
+from _common import RESULTS, ROOT, compile_cost, machine_info, write_results
 
 sys.path.insert(0, str(ROOT))
 import nettrim  # noqa: E402
@@ -121,18 +119,11 @@ def main(argv: list[str] | None = None) -> None:
           f"drop {point['drop_points']:+.2f} points, {point['seconds']:.2f} s")
     print(f"numba first-call cost (not in the timings): {info['compile_seconds']}")
 
-    out = os.path.abspath(args.out)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
     meta = {**info, "dense_accuracy": dense, "train_seconds": {"mlp": mlp_train, "cnn": cnn_train},
             "repeats": repeats, "max_positions": args.max_positions, "target_met": met,
             "sizes": {"mlp": "64-256-256-10", "cnn": "conv 1-16-32 (3x3, BatchNorm), fc 512-64-10",
                       "calibration": len(mlp_data.x_train), "test": len(mlp_data.x_test)}}
-    with open(out.replace(".csv", ".meta.json"), "w") as handle:
-        json.dump(meta, handle, indent=2)
+    out = write_results(args.out, rows, meta)
     print(f"wrote {out}")
 
 
