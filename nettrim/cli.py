@@ -165,7 +165,7 @@ def cmd_prune(args) -> int:
             model, calib, method=args.method, mode=args.mode, epsilon=args.epsilon, gamma=args.gamma,
             sparsity=args.sparsity, layers=args.layers, solver=args.solver,
             solver_options=_solver_options(args), method_options=_json_object(args.method_options, "--method-options"),
-            progress=not args.quiet,
+            accept_infeasible=args.accept_infeasible, progress=not args.quiet,
             max_positions=args.max_positions, seed=args.seed)
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from exc
@@ -274,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--solver", default="admm", choices=["admm", "cvxpy"])
     p.add_argument("--tol", type=float, help="solver tolerance")
     p.add_argument("--max-iter", type=int, help="solver iteration cap")
+    p.add_argument("--accept-infeasible", action="store_true",
+                   help="keep a layer's result even when its solve did not meet the program "
+                        "(default: such a layer keeps its original weights)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_prune)
 

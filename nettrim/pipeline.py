@@ -43,6 +43,7 @@ MODES = ("cascade", "parallel")
 # Each layer's budget met within 5 tol = 0.5%: ample for pruning, and 3-5x fewer ADMM
 # iterations on hidden layers than the solver's own default (1e-4).
 ADMM_DEFAULTS = {"tol": 1e-3}
+_REJECT_FACTOR = 10.0  # a result whose violation exceeds this times tol is not accepted by default
 
 
 def _check_settings(method: str, mode: str, epsilon: float, gamma: float, sparsity: Any, solver: str,
@@ -142,6 +143,22 @@ def _run_method(prune_layer, task: LayerTask, sparsity: float | None, solver: st
     return prune_layer(task, sparsity=sparsity, solver=solver, solver_options=options, **method_options)
 
 
+def _unconverged(outcome: LayerOutcome, options: Mapping[str, Any]) -> bool:
+    """A solved layer that misses its program by more than the solver's tolerance allows."""
+    if outcome.status in ("optimal", "done", "skipped") or math.isnan(outcome.violation):
+        return False
+    return outcome.violation > _REJECT_FACTOR * float(options.get("tol", 1e-4))
+
+
+def _keep_original(task: LayerTask, rejected: LayerOutcome) -> LayerOutcome:
+    """The original weights in place of a result that misses its program."""
+    info = {**rejected.info, "solver_status": rejected.status, "rejected_violation": rejected.violation,
+            "rejected_nnz": int(np.count_nonzero(rejected.weight))}
+    return LayerOutcome(task.weight.copy(), None if task.bias is None else task.bias.copy(), epsilon=rejected.epsilon,
+                        status=f"kept original ({rejected.status})", iterations=rejected.iterations,
+                        violation=0.0 if task.floor == 0 else float("nan"), info=info)
+
+
 def _report(rec: LayerRecord, task: LayerTask, X: torch.Tensor, outcome: LayerOutcome, method: str,
             seconds: float) -> LayerReport:
     error_pre, error_out = _errors(rec, X, outcome.weight, outcome.bias)
@@ -167,6 +184,7 @@ def prune(
     solver: str = "admm",
     solver_options: Mapping[str, Any] | None = None,
     method_options: Mapping[str, Any] | None = None,
+    accept_infeasible: bool = False,
     progress: bool = True,
     max_positions: int | None = None,
     seed: int = 0,
@@ -208,6 +226,11 @@ def prune(
         Options of the method: ``refit`` (nettrim), ``faithful``, ``damping`` (lobs),
         ``blocksize``, ``damping`` (sparsegpt), ``accuracy_floor``, ``validation``,
         ``ridge`` (cap).
+    accept_infeasible : bool, default False
+        With a budget (no ``sparsity``), a layer whose solve ends without meeting its
+        program (violation above 10 times the solver's ``tol``) keeps its ORIGINAL weights
+        and the report says so (status ``"kept original (max_iter)"``, with the rejected
+        violation in ``info``). True keeps such results instead.
     progress : bool, default True
         Show a progress bar over the layers.
     max_positions : int, optional
@@ -254,8 +277,10 @@ def prune(
             else:
                 X, changed = rec.input, False
             task = _task(rec, X, mode, epsilon, gamma, changed)
-            outcome = _run_method(prune_layer, task, _layer_sparsity(sparsity, name), solver, options,
-                                  method_options or {})
+            layer_sparsity = _layer_sparsity(sparsity, name)
+            outcome = _run_method(prune_layer, task, layer_sparsity, solver, options, method_options or {})
+            if layer_sparsity is None and not accept_infeasible and _unconverged(outcome, options):
+                outcome = _keep_original(task, outcome)
             if mode == "cascade":  # the next layers see this one pruned
                 handle.write(torch.from_numpy(outcome.weight),
                              None if outcome.bias is None else torch.from_numpy(outcome.bias))
@@ -265,7 +290,11 @@ def prune(
             logger.info("%s: kept %.1f%% of %s, epsilon %.4g (rel %.4f), %s after %d iterations, %.2fs",
                         name, 100 * report.kept, "x".join(map(str, rec.shape)), report.epsilon,
                         report.epsilon_rel, outcome.status, outcome.iterations, report.seconds)
-            if outcome.status not in ("optimal", "done", "skipped"):
+            if outcome.status.startswith("kept original"):
+                logger.warning("layer %r: the solver did not meet the layer's program (%s, violation %.2e); "
+                               "the layer keeps its original weights (accept_infeasible=True keeps the "
+                               "result instead)", name, outcome.info["solver_status"], outcome.info["rejected_violation"])
+            elif outcome.status not in ("optimal", "done", "skipped"):
                 logger.warning("layer %r: solver ended with status %r (violation %.2e); its result is "
                                "kept, check the report", name, outcome.status, outcome.violation)
     finally:

@@ -208,3 +208,21 @@ def test_same_inputs_give_bit_identical_weights(digits, digits_model, method):
     for name in first.layers:
         assert torch.equal(first.model.get_submodule(name).weight, second.model.get_submodule(name).weight)
         assert torch.equal(first.model.get_submodule(name).bias, second.model.get_submodule(name).bias)
+
+
+def test_a_layer_whose_solve_fails_keeps_its_original_weights_unless_accepted(digits, digits_model, caplog):
+    options = {"max_iter": 2, "polish": False, "tol": 1e-4}
+    with caplog.at_level("WARNING", logger="nettrim"):
+        result = nettrim.prune(digits_model, digits.x_train, mode="parallel", epsilon=0.1, solver_options=options,
+                               progress=False)
+    rejected = [name for name, r in result.layers.items() if r.status.startswith("kept original")]
+    assert rejected and "keeps its original weights" in caplog.text
+    for name in rejected:
+        report = result.layers[name]
+        assert report.status == "kept original (max_iter)"
+        assert report.info["rejected_violation"] > 1e-3 and report.nnz_after == report.nnz_before
+        assert torch.equal(result.model.get_submodule(name).weight, digits_model.get_submodule(name).weight)
+    accepted = nettrim.prune(digits_model, digits.x_train, mode="parallel", epsilon=0.1, solver_options=options,
+                             accept_infeasible=True, progress=False)
+    assert all(r.status == "max_iter" for name, r in accepted.layers.items() if name in rejected)
+    assert any(accepted.layers[name].nnz_after < accepted.layers[name].nnz_before for name in rejected)
