@@ -101,6 +101,14 @@ def _network_outputs(model: nn.Module, batches: Sequence[torch.Tensor]) -> torch
     return torch.cat(outputs)
 
 
+def _output_error(model: nn.Module, batches: Sequence[torch.Tensor], reference: torch.Tensor | None) -> float | None:
+    """Relative error of ``model``'s outputs against ``reference`` (None without a reference)."""
+    if reference is None:
+        return None
+    outputs = _network_outputs(model, batches)
+    return None if outputs is None else _relative(outputs - reference, reference)
+
+
 def _task(rec: LayerRecord, X: torch.Tensor, mode: str, epsilon: float, gamma: float,
           input_changed: bool) -> LayerTask:
     """The layer program for the mode (see the module docstring)."""
@@ -305,8 +313,7 @@ def prune(
             found[name][0].write(torch.from_numpy(outcome.weight),
                                  None if outcome.bias is None else torch.from_numpy(outcome.bias))
 
-    pruned_out = _network_outputs(pruned, batches) if reference_out is not None else None
-    output_error = None if pruned_out is None else _relative(pruned_out - reference_out, reference_out)
+    output_error = _output_error(pruned, batches, reference_out)
     result = PruneResult(model=pruned, layers=reports, method=method, mode=mode, epsilon=float(epsilon),
                          gamma=float(gamma), sparsity=dict(sparsity) if isinstance(sparsity, Mapping) else sparsity,
                          n_calibration=sum(int(x.shape[0]) for x in batches), output_error=output_error,
@@ -370,8 +377,7 @@ def _prune_network(model: nn.Module, calib: Any, *, method: str, sparsity: Any, 
             relu=found[name][1], n_samples=0, nnz_before=nnz_before, nnz_after=int(torch.count_nonzero(weight)),
             epsilon=float("nan"), epsilon_rel=float("nan"), error_pre=error, error_out=error, iterations=0,
             status="done", violation=float("nan"), seconds=seconds, method=method, info=info)
-    pruned_out = _network_outputs(pruned, batches) if reference_out is not None else None
-    output_error = None if pruned_out is None else _relative(pruned_out - reference_out, reference_out)
+    output_error = _output_error(pruned, batches, reference_out)
     result = PruneResult(model=pruned, layers=reports, method=method, mode="neurons", epsilon=float("nan"),
                          gamma=float("nan"), sparsity=sparsity if sparsity is not None else
                          {"accuracy_floor": method_options["accuracy_floor"]},
