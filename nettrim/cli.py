@@ -10,6 +10,7 @@ import importlib
 import json
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,10 @@ logger = logging.getLogger("nettrim")
 
 class UsageError(Exception):
     """A problem with the command's inputs, reported as one line."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a run, reported as one line that says how to go on."""
 
 
 # ---------------------------------------------------------------------------- loading
@@ -156,20 +161,33 @@ def cmd_prune(args) -> int:
         raise UsageError(f"--out: directory {str(directory)!r} does not exist")
     if not os.access(directory, os.W_OK):
         raise UsageError(f"--out: directory {str(directory)!r} is not writable")
+    work_dir = Path(args.work_dir) if args.work_dir else out.with_name(out.name + ".work")
+    if args.resume and not (work_dir / "run.json").exists():
+        raise UsageError(f"--resume: {str(work_dir)!r} holds no interrupted run; pass the --work-dir of that run "
+                         "(default: --out with '.work' appended)")
     kwargs = _json_object(args.model_kwargs, "--model-kwargs")
     model = load_factory(args.model, kwargs)
     load_checkpoint(args.checkpoint, model)
     calib = load_calibration(args.calib)
+    resumable = args.method != "cap"
     try:
         result = nettrim.prune(
             model, calib, method=args.method, mode=args.mode, epsilon=args.epsilon, gamma=args.gamma,
             sparsity=args.sparsity, layers=args.layers, solver=args.solver,
             solver_options=_solver_options(args), method_options=_json_object(args.method_options, "--method-options"),
             accept_infeasible=args.accept_infeasible, progress=not args.quiet,
-            max_positions=args.max_positions, seed=args.seed)
+            max_positions=args.max_positions, seed=args.seed, work_dir=work_dir if resumable else None,
+            resume=args.resume and resumable)
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from exc
+    except KeyboardInterrupt:
+        finished = len(list(work_dir.glob("layer-*.safetensors"))) if resumable and work_dir.is_dir() else 0
+        where = (f"{finished} finished layer(s) kept in {work_dir}; run the same command with --resume to go on"
+                 if resumable else "nothing was kept (--method cap runs in one piece)")
+        raise Interrupted(f"interrupted: {where}") from None
     result.save(out)
+    if resumable and not args.work_dir:  # the default work directory has served its purpose
+        shutil.rmtree(work_dir, ignore_errors=True)
     report = args.report or nettrim.write.report_path(out)
     if args.report:
         text = json.dumps(result.to_dict(), indent=2) + "\n"
@@ -277,6 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accept-infeasible", action="store_true",
                    help="keep a layer's result even when its solve did not meet the program "
                         "(default: such a layer keeps its original weights)")
+    p.add_argument("--work-dir", help="directory that keeps every finished layer, so an interrupted run can "
+                   "--resume (default: --out with '.work' appended, removed after a successful run)")
+    p.add_argument("--resume", action="store_true",
+                   help="go on from the finished layers in the work directory (same inputs and settings)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_prune)
 
@@ -300,6 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # the command says how to resume in its own words
+        handler.addFilter(lambda record: not getattr(record, "nettrim_interrupted", False))
     if args.command == "demo" and args.epochs < 1:
         parser.error("--epochs: needs an integer >= 1")
     try:
@@ -307,6 +331,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"nettrim {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        print(f"nettrim {args.command}: {exc}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print(f"nettrim {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -34,6 +35,7 @@ from .methods import cap
 from .record import (LayerRecord, calibration_batches, capture_inputs, check_max_positions, layer_handles,
                      record_layers)
 from .result import LayerReport, PruneResult
+from .workdir import WorkDir, fingerprint
 
 __all__ = ["prune", "MODES"]
 
@@ -196,6 +198,8 @@ def prune(
     progress: bool = True,
     max_positions: int | None = None,
     seed: int = 0,
+    work_dir: str | os.PathLike | None = None,
+    resume: bool = False,
 ) -> PruneResult:
     """Prune a trained network layer by layer.
 
@@ -245,6 +249,14 @@ def prune(
         At most this many rows per layer program (seeded subsample; see :func:`nettrim.record`).
     seed : int, default 0
         Seed of that subsample.
+    work_dir : str or PathLike, optional
+        A directory where every layer is kept as soon as it is finished (see
+        :mod:`nettrim.workdir`), so that a run that stops (Ctrl-C, a kill, a crash) loses
+        at most the layer it was solving. Not for ``method='cap'``.
+    resume : bool, default False
+        Take up the finished layers found in ``work_dir`` and go on from the first
+        unfinished one. The run must have the same model, calibration data and settings
+        (checked); the weights are then bit-identical to an uninterrupted run's.
 
     Returns
     -------
@@ -253,7 +265,12 @@ def prune(
     _check_settings(method, mode, epsilon, gamma, sparsity, solver, solver_options)
     check_method_options(method, method_options)
     check_max_positions(max_positions)
+    if resume and work_dir is None:
+        raise ValueError("resume=True needs work_dir=, the directory the interrupted run kept its layers in")
     if method in NETWORK_METHODS:
+        if work_dir is not None:
+            raise ValueError(f"work_dir: method {method!r} removes neurons across the whole network in one "
+                             "piece and cannot be resumed; leave work_dir out")
         return _prune_network(model, calib, method=method, sparsity=sparsity, layers=layers,
                               method_options=dict(method_options or {}), progress=progress,
                               max_positions=max_positions, seed=seed)
@@ -266,17 +283,34 @@ def prune(
     if isinstance(sparsity, Mapping) and set(sparsity) - set(found):
         raise ValueError(f"sparsity: names {sorted(set(sparsity) - set(found))} are not among the layers being "
                          f"pruned {list(found)}")
+    store = None
+    if work_dir is not None:
+        settings = {"method": method, "mode": mode, "epsilon": epsilon, "gamma": gamma, "sparsity": sparsity,
+                    "layers": list(found), "solver": solver, "solver_options": options,
+                    "method_options": method_options or {}, "accept_infeasible": accept_infeasible,
+                    "max_positions": max_positions, "seed": seed}
+        store = WorkDir(work_dir, fingerprint(model, batches, settings), resume=resume)
     originals = record_layers(pruned, batches, found, max_positions=max_positions, seed=seed)
     reference_out = _network_outputs(pruned, batches)
 
     reports: dict[str, LayerReport] = {}
     outcomes = {}
+    restored = store.finished(list(originals)) if store is not None and resume else {}
+    if restored:
+        logger.info("resuming from %s: %d of %d layers already finished", work_dir, len(restored), len(originals))
     bar = tqdm(originals.items(), total=len(originals), desc=f"{method} {mode}", unit="layer",
                disable=not progress, leave=False)
     try:
-        for name, rec in bar:
+        for index, (name, rec) in enumerate(bar):
             layer_started = time.perf_counter()
             handle, _ = found[name]
+            if name in restored:
+                outcome, reports[name] = restored[name]
+                outcomes[name] = outcome
+                if mode == "cascade":
+                    handle.write(torch.from_numpy(outcome.weight),
+                                 None if outcome.bias is None else torch.from_numpy(outcome.bias))
+                continue
             bar.set_postfix_str(f"{name} {rec.n_samples}x{rec.n_in}x{rec.n_out}")
             if mode == "cascade":
                 X = capture_inputs(pruned, batches, {name: handle}, max_positions=max_positions,
@@ -294,6 +328,8 @@ def prune(
                              None if outcome.bias is None else torch.from_numpy(outcome.bias))
             report = _report(rec, task, X, outcome, method, time.perf_counter() - layer_started)
             reports[name], outcomes[name] = report, outcome
+            if store is not None:
+                store.save(index, outcome, report)
             bar.set_postfix_str(f"{name} kept {report.kept:.1%} {outcome.status} {outcome.iterations} it")
             logger.info("%s: kept %.1f%% of %s, epsilon %.4g (rel %.4f), %s after %d iterations, %.2fs",
                         name, 100 * report.kept, "x".join(map(str, rec.shape)), report.epsilon,
@@ -305,6 +341,12 @@ def prune(
             elif outcome.status not in ("optimal", "done", "skipped"):
                 logger.warning("layer %r: solver ended with status %r (violation %.2e); its result is "
                                "kept, check the report", name, outcome.status, outcome.violation)
+    except KeyboardInterrupt:
+        if store is not None:
+            logger.warning("interrupted with %d of %d layers finished, kept in %s; prune(..., work_dir=%r, "
+                           "resume=True) goes on from there", len(reports), len(originals), work_dir, str(work_dir),
+                           extra={"nettrim_interrupted": True})
+        raise
     finally:
         bar.close()
 
