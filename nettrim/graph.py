@@ -41,6 +41,15 @@ _TRANSPARENT_METHODS = {"view", "reshape", "flatten", "contiguous"}
 _RELU_FUNCTIONS = {F.relu, torch.relu}
 _RELU_INPLACE_FUNCTIONS = {torch.relu_, F.relu_}
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+# elementwise nonlinearities other than ReLU: the layer is pruned with the linear program
+_OTHER_ACTIVATION_MODULES = (nn.Sigmoid, nn.Tanh, nn.GELU, nn.SiLU, nn.ELU, nn.SELU, nn.CELU, nn.LeakyReLU,
+                             nn.PReLU, nn.RReLU, nn.ReLU6, nn.Softplus, nn.Mish, nn.Hardswish, nn.Hardsigmoid,
+                             nn.Hardtanh, nn.LogSigmoid, nn.Softsign, nn.Tanhshrink, nn.Softmax, nn.LogSoftmax)
+_OTHER_ACTIVATION_FUNCTIONS = {torch.sigmoid, torch.tanh, F.sigmoid, F.tanh, F.gelu, F.silu, F.elu, F.selu,
+                               F.celu, F.leaky_relu, F.prelu, F.rrelu, F.relu6, F.softplus, F.mish,
+                               F.hardswish, F.hardsigmoid, F.hardtanh, F.logsigmoid, F.softsign, F.tanhshrink,
+                               F.softmax, F.log_softmax}
+_OTHER_ACTIVATION_METHODS = {"sigmoid", "tanh", "softmax", "log_softmax"}
 
 
 @dataclass(frozen=True)
@@ -57,12 +66,18 @@ class Follower:
         How many times the layer is called in one forward pass (more than 1: shared).
     traced : bool
         False when the model could not be traced and nothing is known about the layer.
+    activation : str or None
+        A nonlinearity other than ReLU that follows the layer (``"GELU"``, ``"tanh"``,
+        ...): the layer is pruned with the linear program, which keeps the pre-activation
+        within ``epsilon`` and so the output within ``L * epsilon`` for an ``L``-Lipschitz
+        activation.
     """
 
     relu: bool
     batchnorm: str | None = None
     calls: int = 1
     traced: bool = True
+    activation: str | None = None
 
 
 def _is_relu(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[bool, bool]:
@@ -78,6 +93,17 @@ def _is_relu(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[bool, bool]:
     if node.op == "call_method" and node.target in ("relu", "relu_"):
         return True, node.target == "relu_"
     return False, False
+
+
+def _other_activation(node: fx.Node, modules: dict[str, nn.Module]) -> str | None:
+    """The name of a non-ReLU nonlinearity at ``node``, or None."""
+    if node.op == "call_module" and isinstance(modules.get(node.target), _OTHER_ACTIVATION_MODULES):
+        return type(modules[node.target]).__name__
+    if node.op == "call_function" and node.target in _OTHER_ACTIVATION_FUNCTIONS:
+        return getattr(node.target, "__name__", str(node.target))
+    if node.op == "call_method" and node.target in _OTHER_ACTIVATION_METHODS:
+        return str(node.target)
+    return None
 
 
 def _is_transparent(node: fx.Node, modules: dict[str, nn.Module], source: fx.Node) -> bool:
@@ -112,7 +138,7 @@ def _follow(node: fx.Node, modules: dict[str, nn.Module], order: dict[fx.Node, i
         if first and user.op == "call_module" and isinstance(modules.get(user.target), _BATCHNORMS):
             batchnorm = user.target
         elif not _is_transparent(user, modules, current):
-            return Follower(relu=False, batchnorm=batchnorm)
+            return Follower(relu=False, batchnorm=batchnorm, activation=_other_activation(user, modules))
         current, first = user, False
 
 

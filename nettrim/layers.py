@@ -65,12 +65,15 @@ class LayerHandle:
     module : nn.Linear or nn.Conv2d
     batchnorm : nn.BatchNorm1d or nn.BatchNorm2d or None
     batchnorm_name : str or None
+    activation : str or None
+        A nonlinearity other than ReLU after the layer (it is then pruned as linear).
     """
 
     name: str
     module: nn.Module
     batchnorm: nn.Module | None = None
     batchnorm_name: str | None = None
+    activation: str | None = None
 
     @property
     def kind(self) -> str:

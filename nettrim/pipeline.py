@@ -32,8 +32,9 @@ from solvers import METHODS as SOLVERS
 
 from .methods import NETWORK_METHODS, LayerOutcome, LayerTask, check_method_options, get_method
 from .methods import cap
+from .graph import analyse
 from .record import (LayerRecord, calibration_batches, capture_inputs, check_max_positions, layer_handles,
-                     record_layers)
+                     left_dense, record_layers)
 from .result import LayerReport, PruneResult
 from .workdir import WorkDir, fingerprint
 
@@ -279,7 +280,9 @@ def prune(
     started = time.perf_counter()
     batches = calibration_batches(calib)
     pruned = copy.deepcopy(model)
-    found = layer_handles(pruned, layers)
+    followers = analyse(pruned)
+    dense = left_dense(pruned, layers, followers)
+    found = layer_handles(pruned, layers, followers)
     if isinstance(sparsity, Mapping) and set(sparsity) - set(found):
         raise ValueError(f"sparsity: names {sorted(set(sparsity) - set(found))} are not among the layers being "
                          f"pruned {list(found)}")
@@ -326,6 +329,8 @@ def prune(
             if mode == "cascade":  # the next layers see this one pruned
                 handle.write(torch.from_numpy(outcome.weight),
                              None if outcome.bias is None else torch.from_numpy(outcome.bias))
+            if handle.activation:
+                outcome.info["activation"] = handle.activation
             report = _report(rec, task, X, outcome, method, time.perf_counter() - layer_started)
             reports[name], outcomes[name] = report, outcome
             if store is not None:
@@ -359,7 +364,7 @@ def prune(
     result = PruneResult(model=pruned, layers=reports, method=method, mode=mode, epsilon=float(epsilon),
                          gamma=float(gamma), sparsity=dict(sparsity) if isinstance(sparsity, Mapping) else sparsity,
                          n_calibration=sum(int(x.shape[0]) for x in batches), output_error=output_error,
-                         seconds=time.perf_counter() - started)
+                         seconds=time.perf_counter() - started, left_dense=dense)
     logger.info("pruned %d layers in %s mode: %.1f%% of the weights kept, output error %s, %.2fs",
                 len(reports), mode, 100 * result.kept, output_error, result.seconds)
     return result

@@ -147,6 +147,9 @@ class PruneResult:
         (None when the model's output is not a tensor).
     seconds : float
         Wall time of the whole prune.
+    left_dense : dict
+        Layers with weights that were not pruned because the program does not cover them
+        (grouped convolutions, shared layers, recurrent layers, ...), with the reason.
     """
 
     model: nn.Module
@@ -159,6 +162,7 @@ class PruneResult:
     n_calibration: int
     output_error: float | None
     seconds: float
+    left_dense: dict[str, str] = field(default_factory=dict)
 
     # --------------------------------------------------------------- numbers
     @property
@@ -198,7 +202,8 @@ class PruneResult:
                 "n_calibration": self.n_calibration, "output_error": self.output_error,
                 "seconds": self.seconds, "kept": self.kept, "nnz_before": self.nnz_before,
                 "nnz_after": self.nnz_after, "sizes": self.sizes(),
-                "layers": [report.to_dict() for report in self.layers.values()]}
+                "layers": [report.to_dict() for report in self.layers.values()],
+                "left_dense": dict(self.left_dense)}
 
     def summary(self) -> str:
         """The per-layer report as a text table."""
@@ -239,5 +244,7 @@ def summary_from_dict(report: dict[str, Any]) -> str:
         before = f" (was {_fmt_bytes(was)})" if was != sizes["dense"] else ""
         footer.append(f"size of the pruned layers: dense {_fmt_bytes(sizes['dense'])}{before}, "
                       f"CSR {_fmt_bytes(sizes['csr'])} ({sizes['csr'] / sizes['dense']:.1%})")
+    for name, reason in (report.get("left_dense") or {}).items():
+        footer.append(f"left dense: {name} ({reason})")
     footer.append(f"time: {report['seconds']:.2f} s")
     return format_table(header, report["layers"], footer)

@@ -1,0 +1,86 @@
+"""Layers the program does not cover are left dense and listed; other nonlinearities are warned about."""
+import logging
+
+import pytest
+import torch
+from torch import nn
+
+import nettrim
+from nettrim.graph import analyse
+
+
+class Mixed(nn.Module):
+    """A grouped conv, a shared Linear, a GRU and a GELU, next to ordinary ReLU layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.grouped = nn.Conv2d(4, 4, 3, padding=1, groups=2)
+        self.fc = nn.Linear(4 * 16, 8)
+        self.shared = nn.Linear(8, 8)
+        self.gru = nn.GRU(8, 8, batch_first=True)
+        self.gelu_fc = nn.Linear(8, 8)
+        self.out = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        h = torch.relu(self.grouped(h))
+        h = torch.relu(self.fc(torch.flatten(h, 1)))
+        h = torch.relu(self.shared(torch.relu(self.shared(h))))
+        h = h + self.gru(h.unsqueeze(1))[0].squeeze(1)
+        h = nn.functional.gelu(self.gelu_fc(h))
+        return self.out(h)
+
+
+def test_uncovered_layers_are_left_dense_and_listed(caplog):
+    torch.manual_seed(0)
+    model = Mixed().eval()
+    x = torch.randn(64, 2, 4, 4)
+    with caplog.at_level(logging.WARNING, logger="nettrim"):
+        result = nettrim.prune(model, x, epsilon=0.1, progress=False)
+    assert result.left_dense == {
+        "grouped": "grouped convolution (groups=2)",
+        "shared": "called 2 times per forward pass (shared weights)",
+        "gru": "GRU is not covered by the program (Linear and Conv2d are)"}
+    assert list(result.layers) == ["conv", "fc", "gelu_fc", "out"]
+    for name in result.left_dense:  # untouched
+        for key, value in model.get_submodule(name).state_dict().items():
+            assert torch.equal(result.model.get_submodule(name).state_dict()[key], value), (name, key)
+    assert "layer 'grouped' is left dense: grouped convolution" in caplog.text
+    assert "left dense: gru (GRU is not covered" in result.summary()
+    assert result.to_dict()["left_dense"] == result.left_dense
+
+
+def test_a_layer_named_but_not_covered_is_listed_not_pruned():
+    model = Mixed().eval()
+    result = nettrim.prune(model, torch.randn(16, 2, 4, 4), layers=["grouped", "fc"], progress=False)
+    assert list(result.layers) == ["fc"] and list(result.left_dense) == ["grouped"]
+    with pytest.raises(ValueError, match=r"none of its layers can be pruned \(grouped: grouped convolution"):
+        nettrim.prune(model, torch.randn(16, 2, 4, 4), layers=["grouped"], progress=False)
+
+
+@pytest.mark.parametrize("activation, name", [(nn.Tanh(), "Tanh"), (nn.GELU(), "GELU"), (torch.sigmoid, "sigmoid"),
+                                              (nn.LeakyReLU(0.1), "LeakyReLU")])
+def test_other_nonlinearities_give_the_linear_program_with_a_warning(caplog, activation, name):
+    if isinstance(activation, nn.Module):
+        model = nn.Sequential(nn.Linear(5, 6), nn.Dropout(0.1), activation, nn.Linear(6, 2))
+    else:
+        model = _Functional(activation)
+    follower = analyse(model)["0"]
+    assert not follower.relu and follower.activation == name
+    with caplog.at_level(logging.WARNING, logger="nettrim"):
+        result = nettrim.prune(model.eval(), torch.randn(40, 5), epsilon=0.1, progress=False)
+    assert f"layer '0' is followed by {name}, not a ReLU" in caplog.text
+    assert not result.layers["0"].relu and result.layers["0"].info["activation"] == name
+    assert result.layers["0"].error_pre <= 0.1 * 1.01
+
+
+class _Functional(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+        self.add_module("0", nn.Linear(5, 6))
+        self.add_module("1", nn.Linear(6, 2))
+
+    def forward(self, x):
+        return getattr(self, "1")(self.fn(getattr(self, "0")(x)))
