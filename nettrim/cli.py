@@ -55,6 +55,12 @@ def load_factory(spec: str, kwargs: dict[str, Any] | None = None):
     return model
 
 
+def _reason(exc: BaseException) -> str:
+    """An exception as one short line: its type and the first line of its message."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 def load_checkpoint(path: str, model) -> None:
     """Load a state_dict checkpoint (``weights_only=True``) into ``model``, strictly."""
     import torch
@@ -65,7 +71,7 @@ def load_checkpoint(path: str, model) -> None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise UsageError(f"--checkpoint: {path!r} cannot be read as a plain state_dict with weights_only=True "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); save it with "
+                         f"({_reason(exc)}); save it with "
                          "torch.save(model.state_dict(), path)") from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
@@ -113,7 +119,7 @@ def load_calibration(path: str):
     except UsageError:
         raise
     except Exception as exc:
-        raise UsageError(f"--calib: cannot read {path!r} ({type(exc).__name__}: {exc})") from exc
+        raise UsageError(f"--calib: cannot read {path!r} ({_reason(exc)})") from exc
     if isinstance(data, dict):
         key = next((k for k in ("x", "inputs", "calib") if k in data), None)
         if key is None:
@@ -227,9 +233,17 @@ def cmd_report(args) -> int:
         raise UsageError(f"no file {args.path!r}")
     try:
         report = read_report(args.path)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{args.path!r}: the nettrim report in its metadata is damaged ({_reason(exc)}); "
+                         "the weights can still be read with nettrim.load") from exc
     except Exception as exc:
-        raise UsageError(f"{args.path!r} is not a safetensors file ({exc})") from exc
-    print(summary_from_dict(report) if report else _report_from_tensors(args.path))
+        raise UsageError(f"{args.path!r} is not a safetensors file ({_reason(exc)})") from exc
+    try:
+        text = summary_from_dict(report) if report else _report_from_tensors(args.path)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UsageError(f"{args.path!r}: its report or tensors cannot be read ({_reason(exc)}); "
+                         "was it written by nettrim?") from exc
+    print(text)
     return 0
 
 
