@@ -394,6 +394,11 @@ def record_layers(model: nn.Module, batches: Sequence[torch.Tensor], found: dict
     for name, (rows, n_total, subset) in captured.items():
         handle, relu = found[name]
         weight, bias = handle.folded()
+        if not torch.isfinite(weight).all() or (bias is not None and not torch.isfinite(bias).all()):
+            raise ValueError(f"layer {name!r}: its weights hold NaN or Inf; check the checkpoint")
+        if not torch.isfinite(rows).all():
+            raise ValueError(f"layer {name!r}: its input holds NaN or Inf on the calibration data (an earlier "
+                             "layer overflows or has non-finite weights); check the checkpoint and the inputs' scale")
         pre = rows.double() @ weight.T
         if bias is not None:
             pre += bias

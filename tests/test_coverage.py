@@ -84,3 +84,16 @@ class _Functional(nn.Module):
 
     def forward(self, x):
         return getattr(self, "1")(self.fn(getattr(self, "0")(x)))
+
+
+def test_non_finite_weights_or_activations_name_the_layer():
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3), nn.ReLU(), nn.Linear(3, 2))
+    with torch.no_grad():
+        model[2].weight[0, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"layer '2': its weights hold NaN or Inf"):
+        nettrim.prune(model, torch.ones(8, 4), progress=False)
+    with torch.no_grad():
+        model[2].weight[0, 0] = 1.0
+        model[0].weight.fill_(1e38)  # overflows in float32
+    with pytest.raises(ValueError, match=r"layer '2': its input holds NaN or Inf"):
+        nettrim.prune(model, torch.ones(8, 4), progress=False)
