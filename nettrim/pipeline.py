@@ -36,6 +36,7 @@ from .graph import analyse
 from .record import (LayerRecord, calibration_batches, capture_inputs, check_max_positions, layer_handles,
                      left_dense, record_layers)
 from .result import LayerReport, PruneResult
+from .executors import open_executor
 from .workdir import WorkDir, fingerprint
 
 __all__ = ["prune", "MODES"]
@@ -170,6 +171,25 @@ def _keep_original(task: LayerTask, rejected: LayerOutcome) -> LayerOutcome:
                         violation=0.0 if task.floor == 0 else float("nan"), info=info)
 
 
+def _timed(run: Any, *args: Any) -> tuple[LayerOutcome, float]:
+    """``run(*args)`` and the seconds it took (measured where it runs)."""
+    started = time.perf_counter()
+    return run(*args), time.perf_counter() - started
+
+
+def _log_layer(name: str, rec: LayerRecord, report: LayerReport, outcome: LayerOutcome) -> None:
+    logger.info("%s: kept %.1f%% of %s, epsilon %.4g (rel %.4f), %s after %d iterations, %.2fs",
+                name, 100 * report.kept, "x".join(map(str, rec.shape)), report.epsilon,
+                report.epsilon_rel, outcome.status, outcome.iterations, report.seconds)
+    if outcome.status.startswith("kept original"):
+        logger.warning("layer %r: the solver did not meet the layer's program (%s, violation %.2e); "
+                       "the layer keeps its original weights (accept_infeasible=True keeps the "
+                       "result instead)", name, outcome.info["solver_status"], outcome.info["rejected_violation"])
+    elif outcome.status not in ("optimal", "done", "skipped"):
+        logger.warning("layer %r: solver ended with status %r (violation %.2e); its result is "
+                       "kept, check the report", name, outcome.status, outcome.violation)
+
+
 def _report(rec: LayerRecord, task: LayerTask, X: torch.Tensor, outcome: LayerOutcome, method: str,
             seconds: float) -> LayerReport:
     error_pre, error_out = _errors(rec, X, outcome.weight, outcome.bias)
@@ -201,6 +221,7 @@ def prune(
     seed: int = 0,
     work_dir: str | os.PathLike | None = None,
     resume: bool = False,
+    executor: Any = None,
 ) -> PruneResult:
     """Prune a trained network layer by layer.
 
@@ -258,6 +279,12 @@ def prune(
         Take up the finished layers found in ``work_dir`` and go on from the first
         unfinished one. The run must have the same model, calibration data and settings
         (checked); the weights are then bit-identical to an uninterrupted run's.
+    executor : None, 'processes', dask.distributed.Client or str, optional
+        Where the layer solves run (:mod:`nettrim.executors`): in this process (None), a
+        local pool of processes, a Dask cluster, or a Dask scheduler address
+        (``"tcp://host:8786"``). In parallel mode the layers are solved side by side; in
+        cascade mode one after the other (each needs the previous one's weights). The
+        weights equal the in-process run's to the solver's tolerance.
 
     Returns
     -------
@@ -301,10 +328,33 @@ def prune(
     restored = store.finished(list(originals)) if store is not None and resume else {}
     if restored:
         logger.info("resuming from %s: %d of %d layers already finished", work_dir, len(restored), len(originals))
-    bar = tqdm(originals.items(), total=len(originals), desc=f"{method} {mode}", unit="layer",
-               disable=not progress, leave=False)
+    runner = open_executor(executor)
+    if executor is not None:
+        logger.info("layers solved on %s", runner.description)
+    bar = tqdm(total=len(originals), desc=f"{method} {mode}", unit="layer", disable=not progress, leave=False)
+
+    def finish(index: int, name: str, task: LayerTask, X: torch.Tensor, future: Any, prepared: float) -> None:
+        """Take a layer's outcome: check it, write it (cascade), report, keep it (work_dir)."""
+        rec, handle = originals[name], found[name][0]
+        outcome, solve_seconds = future.result()
+        if _layer_sparsity(sparsity, name) is None and not accept_infeasible and _unconverged(outcome, options):
+            outcome = _keep_original(task, outcome)
+        if mode == "cascade":  # the next layers see this one pruned
+            handle.write(torch.from_numpy(outcome.weight),
+                         None if outcome.bias is None else torch.from_numpy(outcome.bias))
+        if handle.activation:
+            outcome.info["activation"] = handle.activation
+        report = _report(rec, task, X, outcome, method, prepared + solve_seconds)
+        reports[name], outcomes[name] = report, outcome
+        if store is not None:
+            store.save(index, outcome, report)
+        bar.update(1)
+        bar.set_postfix_str(f"{name} kept {report.kept:.1%} {outcome.status} {outcome.iterations} it")
+        _log_layer(name, rec, report, outcome)
+
     try:
-        for index, (name, rec) in enumerate(bar):
+        pending = []
+        for index, (name, rec) in enumerate(originals.items()):
             layer_started = time.perf_counter()
             handle, _ = found[name]
             if name in restored:
@@ -313,6 +363,7 @@ def prune(
                 if mode == "cascade":
                     handle.write(torch.from_numpy(outcome.weight),
                                  None if outcome.bias is None else torch.from_numpy(outcome.bias))
+                bar.update(1)
                 continue
             bar.set_postfix_str(f"{name} {rec.n_samples}x{rec.n_in}x{rec.n_out}")
             if mode == "cascade":
@@ -322,31 +373,17 @@ def prune(
             else:
                 X, changed = rec.input, False
             task = _task(rec, X, mode, epsilon, gamma, changed)
-            layer_sparsity = _layer_sparsity(sparsity, name)
-            outcome = _run_method(prune_layer, task, layer_sparsity, solver, options, method_options or {})
-            if layer_sparsity is None and not accept_infeasible and _unconverged(outcome, options):
-                outcome = _keep_original(task, outcome)
-            if mode == "cascade":  # the next layers see this one pruned
-                handle.write(torch.from_numpy(outcome.weight),
-                             None if outcome.bias is None else torch.from_numpy(outcome.bias))
-            if handle.activation:
-                outcome.info["activation"] = handle.activation
-            report = _report(rec, task, X, outcome, method, time.perf_counter() - layer_started)
-            reports[name], outcomes[name] = report, outcome
-            if store is not None:
-                store.save(index, outcome, report)
-            bar.set_postfix_str(f"{name} kept {report.kept:.1%} {outcome.status} {outcome.iterations} it")
-            logger.info("%s: kept %.1f%% of %s, epsilon %.4g (rel %.4f), %s after %d iterations, %.2fs",
-                        name, 100 * report.kept, "x".join(map(str, rec.shape)), report.epsilon,
-                        report.epsilon_rel, outcome.status, outcome.iterations, report.seconds)
-            if outcome.status.startswith("kept original"):
-                logger.warning("layer %r: the solver did not meet the layer's program (%s, violation %.2e); "
-                               "the layer keeps its original weights (accept_infeasible=True keeps the "
-                               "result instead)", name, outcome.info["solver_status"], outcome.info["rejected_violation"])
-            elif outcome.status not in ("optimal", "done", "skipped"):
-                logger.warning("layer %r: solver ended with status %r (violation %.2e); its result is "
-                               "kept, check the report", name, outcome.status, outcome.violation)
+            future = runner.submit(_timed, _run_method, prune_layer, task, _layer_sparsity(sparsity, name), solver,
+                                   options, method_options or {})
+            pending.append((index, name, task, X, future, time.perf_counter() - layer_started))
+            if mode == "cascade" or executor is None:  # the next layer needs this one's weights / nothing to gain
+                finish(*pending.pop())
+        while pending:  # parallel mode on an executor: the layers were solved side by side
+            finish(*pending.pop(0))
     except KeyboardInterrupt:
+        for item in pending:  # keep what the workers had finished
+            if item[4].done() and not item[4].cancelled() and item[4].exception() is None:
+                finish(*item)
         if store is not None:
             logger.warning("interrupted with %d of %d layers finished, kept in %s; prune(..., work_dir=%r, "
                            "resume=True) goes on from there", len(reports), len(originals), work_dir, str(work_dir),
@@ -354,6 +391,7 @@ def prune(
         raise
     finally:
         bar.close()
+        runner.close()
 
     if mode == "parallel":  # every layer was solved on original signals: write them all now
         for name, outcome in outcomes.items():
