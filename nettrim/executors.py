@@ -32,9 +32,13 @@ _CONNECT_TIMEOUT = "10s"  # to reach a scheduler given by its address
 
 
 class Executor:
-    """Runs ``fn(*args)`` somewhere and gives a future; see the module docstring."""
+    """Runs ``fn(*args)`` somewhere and gives a future; see the module docstring.
+
+    ``n_workers`` is how many tasks run at once (what a layer split by neuron is cut into).
+    """
 
     description = "in process"
+    n_workers = 1
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
         future: Future = Future()
@@ -45,6 +49,9 @@ class Executor:
                 raise
             future.set_exception(exc)
         return future
+
+    def release(self) -> None:
+        """Drop data kept for the tasks submitted so far (a Dask executor's scattered data)."""
 
     def close(self) -> None:
         pass
@@ -68,7 +75,7 @@ def _one_thread_each() -> None:
 
 class _Processes(Executor):
     def __init__(self, max_workers: int | None = None) -> None:
-        self.max_workers = max_workers or os.cpu_count() or 1
+        self.max_workers = self.n_workers = max_workers or os.cpu_count() or 1
         self.pool = ProcessPoolExecutor(max_workers=self.max_workers, mp_context=multiprocessing.get_context("spawn"),
                                         initializer=_one_thread_each)
         self.description = f"a local pool of {self.max_workers} processes"
@@ -85,22 +92,30 @@ class _Dask(Executor):
 
     def __init__(self, client: Any, owned: bool) -> None:
         self.client, self.owned = client, owned
-        n_workers = len(client.scheduler_info().get("workers", {}))
-        self.description = f"Dask at {client.scheduler.address} ({n_workers} workers)"
+        self.n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+        self.description = f"Dask at {client.scheduler.address} ({self.n_workers} workers)"
+        self._scattered: dict[int, tuple[Any, Any]] = {}  # id -> (value, its future): each goes once
         logger.info("Dask dashboard: %s", client.dashboard_link)
 
     def _ship(self, value: Any) -> Any:
         nbytes = getattr(value, "nbytes", None)
         if nbytes is None and hasattr(value, "X"):  # a LayerTask: its arrays
             nbytes = sum(getattr(getattr(value, key, None), "nbytes", 0) for key in ("X", "Y", "upper"))
-        if nbytes and nbytes > self._SCATTER_BYTES:
-            return self.client.scatter(value, hash=False)
-        return value
+        if not nbytes or nbytes <= self._SCATTER_BYTES:
+            return value
+        if id(value) not in self._scattered:
+            self._scattered[id(value)] = (value, self.client.scatter(value, hash=False))
+        return self._scattered[id(value)][1]
+
+    def release(self) -> None:
+        """Forget the scattered data (the workers drop it once no task needs it)."""
+        self._scattered.clear()
 
     def submit(self, fn, *args):
         return self.client.submit(fn, *[self._ship(arg) for arg in args], pure=False)
 
     def close(self) -> None:
+        self.release()
         if self.owned:
             self.client.close()
 

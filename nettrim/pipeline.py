@@ -114,21 +114,31 @@ def _output_error(model: nn.Module, batches: Sequence[torch.Tensor], reference: 
 
 
 def _task(rec: LayerRecord, X: torch.Tensor, mode: str, epsilon: float, gamma: float,
-          input_changed: bool) -> LayerTask:
-    """The layer program for the mode (see the module docstring)."""
+          input_changed: bool, per_neuron: bool = False) -> LayerTask:
+    """The layer program for the mode (see the module docstring).
+
+    With ``per_neuron`` every output neuron gets its own budget, ``epsilon ||Y_m||`` on
+    original signals and ``sqrt(gamma) e_m`` in cascade mode; the squares add up to the
+    layer budget of the same mode, so the layer guarantee is kept.
+    """
     Y = rec.output
     weight = rec.weight.numpy()
     bias = None if rec.bias is None else rec.bias.numpy()
-    scale = float(torch.linalg.vector_norm(Y))
+
+    def norm(values: torch.Tensor) -> float | np.ndarray:
+        if per_neuron:
+            return torch.linalg.vector_norm(values, dim=0).numpy()
+        return float(torch.linalg.vector_norm(values))
+
     if mode == "parallel" or not input_changed:
-        return LayerTask(rec.name, X.numpy(), Y.numpy(), rec.relu, weight, bias, budget=epsilon * scale)
+        return LayerTask(rec.name, X.numpy(), Y.numpy(), rec.relu, weight, bias, budget=epsilon * norm(Y))
     response = X.double() @ rec.weight.T
     if rec.bias is not None:
         response += rec.bias
     residual = response - Y
     if rec.relu:
         residual = torch.where(Y > 0, residual, torch.zeros_like(residual))
-    error = float(torch.linalg.vector_norm(residual))
+    error = norm(residual)
     upper = response.numpy() if rec.relu else None
     return LayerTask(rec.name, X.numpy(), Y.numpy(), rec.relu, weight, bias, budget=math.sqrt(gamma) * error,
                      floor=error, upper=upper)
@@ -168,13 +178,63 @@ def _keep_original(task: LayerTask, rejected: LayerOutcome) -> LayerOutcome:
             "rejected_nnz": int(np.count_nonzero(rejected.weight))}
     return LayerOutcome(task.weight.copy(), None if task.bias is None else task.bias.copy(), epsilon=rejected.epsilon,
                         status=f"kept original ({rejected.status})", iterations=rejected.iterations,
-                        violation=0.0 if task.floor == 0 else float("nan"), info=info)
+                        violation=0.0 if not np.any(task.floor) else float("nan"), info=info)
 
 
 def _timed(run: Any, *args: Any) -> tuple[LayerOutcome, float]:
     """``run(*args)`` and the seconds it took (measured where it runs)."""
     started = time.perf_counter()
     return run(*args), time.perf_counter() - started
+
+
+def _timed_block(run: Any, prune_layer: Any, task: LayerTask, index: np.ndarray, *args: Any
+                 ) -> tuple[LayerOutcome, float]:
+    """:func:`_timed` on the neurons ``index`` of ``task`` (cut where it runs, so that a
+    task sent once to a worker serves every block)."""
+    return _timed(run, prune_layer, task.neurons(index), *args)
+
+
+class _Blocks:
+    """The blocks of neurons of one layer, solved apart, seen as one future."""
+
+    def __init__(self, task: LayerTask, parts: list[tuple[np.ndarray, Any]]) -> None:
+        self.task, self.parts = task, parts
+
+    def done(self) -> bool:
+        return all(future.done() for _, future in self.parts)
+
+    def cancelled(self) -> bool:
+        return any(future.cancelled() for _, future in self.parts)
+
+    def exception(self) -> BaseException | None:
+        return next((exc for exc in (future.exception() for _, future in self.parts) if exc is not None), None)
+
+    def result(self) -> tuple[LayerOutcome, float]:
+        """The layer's outcome: the blocks' rows put together, its violation measured on the
+        whole layer, the wall time of the slowest block."""
+        from solvers import LayerProblem
+
+        task = self.task
+        results = [(index, future.result()) for index, future in self.parts]
+        weight = np.zeros(task.weight.shape, dtype=results[0][1][0].weight.dtype)
+        bias = None if task.bias is None else np.zeros(task.bias.shape, dtype=weight.dtype)
+        for index, (outcome, _) in results:
+            weight[index] = outcome.weight
+            if bias is not None:
+                bias[index] = outcome.bias
+        outcomes = [outcome for _, (outcome, _) in results]
+        statuses = [outcome.status for outcome in outcomes]
+        status = next((status for status in statuses if status not in ("optimal", "done")), statuses[0])
+        problem = LayerProblem(task.X, task.Y, task.budget, relu=task.relu, upper=task.upper,
+                               fit_bias=task.bias is not None)
+        seconds = [elapsed for _, (_, elapsed) in results]
+        info = {"per_neuron": True, "blocks": len(results), "block_seconds": sum(seconds),
+                "primal_residual": max(o.info.get("primal_residual", float("nan")) for o in outcomes),
+                "dual_residual": max(o.info.get("dual_residual", float("nan")) for o in outcomes)}
+        merged = LayerOutcome(weight, bias, epsilon=task.layer_budget, status=status,
+                              iterations=max(outcome.iterations for outcome in outcomes),
+                              violation=problem.violation(weight, bias), info=info)
+        return merged, max(seconds)
 
 
 def _log_layer(name: str, rec: LayerRecord, report: LayerReport, outcome: LayerOutcome) -> None:
@@ -222,6 +282,7 @@ def prune(
     work_dir: str | os.PathLike | None = None,
     resume: bool = False,
     executor: Any = None,
+    split: str | None = None,
 ) -> PruneResult:
     """Prune a trained network layer by layer.
 
@@ -285,6 +346,12 @@ def prune(
         (``"tcp://host:8786"``). In parallel mode the layers are solved side by side; in
         cascade mode one after the other (each needs the previous one's weights). The
         weights equal the in-process run's to the solver's tolerance.
+    split : {None, 'neuron'}, default None
+        ``'neuron'`` gives every output neuron its own budget (``epsilon ||Y_m||`` on
+        original signals, ``sqrt(gamma) e_m`` in cascade mode; their squares add up to the
+        layer budget, so the layer guarantee holds) and, with an ``executor``, cuts each
+        layer into as many blocks of neurons as there are workers, solved side by side
+        (in cascade mode too). Net-Trim with a budget only (no ``sparsity``).
 
     Returns
     -------
@@ -293,6 +360,11 @@ def prune(
     _check_settings(method, mode, epsilon, gamma, sparsity, solver, solver_options)
     check_method_options(method, method_options)
     check_max_positions(max_positions)
+    if split not in (None, "neuron"):
+        raise ValueError(f"split: got {split!r}, needs None (one budget per layer) or 'neuron' (one per neuron)")
+    if split == "neuron" and (method != "nettrim" or sparsity is not None):
+        raise ValueError("split='neuron' gives each neuron a share of the budget epsilon: it needs method='nettrim' "
+                         "and no sparsity=")
     if resume and work_dir is None:
         raise ValueError("resume=True needs work_dir=, the directory the interrupted run kept its layers in")
     if method in NETWORK_METHODS:
@@ -318,7 +390,7 @@ def prune(
         settings = {"method": method, "mode": mode, "epsilon": epsilon, "gamma": gamma, "sparsity": sparsity,
                     "layers": list(found), "solver": solver, "solver_options": options,
                     "method_options": method_options or {}, "accept_infeasible": accept_infeasible,
-                    "max_positions": max_positions, "seed": seed}
+                    "max_positions": max_positions, "seed": seed, "split": split}
         store = WorkDir(work_dir, fingerprint(model, batches, settings), resume=resume)
     originals = record_layers(pruned, batches, found, max_positions=max_positions, seed=seed)
     reference_out = _network_outputs(pruned, batches)
@@ -372,12 +444,19 @@ def prune(
                 changed = not torch.equal(X, rec.input)
             else:
                 X, changed = rec.input, False
-            task = _task(rec, X, mode, epsilon, gamma, changed)
-            future = runner.submit(_timed, _run_method, prune_layer, task, _layer_sparsity(sparsity, name), solver,
-                                   options, method_options or {})
+            task = _task(rec, X, mode, epsilon, gamma, changed, per_neuron=split == "neuron")
+            arguments = (_layer_sparsity(sparsity, name), solver, options, method_options or {})
+            blocks = min(runner.n_workers, rec.n_out) if split == "neuron" else 1
+            if blocks > 1:
+                future = _Blocks(task, [(index, runner.submit(_timed_block, _run_method, prune_layer, task, index,
+                                                              *arguments))
+                                        for index in np.array_split(np.arange(rec.n_out), blocks)])
+            else:
+                future = runner.submit(_timed, _run_method, prune_layer, task, *arguments)
             pending.append((index, name, task, X, future, time.perf_counter() - layer_started))
             if mode == "cascade" or executor is None:  # the next layer needs this one's weights / nothing to gain
                 finish(*pending.pop())
+                runner.release()
         while pending:  # parallel mode on an executor: the layers were solved side by side
             finish(*pending.pop(0))
     except KeyboardInterrupt:

@@ -41,3 +41,14 @@ def digits_model(digits):
     from nettrim.examples import digits_mlp, train
 
     return train(digits_mlp((32, 24)), digits.x_train, digits.y_train, epochs=15, seed=0)
+
+
+@pytest.fixture(scope="session")
+def dask_cluster():
+    """A Dask LocalCluster on loopback with two single-threaded worker processes."""
+    import logging
+
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                                  dashboard_address=None, silence_logs=logging.ERROR) as cluster:
+        yield cluster

@@ -24,11 +24,9 @@ def _close_weights(a, b, layers):
         assert report.status == b.layers[name].status
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None, silence_logs=logging.ERROR) as cluster:
-        yield cluster
+@pytest.fixture
+def cluster(dask_cluster):
+    return dask_cluster
 
 
 def test_process_pool_parallel_mode_matches_in_process(digits, digits_model):

@@ -33,9 +33,10 @@ class LayerTask:
         The original (BatchNorm-folded) weight.
     bias : ndarray, shape (n_out,), float64, or None
         The original folded bias; None when the layer can have no bias.
-    budget : float
-        The absolute ``epsilon`` the mode gives this layer.
-    floor : float
+    budget : float or ndarray, shape (n_out,)
+        The absolute ``epsilon`` the mode gives this layer (one per output neuron when the
+        layer is split by neuron).
+    floor : float or ndarray, shape (n_out,)
         The smallest ``epsilon`` at which the original weights are feasible: 0 on original
         signals, the error they carry on the pruned input in cascade mode.
     upper : ndarray, shape (n_samples, n_out), or None
@@ -48,14 +49,37 @@ class LayerTask:
     relu: bool
     weight: np.ndarray
     bias: np.ndarray | None
-    budget: float
-    floor: float = 0.0
+    budget: float | np.ndarray
+    floor: float | np.ndarray = 0.0
     upper: np.ndarray | None = None
 
     @property
     def scale(self) -> float:
         """``||Y||_F``, the unit of the relative ``epsilon``."""
         return float(np.linalg.norm(self.Y))
+
+    @property
+    def per_neuron(self) -> bool:
+        """Whether each output neuron has its own budget."""
+        return np.ndim(self.budget) == 1
+
+    @property
+    def layer_budget(self) -> float:
+        """The layer's budget: ``budget``, or ``sqrt(sum budget_m^2)`` for per-neuron budgets."""
+        return float(np.sqrt(np.sum(np.square(self.budget))))
+
+    def neurons(self, index: np.ndarray) -> "LayerTask":
+        """The same program restricted to the output neurons ``index`` (per-neuron budgets:
+        the neurons' programs are independent)."""
+        if not self.per_neuron:
+            raise ValueError(f"layer {self.name!r}: only a layer with per-neuron budgets splits into neurons")
+
+        def rows(value):
+            return value[index] if np.ndim(value) == 1 else value
+
+        return LayerTask(self.name, self.X, self.Y[:, index], self.relu, self.weight[index],
+                         None if self.bias is None else self.bias[index], budget=self.budget[index],
+                         floor=rows(self.floor), upper=None if self.upper is None else self.upper[:, index])
 
 
 @dataclass

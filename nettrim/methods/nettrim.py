@@ -47,7 +47,7 @@ _PROBE_VIOLATION = 0.05  # ... and above this, is infeasible (a capped probe sti
 def _solve(task: LayerTask, epsilon: float, solver: str, options: dict[str, Any],
            warm: tuple[np.ndarray, np.ndarray | None]) -> Solution:
     upper = task.upper
-    if upper is not None and epsilon < task.floor:
+    if upper is not None and np.any(np.asarray(epsilon) < task.floor):
         # below the cascade floor the original weights' bound on the inactive entries
         # makes the program infeasible or nearly so: lift it out of the way
         upper = upper + _LIFT * max(float(np.abs(task.Y).max()), 1.0)
@@ -58,10 +58,14 @@ def _solve(task: LayerTask, epsilon: float, solver: str, options: dict[str, Any]
     return solve(problem, method=solver, **options)
 
 
-def _outcome(solution: Solution, epsilon: float, probes: int = 1) -> LayerOutcome:
+def _outcome(solution: Solution, epsilon: float | np.ndarray, probes: int = 1) -> LayerOutcome:
+    """A solve as the method's answer; per-neuron budgets are reported by their layer total."""
     info = dict(solution.info)
     info.update(primal_residual=solution.primal_residual, dual_residual=solution.dual_residual,
                 solve_time=solution.solve_time, probes=probes)
+    if np.ndim(epsilon) == 1:
+        info["per_neuron"] = True
+        epsilon = np.sqrt(np.sum(np.square(epsilon)))
     return LayerOutcome(weight=solution.weight, bias=solution.bias, epsilon=float(epsilon),
                         status=solution.status, iterations=solution.iterations,
                         violation=solution.violation, info=info)
@@ -128,7 +132,8 @@ def prune_layer(task: LayerTask, *, sparsity: float | None, solver: str = "admm"
     if not refit:
         return outcome
     weight, bias = refit_support(task, outcome.weight, outcome.bias)
-    problem = LayerProblem(task.X, task.Y, outcome.epsilon, relu=task.relu, upper=task.upper,
+    budget = task.budget if sparsity is None else outcome.epsilon
+    problem = LayerProblem(task.X, task.Y, budget, relu=task.relu, upper=task.upper,
                            fit_bias=task.bias is not None)
     info = {**outcome.info, "refit": True, "violation_before_refit": outcome.violation}
     return LayerOutcome(weight=weight, bias=bias, epsilon=outcome.epsilon, status=outcome.status,
