@@ -183,7 +183,8 @@ def cmd_prune(args) -> int:
             solver_options=_solver_options(args), method_options=_json_object(args.method_options, "--method-options"),
             accept_infeasible=args.accept_infeasible, progress=not args.quiet,
             max_positions=args.max_positions, seed=args.seed, work_dir=work_dir if resumable else None,
-            resume=args.resume and resumable)
+            resume=args.resume and resumable, executor=args.executor, split=args.split, store=args.store,
+            memory_budget=args.memory_budget, store_dir=args.store_dir)
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from exc
     except KeyboardInterrupt:
@@ -309,6 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accept-infeasible", action="store_true",
                    help="keep a layer's result even when its solve did not meet the program "
                         "(default: such a layer keeps its original weights)")
+    p.add_argument("--executor", help="where the layer solves run: 'processes' (a local pool) or a Dask "
+                   "scheduler address 'tcp://host:8786' (default: this process)")
+    p.add_argument("--split", choices=["neuron"], help="one budget per neuron; with --executor, each layer's "
+                   "neurons are solved in blocks on the workers")
+    p.add_argument("--store", choices=["memory", "disk"], default="memory",
+                   help="keep the recorded activations in memory (default) or in memory-mapped files")
+    p.add_argument("--memory-budget", help="with --store disk: activations kept in memory before the rest goes "
+                   "to disk, e.g. 2GiB (default 0)")
+    p.add_argument("--store-dir", help="with --store disk: directory of the files (default: a temporary one)")
     p.add_argument("--work-dir", help="directory that keeps every finished layer, so an interrupted run can "
                    "--resume (default: --out with '.work' appended, removed after a successful run)")
     p.add_argument("--resume", action="store_true",

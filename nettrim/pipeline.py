@@ -37,6 +37,7 @@ from .record import (LayerRecord, calibration_batches, capture_inputs, check_max
                      left_dense, record_layers)
 from .result import LayerReport, PruneResult
 from .executors import open_executor
+from .store import ActivationStore
 from .workdir import WorkDir, fingerprint
 
 __all__ = ["prune", "MODES"]
@@ -47,6 +48,7 @@ MODES = ("cascade", "parallel")
 # Each layer's budget met within 5 tol = 0.5%: ample for pruning, and 3-5x fewer ADMM
 # iterations on hidden layers than the solver's own default (1e-4).
 ADMM_DEFAULTS = {"tol": 1e-3}
+_BLOCK_ROWS = 16384  # rows of the float64 products formed at once
 _REJECT_FACTOR = 10.0  # a result whose violation exceeds this times tol is not accepted by default
 
 
@@ -132,25 +134,38 @@ def _task(rec: LayerRecord, X: torch.Tensor, mode: str, epsilon: float, gamma: f
 
     if mode == "parallel" or not input_changed:
         return LayerTask(rec.name, X.numpy(), Y.numpy(), rec.relu, weight, bias, budget=epsilon * norm(Y))
-    response = X.double() @ rec.weight.T
-    if rec.bias is not None:
-        response += rec.bias
-    residual = response - Y
-    if rec.relu:
-        residual = torch.where(Y > 0, residual, torch.zeros_like(residual))
-    error = norm(residual)
+    response = torch.empty(Y.shape, dtype=torch.float64)
+    squares = torch.zeros(Y.shape[1], dtype=torch.float64)
+    for start in range(0, X.shape[0], _BLOCK_ROWS):  # float64 temporaries of a block of rows only
+        rows = slice(start, start + _BLOCK_ROWS)
+        torch.matmul(X[rows].double(), rec.weight.T, out=response[rows])
+        if rec.bias is not None:
+            response[rows] += rec.bias
+        residual = response[rows] - Y[rows]
+        if rec.relu:
+            residual[Y[rows] <= 0] = 0.0
+        squares += (residual * residual).sum(dim=0)
+    error = squares.sqrt().numpy() if per_neuron else float(squares.sum().sqrt())
     upper = response.numpy() if rec.relu else None
     return LayerTask(rec.name, X.numpy(), Y.numpy(), rec.relu, weight, bias, budget=math.sqrt(gamma) * error,
                      floor=error, upper=upper)
 
 
 def _errors(rec: LayerRecord, X: torch.Tensor, weight: np.ndarray, bias: np.ndarray | None) -> tuple[float, float]:
-    pre = X.double() @ torch.from_numpy(np.asarray(weight, dtype=np.float64)).T
-    if bias is not None:
-        pre += torch.from_numpy(np.asarray(bias, dtype=np.float64))
-    error_pre = _relative(pre - rec.pre_activation, rec.pre_activation)
-    out = torch.clamp_min(pre, 0.0) if rec.relu else pre
-    return error_pre, _relative(out - rec.output, rec.output)
+    """Relative errors of the layer's pre-activation and output, ``_BLOCK_ROWS`` rows at a time."""
+    weight_t = torch.from_numpy(np.asarray(weight, dtype=np.float64)).T
+    sums = torch.zeros(4, dtype=torch.float64)  # ||dZ||^2, ||Z||^2, ||dY||^2, ||Y||^2
+    for start in range(0, X.shape[0], _BLOCK_ROWS):
+        rows = slice(start, start + _BLOCK_ROWS)
+        pre = X[rows].double() @ weight_t
+        if bias is not None:
+            pre += torch.from_numpy(np.asarray(bias, dtype=np.float64))
+        reference = rec.pre_activation[rows]
+        out, target = (torch.clamp_min(pre, 0.0), torch.clamp_min(reference, 0.0)) if rec.relu else (pre, reference)
+        sums += torch.stack([((pre - reference) ** 2).sum(), (reference ** 2).sum(),
+                             ((out - target) ** 2).sum(), (target ** 2).sum()])
+    roots = sums.sqrt().tolist()
+    return (roots[0] / roots[1] if roots[1] > 0 else roots[0]), (roots[2] / roots[3] if roots[3] > 0 else roots[2])
 
 
 def _run_method(prune_layer, task: LayerTask, sparsity: float | None, solver: str,
@@ -283,6 +298,9 @@ def prune(
     resume: bool = False,
     executor: Any = None,
     split: str | None = None,
+    store: str = "memory",
+    memory_budget: int | str | None = None,
+    store_dir: str | os.PathLike | None = None,
 ) -> PruneResult:
     """Prune a trained network layer by layer.
 
@@ -352,6 +370,16 @@ def prune(
         layer budget, so the layer guarantee holds) and, with an ``executor``, cuts each
         layer into as many blocks of neurons as there are workers, solved side by side
         (in cascade mode too). Net-Trim with a budget only (no ``sparsity``).
+    store : {'memory', 'disk'}, default 'memory'
+        Where the recorded activations of every layer are kept (:mod:`nettrim.store`).
+        ``'disk'``: memory-mapped files, so that only the layer being solved is held in
+        memory (calibration sets larger than memory).
+    memory_budget : int or str, optional
+        With ``store='disk'``: bytes of activations kept in memory before the rest goes to
+        disk (``"2GiB"``; default 0, all on disk).
+    store_dir : str or PathLike, optional
+        With ``store='disk'``: the directory of the files (default: a temporary directory,
+        removed when the run ends).
 
     Returns
     -------
@@ -368,6 +396,8 @@ def prune(
     if resume and work_dir is None:
         raise ValueError("resume=True needs work_dir=, the directory the interrupted run kept its layers in")
     if method in NETWORK_METHODS:
+        if store != "memory":
+            raise ValueError(f"store: method {method!r} keeps its statistics in memory; leave store out")
         if work_dir is not None:
             raise ValueError(f"work_dir: method {method!r} removes neurons across the whole network in one "
                              "piece and cannot be resumed; leave work_dir out")
@@ -385,19 +415,26 @@ def prune(
     if isinstance(sparsity, Mapping) and set(sparsity) - set(found):
         raise ValueError(f"sparsity: names {sorted(set(sparsity) - set(found))} are not among the layers being "
                          f"pruned {list(found)}")
-    store = None
+    layer_files = None
     if work_dir is not None:
         settings = {"method": method, "mode": mode, "epsilon": epsilon, "gamma": gamma, "sparsity": sparsity,
                     "layers": list(found), "solver": solver, "solver_options": options,
                     "method_options": method_options or {}, "accept_infeasible": accept_infeasible,
                     "max_positions": max_positions, "seed": seed, "split": split}
-        store = WorkDir(work_dir, fingerprint(model, batches, settings), resume=resume)
-    originals = record_layers(pruned, batches, found, max_positions=max_positions, seed=seed)
+        layer_files = WorkDir(work_dir, fingerprint(model, batches, settings), resume=resume)
+    activations = ActivationStore(store, memory_budget, store_dir)
+    try:
+        originals = record_layers(pruned, batches, found, max_positions=max_positions, seed=seed, store=activations)
+    except BaseException:
+        activations.close()
+        raise
+    if activations.on_disk:
+        logger.info("activations: %s", activations)
     reference_out = _network_outputs(pruned, batches)
 
     reports: dict[str, LayerReport] = {}
     outcomes = {}
-    restored = store.finished(list(originals)) if store is not None and resume else {}
+    restored = layer_files.finished(list(originals)) if layer_files is not None and resume else {}
     if restored:
         logger.info("resuming from %s: %d of %d layers already finished", work_dir, len(restored), len(originals))
     runner = open_executor(executor)
@@ -418,11 +455,12 @@ def prune(
             outcome.info["activation"] = handle.activation
         report = _report(rec, task, X, outcome, method, prepared + solve_seconds)
         reports[name], outcomes[name] = report, outcome
-        if store is not None:
-            store.save(index, outcome, report)
+        if layer_files is not None:
+            layer_files.save(index, outcome, report)
         bar.update(1)
         bar.set_postfix_str(f"{name} kept {report.kept:.1%} {outcome.status} {outcome.iterations} it")
         _log_layer(name, rec, report, outcome)
+        activations.drop_resident()
 
     try:
         pending = []
@@ -445,6 +483,7 @@ def prune(
             else:
                 X, changed = rec.input, False
             task = _task(rec, X, mode, epsilon, gamma, changed, per_neuron=split == "neuron")
+            activations.drop_resident()  # the task holds what the solve needs
             arguments = (_layer_sparsity(sparsity, name), solver, options, method_options or {})
             blocks = min(runner.n_workers, rec.n_out) if split == "neuron" else 1
             if blocks > 1:
@@ -463,7 +502,7 @@ def prune(
         for item in pending:  # keep what the workers had finished
             if item[4].done() and not item[4].cancelled() and item[4].exception() is None:
                 finish(*item)
-        if store is not None:
+        if layer_files is not None:
             logger.warning("interrupted with %d of %d layers finished, kept in %s; prune(..., work_dir=%r, "
                            "resume=True) goes on from there", len(reports), len(originals), work_dir, str(work_dir),
                            extra={"nettrim_interrupted": True})
@@ -471,6 +510,8 @@ def prune(
     finally:
         bar.close()
         runner.close()
+        del originals
+        activations.close()
 
     if mode == "parallel":  # every layer was solved on original signals: write them all now
         for name, outcome in outcomes.items():

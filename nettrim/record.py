@@ -22,6 +22,9 @@ from torch import nn
 
 from .graph import PRUNABLE, Follower, analyse
 from .layers import LayerHandle
+from .store import ActivationStore
+
+_BLOCK_ROWS = 16384  # rows of a layer's pre-activation computed at once
 
 _NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
 
@@ -162,13 +165,14 @@ class _Capture:
     """
 
     def __init__(self, handles: dict[str, LayerHandle], n_inputs: int, max_positions: int | None,
-                 seed: int, stop_early: bool = False) -> None:
+                 seed: int, stop_early: bool = False, store: ActivationStore | None = None) -> None:
         self.handles = handles
+        self.store = ActivationStore() if store is None else store
         self.stop_early = stop_early
         self.n_inputs = n_inputs
         self.max_positions = max_positions
         self.seed = seed
-        self.chunks: dict[str, list[torch.Tensor]] = {name: [] for name in handles}
+        self.sinks = {name: self.store.sink(f"{name}.input") for name in handles}
         self.subset: dict[str, np.ndarray | None] = {}
         self.n_total: dict[str, int] = {}
         self.offset = {name: 0 for name in handles}
@@ -200,7 +204,7 @@ class _Capture:
             if subset is not None:
                 lo, hi = np.searchsorted(subset, [start, start + rows.shape[0]])
                 rows = rows[torch.from_numpy(subset[lo:hi] - start).to(rows.device)]
-            self.chunks[name].append(rows.to("cpu", copy=True))
+            self.sinks[name].append(rows)
             if self.stop_early and all(self.calls.values()):
                 raise _Enough
         return on_forward
@@ -232,11 +236,11 @@ class _Capture:
             for hook in hooks:
                 hook.remove()
             model.train(was_training)
-        missing = [name for name in self.handles if not self.chunks[name]]
+        missing = [name for name in self.handles if not self.sinks[name].rows]
         if missing:
             raise RuntimeError(f"layers {missing} never ran during the forward pass; "
                                "leave them out with layers=[...]")
-        return {name: torch.cat(self.chunks[name]) for name in self.order}
+        return {name: self.sinks[name].finish() for name in self.order}
 
 
 def left_dense(model: nn.Module, layers: Sequence[str] | None = None,
@@ -325,12 +329,13 @@ def layer_handles(model: nn.Module, layers: Sequence[str] | None = None,
 
 
 def capture_inputs(model: nn.Module, batches: Sequence[torch.Tensor], handles: dict[str, LayerHandle],
-                   *, max_positions: int | None = None, seed: int = 0,
-                   stop_early: bool = False) -> dict[str, tuple[torch.Tensor, int, np.ndarray | None]]:
+                   *, max_positions: int | None = None, seed: int = 0, stop_early: bool = False,
+                   store: ActivationStore | None = None) -> dict[str, tuple[torch.Tensor, int, np.ndarray | None]]:
     """Rows of the named layers' inputs in one pass over the batches, in execution order.
 
     ``stop_early`` ends each forward pass once every named layer has run (the layers
-    after them are not run, so a layer used twice is not detected).
+    after them are not run, so a layer used twice is not detected). ``store`` says where
+    the rows go (default: memory).
 
     Returns
     -------
@@ -338,7 +343,7 @@ def capture_inputs(model: nn.Module, batches: Sequence[torch.Tensor], handles: d
         Name to ``(rows, n_rows_total, kept_row_indices or None)``.
     """
     n_inputs = sum(int(x.shape[0]) for x in batches)
-    capture = _Capture(handles, n_inputs, max_positions, seed, stop_early)
+    capture = _Capture(handles, n_inputs, max_positions, seed, stop_early, store)
     rows = capture.run(model, batches)
     return {name: (rows[name], capture.n_total[name], capture.subset[name]) for name in rows}
 
@@ -386,24 +391,37 @@ def record(
 
 
 def record_layers(model: nn.Module, batches: Sequence[torch.Tensor], found: dict[str, tuple[LayerHandle, bool]],
-                  *, max_positions: int | None = None, seed: int = 0) -> dict[str, LayerRecord]:
-    """:func:`record` for layers already resolved by :func:`layer_handles`."""
+                  *, max_positions: int | None = None, seed: int = 0,
+                  store: ActivationStore | None = None) -> dict[str, LayerRecord]:
+    """:func:`record` for layers already resolved by :func:`layer_handles`.
+
+    The pre-activations are computed ``_BLOCK_ROWS`` rows at a time into the ``store``
+    (memory by default), so a store on disk never holds a whole layer in memory.
+    """
+    store = ActivationStore() if store is None else store
     handles = {name: handle for name, (handle, _) in found.items()}
-    captured = capture_inputs(model, batches, handles, max_positions=max_positions, seed=seed)
+    captured = capture_inputs(model, batches, handles, max_positions=max_positions, seed=seed, store=store)
     records = {}
     for name, (rows, n_total, subset) in captured.items():
         handle, relu = found[name]
         weight, bias = handle.folded()
         if not torch.isfinite(weight).all() or (bias is not None and not torch.isfinite(bias).all()):
             raise ValueError(f"layer {name!r}: its weights hold NaN or Inf; check the checkpoint")
-        if not torch.isfinite(rows).all():
-            raise ValueError(f"layer {name!r}: its input holds NaN or Inf on the calibration data (an earlier "
-                             "layer overflows or has non-finite weights); check the checkpoint and the inputs' scale")
-        pre = rows.double() @ weight.T
-        if bias is not None:
-            pre += bias
+        sink = store.sink(f"{name}.pre_activation")
+        for start in range(0, rows.shape[0], _BLOCK_ROWS):
+            block = rows[start:start + _BLOCK_ROWS]
+            if not torch.isfinite(block).all():
+                raise ValueError(f"layer {name!r}: its input holds NaN or Inf on the calibration data (an earlier "
+                                 "layer overflows or has non-finite weights); check the checkpoint and the "
+                                 "inputs' scale")
+            pre_block = block.double() @ weight.T
+            if bias is not None:
+                pre_block += bias
+            sink.append(pre_block, copy=False)
+        pre = sink.finish()
         records[name] = LayerRecord(name=name, kind=handle.kind, shape=handle.shape, input=rows,
                                     pre_activation=pre, relu=relu, weight=weight, bias=bias,
                                     batchnorm=handle.batchnorm_name, n_rows_total=n_total, rows=subset)
+    store.drop_resident()  # the checks above read every mapped row
     logger.info("recorded %d layers on %d calibration inputs", len(records), sum(len(x) for x in batches))
     return records

@@ -221,9 +221,53 @@ class LayerProblem:
         0.01 means the answer leaves its budget by 1%.
         """
         weight, bias = self._check_answer(weight, bias)
-        return relative_excess(
-            self.response(weight, bias), self.Y, self.epsilon, relu=self.relu, upper=self.upper
-        )
+        column_sq, over_sq = np.zeros(self.n_out), 0.0
+        for start in range(0, self.n_samples, _BLOCK_ROWS):  # the response is formed block by block
+            rows = slice(start, start + _BLOCK_ROWS)
+            response = np.asarray(self.X[rows], dtype=np.float64) @ weight.T
+            if bias is not None:
+                response += bias
+            block_sq, block_over = _excess_parts(response, self.Y[rows], self.relu,
+                                                 None if self.upper is None else self.upper[rows])
+            column_sq += block_sq
+            over_sq += block_over
+        return _combine(column_sq, over_sq, self.Y, self.epsilon)
+
+
+_BLOCK_ROWS = 8192  # rows evaluated at once: float64 temporaries stay at this many rows
+
+
+def _excess_parts(response: np.ndarray, Y: np.ndarray, relu: bool,
+                  upper: np.ndarray | None) -> tuple[np.ndarray, float]:
+    """Per-column squared norms of the residual on ``Omega`` and the squared norm of the
+    inequality excess on ``Omega^c``, accumulated over row blocks in float64."""
+    column_sq = np.zeros(Y.shape[1])
+    over_sq = 0.0
+    for start in range(0, Y.shape[0], _BLOCK_ROWS):
+        rows = slice(start, start + _BLOCK_ROWS)
+        y = np.asarray(Y[rows], dtype=np.float64)
+        residual = np.asarray(response[rows], dtype=np.float64) - y
+        if relu:
+            active = y > 0
+            # on inactive entries Y = 0, so the residual is the response there
+            bound = 0.0 if upper is None else np.asarray(upper[rows], dtype=np.float64)
+            over = np.maximum(residual - bound, 0.0)
+            over[active] = 0.0
+            over_sq += float(np.einsum("pm,pm->", over, over))
+            residual[~active] = 0.0
+        column_sq += np.einsum("pm,pm->m", residual, residual)
+    return column_sq, over_sq
+
+
+def _combine(column_sq: np.ndarray, over_sq: float, Y: np.ndarray, epsilon: np.ndarray) -> float:
+    if epsilon.ndim == 1:
+        ball_excess = float(np.linalg.norm(np.maximum(np.sqrt(column_sq) - epsilon, 0.0)))
+    else:
+        ball_excess = max(float(np.sqrt(column_sq.sum())) - float(epsilon), 0.0)
+    scale = float(np.sqrt(np.sum(epsilon**2)))
+    if scale == 0.0:
+        scale = float(np.linalg.norm(Y)) or 1.0
+    return max(ball_excess, float(np.sqrt(over_sq))) / scale
 
 
 def relative_excess(
@@ -237,26 +281,8 @@ def relative_excess(
     """Relative excess of a response over the constraints (see :meth:`LayerProblem.violation`).
 
     Invariant under scaling ``response``, ``Y``, ``upper`` and ``epsilon`` together, so the
-    ADMM evaluates it on its scaled copies. Accumulates in float64 whatever the input dtype.
+    ADMM evaluates it on its scaled copies. Accumulates in float64 whatever the input dtype,
+    ``_BLOCK_ROWS`` rows at a time (its temporaries do not grow with ``n_samples``).
     """
-    residual = response.astype(np.float64) - Y
-    if relu:
-        active = Y > 0
-        in_ball = np.where(active, residual, 0.0)
-    else:
-        in_ball = residual
-    column_sq = np.einsum("pm,pm->m", in_ball, in_ball)
-    if epsilon.ndim == 1:
-        ball_excess = float(np.linalg.norm(np.maximum(np.sqrt(column_sq) - epsilon, 0.0)))
-    else:
-        ball_excess = max(float(np.sqrt(column_sq.sum())) - float(epsilon), 0.0)
-    ineq_excess = 0.0
-    if relu:
-        # on inactive entries Y = 0, so residual is the response there
-        bound = 0.0 if upper is None else upper
-        over = np.where(active, 0.0, np.maximum(residual - bound, 0.0))
-        ineq_excess = float(np.linalg.norm(over))
-    scale = float(np.sqrt(np.sum(epsilon**2)))
-    if scale == 0.0:
-        scale = float(np.linalg.norm(Y)) or 1.0
-    return max(ball_excess, ineq_excess) / scale
+    column_sq, over_sq = _excess_parts(response, Y, relu, upper)
+    return _combine(column_sq, over_sq, Y, epsilon)
