@@ -27,8 +27,9 @@ def solve(problem: LayerProblem, method: str = "admm", **options: Any) -> Soluti
     problem : LayerProblem
     method : {'admm', 'cvxpy'}, default 'admm'
         ``'admm'``: the fast engine (:func:`solvers.admm.solve_admm`; options ``tol``,
-        ``max_iter``, ``rho``, ``warm_start``, ``dtype``, ``backend``, ``alpha``,
-        ``check_every``). ``'cvxpy'``: the reference path
+        ``max_iter``, ``rho``, ``warm_start``, ``dtype``, ``backend`` ('numba', 'numpy' or
+        'torch'), ``device`` (torch only: None, 'cpu', 'cuda'), ``alpha``, ``check_every``,
+        ``polish``). ``'cvxpy'``: the reference path
         (:func:`solvers.reference.solve_cvxpy`; options ``solver``, ``verbose`` and the
         solver's own).
 

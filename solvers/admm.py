@@ -28,6 +28,16 @@ and ``Xa Theta`` are the only ``O(n_samples n_in n_out)`` work; the rest is done
 fused kernels of :mod:`solvers._kernels`. Once the iterate is close, the program
 restricted to its support is solved exactly and certified (:mod:`solvers._polish`).
 
+The iteration is written once, in :func:`solve_admm`, against an *engine* that owns the
+arrays and does the array work: the factorisation and the two products
+(``weight_products``), the two fused elementwise steps (``response_step``,
+``weight_step``), the projection of the starting point, the dual residual's product and
+the violation check, and the transfers to the host. ``backend="numba"`` and ``"numpy"``
+use :class:`_NumpyEngine` (numpy arrays, BLAS products, the kernels of
+:mod:`solvers._kernels`); ``backend="torch"`` uses :class:`solvers._torch_kernels.TorchEngine`
+(torch tensors on ``cpu`` or ``cuda``, imported only then). Scaling, the rho rule, the
+stopping rule, polishing and the returned :class:`~solvers.Solution` are shared.
+
 The data are scaled first (``X, Y, V, epsilon`` divided by one constant, which leaves
 ``W`` unchanged) so that the largest diagonal entry of ``X^T X`` is ``_GRAM_TARGET``; this
 balances the two constraints of the split. The bias column gets the same norm (its
@@ -52,7 +62,7 @@ __all__ = ["solve_admm", "BACKENDS"]
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("numba", "numpy")
+BACKENDS = ("numba", "numpy", "torch")
 _GRAM_TARGET = 1.0 / 0.09  # the authors' 0.3 * sqrt(max(Xa^T Xa)) scaling
 _RHO_BOUNDS = (1e-6, 1e6)
 _RHO_START_FACTOR = 2.0  # rho starts at this times sqrt(#weights) / ||Theta_0||_F
@@ -141,20 +151,89 @@ class _ScaledData:
         self.epsilon = problem.epsilon / self.scale
 
 
+class _NumpyEngine:
+    """The array work of one ADMM solve on numpy arrays (``backend="numba"`` or ``"numpy"``).
+
+    Holds the scaled data and the factored weight-step operator, and gives the shared
+    iteration of :func:`solve_admm` the operations it needs; the torch twin is
+    :class:`solvers._torch_kernels.TorchEngine` (same methods). Host arrays are used as
+    they are: ``asarray`` and ``host`` make no copies.
+    """
+
+    device_name = "cpu"
+
+    def __init__(self, Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndarray,
+                 relu: bool, per_neuron: bool, backend: str) -> None:
+        self.Xa, self.Y, self.V, self.epsilon = Xa, Y, V, epsilon
+        self.relu, self.per_neuron = relu, per_neuron
+        self._response_step, self._weight_step = RESPONSE_STEP[backend], WEIGHT_STEP[backend]
+        self.factor = _Factor(Xa)
+        self.tall = self.factor.tall
+
+    def asarray(self, array: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(array)
+
+    def host(self, array: np.ndarray) -> np.ndarray:
+        return array
+
+    def vector(self, values: np.ndarray) -> np.ndarray:
+        return values
+
+    def stats(self, stats: np.ndarray) -> np.ndarray:
+        return stats
+
+    def sync(self) -> None:
+        pass
+
+    def empty_like(self, array: np.ndarray) -> np.ndarray:
+        return np.empty_like(array)
+
+    def copy(self, array: np.ndarray) -> np.ndarray:
+        return array.copy()
+
+    def ridge(self) -> np.ndarray:
+        return np.ascontiguousarray(self.factor.ridge(self.Y), dtype=self.Xa.dtype)
+
+    def response(self, Theta: np.ndarray) -> np.ndarray:
+        return self.Xa @ Theta
+
+    def project(self, R: np.ndarray) -> np.ndarray:
+        return project_response(R, self.Y, self.V, self.relu, self.epsilon, self.per_neuron)
+
+    def weight_products(self, B, C, Theta, R, work) -> None:
+        self.factor.weight_step(B, C, Theta, R, work)
+
+    def response_step(self, R, carry, B, DA, alpha: float, check: bool) -> np.ndarray:
+        return self._response_step(R, carry, B, self.Y, self.V, self.relu, self.epsilon, self.per_neuron,
+                                   alpha, DA, check)
+
+    def weight_step(self, Theta, Q, carry, C, threshold, alpha: float, DQ, check: bool) -> np.ndarray:
+        return self._weight_step(Theta, Q, carry, C, threshold, alpha, DQ, check)
+
+    def dual_norm(self, DA: np.ndarray, DQ: np.ndarray) -> float:
+        vector = self.Xa.T @ DA
+        vector += DQ
+        return float(np.linalg.norm(vector))
+
+    def violation(self, Q: np.ndarray) -> float:
+        return relative_excess(self.Xa @ Q, self.Y, self.epsilon, relu=self.relu, upper=self.V)
+
+
 def _rescale_duals(carry: np.ndarray, rhs: np.ndarray, alpha: float, factor: float) -> None:
     """Scale the dual ``U`` by ``factor`` (``rho_old / rho_new``) inside ``carry`` and ``rhs``.
 
     With ``carry = (1 - alpha) A + U`` and ``rhs = A - U``: ``A = (rhs + carry) / (2 - alpha)``.
+    Written with operators only, so it serves numpy arrays and torch tensors alike.
     """
     A = (rhs + carry) / (2.0 - alpha)
     U = (A - rhs) * factor
-    np.subtract(A, U, out=rhs)
-    np.multiply(A, 1.0 - alpha, out=carry)
-    carry += U
+    rhs[...] = A - U
+    carry[...] = A * (1.0 - alpha) + U
 
 
 def _check_options(tol: float, max_iter: int, rho: Any, dtype: Any, backend: str, alpha: float,
-                   check_every: int) -> np.dtype:
+                   check_every: int) -> np.dtype | None:
+    """Validate the options; returns the dtype, or None when it is left to the backend."""
     if not (isinstance(tol, (int, float)) and 0 < tol < 1):
         raise ValueError(f"tol: got {tol!r}, needs a float in (0, 1), e.g. 1e-4")
     if not (isinstance(max_iter, (int, np.integer)) and max_iter >= 1):
@@ -167,6 +246,10 @@ def _check_options(tol: float, max_iter: int, rho: Any, dtype: Any, backend: str
         raise ValueError(f"alpha: got {alpha!r}, needs a float in (0, 2) (over-relaxation)")
     if not (isinstance(check_every, (int, np.integer)) and check_every >= 1):
         raise ValueError(f"check_every: got {check_every!r}, needs an integer >= 1")
+    if dtype is None:
+        return None
+    if type(dtype).__module__ == "torch":  # torch.float32 / torch.float64, read without importing torch
+        dtype = str(dtype).replace("torch.", "")
     try:
         dtype = np.dtype(dtype)
     except TypeError as exc:
@@ -193,6 +276,32 @@ def _warm_theta(problem: LayerProblem, warm_start: Any, dtype: np.dtype) -> np.n
     return Theta
 
 
+def _make_engine(backend: str, device: Any, dtype: np.dtype | None, problem: LayerProblem):
+    """The scaled data, the engine that iterates on them, and the dtype in use.
+
+    ``dtype=None`` means float32 for ``backend="torch"`` on a CUDA device and float64
+    everywhere else.
+    """
+    if backend != "torch":
+        if device is not None:
+            raise ValueError(f"device: got {device!r}, but only backend='torch' runs on a device "
+                             f"(backend={backend!r} runs on the CPU); pass backend='torch' or leave device out")
+        dtype = np.dtype(np.float64) if dtype is None else dtype
+        data = _ScaledData(problem, dtype)
+        return data, _NumpyEngine(data.Xa, data.Y, data.V, data.epsilon, problem.relu, problem.per_neuron,
+                                  backend), dtype
+    try:
+        from . import _torch_kernels
+    except ImportError as exc:  # pragma: no cover - torch is a dependency of the package
+        raise ImportError(f"backend='torch' needs PyTorch ({exc}); install torch or use backend='numba'") from exc
+    torch_device = _torch_kernels.resolve_device(device)
+    if dtype is None:
+        dtype = np.dtype(np.float32 if torch_device.type == "cuda" else np.float64)
+    data = _ScaledData(problem, dtype)
+    return data, _torch_kernels.TorchEngine(data.Xa, data.Y, data.V, data.epsilon, problem.relu,
+                                            problem.per_neuron, torch_device), dtype
+
+
 def solve_admm(
     problem: LayerProblem,
     *,
@@ -200,8 +309,9 @@ def solve_admm(
     max_iter: int = 10_000,
     rho: float | str = "auto",
     warm_start: Any = None,
-    dtype: Any = np.float64,
+    dtype: Any = None,
     backend: str = "numba",
+    device: Any = None,
     alpha: float = 1.6,
     check_every: int = 25,
     polish: bool = True,
@@ -229,16 +339,29 @@ def solve_admm(
     warm_start : (weight, bias) or weight, optional
         Starting weights, e.g. the original layer's. Default: the ridge solution
         ``(Xa^T Xa + I)^{-1} Xa^T Y``.
-    dtype : float32 or float64, default float64
-        Precision of the iterations. Norms are accumulated in float64 either way, and the
-        reported objective and violation are evaluated in float64 on the original data.
-    backend : {'numba', 'numpy'}, default 'numba'
-        Elementwise kernels: fused numba passes, or their numpy twins (same answer).
+    dtype : float32 or float64, optional
+        Precision of the iterations (numpy or torch spelling). Default: float32 for
+        ``backend='torch'`` on a CUDA device, float64 otherwise (numba, numpy, and torch on
+        the CPU); an explicit dtype is used on every backend and device. Norms are
+        accumulated in float64 either way, the weight-step matrix is formed and factored in
+        float64, and the reported objective and violation are evaluated in float64 on the
+        original data.
+    backend : {'numba', 'numpy', 'torch'}, default 'numba'
+        Where the iteration runs. ``'numba'``: numpy arrays, fused numba passes for the
+        elementwise steps; ``'numpy'``: their numpy twins (same answer). ``'torch'``: the
+        same iteration on torch tensors on ``device`` (the factorisation, both products,
+        the projections, the threshold, the residuals, the rho rule and the stopping test
+        all run there; the host sees a few scalars per check). Same scaling, rules and
+        :class:`~solvers.Solution`; answers agree with numba's within the tolerance.
+    device : None, str or torch.device, optional
+        Only with ``backend='torch'``. None: ``'cuda'`` when ``torch.cuda.is_available()``,
+        else ``'cpu'``. A device that is not there (``'cuda'`` on a machine without a GPU)
+        is a ValueError.
     alpha : float, default 1.6
         Over-relaxation, in (0, 2).
     check_every : int, default 25
         Iterations between convergence checks. A check costs one extra product
-        (``Xa^T dA`` for the dual residual).
+        (``Xa^T dA`` for the dual residual) and, on a GPU, one synchronisation.
     polish : bool, default True
         From iteration 50, at a check where the relative primal residual is below 3e-2,
         solve the program restricted to the ADMM's support and tight inequalities in
@@ -247,6 +370,8 @@ def solve_admm(
         met, stationarity on the support and the subgradient condition off it within
         ``tol``. On failure the ADMM goes on and tries again 50, 100, 200, ...
         iterations later. Not tried when a ball with entries has ``epsilon = 0``.
+        Polishing runs on the host in float64 (with ``backend='torch'``, on a copy of
+        the iterate).
 
     Returns
     -------
@@ -254,33 +379,36 @@ def solve_admm(
         ``weight`` is the polished answer, or else the soft-thresholded copy ``Q`` (exact
         zeros either way); ``objective`` and ``violation`` are those of the returned
         ``weight`` and ``bias``. ``info`` holds ``polished``, ``certificate`` (largest
-        ``|g_j| / w_j`` off the support), ``rho``, ``scale``, ``factor_time``.
+        ``|g_j| / w_j`` off the support), ``rho``, ``scale``, ``factor_time``,
+        ``polish_time`` (seconds spent polishing, attempts that failed included),
+        ``backend``, ``device`` and ``dtype``.
     """
     dtype = _check_options(tol, max_iter, rho, dtype, backend, alpha, check_every)
     started = time.perf_counter()
-    response_step, weight_step = RESPONSE_STEP[backend], WEIGHT_STEP[backend]
-    n_samples, n_in, n_out = problem.n_samples, problem.n_in, problem.n_out
+    n_in, n_out = problem.n_in, problem.n_out
     n_cols = n_in + problem.fit_bias
 
-    data = _ScaledData(problem, dtype)
-    Xa, Y, V, epsilon, bias_unit = data.Xa, data.Y, data.V, data.epsilon, data.bias_unit
-    factor = _Factor(Xa)
+    data, engine, dtype = _make_engine(backend, device, dtype, problem)
+    Y, V, epsilon, bias_unit = data.Y, data.V, data.epsilon, data.bias_unit
+    engine.sync()
     factor_time = time.perf_counter() - started
 
     # ---- start: A = Pi_C(Xa Theta), Q = Theta, both duals 0
     if warm_start is not None:
-        Theta = _warm_theta(problem, warm_start, dtype)
+        Theta_host = _warm_theta(problem, warm_start, dtype)
         if problem.fit_bias:
-            Theta[n_in] /= dtype.type(bias_unit)
+            Theta_host[n_in] /= dtype.type(bias_unit)
+        Theta = engine.asarray(Theta_host)
     else:
-        Theta = np.ascontiguousarray(factor.ridge(Y), dtype=dtype)
-    R = Xa @ Theta
-    A = project_response(R, Y, V, problem.relu, epsilon, problem.per_neuron)
-    carry_a, B = (1.0 - alpha) * A, A  # carry = (1 - alpha) A + U, B = A - U with U = 0
-    Q = Theta.copy()
-    carry_q, C = (1.0 - alpha) * Q, Q.copy()
-    DA, DQ = np.empty_like(R), np.empty_like(Theta)
-    work = np.empty_like(Theta) if factor.tall else np.empty_like(R)
+        Theta = engine.ridge()
+        Theta_host = engine.host(Theta)
+    R = engine.response(Theta)
+    A = engine.project(R)
+    carry_a, B = A * (1.0 - alpha), A  # carry = (1 - alpha) A + U, B = A - U with U = 0
+    Q = engine.copy(Theta)
+    carry_q, C = Q * (1.0 - alpha), engine.copy(Q)
+    DA, DQ = engine.empty_like(R), engine.empty_like(Theta)
+    work = engine.empty_like(Theta) if engine.tall else engine.empty_like(R)
     del A
 
     penalized = np.ones(n_cols)  # l1 weight of each row of Theta
@@ -288,13 +416,14 @@ def solve_admm(
         penalized[n_in] = bias_unit if problem.penalize_bias else 0.0
     adaptive = rho == "auto"
     if rho == "auto":
-        norm0 = float(np.linalg.norm(Theta[penalized > 0]))
+        norm0 = float(np.linalg.norm(Theta_host[penalized > 0]))
         rho_value = float(np.linalg.norm(penalized)) * np.sqrt(n_out) / norm0 if norm0 > 0 else 1.0
         rho_value = float(np.clip(rho_value * _RHO_START_FACTOR, *_RHO_BOUNDS))
     else:
         rho_value = float(rho)
+    del Theta_host
 
-    threshold = penalized / rho_value  # soft threshold of each row; changes with rho only
+    threshold = engine.vector(penalized / rho_value)  # soft threshold of each row; changes with rho only
     eps_abs = tol * _ABS_TOL_FACTOR
     feasibility_tol = 5.0 * tol
     status = "max_iter"
@@ -303,50 +432,54 @@ def solve_admm(
     next_polish, polish_wait = _POLISH_WAIT, _POLISH_WAIT  # the wait doubles after each failure
     polish = polish and can_polish(problem)
     adapt_from = _POLISH_PHASE if polish else 0
-    inactive = ~(Y > 0) if problem.relu else None
 
-    polish_state: dict = {}
+    polish_state: dict = {"seconds": 0.0}
 
     def try_polish():
-        tight = None
-        if problem.relu:
-            dual = (carry_a - (1.0 - alpha) * B) / (2.0 - alpha)  # U = A - B
-            dual = np.where(inactive, dual, 0.0)
-            # a positive dual and a response of Q at its bound (within 5% of a typical |Y|)
-            near = Xa @ Q >= (0.0 if V is None else V) - 0.05 * np.linalg.norm(Y) / np.sqrt(Y.size)
-            tight = np.where((dual > 1e-9 * max(float(dual.max()), 1e-300)) & near, dual, 0.0)
-        if not polish_state:  # float64 data and second moments: once per solve, for every attempt
-            polish_state["Xa"] = Xa.astype(np.float64, copy=False)
+        """One polishing attempt on a host copy of the iterate (float64)."""
+        attempt_started = time.perf_counter()
+        if "moments" not in polish_state:  # float64 data and second moments: once per solve, for every attempt
+            polish_state["Xa"] = data.Xa.astype(np.float64, copy=False)
             polish_state["Y"] = Y.astype(np.float64, copy=False)
             polish_state["V"] = None if V is None else V.astype(np.float64, copy=False)
             polish_state["moments"] = Moments(polish_state["Xa"], polish_state["Y"],
                                               (Y > 0) if problem.relu else None)
-        return polish_support(polish_state["Xa"], polish_state["Y"], polish_state["V"], epsilon,
-                              problem.relu, Q, tight, penalized, tol, moments=polish_state["moments"])
+        Q_host = engine.host(Q)
+        tight = None
+        if problem.relu:
+            dual = (engine.host(carry_a) - (1.0 - alpha) * engine.host(B)) / (2.0 - alpha)  # U = A - B
+            dual = np.where(~(Y > 0), dual, 0.0)
+            # a positive dual and a response of Q at its bound (within 5% of a typical |Y|)
+            near = data.Xa @ Q_host >= (0.0 if V is None else V) - 0.05 * np.linalg.norm(Y) / np.sqrt(Y.size)
+            tight = np.where((dual > 1e-9 * max(float(dual.max()), 1e-300)) & near, dual, 0.0)
+        attempt = polish_support(polish_state["Xa"], polish_state["Y"], polish_state["V"], epsilon,
+                                 problem.relu, Q_host, tight, penalized, tol, moments=polish_state["moments"])
+        polish_state["seconds"] += time.perf_counter() - attempt_started
+        return attempt
 
     primal_rel = dual_rel = np.inf
     iteration = 0
+    n_primal, n_dual = R.shape[0] * R.shape[1] + Theta.shape[0] * Theta.shape[1], Theta.shape[0] * Theta.shape[1]
     for iteration in range(1, max_iter + 1):
-        factor.weight_step(B, C, Theta, R, work)
+        engine.weight_products(B, C, Theta, R, work)
         check = iteration % check_every == 0 or iteration == max_iter
-        stats_a = response_step(R, carry_a, B, Y, V, problem.relu, epsilon, problem.per_neuron, alpha, DA, check)
-        stats_q = weight_step(Theta, Q, carry_q, C, threshold, alpha, DQ, check)
+        stats_a = engine.response_step(R, carry_a, B, DA, alpha, check)
+        stats_q = engine.weight_step(Theta, Q, carry_q, C, threshold, alpha, DQ, check)
         if not check:
             continue
 
+        stats_a, stats_q = engine.stats(stats_a), engine.stats(stats_q)  # the one sync of a check
         primal = np.sqrt(stats_a[0] + stats_q[0])
         primal_scale = max(np.sqrt(stats_a[2] + stats_q[2]), np.sqrt(stats_a[3] + stats_q[3]))
-        dual_vector = Xa.T @ DA
-        dual_vector += DQ
-        dual = rho_value * float(np.linalg.norm(dual_vector))
+        dual = rho_value * engine.dual_norm(DA, DQ)
         dual_scale = rho_value * np.sqrt(stats_q[4])
         primal_rel = primal / max(primal_scale, 1e-300)
         dual_rel = dual / max(dual_scale, 1e-300)
-        primal_ok = primal <= eps_abs * np.sqrt(R.size + Theta.size) + tol * primal_scale
-        dual_ok = dual <= eps_abs * np.sqrt(Theta.size) + tol * dual_scale
+        primal_ok = primal <= eps_abs * np.sqrt(n_primal) + tol * primal_scale
+        dual_ok = dual <= eps_abs * np.sqrt(n_dual) + tol * dual_scale
         logger.debug("iter %d rho %.3g primal %.2e dual %.2e", iteration, rho_value, primal_rel, dual_rel)
         if primal_ok and dual_ok:
-            violation = relative_excess(Xa @ Q, Y, epsilon, relu=problem.relu, upper=V)
+            violation = engine.violation(Q)
             if violation <= feasibility_tol:
                 status = "optimal"
                 break
@@ -365,15 +498,14 @@ def solve_admm(
                 _rescale_duals(carry_a, B, alpha, rho_value / new_rho)
                 _rescale_duals(carry_q, C, alpha, rho_value / new_rho)
                 rho_value = new_rho
-                threshold = penalized / rho_value
+                threshold = engine.vector(penalized / rho_value)
                 last_change, adapt_interval = iteration, 2 * adapt_interval
 
     if status != "optimal" and polish:
         attempt = try_polish()
         if attempt.Theta is not None:
             polished, status = attempt, "optimal"
-    if polished is not None:
-        Q = polished.Theta.astype(dtype)
+    Q = polished.Theta.astype(dtype) if polished is not None else engine.host(Q)
     weight = np.ascontiguousarray(Q[:n_in].T)
     bias = Q[n_in] * dtype.type(bias_unit) if problem.fit_bias else None
     solution = Solution(
@@ -387,9 +519,10 @@ def solve_admm(
         dual_residual=float(dual_rel),
         solve_time=time.perf_counter() - started,
         method="admm",
-        info={"rho": rho_value, "scale": data.scale, "backend": backend, "dtype": dtype.name,
-              "factor_time": factor_time, "factorization": "gram" if factor.tall else "inversion-lemma",
-              "polished": polished is not None,
+        info={"rho": rho_value, "scale": data.scale, "backend": backend, "device": engine.device_name,
+              "dtype": dtype.name, "factor_time": factor_time,
+              "factorization": "gram" if engine.tall else "inversion-lemma",
+              "polished": polished is not None, "polish_time": polish_state["seconds"],
               "certificate": polished.certificate if polished is not None else None},
     )
     logger.info("admm %s after %d iterations: objective %.6g, violation %.2e, %.3fs",

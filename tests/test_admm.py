@@ -111,7 +111,7 @@ BAD_OPTIONS = [
     (dict(rho="fast"), "rho: got 'fast'"),
     (dict(dtype="float16"), "dtype: got float16, needs float32 or float64"),
     (dict(dtype="banana"), "dtype: got 'banana'"),
-    (dict(backend="cuda"), "backend: got 'cuda', needs one of ('numba', 'numpy')"),
+    (dict(backend="cuda"), "backend: got 'cuda', needs one of ('numba', 'numpy', 'torch')"),
     (dict(alpha=2.5), "alpha: got 2.5, needs a float in (0, 2)"),
     (dict(check_every=0), "check_every: got 0"),
     (dict(warm_start=np.zeros((3, 3))), "weight: got shape (3, 3), needs (n_out, n_in) = (4, 10)"),
