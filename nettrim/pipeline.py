@@ -202,11 +202,24 @@ def _timed(run: Any, *args: Any) -> tuple[LayerOutcome, float]:
     return run(*args), time.perf_counter() - started
 
 
-def _timed_block(run: Any, prune_layer: Any, task: LayerTask, index: np.ndarray, *args: Any
+def _timed_block(run: Any, prune_layer: Any, task: LayerTask, index: np.ndarray, prepared: Any,
+                 sparsity: float | None, solver: str, options: dict[str, Any], method_options: Mapping[str, Any]
                  ) -> tuple[LayerOutcome, float]:
     """:func:`_timed` on the neurons ``index`` of ``task`` (cut where it runs, so that a
-    task sent once to a worker serves every block)."""
-    return _timed(run, prune_layer, task.neurons(index), *args)
+    task sent once to a worker serves every block), with the layer's ``prepared`` input
+    (scaled and factored once for all blocks) when there is one."""
+    if prepared is not None:
+        options = {**options, "prepared": prepared}
+    return _timed(run, prune_layer, task.neurons(index), sparsity, solver, options, method_options)
+
+
+def _prepared_input(task: LayerTask, solver: str, options: Mapping[str, Any]) -> Any:
+    """The layer input scaled and factored once for its blocks (ADMM on numba/numpy)."""
+    if solver != "admm" or options.get("backend", "numba") == "torch":
+        return None
+    from solvers.admm import PreparedInput
+
+    return PreparedInput(task.X, fit_bias=task.bias is not None, dtype=options.get("dtype", task.X.dtype))
 
 
 class _Blocks:
@@ -244,6 +257,7 @@ class _Blocks:
                                fit_bias=task.bias is not None)
         seconds = [elapsed for _, (_, elapsed) in results]
         info = {"per_neuron": True, "blocks": len(results), "block_seconds": sum(seconds),
+                "factored_once": all(o.info.get("prepared", False) for o in outcomes),
                 "primal_residual": max(o.info.get("primal_residual", float("nan")) for o in outcomes),
                 "dual_residual": max(o.info.get("dual_residual", float("nan")) for o in outcomes)}
         merged = LayerOutcome(weight, bias, epsilon=task.layer_budget, status=status,
@@ -487,8 +501,9 @@ def prune(
             arguments = (_layer_sparsity(sparsity, name), solver, options, method_options or {})
             blocks = min(runner.n_workers, rec.n_out) if split == "neuron" else 1
             if blocks > 1:
+                prepared = _prepared_input(task, solver, options)
                 future = _Blocks(task, [(index, runner.submit(_timed_block, _run_method, prune_layer, task, index,
-                                                              *arguments))
+                                                              prepared, *arguments))
                                         for index in np.array_split(np.arange(rec.n_out), blocks)])
             else:
                 future = runner.submit(_timed, _run_method, prune_layer, task, *arguments)

@@ -58,7 +58,7 @@ from ._polish import Moments, can_polish, polish as polish_support
 from .problem import LayerProblem, relative_excess
 from .solution import Solution
 
-__all__ = ["solve_admm", "BACKENDS"]
+__all__ = ["solve_admm", "BACKENDS", "PreparedInput"]
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +125,59 @@ class _Factor:
             np.subtract(B, R, out=R)
 
 
+def _scaled_input(X: np.ndarray, fit_bias: bool, dtype: np.dtype) -> tuple[np.ndarray, float, float]:
+    """``Xa = [X / scale, c 1]`` with ``scale`` making the largest diagonal entry of the
+    Gram matrix ``_GRAM_TARGET`` and ``c`` giving the bias column the same norm; returns
+    ``(Xa, scale, bias_unit)`` with ``bias_unit = scale * c``."""
+    n_samples, n_in = X.shape
+    Xa = np.empty((n_samples, n_in + fit_bias), dtype=dtype)
+    Xa[:, :n_in] = X
+    largest_diag = float(np.max(np.einsum("pi,pi->i", Xa[:, :n_in], Xa[:, :n_in], dtype=np.float64)))
+    scale = float(np.sqrt(largest_diag / _GRAM_TARGET)) if largest_diag > 0 else 1.0
+    Xa[:, :n_in] /= dtype.type(scale)
+    bias_column = np.sqrt(_GRAM_TARGET / n_samples)
+    if fit_bias:
+        Xa[:, n_in] = bias_column
+    return Xa, scale, scale * bias_column
+
+
+class PreparedInput:
+    """A layer input scaled and factored once, for several programs that share it.
+
+    The programs of blocks of output neurons with per-neuron budgets share ``X``: the
+    scaled input ``Xa`` and the factored weight-step operator ``(Xa^T Xa + I)^{-1}`` depend
+    on ``X`` (and on whether a bias is fitted) only, so they are computed once here and
+    passed to :func:`solve_admm` as ``prepared=`` for each block (numba and numpy
+    backends). Picklable, so an executor can send it to its workers once.
+
+    Parameters
+    ----------
+    X : array_like, shape (n_samples, n_in)
+    fit_bias : bool, default True
+    dtype : float32 or float64, default float64
+        The precision of the iterations it will serve.
+    """
+
+    def __init__(self, X: Any, *, fit_bias: bool = True, dtype: Any = np.float64) -> None:
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype: got {dtype}, needs float32 or float64")
+        X = np.asarray(X)
+        self.shape, self.fit_bias, self.dtype = X.shape, bool(fit_bias), dtype
+        self.Xa, self.scale, self.bias_unit = _scaled_input(X, self.fit_bias, dtype)
+        self.factor = _Factor(self.Xa)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.Xa.nbytes + self.factor.inverse.nbytes)
+
+    def check(self, problem: LayerProblem, dtype: np.dtype) -> None:
+        """A ValueError unless this input is the problem's, in the precision asked for."""
+        if (problem.X.shape != self.shape or problem.fit_bias != self.fit_bias or dtype != self.dtype):
+            raise ValueError(f"prepared: built for X of shape {self.shape}, fit_bias={self.fit_bias}, {self.dtype}; "
+                             f"the problem has {problem.X.shape}, fit_bias={problem.fit_bias}, {dtype}")
+
+
 class _ScaledData:
     """The problem's data as the iterations use them (copies: the problem is never written).
 
@@ -134,18 +187,11 @@ class _ScaledData:
     units of bias.
     """
 
-    def __init__(self, problem: LayerProblem, dtype: np.dtype) -> None:
-        n_samples, n_in = problem.n_samples, problem.n_in
-        Xa = np.empty((n_samples, n_in + problem.fit_bias), dtype=dtype)
-        Xa[:, :n_in] = problem.X
-        largest_diag = float(np.max(np.einsum("pi,pi->i", Xa[:, :n_in], Xa[:, :n_in], dtype=np.float64)))
-        self.scale = float(np.sqrt(largest_diag / _GRAM_TARGET)) if largest_diag > 0 else 1.0
-        Xa[:, :n_in] /= dtype.type(self.scale)
-        bias_column = np.sqrt(_GRAM_TARGET / n_samples)
-        self.bias_unit = self.scale * bias_column
-        if problem.fit_bias:
-            Xa[:, n_in] = bias_column
-        self.Xa = Xa
+    def __init__(self, problem: LayerProblem, dtype: np.dtype, prepared: "PreparedInput | None" = None) -> None:
+        if prepared is None:
+            self.Xa, self.scale, self.bias_unit = _scaled_input(problem.X, problem.fit_bias, dtype)
+        else:
+            self.Xa, self.scale, self.bias_unit = prepared.Xa, prepared.scale, prepared.bias_unit
         self.Y = (problem.Y / self.scale).astype(dtype)
         self.V = None if problem.upper is None else (problem.upper / self.scale).astype(dtype)
         self.epsilon = problem.epsilon / self.scale
@@ -163,11 +209,11 @@ class _NumpyEngine:
     device_name = "cpu"
 
     def __init__(self, Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndarray,
-                 relu: bool, per_neuron: bool, backend: str) -> None:
+                 relu: bool, per_neuron: bool, backend: str, factor: "_Factor | None" = None) -> None:
         self.Xa, self.Y, self.V, self.epsilon = Xa, Y, V, epsilon
         self.relu, self.per_neuron = relu, per_neuron
         self._response_step, self._weight_step = RESPONSE_STEP[backend], WEIGHT_STEP[backend]
-        self.factor = _Factor(Xa)
+        self.factor = _Factor(Xa) if factor is None else factor
         self.tall = self.factor.tall
 
     def asarray(self, array: np.ndarray) -> np.ndarray:
@@ -276,20 +322,26 @@ def _warm_theta(problem: LayerProblem, warm_start: Any, dtype: np.dtype) -> np.n
     return Theta
 
 
-def _make_engine(backend: str, device: Any, dtype: np.dtype | None, problem: LayerProblem):
+def _make_engine(backend: str, device: Any, dtype: np.dtype | None, problem: LayerProblem,
+                 prepared: PreparedInput | None = None):
     """The scaled data, the engine that iterates on them, and the dtype in use.
 
     ``dtype=None`` means float32 for ``backend="torch"`` on a CUDA device and float64
-    everywhere else.
+    everywhere else (the prepared input's dtype when one is given).
     """
     if backend != "torch":
         if device is not None:
             raise ValueError(f"device: got {device!r}, but only backend='torch' runs on a device "
                              f"(backend={backend!r} runs on the CPU); pass backend='torch' or leave device out")
+        if prepared is not None:
+            dtype = prepared.dtype if dtype is None else dtype
+            prepared.check(problem, dtype)
         dtype = np.dtype(np.float64) if dtype is None else dtype
-        data = _ScaledData(problem, dtype)
+        data = _ScaledData(problem, dtype, prepared)
         return data, _NumpyEngine(data.Xa, data.Y, data.V, data.epsilon, problem.relu, problem.per_neuron,
-                                  backend), dtype
+                                  backend, None if prepared is None else prepared.factor), dtype
+    if prepared is not None:
+        raise ValueError("prepared: serves the numba and numpy backends; the torch backend factors on its device")
     try:
         from . import _torch_kernels
     except ImportError as exc:  # pragma: no cover - torch is a dependency of the package
@@ -315,6 +367,7 @@ def solve_admm(
     alpha: float = 1.6,
     check_every: int = 25,
     polish: bool = True,
+    prepared: PreparedInput | None = None,
 ) -> Solution:
     """Solve a :class:`~solvers.LayerProblem` by ADMM.
 
@@ -372,6 +425,9 @@ def solve_admm(
         iterations later. Not tried when a ball with entries has ``epsilon = 0``.
         Polishing runs on the host in float64 (with ``backend='torch'``, on a copy of
         the iterate).
+    prepared : PreparedInput, optional
+        The problem's input already scaled and factored (:class:`PreparedInput`), shared
+        by the programs of several blocks of neurons; the answer is the same as without.
 
     Returns
     -------
@@ -388,7 +444,7 @@ def solve_admm(
     n_in, n_out = problem.n_in, problem.n_out
     n_cols = n_in + problem.fit_bias
 
-    data, engine, dtype = _make_engine(backend, device, dtype, problem)
+    data, engine, dtype = _make_engine(backend, device, dtype, problem, prepared)
     Y, V, epsilon, bias_unit = data.Y, data.V, data.epsilon, data.bias_unit
     engine.sync()
     factor_time = time.perf_counter() - started
@@ -520,7 +576,7 @@ def solve_admm(
         solve_time=time.perf_counter() - started,
         method="admm",
         info={"rho": rho_value, "scale": data.scale, "backend": backend, "device": engine.device_name,
-              "dtype": dtype.name, "factor_time": factor_time,
+              "dtype": dtype.name, "factor_time": factor_time, "prepared": prepared is not None,
               "factorization": "gram" if engine.tall else "inversion-lemma",
               "polished": polished is not None, "polish_time": polish_state["seconds"],
               "certificate": polished.certificate if polished is not None else None},

@@ -135,3 +135,27 @@ def test_solve_rejects_unknown_methods_and_problems():
         solve(np.zeros(3))
     with pytest.raises(TypeError, match="unexpected keyword"):
         solve(problem, tolerance=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_prepared_input_serves_blocks_of_neurons(layer, dtype):
+    """Blocks of neurons sharing X, solved with one prepared (scaled and factored) input,
+    give exactly what each block gives on its own."""
+    from solvers import LayerProblem
+    from solvers.admm import PreparedInput
+
+    problem, _ = layer(n_samples=80, n_in=12, n_out=6, per_neuron=True, upper=True)
+    prepared = PreparedInput(problem.X, fit_bias=True, dtype=dtype)
+    assert prepared.nbytes > 0
+    for block in (np.arange(0, 3), np.arange(3, 6)):
+        sub = LayerProblem(problem.X, problem.Y[:, block], problem.epsilon[block], upper=problem.upper[:, block])
+        alone = solve(sub, dtype=dtype)
+        shared = solve(sub, dtype=dtype, prepared=prepared)
+        np.testing.assert_array_equal(shared.weight, alone.weight)
+        assert shared.iterations == alone.iterations
+    with pytest.raises(ValueError, match="prepared: built for X of shape"):
+        solve(LayerProblem(problem.X[:40], problem.Y[:40], 1.0), prepared=prepared)
+    with pytest.raises(ValueError, match="prepared: built for .* float"):
+        solve(problem, prepared=prepared, dtype=np.float64 if dtype == np.float32 else np.float32)
+    with pytest.raises(ValueError, match="prepared: serves the numba and numpy backends"):
+        solve(problem, prepared=prepared, backend="torch")

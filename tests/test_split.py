@@ -60,6 +60,7 @@ def test_split_with_dask_blocks_matches_in_process(digits, digits_model, dask_cl
                                progress=False, executor=client)
     for name, report in result.layers.items():
         assert report.info["blocks"] == 2 and report.violation <= 5 * TOL
+        assert report.info["factored_once"]
         objective = float(result.model.get_submodule(name).weight.detach().abs().sum())
         reference = float(expected.model.get_submodule(name).weight.detach().abs().sum())
         assert objective == pytest.approx(reference, rel=2e-2), name
