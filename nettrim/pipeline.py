@@ -188,12 +188,13 @@ def _unconverged(outcome: LayerOutcome, options: Mapping[str, Any]) -> bool:
 
 
 def _keep_original(task: LayerTask, rejected: LayerOutcome) -> LayerOutcome:
-    """The original weights in place of a result that misses its program."""
+    """The original weights in place of a result that misses its program (they meet the
+    mode's budget by construction: violation 0)."""
     info = {**rejected.info, "solver_status": rejected.status, "rejected_violation": rejected.violation,
             "rejected_nnz": int(np.count_nonzero(rejected.weight))}
     return LayerOutcome(task.weight.copy(), None if task.bias is None else task.bias.copy(), epsilon=rejected.epsilon,
                         status=f"kept original ({rejected.status})", iterations=rejected.iterations,
-                        violation=0.0 if not np.any(task.floor) else float("nan"), info=info)
+                        violation=0.0, info=info)
 
 
 def _timed(run: Any, *args: Any) -> tuple[LayerOutcome, float]:
@@ -499,6 +500,7 @@ def prune(
             task = _task(rec, X, mode, epsilon, gamma, changed, per_neuron=split == "neuron")
             activations.drop_resident()  # the task holds what the solve needs
             arguments = (_layer_sparsity(sparsity, name), solver, options, method_options or {})
+            prepared_seconds = time.perf_counter() - layer_started  # the solve is timed where it runs
             blocks = min(runner.n_workers, rec.n_out) if split == "neuron" else 1
             if blocks > 1:
                 prepared = _prepared_input(task, solver, options)
@@ -507,7 +509,7 @@ def prune(
                                         for index in np.array_split(np.arange(rec.n_out), blocks)])
             else:
                 future = runner.submit(_timed, _run_method, prune_layer, task, *arguments)
-            pending.append((index, name, task, X, future, time.perf_counter() - layer_started))
+            pending.append((index, name, task, X, future, prepared_seconds))
             if mode == "cascade" or executor is None:  # the next layer needs this one's weights / nothing to gain
                 finish(*pending.pop())
                 runner.release()

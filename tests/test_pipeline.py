@@ -226,3 +226,10 @@ def test_a_layer_whose_solve_fails_keeps_its_original_weights_unless_accepted(di
                              accept_infeasible=True, progress=False)
     assert all(r.status == "max_iter" for name, r in accepted.layers.items() if name in rejected)
     assert any(accepted.layers[name].nnz_after < accepted.layers[name].nnz_before for name in rejected)
+
+
+@pytest.mark.parametrize("mode", ["cascade", "parallel"])
+def test_layer_times_add_up_to_no_more_than_the_run(digits, digits_model, mode):
+    result = nettrim.prune(digits_model, digits.x_train, mode=mode, epsilon=0.1, progress=False)
+    assert all(report.seconds > 0 for report in result.layers.values())
+    assert sum(report.seconds for report in result.layers.values()) <= result.seconds
