@@ -70,6 +70,7 @@ _RHO_ADAPT_RATIO = 2.0  # adapt rho when the normalised residuals differ by more
 _ABS_TOL_FACTOR = 1e-3  # absolute tolerance = tol * this, in units of the scaled data
 _POLISH_START = 3e-2  # try polishing once the relative primal residual is below this
 _POLISH_WAIT = 50  # iterations before the first polish, and after a failed one (doubles)
+_GRAM_BLOCK_ROWS = 16384  # rows of Xa per float64 product when forming the Gram matrix
 _POLISH_PHASE = 200  # while polishing can still end the run early, rho stays where it started
 
 
@@ -77,7 +78,7 @@ class _Factor:
     """The weight-step operator ``(Xa^T Xa + I)^{-1}``, factored once per problem.
 
     ``n_samples >= n_cols``: from the Cholesky factor of the Gram matrix ``Xa^T Xa + I``
-    (``n_cols x n_cols``). ``n_samples < n_cols``: from that of ``K = Xa Xa^T + I``
+    (``n_cols x n_cols``, accumulated in float64 over blocks of ``_GRAM_BLOCK_ROWS`` rows). ``n_samples < n_cols``: from that of ``K = Xa Xa^T + I``
     (``n_samples x n_samples``), with ``(Xa^T Xa + I)^{-1} = I - Xa^T K^{-1} Xa``.
     The inverse is formed once from the Cholesky factor (its condition number is at most
     ``1 + n_cols * _GRAM_TARGET`` after scaling) and applied as one small product per
@@ -89,8 +90,14 @@ class _Factor:
         self.Xa = Xa
         n_samples, n_cols = Xa.shape
         self.tall = n_samples >= n_cols
-        Xa64 = Xa.astype(np.float64, copy=False)
-        gram = Xa64.T @ Xa64 if self.tall else Xa64 @ Xa64.T
+        if self.tall:  # accumulated over row blocks: no float64 copy of a long Xa
+            gram = np.zeros((n_cols, n_cols))
+            for start in range(0, n_samples, _GRAM_BLOCK_ROWS):
+                block = Xa[start:start + _GRAM_BLOCK_ROWS].astype(np.float64, copy=False)
+                gram += block.T @ block
+        else:
+            Xa64 = Xa.astype(np.float64, copy=False)
+            gram = Xa64 @ Xa64.T
         gram[np.diag_indices_from(gram)] += 1.0
         cholesky = cho_factor(gram, lower=True, overwrite_a=True, check_finite=False)
         inverse = cho_solve(cholesky, np.eye(gram.shape[0]), check_finite=False)

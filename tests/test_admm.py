@@ -159,3 +159,13 @@ def test_prepared_input_serves_blocks_of_neurons(layer, dtype):
         solve(problem, prepared=prepared, dtype=np.float64 if dtype == np.float32 else np.float32)
     with pytest.raises(ValueError, match="prepared: serves the numba and numpy backends"):
         solve(problem, prepared=prepared, backend="torch")
+
+
+def test_gram_matrix_by_row_blocks(monkeypatch):
+    """The factor's Gram matrix accumulated over row blocks equals the one-shot product."""
+    from solvers import admm
+
+    Xa = np.random.default_rng(3).standard_normal((50, 7)).astype(np.float32)
+    whole = admm._Factor(Xa).inverse
+    monkeypatch.setattr(admm, "_GRAM_BLOCK_ROWS", 8)
+    np.testing.assert_allclose(admm._Factor(Xa).inverse, whole, rtol=1e-6, atol=1e-7)
