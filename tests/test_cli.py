@@ -136,3 +136,24 @@ def test_baselines_and_method_options_from_the_command_line(files, capsys):
     assert main(_prune_args(files, out, "pt", "--method", "sparsegpt", "--sparsity", "0.8",
                             "--method-options", '{"refit": true}')) == 2
     assert "not options of method 'sparsegpt'" in capsys.readouterr().err
+
+
+def test_prune_with_split_and_disk_store_matches_the_library(files, digits, digits_model, tmp_path):
+    out = files["dir"] / "split.safetensors"
+    store_dir = tmp_path / "activations"
+    assert main(_prune_args(files, out, "pt", "--mode", "parallel", "--epsilon", "0.1", "--split", "neuron",
+                            "--store", "disk", "--memory-budget", "64KiB", "--store-dir", str(store_dir))) == 0
+    expected = nettrim.prune(digits_model, digits.x_train, mode="parallel", epsilon=0.1, split="neuron",
+                             progress=False)
+    model = nettrim.load(out, digits_mlp((32, 24)))
+    for name in expected.layers:
+        assert torch.equal(model.get_submodule(name).weight, expected.model.get_submodule(name).weight)
+    assert list(store_dir.iterdir()) == []
+
+
+def test_bad_scale_options_are_one_line(files, capsys):
+    out = files["dir"] / "x.safetensors"
+    assert main(_prune_args(files, out, "pt", "--executor", "threads")) == 2
+    assert "executor: got 'threads'" in capsys.readouterr().err
+    assert main(_prune_args(files, out, "pt", "--store", "disk", "--memory-budget", "lots")) == 2
+    assert "memory_budget: got 'lots'" in capsys.readouterr().err
