@@ -11,8 +11,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import torch
-
 from .examples import accuracy, digits_mlp, load_digits_split, train
 from .pipeline import prune
 from .result import PruneResult

@@ -527,7 +527,7 @@ def prune(
     finally:
         bar.close()
         runner.close()
-        del originals
+        originals.clear()  # drop the mapped arrays before their files go
         activations.close()
 
     if mode == "parallel":  # every layer was solved on original signals: write them all now

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .write import writable_directory
+
 __all__ = ["ActivationStore", "parse_size", "STORES"]
 
 logger = logging.getLogger(__name__)
@@ -124,13 +126,7 @@ class ActivationStore:
                 self._temporary = tempfile.TemporaryDirectory(prefix="nettrim-activations-")
                 self.directory = Path(self._temporary.name)
             else:
-                self.directory = Path(directory)
-                try:
-                    self.directory.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise ValueError(f"store_dir: cannot create {str(self.directory)!r} ({exc.strerror})") from exc
-                if not os.access(self.directory, os.W_OK):
-                    raise ValueError(f"store_dir: {str(self.directory)!r} is not writable")
+                self.directory = writable_directory(directory, "store_dir")
         self._count = 0
         self._maps: list[np.memmap] = []
         self._paths: list[Path] = []

@@ -25,7 +25,7 @@ from torch import nn
 
 from .methods import LayerOutcome
 from .result import LayerReport
-from .write import atomic_write
+from .write import atomic_write, writable_directory
 
 __all__ = ["WorkDir", "fingerprint"]
 
@@ -92,15 +92,7 @@ class WorkDir:
     """
 
     def __init__(self, path: str | os.PathLike, run: dict[str, Any], *, resume: bool) -> None:
-        self.path = Path(path)
-        if self.path.exists() and not self.path.is_dir():
-            raise ValueError(f"work_dir: {str(self.path)!r} exists and is not a directory")
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ValueError(f"work_dir: cannot create {str(self.path)!r} ({exc.strerror})") from exc
-        if not os.access(self.path, os.W_OK):
-            raise ValueError(f"work_dir: {str(self.path)!r} is not writable; choose a directory you can write to")
+        self.path = writable_directory(path, "work_dir")
         run_file = self.path / _RUN_FILE
         layer_files = sorted(self.path.glob("layer-*.safetensors"))
         if run_file.exists():

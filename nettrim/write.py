@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 __all__ = ["attach_masks", "plain_state_dict", "save", "load", "read_report", "to_csr", "csr_nbytes",
-           "atomic_write", "report_path"]
+           "atomic_write", "report_path", "writable_directory"]
 
 _REPORT_KEY = "nettrim_report"
 
@@ -57,6 +57,21 @@ def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 def report_path(path: str | os.PathLike) -> Path:
     """Where the JSON report of a weights file goes: the same name with ``.json``."""
     return Path(path).with_suffix(".json")
+
+
+def writable_directory(path: str | os.PathLike, argument: str) -> Path:
+    """``path`` as a directory this process can write to (created if missing), or a
+    ValueError naming ``argument`` and what is wrong, before any work is done."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{argument}: {str(path)!r} exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"{argument}: cannot create {str(path)!r} ({exc.strerror})") from exc
+    if not os.access(path, os.W_OK):
+        raise ValueError(f"{argument}: {str(path)!r} is not writable; choose a directory you can write to")
+    return path
 
 
 def _umask() -> int:

@@ -1,7 +1,6 @@
 """Activations on disk (memory-mapped) give the weights of an in-memory run."""
 import os
 
-import numpy as np
 import pytest
 import torch
 
