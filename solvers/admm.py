@@ -66,12 +66,12 @@ BACKENDS = ("numba", "numpy", "torch")
 _GRAM_TARGET = 1.0 / 0.09  # the authors' 0.3 * sqrt(max(Xa^T Xa)) scaling
 _RHO_BOUNDS = (1e-6, 1e6)
 _RHO_START_FACTOR = 2.0  # rho starts at this times sqrt(#weights) / ||Theta_0||_F
-_RHO_ADAPT_RATIO = 2.0  # adapt rho when the normalised residuals differ by more than this
+_RHO_ADAPT_RATIO = 5.0  # adapt rho when sqrt(primal_rel / dual_rel) leaves [1/this, this] (OSQP's 5)
 _ABS_TOL_FACTOR = 1e-3  # absolute tolerance = tol * this, in units of the scaled data
 _POLISH_START = 3e-2  # try polishing once the relative primal residual is below this
 _POLISH_WAIT = 50  # iterations before the first polish, and after a failed one (doubles)
 _GRAM_BLOCK_ROWS = 16384  # rows of Xa per float64 product when forming the Gram matrix
-_POLISH_PHASE = 200  # while polishing can still end the run early, rho stays where it started
+_RHO_HOLD = 200  # rho stays where it started for these iterations: early residuals mislead the balancing
 
 
 class _Factor:
@@ -132,46 +132,68 @@ class _Factor:
             np.subtract(B, R, out=R)
 
 
-def _scaled_input(X: np.ndarray, fit_bias: bool, dtype: np.dtype) -> tuple[np.ndarray, float, float]:
-    """``Xa = [X / scale, c 1]`` with ``scale`` making the largest diagonal entry of the
-    Gram matrix ``_GRAM_TARGET`` and ``c`` giving the bias column the same norm; returns
-    ``(Xa, scale, bias_unit)`` with ``bias_unit = scale * c``."""
+def _scaled_input(X: np.ndarray, fit_bias: bool, dtype: np.dtype,
+                  center: bool = False) -> tuple[np.ndarray, float, float, np.ndarray | None]:
+    """``Xa = [(X - mean) / scale, c 1]`` with ``scale`` making the largest diagonal entry
+    of the Gram matrix ``_GRAM_TARGET`` and ``c`` giving the bias column the same norm;
+    returns ``(Xa, scale, bias_unit, mean)`` with ``bias_unit = scale * c``.
+
+    ``center=True`` subtracts the column means (computed in float64; ``mean`` is None
+    otherwise). With a fitted, unpenalised bias this is an exact change of variables,
+    ``X W^T + b = (X - mean) W^T + (b + W mean)``, that leaves ``W`` and the objective
+    unchanged and removes the one large eigenvalue that the common mean of non-negative
+    (ReLU) inputs puts into ``X^T X``.
+    """
     n_samples, n_in = X.shape
     Xa = np.empty((n_samples, n_in + fit_bias), dtype=dtype)
     Xa[:, :n_in] = X
+    mean = None
+    if center:
+        mean = np.mean(X, axis=0, dtype=np.float64)
+        Xa[:, :n_in] -= mean.astype(dtype)
     largest_diag = float(np.max(np.einsum("pi,pi->i", Xa[:, :n_in], Xa[:, :n_in], dtype=np.float64)))
     scale = float(np.sqrt(largest_diag / _GRAM_TARGET)) if largest_diag > 0 else 1.0
     Xa[:, :n_in] /= dtype.type(scale)
     bias_column = np.sqrt(_GRAM_TARGET / n_samples)
     if fit_bias:
         Xa[:, n_in] = bias_column
-    return Xa, scale, scale * bias_column
+    return Xa, scale, scale * bias_column, mean
+
+
+def _centers(fit_bias: bool, penalize_bias: bool) -> bool:
+    """Whether the input is centred: only when the bias absorbs the shift at no cost."""
+    return fit_bias and not penalize_bias
 
 
 class PreparedInput:
     """A layer input scaled and factored once, for several programs that share it.
 
     The programs of blocks of output neurons with per-neuron budgets share ``X``: the
-    scaled input ``Xa`` and the factored weight-step operator ``(Xa^T Xa + I)^{-1}`` depend
-    on ``X`` (and on whether a bias is fitted) only, so they are computed once here and
-    passed to :func:`solve_admm` as ``prepared=`` for each block (numba and numpy
-    backends). Picklable, so an executor can send it to its workers once.
+    scaled (and centred) input ``Xa`` and the factored weight-step operator
+    ``(Xa^T Xa + I)^{-1}`` depend on ``X`` and on how the bias enters (fitted,
+    penalised) only, so they are computed once here and passed to :func:`solve_admm` as
+    ``prepared=`` for each block (numba and numpy backends). Picklable, so an executor
+    can send it to its workers once.
 
     Parameters
     ----------
     X : array_like, shape (n_samples, n_in)
     fit_bias : bool, default True
+    penalize_bias : bool, default False
+        As in the problems it will serve (an unpenalised fitted bias lets ``X`` be centred).
     dtype : float32 or float64, default float64
         The precision of the iterations it will serve.
     """
 
-    def __init__(self, X: Any, *, fit_bias: bool = True, dtype: Any = np.float64) -> None:
+    def __init__(self, X: Any, *, fit_bias: bool = True, penalize_bias: bool = False,
+                 dtype: Any = np.float64) -> None:
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype: got {dtype}, needs float32 or float64")
         X = np.asarray(X)
-        self.shape, self.fit_bias, self.dtype = X.shape, bool(fit_bias), dtype
-        self.Xa, self.scale, self.bias_unit = _scaled_input(X, self.fit_bias, dtype)
+        self.shape, self.fit_bias, self.penalize_bias, self.dtype = X.shape, bool(fit_bias), bool(penalize_bias), dtype
+        self.Xa, self.scale, self.bias_unit, self.mean = _scaled_input(
+            X, self.fit_bias, dtype, center=_centers(self.fit_bias, self.penalize_bias))
         self.factor = _Factor(self.Xa)
 
     @property
@@ -180,25 +202,30 @@ class PreparedInput:
 
     def check(self, problem: LayerProblem, dtype: np.dtype) -> None:
         """A ValueError unless this input is the problem's, in the precision asked for."""
-        if (problem.X.shape != self.shape or problem.fit_bias != self.fit_bias or dtype != self.dtype):
-            raise ValueError(f"prepared: built for X of shape {self.shape}, fit_bias={self.fit_bias}, {self.dtype}; "
-                             f"the problem has {problem.X.shape}, fit_bias={problem.fit_bias}, {dtype}")
+        if (problem.X.shape != self.shape or problem.fit_bias != self.fit_bias
+                or problem.penalize_bias != self.penalize_bias or dtype != self.dtype):
+            raise ValueError(f"prepared: built for X of shape {self.shape}, fit_bias={self.fit_bias}, "
+                             f"penalize_bias={self.penalize_bias}, {self.dtype}; the problem has {problem.X.shape}, "
+                             f"fit_bias={problem.fit_bias}, penalize_bias={problem.penalize_bias}, {dtype}")
 
 
 class _ScaledData:
     """The problem's data as the iterations use them (copies: the problem is never written).
 
     ``X``, ``Y``, ``V`` and ``epsilon`` are divided by ``scale`` so that the largest
-    diagonal entry of ``X^T X`` is ``_GRAM_TARGET``; ``W`` is unchanged by this. The bias
-    column of ``Xa`` gets the same norm, so one unit of its coefficient is ``bias_unit``
-    units of bias.
+    diagonal entry of ``X^T X`` is ``_GRAM_TARGET``; ``W`` is unchanged by this. With a
+    fitted, unpenalised bias ``X`` is centred first (``mean``, else None): the iterations
+    then fit ``b + W mean`` in place of ``b``. The bias column of ``Xa`` gets the same
+    norm as the others, so one unit of its coefficient is ``bias_unit`` units of bias.
     """
 
     def __init__(self, problem: LayerProblem, dtype: np.dtype, prepared: "PreparedInput | None" = None) -> None:
         if prepared is None:
-            self.Xa, self.scale, self.bias_unit = _scaled_input(problem.X, problem.fit_bias, dtype)
+            self.Xa, self.scale, self.bias_unit, self.mean = _scaled_input(
+                problem.X, problem.fit_bias, dtype, center=_centers(problem.fit_bias, problem.penalize_bias))
         else:
-            self.Xa, self.scale, self.bias_unit = prepared.Xa, prepared.scale, prepared.bias_unit
+            self.Xa, self.scale, self.bias_unit, self.mean = (prepared.Xa, prepared.scale, prepared.bias_unit,
+                                                              prepared.mean)
         self.Y = (problem.Y / self.scale).astype(dtype)
         self.V = None if problem.upper is None else (problem.upper / self.scale).astype(dtype)
         self.epsilon = problem.epsilon / self.scale
@@ -389,13 +416,15 @@ def solve_admm(
         weight's :meth:`~LayerProblem.violation` is at most ``5 tol``.
     max_iter : int, default 10000
     rho : 'auto' or float, default 'auto'
-        ``'auto'`` starts from ``2 sqrt(#weights) / ||Theta_0||_F`` and adapts by
-        residual balancing (free: rho does not enter the factored matrix): at a check
-        where the normalised residuals differ by more than a factor 4, rho moves by the
-        square root of their ratio; the wait before the next change doubles each time,
-        so rho settles and the usual convergence guarantee applies. While polishing can
-        still end the run (the first 200 iterations), rho is held: a large rho finds the
-        support early. A float fixes rho.
+        ``'auto'`` starts from ``2 sqrt(#weights) / ||Theta_0||_F`` (a threshold
+        ``1/rho`` of half the weights' root mean square), holds it for the first 200
+        iterations, then adapts by residual balancing (free: rho does not enter the
+        factored matrix): at a check where the normalised residuals differ by more than a
+        factor 25, rho moves by the square root of their ratio; the wait before the next
+        change doubles each time, so rho settles and the usual convergence guarantee
+        applies. Balancing from the first checks, or at a factor 4, was measured 2-7x
+        slower (``benchmarks/rho_rule.py``): the early residuals do not predict the rate.
+        A float fixes rho.
     warm_start : (weight, bias) or weight, optional
         Starting weights, e.g. the original layer's. Default: the ridge solution
         ``(Xa^T Xa + I)^{-1} Xa^T Y``.
@@ -459,6 +488,8 @@ def solve_admm(
     # ---- start: A = Pi_C(Xa Theta), Q = Theta, both duals 0
     if warm_start is not None:
         Theta_host = _warm_theta(problem, warm_start, dtype)
+        if data.mean is not None:  # the centred program's bias is b + W mean
+            Theta_host[n_in] += (data.mean @ Theta_host[:n_in].astype(np.float64)).astype(dtype)
         if problem.fit_bias:
             Theta_host[n_in] /= dtype.type(bias_unit)
         Theta = engine.asarray(Theta_host)
@@ -494,7 +525,6 @@ def solve_admm(
     polished = None
     next_polish, polish_wait = _POLISH_WAIT, _POLISH_WAIT  # the wait doubles after each failure
     polish = polish and can_polish(problem)
-    adapt_from = _POLISH_PHASE if polish else 0
 
     polish_state: dict = {"seconds": 0.0}
 
@@ -553,7 +583,7 @@ def solve_admm(
                 polished, status = attempt, "optimal"
                 break
             next_polish, polish_wait = iteration + polish_wait, 2 * polish_wait
-        if (adaptive and dual_rel > 0 and primal_rel > 0 and iteration >= adapt_from
+        if (adaptive and dual_rel > 0 and primal_rel > 0 and iteration >= _RHO_HOLD
                 and iteration - last_change >= adapt_interval):
             ratio = np.sqrt(primal_rel / dual_rel)
             if ratio > _RHO_ADAPT_RATIO or ratio < 1.0 / _RHO_ADAPT_RATIO:
@@ -571,6 +601,8 @@ def solve_admm(
     Q = polished.Theta.astype(dtype) if polished is not None else engine.host(Q)
     weight = np.ascontiguousarray(Q[:n_in].T)
     bias = Q[n_in] * dtype.type(bias_unit) if problem.fit_bias else None
+    if data.mean is not None:  # back from the centred program's bias b + W mean
+        bias = (bias.astype(np.float64) - weight.astype(np.float64) @ data.mean).astype(dtype)
     solution = Solution(
         weight=weight,
         bias=bias,
@@ -582,7 +614,7 @@ def solve_admm(
         dual_residual=float(dual_rel),
         solve_time=time.perf_counter() - started,
         method="admm",
-        info={"rho": rho_value, "scale": data.scale, "backend": backend, "device": engine.device_name,
+        info={"rho": rho_value, "scale": data.scale, "centered": data.mean is not None, "backend": backend, "device": engine.device_name,
               "dtype": dtype.name, "factor_time": factor_time, "prepared": prepared is not None,
               "factorization": "gram" if engine.tall else "inversion-lemma",
               "polished": polished is not None, "polish_time": polish_state["seconds"],

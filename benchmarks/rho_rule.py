@@ -1,0 +1,136 @@
+"""How many ADMM iterations the rho rule and the centring of the input save, side by side.
+
+The ADMM's time is its iteration count times two ``n_samples x n_in x n_out`` products,
+so the count is what a GPU target (the LeNet-size layer of ``torch_backend.py --lenet``)
+depends on. This benchmark solves the same problems, in one process, with the rules of
+:mod:`solvers.admm` switched by its private constants (an ablation; users have one rule):
+
+- ``balanced-from-start``: the rule before 2026-12: residual balancing from the first check
+  (iteration 25) whenever the normalised residuals differ by more than a factor 4
+  (``sqrt`` ratio 2), input not centred;
+- ``held, not centred``: rho held at its start value ``2 sqrt(#weights)/||Theta_0||`` for 200
+  iterations, then balanced at a factor 25 (``sqrt`` ratio 5, OSQP's default tolerance);
+- ``held, centred`` (the current rule): the same, and the input centred (exact when the
+  bias is fitted and free: ``X W^T + b = (X - mean) W^T + (b + W mean)``);
+- ``fixed rho``: rho never moves from its start value, input centred.
+
+Problems (ReLU layers, layer budget, bias fitted): ``relu-features`` layers like LeNet's
+hidden layers at reduced size (``torch_backend.lenet_problem``: ``X = relu(G T / sqrt(p))``,
+a planted weight with 10% entries, ``epsilon = 0.05 ||Y||``) at two sizes; planted layers on
+Gaussian inputs (``solvers.examples.planted_problem``) at two budgets; the second hidden
+layer of a digits MLP (``solvers.examples.digits_layer_problem``). Each is solved without
+polishing (the ADMM alone to ``tol``, as the GPU benchmark runs it) in float64 with numba,
+and once more with the default settings (polishing on) under the current rule.
+
+Iteration counts are deterministic; seconds are one run each (the time per iteration does
+not depend on the rule; ``--repeats`` takes medians). The numba kernels are compiled on a
+tiny problem first. Writes benchmarks/results/rho_rule.csv and .meta.json.
+
+Run:  python benchmarks/rho_rule.py [--quick] [--repeats 1] [--tol 1e-4]
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # see solver_vs_cvxpy.py
+
+import argparse
+import contextlib
+import sys
+import time
+
+import numpy as np
+
+from _common import RESULTS, ROOT, compile_cost, machine_info, write_results
+
+sys.path.insert(0, str(ROOT))
+from solvers import admm, solve  # noqa: E402
+from solvers.examples import digits_layer_problem, planted_problem  # noqa: E402
+
+RULES = {  # name: (rho hold, sqrt-ratio tolerance, centre the input, adapt at all)
+    "balanced-from-start": (0, 2.0, False, True),
+    "held, not centred": (200, 5.0, False, True),
+    "held, centred": (200, 5.0, True, True),
+    "fixed rho": (0, 5.0, True, False),
+}
+
+
+@contextlib.contextmanager
+def rule(name: str):
+    """Switch :mod:`solvers.admm` to one rule for the duration of the block."""
+    hold, ratio, centre, adapt = RULES[name]
+    saved = admm._RHO_HOLD, admm._RHO_ADAPT_RATIO, admm._centers
+    admm._RHO_HOLD = hold if adapt else 10**9
+    admm._RHO_ADAPT_RATIO = ratio
+    if not centre:
+        admm._centers = lambda fit_bias, penalize_bias: False
+    try:
+        yield
+    finally:
+        admm._RHO_HOLD, admm._RHO_ADAPT_RATIO, admm._centers = saved
+
+
+def problems(quick: bool) -> dict:
+    from torch_backend import lenet_problem
+
+    found = {"relu-features 3000x392x64": lenet_problem((3000, 392, 64), device="cpu", n_pixels=98)[0],
+             "planted 2000x256x128 eps 0.02": planted_problem(2000, 256, 128, density=0.2, epsilon=0.02, seed=1)[0],
+             "planted 3000x200x100 eps 0.1": planted_problem(3000, 200, 100, density=0.1, epsilon=0.1, seed=2)[0]}
+    if not quick:
+        found["digits hidden 3000x256x256"] = digits_layer_problem((256, 256), 3000)[0]
+        found["relu-features 8000x784x128"] = lenet_problem((8000, 784, 128), device="cpu", n_pixels=196)[0]
+    return found
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the three smaller problems only")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per variant (median seconds)")
+    parser.add_argument("--tol", type=float, default=1e-4)
+    parser.add_argument("--max-iter", type=int, default=10_000)
+    parser.add_argument("--out", default=str(RESULTS / "rho_rule.csv"))
+    args = parser.parse_args(argv)
+
+    info = machine_info()
+    info["compile_seconds"] = compile_cost()
+    tiny, _ = planted_problem(50, 5, 3)
+    solve(tiny, max_iter=30)  # compile or load the kernels outside the timings
+    rows = []
+    for name, problem in problems(args.quick).items():
+        print(f"\n{name} (n_samples x n_in x n_out; active {problem.active.mean():.0%})", flush=True)
+        runs = [(r, False) for r in RULES] + [("held, centred", True)]
+        for rule_name, polish in runs:
+            with rule(rule_name):
+                sols = [solve(problem, tol=args.tol, polish=polish, max_iter=args.max_iter)
+                        for _ in range(args.repeats)]
+            sol = sols[0]
+            row = {"problem": name, "n_samples": problem.n_samples, "n_in": problem.n_in, "n_out": problem.n_out,
+                   "rule": rule_name, "polish": polish, "status": sol.status, "iterations": sol.iterations,
+                   "seconds": float(np.median([s.solve_time for s in sols])),
+                   "ms_per_iteration": 1e3 * (sol.solve_time - sol.info["factor_time"] - sol.info["polish_time"])
+                   / sol.iterations,
+                   "objective": sol.objective, "violation": sol.violation, "density": sol.density,
+                   "final_rho": sol.info["rho"], "polished": sol.info["polished"]}
+            rows.append(row)
+            print(f"  {rule_name:<22} polish={polish!s:<5} {sol.status:<8} {sol.iterations:6d} it "
+                  f"{row['seconds']:7.1f}s obj {sol.objective:.7g} viol {sol.violation:.1e} rho {sol.info['rho']:.3g}",
+                  flush=True)
+
+    print(f"\n{'problem':<30} {'rule':<22} {'polish':>6} {'iters':>6} {'seconds':>8} {'vs before':>9}")
+    for r in rows:
+        before = next(b for b in rows if b["problem"] == r["problem"] and b["rule"] == "balanced-from-start")
+        print(f"{r['problem']:<30} {r['rule']:<22} {r['polish']!s:>6} {r['iterations']:6d} {r['seconds']:8.1f} "
+              f"{before['iterations'] / r['iterations']:8.1f}x")
+    current = [next(b for b in rows if b["problem"] == p and b["rule"] == "balanced-from-start")["iterations"]
+               / next(b for b in rows if b["problem"] == p and b["rule"] == "held, centred" and not b["polish"])
+               ["iterations"] for p in dict.fromkeys(r["problem"] for r in rows)]
+    print(f"\nfewer iterations without polishing, current rule against the rule before: "
+          f"median {np.median(current):.1f}x (range {min(current):.1f}-{max(current):.1f}x)")
+    info.update(tol=args.tol, repeats=args.repeats, max_iter=args.max_iter, quick=args.quick,
+                rules={k: dict(zip(("hold", "sqrt_ratio", "centred", "adaptive"), v)) for k, v in RULES.items()},
+                date=time.strftime("%Y-%m-%d %H:%M:%S"))
+    print(f"wrote {write_results(args.out, rows, info)}")
+
+
+if __name__ == "__main__":
+    main()
