@@ -28,6 +28,7 @@ bench: setup
 	$(BIN)/python benchmarks/prune_digits.py
 	$(BIN)/python benchmarks/compare_methods.py
 	$(BIN)/python benchmarks/solver_vs_cvxpy.py
+	$(BIN)/python benchmarks/rho_rule.py
 	$(BIN)/python benchmarks/sample_complexity.py
 	$(BIN)/python benchmarks/torch_backend.py
 	$(BIN)/python benchmarks/scaling.py
