@@ -5,9 +5,10 @@ so the count is what a GPU target (the LeNet-size layer of ``torch_backend.py --
 depends on. This benchmark solves the same problems, in one process, with the rules of
 :mod:`solvers.admm` switched by its private constants (an ablation; users have one rule):
 
-- ``balanced-from-start``: the rule before 2026-12: residual balancing from the first check
-  (iteration 25) whenever the normalised residuals differ by more than a factor 4
-  (``sqrt`` ratio 2), input not centred;
+- ``balanced-from-start``: the rule before 2026-12 for a run without polishing: residual
+  balancing from the first check (iteration 25) whenever the normalised residuals differ
+  by more than a factor 4 (``sqrt`` ratio 2), input not centred (``before, polishing on``:
+  the same rule as it ran with polishing, rho held for the first 200 iterations);
 - ``held, not centred``: rho held at its start value ``2 sqrt(#weights)/||Theta_0||`` for 200
   iterations, then balanced at a factor 25 (``sqrt`` ratio 5, OSQP's default tolerance);
 - ``held, centred`` (the current rule): the same, and the input centred (exact when the
@@ -22,11 +23,17 @@ layer of a digits MLP (``solvers.examples.digits_layer_problem``). Each is solve
 polishing (the ADMM alone to ``tol``, as the GPU benchmark runs it) in float64 with numba,
 and once more with the default settings (polishing on) under the current rule.
 
+Section ``pipeline``: the digits MLP 64-256-256-10 (``nettrim.examples``, trained here,
+seed 0) pruned in cascade mode at ``epsilon = 0.08`` with the pipeline's defaults
+(``tol = 1e-3``, warm start from the original weights, polishing on) under
+``before, polishing on`` and the current rule: iterations per layer and seconds
+(median of ``--repeats``). Writes rho_rule_pipeline.csv.
+
 Iteration counts are deterministic; seconds are one run each (the time per iteration does
 not depend on the rule; ``--repeats`` takes medians). The numba kernels are compiled on a
 tiny problem first. Writes benchmarks/results/rho_rule.csv and .meta.json.
 
-Run:  python benchmarks/rho_rule.py [--quick] [--repeats 1] [--tol 1e-4]
+Run:  python benchmarks/rho_rule.py [--quick] [--repeats 1] [--tol 1e-4] [--sections layers,pipeline]
 """
 from __future__ import annotations
 
@@ -49,6 +56,7 @@ from solvers.examples import digits_layer_problem, planted_problem  # noqa: E402
 
 RULES = {  # name: (rho hold, sqrt-ratio tolerance, centre the input, adapt at all)
     "balanced-from-start": (0, 2.0, False, True),
+    "before, polishing on": (200, 2.0, False, True),
     "held, not centred": (200, 5.0, False, True),
     "held, centred": (200, 5.0, True, True),
     "fixed rho": (0, 5.0, True, False),
@@ -82,23 +90,64 @@ def problems(quick: bool) -> dict:
     return found
 
 
+def bench_pipeline(repeats: int) -> list[dict]:
+    """The digits MLP cascade prune under the rule before and the current one."""
+    import statistics
+
+    import nettrim
+    from nettrim.examples import digits_mlp, load_digits_split, train
+
+    data = load_digits_split()
+    model = train(digits_mlp(), data.x_train, data.y_train)
+    nettrim.prune(model, data.x_train[:200], progress=False)  # kernels loaded outside the timings
+    rows = []
+    print("\ndigits MLP 64-256-256-10, cascade, epsilon 0.08, pipeline defaults (tol 1e-3, polishing on)")
+    for rule_name in ("before, polishing on", "held, centred"):
+        seconds = []
+        with rule(rule_name):
+            for _ in range(repeats):
+                started = time.perf_counter()
+                result = nettrim.prune(model, data.x_train, mode="cascade", epsilon=0.08, progress=False)
+                seconds.append(time.perf_counter() - started)
+        for layer in result.layers.values():
+            rows.append({"rule": rule_name, "layer": layer.name, "shape": "x".join(map(str, layer.shape)),
+                         "iterations": layer.iterations, "layer_seconds": layer.seconds,
+                         "polished": layer.info.get("polished"), "nnz_after": layer.nnz_after,
+                         "prune_seconds": statistics.median(seconds), "kept": result.kept})
+        print(f"  {rule_name:<22} {statistics.median(seconds):6.2f}s kept {result.kept:.2%}  iterations per layer: "
+              + ", ".join(f"{layer.name}: {layer.iterations}" for layer in result.layers.values()), flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the three smaller problems only")
     parser.add_argument("--repeats", type=int, default=1, help="runs per variant (median seconds)")
     parser.add_argument("--tol", type=float, default=1e-4)
     parser.add_argument("--max-iter", type=int, default=10_000)
+    parser.add_argument("--sections", default="layers,pipeline", help="comma-separated: layers, pipeline")
     parser.add_argument("--out", default=str(RESULTS / "rho_rule.csv"))
     args = parser.parse_args(argv)
+    sections = set(args.sections.split(","))
+    if not sections <= {"layers", "pipeline"}:
+        raise SystemExit(f"--sections: got {args.sections!r}, needs a comma-separated subset of layers,pipeline")
 
     info = machine_info()
     info["compile_seconds"] = compile_cost()
     tiny, _ = planted_problem(50, 5, 3)
     solve(tiny, max_iter=30)  # compile or load the kernels outside the timings
+    info.update(tol=args.tol, repeats=args.repeats, max_iter=args.max_iter, quick=args.quick,
+                rules={k: dict(zip(("hold", "sqrt_ratio", "centred", "adaptive"), v)) for k, v in RULES.items()},
+                date=time.strftime("%Y-%m-%d %H:%M:%S"))
+    if "pipeline" in sections:
+        out = write_results(args.out.replace(".csv", "_pipeline.csv"), bench_pipeline(args.repeats), info)
+        print(f"wrote {out}")
+    if "layers" not in sections:
+        return
     rows = []
     for name, problem in problems(args.quick).items():
         print(f"\n{name} (n_samples x n_in x n_out; active {problem.active.mean():.0%})", flush=True)
-        runs = [(r, False) for r in RULES] + [("held, centred", True)]
+        runs = [(r, False) for r in RULES if r != "before, polishing on"] + [("held, centred", True)]
         for rule_name, polish in runs:
             with rule(rule_name):
                 sols = [solve(problem, tol=args.tol, polish=polish, max_iter=args.max_iter)
@@ -126,9 +175,6 @@ def main(argv: list[str] | None = None) -> None:
                ["iterations"] for p in dict.fromkeys(r["problem"] for r in rows)]
     print(f"\nfewer iterations without polishing, current rule against the rule before: "
           f"median {np.median(current):.1f}x (range {min(current):.1f}-{max(current):.1f}x)")
-    info.update(tol=args.tol, repeats=args.repeats, max_iter=args.max_iter, quick=args.quick,
-                rules={k: dict(zip(("hold", "sqrt_ratio", "centred", "adaptive"), v)) for k, v in RULES.items()},
-                date=time.strftime("%Y-%m-%d %H:%M:%S"))
     print(f"wrote {write_results(args.out, rows, info)}")
 
 

@@ -422,8 +422,8 @@ def solve_admm(
         factored matrix): at a check where the normalised residuals differ by more than a
         factor 25, rho moves by the square root of their ratio; the wait before the next
         change doubles each time, so rho settles and the usual convergence guarantee
-        applies. Balancing from the first checks, or at a factor 4, was measured 2-7x
-        slower (``benchmarks/rho_rule.py``): the early residuals do not predict the rate.
+        applies. Balancing from the first check at a factor 4 took 5.8-8.1x more
+        iterations (``benchmarks/rho_rule.py``): the early residuals do not predict the rate.
         A float fixes rho.
     warm_start : (weight, bias) or weight, optional
         Starting weights, e.g. the original layer's. Default: the ridge solution
@@ -614,8 +614,8 @@ def solve_admm(
         dual_residual=float(dual_rel),
         solve_time=time.perf_counter() - started,
         method="admm",
-        info={"rho": rho_value, "scale": data.scale, "centered": data.mean is not None, "backend": backend, "device": engine.device_name,
-              "dtype": dtype.name, "factor_time": factor_time, "prepared": prepared is not None,
+        info={"rho": rho_value, "scale": data.scale, "centered": data.mean is not None, "backend": backend,
+              "device": engine.device_name, "dtype": dtype.name, "factor_time": factor_time, "prepared": prepared is not None,
               "factorization": "gram" if engine.tall else "inversion-lemma",
               "polished": polished is not None, "polish_time": polish_state["seconds"],
               "certificate": polished.certificate if polished is not None else None},

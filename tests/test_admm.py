@@ -217,7 +217,7 @@ def test_warm_start_bias_goes_through_the_centring():
     assert sol.violation < 1e-3
 
 
-def test_no_centring_when_the_bias_is_not_free(layer):
+def test_no_centring_when_the_bias_is_not_free():
     """A penalised or absent bias cannot absorb the shift: the input is not centred, and
     a prepared input built for one case refuses the other."""
     from solvers.admm import PreparedInput
