@@ -473,7 +473,9 @@ def solve_admm(
         ``weight`` and ``bias``. ``info`` holds ``polished``, ``certificate`` (largest
         ``|g_j| / w_j`` off the support), ``rho``, ``scale``, ``factor_time``,
         ``polish_time`` (seconds spent polishing, attempts that failed included),
-        ``backend``, ``device`` and ``dtype``.
+        ``residuals_met_at`` (the first check at which both residuals met ``tol``, None if
+        none did: when it is well below ``iterations`` and nothing was polished, the
+        violation test decided the stop), ``backend``, ``device`` and ``dtype``.
     """
     dtype = _check_options(tol, max_iter, rho, dtype, backend, alpha, check_every)
     started = time.perf_counter()
@@ -552,6 +554,7 @@ def solve_admm(
 
     primal_rel = dual_rel = np.inf
     iteration = 0
+    residuals_met_at = None  # the first check where both residuals met tol (the violation test may decide later)
     n_primal, n_dual = R.shape[0] * R.shape[1] + Theta.shape[0] * Theta.shape[1], Theta.shape[0] * Theta.shape[1]
     for iteration in range(1, max_iter + 1):
         engine.weight_products(B, C, Theta, R, work)
@@ -570,8 +573,12 @@ def solve_admm(
         dual_rel = dual / max(dual_scale, 1e-300)
         primal_ok = primal <= eps_abs * np.sqrt(n_primal) + tol * primal_scale
         dual_ok = dual <= eps_abs * np.sqrt(n_dual) + tol * dual_scale
-        logger.debug("iter %d rho %.3g primal %.2e dual %.2e", iteration, rho_value, primal_rel, dual_rel)
+        if logger.isEnabledFor(logging.DEBUG):  # the violation costs one product: only when asked for
+            logger.debug("iter %d rho %.3g primal %.2e dual %.2e violation %.2e", iteration, rho_value,
+                         primal_rel, dual_rel, engine.violation(Q))
         if primal_ok and dual_ok:
+            if residuals_met_at is None:
+                residuals_met_at = iteration
             violation = engine.violation(Q)
             if violation <= feasibility_tol:
                 status = "optimal"
@@ -618,6 +625,7 @@ def solve_admm(
               "device": engine.device_name, "dtype": dtype.name, "factor_time": factor_time, "prepared": prepared is not None,
               "factorization": "gram" if engine.tall else "inversion-lemma",
               "polished": polished is not None, "polish_time": polish_state["seconds"],
+              "residuals_met_at": residuals_met_at,
               "certificate": polished.certificate if polished is not None else None},
     )
     logger.info("admm %s after %d iterations: objective %.6g, violation %.2e, %.3fs",

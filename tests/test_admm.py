@@ -242,3 +242,19 @@ def test_rho_is_held_then_balanced_without_polishing():
     assert held.info["rho"] == first.info["rho"]
     sol = solve(problem, polish=False)
     assert sol.status == "optimal" and sol.iterations <= 600 and sol.violation <= 5e-4
+
+
+def test_residuals_met_at_tells_when_the_violation_test_decided():
+    """``info['residuals_met_at']`` is the first check where both residuals met tol. On this
+    layer the thresholded copy's violation is still above 5 tol then, and the run goes on
+    until it is not; a run stopped before the residuals met tol reports None."""
+    from solvers.examples import planted_problem
+
+    problem = planted_problem(300, 40, 16, density=0.3, epsilon=0.01, seed=0)[0]
+    sol = solve(problem, polish=False, tol=1e-4)
+    met = sol.info["residuals_met_at"]
+    assert sol.status == "optimal" and sol.violation <= 5e-4
+    assert met % 25 == 0 and met < sol.iterations
+    at_met = solve(problem, polish=False, tol=1e-4, max_iter=met)
+    assert at_met.status == "max_iter" and at_met.violation > 5e-4  # why the run went on
+    assert solve(problem, polish=False, tol=1e-4, max_iter=met - 25).info["residuals_met_at"] is None
