@@ -31,11 +31,13 @@ published implementation: 126 s for 300 iterations, weights 7.5% over their epsi
 ``--lenet-device cpu`` runs the tol-1e-4 row on the CPU instead (the same torch float32
 iteration; the data drawn by the CPU generator, same distribution): seconds per iteration
 on 2 cores, so it is there for the iteration count the GPU run will need. Writes
-torch_backend_lenet_cpu.csv.
+torch_backend_lenet_cpu.csv. ``--lenet-size 3000x392x64`` runs the same rows on a layer of
+that size (``n_in / 4`` teacher pixels, as LeNet's 784 for 3136), written to a file named
+after it: a check of the whole run in seconds before a GPU session spends its minutes.
 
 Run:  python benchmarks/torch_backend.py [--sizes 2000x256x256,...] [--repeats 3]
       [--threads N] [--polish on|off|both] [--lenet] [--tf32]
-      [--lenet-only] [--lenet-device cuda|cpu]
+      [--lenet-only] [--lenet-device cuda|cpu] [--lenet-size 55000x3136x512]
 Writes benchmarks/results/torch_backend.csv and .meta.json (``--lenet``: also
 torch_backend_lenet.csv and .meta.json).
 """
@@ -64,12 +66,12 @@ GPU_SIZES = "2000x256x256,10000x785x300,20000x1025x512"
 LENET = (55000, 3136, 512)  # n_samples, n_in, n_out
 
 
-def parse_sizes(text: str) -> list[tuple[int, int, int]]:
+def parse_sizes(text: str, option: str = "--sizes") -> list[tuple[int, int, int]]:
     sizes = []
     for item in text.split(","):
         parts = item.strip().lower().split("x")
         if len(parts) != 3 or not all(p.isdigit() for p in parts):
-            raise SystemExit(f"--sizes: got {item!r}, needs n_samples x n_in x n_out like 2000x256x256")
+            raise SystemExit(f"{option}: got {item!r}, needs n_samples x n_in x n_out like 2000x256x256")
         sizes.append(tuple(int(p) for p in parts))
     return sizes
 
@@ -161,9 +163,14 @@ def bench_lenet(args) -> None:
               "run it on a machine with a GPU, or pass --lenet-device cpu for the iteration count (slow)")
         return
     where = torch.cuda.get_device_name() if device == "cuda" else f"the CPU ({torch.get_num_threads()} threads)"
-    print(f"\nLeNet-size layer {LENET[0]} x {LENET[1]} (+bias) x {LENET[2]}, float32 on {where}", flush=True)
+    sizes = parse_sizes(args.lenet_size, "--lenet-size")
+    if len(sizes) != 1:
+        raise SystemExit(f"--lenet-size: got {args.lenet_size!r}, needs one size like 55000x3136x512")
+    size = sizes[0]
+    label = "LeNet-size layer" if size == LENET else "LeNet-like layer (reduced size)"
+    print(f"\n{label} {size[0]} x {size[1]} (+bias) x {size[2]}, float32 on {where}", flush=True)
     started = time.perf_counter()
-    problem, planted = lenet_problem(device=device)
+    problem, planted = lenet_problem(size, device=device, n_pixels=max(1, size[1] // 4))  # 784 for LeNet
     build = time.perf_counter() - started
     print(f"  data built in {build:.1f}s; active entries {problem.active.mean():.1%}; "
           f"planted weights' violation {problem.violation(*planted):.1e}", flush=True)
@@ -201,7 +208,8 @@ def bench_lenet(args) -> None:
                 problem="synthetic LeNet-size layer, see the module docstring",
                 published="126 s for 300 iterations, weights 7.5% over epsilon",
                 date=time.strftime("%Y-%m-%d %H:%M:%S"))
-    out = write_results(args.out.replace(".csv", "_lenet.csv" if device == "cuda" else "_lenet_cpu.csv"), rows, meta)
+    suffix = ("_lenet" if device == "cuda" else "_lenet_cpu") + ("" if size == LENET else "_" + "x".join(map(str, size)))
+    out = write_results(args.out.replace(".csv", suffix + ".csv"), rows, meta)
     print(f"wrote {out}")
 
 
@@ -228,6 +236,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lenet-device", choices=["cuda", "cpu"], default="cuda",
                         help="where the LeNet-size layer runs; 'cpu' measures its iteration count to tol "
                              "(the same torch float32 iteration, seconds per iteration on 2 cores)")
+    parser.add_argument("--lenet-size", default="x".join(map(str, LENET)),
+                        help="n_samples x n_in x n_out of that layer (default: LeNet's); another size is a "
+                             "check of the run at less cost, written to a file named after it")
     parser.add_argument("--out", default=str(RESULTS / "torch_backend.csv"))
     args = parser.parse_args(argv)
 
