@@ -11,8 +11,11 @@ depends on. This benchmark solves the same problems, in one process, with the ru
   the same rule as it ran with polishing, rho held for the first 200 iterations);
 - ``held, not centred``: rho held at its start value ``2 sqrt(#weights)/||Theta_0||`` for 200
   iterations, then balanced at a factor 25 (``sqrt`` ratio 5, OSQP's default tolerance);
-- ``held, centred`` (the current rule): the same, and the input centred (exact when the
-  bias is fitted and free: ``X W^T + b = (X - mean) W^T + (b + W mean)``);
+- ``held, centred scale``: the same, and the input centred (exact when the bias is fitted
+  and free: ``X W^T + b = (X - mean) W^T + (b + W mean)``) and scaled by its centred
+  columns (the rule of the morning of 2026-12-01);
+- ``held, centred`` (the current rule): centred, but scaled as the uncentred columns
+  are (at most 4x the centred columns' scale: ``_OFFSET_SCALE_CAP``);
 - ``fixed rho``: rho never moves from its start value, input centred.
 
 Problems (ReLU layers, layer budget, bias fitted): ``relu-features`` layers like LeNet's
@@ -24,16 +27,20 @@ polishing (the ADMM alone to ``tol``, as the GPU benchmark runs it) in float64 w
 and once more with the default settings (polishing on) under the current rule.
 
 Section ``pipeline``: the digits MLP 64-256-256-10 (``nettrim.examples``, trained here,
-seed 0) pruned in cascade mode at ``epsilon = 0.08`` with the pipeline's defaults
-(``tol = 1e-3``, warm start from the original weights, polishing on) under
-``before, polishing on`` and the current rule: iterations per layer and seconds
-(median of ``--repeats``). Writes rho_rule_pipeline.csv.
+seed 0) pruned in cascade and in parallel mode at ``epsilon = 0.08`` with the pipeline's
+defaults (``tol = 1e-3``, warm start from the original weights, polishing on) under
+``before, polishing on`` and the current rule (or the rules of ``--rules``): iterations
+per layer and seconds (median of ``--repeats``). Writes rho_rule_pipeline.csv.
+
+``--rules "held, centred scale;held, centred"`` runs a subset (the first is the baseline of
+the summary); with ``--out`` it keeps the full table of an earlier run.
 
 Iteration counts are deterministic; seconds are one run each (the time per iteration does
 not depend on the rule; ``--repeats`` takes medians). The numba kernels are compiled on a
 tiny problem first. Writes benchmarks/results/rho_rule.csv and .meta.json.
 
 Run:  python benchmarks/rho_rule.py [--quick] [--repeats 1] [--tol 1e-4] [--sections layers,pipeline]
+      [--rules "NAME;NAME"] [--out benchmarks/results/rho_rule.csv]
 """
 from __future__ import annotations
 
@@ -54,28 +61,30 @@ sys.path.insert(0, str(ROOT))
 from solvers import admm, solve  # noqa: E402
 from solvers.examples import digits_layer_problem, planted_problem  # noqa: E402
 
-RULES = {  # name: (rho hold, sqrt-ratio tolerance, centre the input, adapt at all)
-    "balanced-from-start": (0, 2.0, False, True),
-    "before, polishing on": (200, 2.0, False, True),
-    "held, not centred": (200, 5.0, False, True),
-    "held, centred": (200, 5.0, True, True),
-    "fixed rho": (0, 5.0, True, False),
+RULES = {  # name: (rho hold, sqrt-ratio tolerance, centre the input, adapt at all, offset scale cap)
+    "balanced-from-start": (0, 2.0, False, True, 4.0),
+    "before, polishing on": (200, 2.0, False, True, 4.0),
+    "held, not centred": (200, 5.0, False, True, 4.0),
+    "held, centred scale": (200, 5.0, True, True, 1.0),
+    "held, centred": (200, 5.0, True, True, 4.0),
+    "fixed rho": (0, 5.0, True, False, 4.0),
 }
 
 
 @contextlib.contextmanager
 def rule(name: str):
     """Switch :mod:`solvers.admm` to one rule for the duration of the block."""
-    hold, ratio, centre, adapt = RULES[name]
-    saved = admm._RHO_HOLD, admm._RHO_ADAPT_RATIO, admm._centers
+    hold, ratio, centre, adapt, cap = RULES[name]
+    saved = admm._RHO_HOLD, admm._RHO_ADAPT_RATIO, admm._centers, admm._OFFSET_SCALE_CAP
     admm._RHO_HOLD = hold if adapt else 10**9
     admm._RHO_ADAPT_RATIO = ratio
+    admm._OFFSET_SCALE_CAP = cap
     if not centre:
         admm._centers = lambda fit_bias, penalize_bias: False
     try:
         yield
     finally:
-        admm._RHO_HOLD, admm._RHO_ADAPT_RATIO, admm._centers = saved
+        admm._RHO_HOLD, admm._RHO_ADAPT_RATIO, admm._centers, admm._OFFSET_SCALE_CAP = saved
 
 
 def problems(quick: bool) -> dict:
@@ -90,8 +99,8 @@ def problems(quick: bool) -> dict:
     return found
 
 
-def bench_pipeline(repeats: int) -> list[dict]:
-    """The digits MLP cascade prune under the rule before and the current one."""
+def bench_pipeline(repeats: int, rules: list[str]) -> list[dict]:
+    """The digits MLP pruned in both modes under the rules before and the current one."""
     import statistics
 
     import nettrim
@@ -101,20 +110,20 @@ def bench_pipeline(repeats: int) -> list[dict]:
     model = train(digits_mlp(), data.x_train, data.y_train)
     nettrim.prune(model, data.x_train[:200], progress=False)  # kernels loaded outside the timings
     rows = []
-    print("\ndigits MLP 64-256-256-10, cascade, epsilon 0.08, pipeline defaults (tol 1e-3, polishing on)")
-    for rule_name in ("before, polishing on", "held, centred"):
+    print("\ndigits MLP 64-256-256-10, epsilon 0.08, pipeline defaults (tol 1e-3, polishing on)")
+    for mode, rule_name in [(m, r) for m in ("cascade", "parallel") for r in rules]:
         seconds = []
         with rule(rule_name):
             for _ in range(repeats):
                 started = time.perf_counter()
-                result = nettrim.prune(model, data.x_train, mode="cascade", epsilon=0.08, progress=False)
+                result = nettrim.prune(model, data.x_train, mode=mode, epsilon=0.08, progress=False)
                 seconds.append(time.perf_counter() - started)
         for layer in result.layers.values():
-            rows.append({"rule": rule_name, "layer": layer.name, "shape": "x".join(map(str, layer.shape)),
+            rows.append({"mode": mode, "rule": rule_name, "layer": layer.name, "shape": "x".join(map(str, layer.shape)),
                          "iterations": layer.iterations, "layer_seconds": layer.seconds,
                          "polished": layer.info.get("polished"), "nnz_after": layer.nnz_after,
                          "prune_seconds": statistics.median(seconds), "kept": result.kept})
-        print(f"  {rule_name:<22} {statistics.median(seconds):6.2f}s kept {result.kept:.2%}  iterations per layer: "
+        print(f"  {mode:<9} {rule_name:<22} {statistics.median(seconds):6.2f}s kept {result.kept:.2%}  iterations per layer: "
               + ", ".join(f"{layer.name}: {layer.iterations}" for layer in result.layers.values()), flush=True)
     return rows
 
@@ -126,28 +135,38 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tol", type=float, default=1e-4)
     parser.add_argument("--max-iter", type=int, default=10_000)
     parser.add_argument("--sections", default="layers,pipeline", help="comma-separated: layers, pipeline")
+    parser.add_argument("--rules", default=";".join(RULES),
+                        help="semicolon-separated subset of the rules (default: all); the pipeline section "
+                             "runs 'before, polishing on' and the current rule unless given others")
     parser.add_argument("--out", default=str(RESULTS / "rho_rule.csv"))
     args = parser.parse_args(argv)
     sections = set(args.sections.split(","))
     if not sections <= {"layers", "pipeline"}:
         raise SystemExit(f"--sections: got {args.sections!r}, needs a comma-separated subset of layers,pipeline")
 
+    rules = [r.strip() for r in args.rules.split(";")]
+    unknown = [r for r in rules if r not in RULES]
+    if unknown:
+        raise SystemExit(f"--rules: unknown {unknown}, needs some of {list(RULES)} separated by ';'")
+    pipeline_rules = (["before, polishing on", "held, centred"] if args.rules == parser.get_default("rules")
+                      else rules)
     info = machine_info()
     info["compile_seconds"] = compile_cost()
     tiny, _ = planted_problem(50, 5, 3)
     solve(tiny, max_iter=30)  # compile or load the kernels outside the timings
     info.update(tol=args.tol, repeats=args.repeats, max_iter=args.max_iter, quick=args.quick,
-                rules={k: dict(zip(("hold", "sqrt_ratio", "centred", "adaptive"), v)) for k, v in RULES.items()},
+                rules={k: dict(zip(("hold", "sqrt_ratio", "centred", "adaptive", "offset_scale_cap"), v))
+                       for k, v in RULES.items() if k in rules or k in pipeline_rules},
                 date=time.strftime("%Y-%m-%d %H:%M:%S"))
     if "pipeline" in sections:
-        out = write_results(args.out.replace(".csv", "_pipeline.csv"), bench_pipeline(args.repeats), info)
+        out = write_results(args.out.replace(".csv", "_pipeline.csv"), bench_pipeline(args.repeats, pipeline_rules), info)
         print(f"wrote {out}")
     if "layers" not in sections:
         return
     rows = []
     for name, problem in problems(args.quick).items():
         print(f"\n{name} (n_samples x n_in x n_out; active {problem.active.mean():.0%})", flush=True)
-        runs = [(r, False) for r in RULES if r != "before, polishing on"] + [("held, centred", True)]
+        runs = [(r, False) for r in rules if r != "before, polishing on"] + [("held, centred", True)]
         for rule_name, polish in runs:
             with rule(rule_name):
                 sols = [solve(problem, tol=args.tol, polish=polish, max_iter=args.max_iter)
@@ -165,15 +184,18 @@ def main(argv: list[str] | None = None) -> None:
                   f"{row['seconds']:7.1f}s obj {sol.objective:.7g} viol {sol.violation:.1e} rho {sol.info['rho']:.3g}",
                   flush=True)
 
-    print(f"\n{'problem':<30} {'rule':<22} {'polish':>6} {'iters':>6} {'seconds':>8} {'vs before':>9}")
+    reference = next(r for r in rules if r != "before, polishing on")  # the first rule run: the baseline
+
+    def iterations(problem: str, rule_name: str) -> int:
+        return next(b for b in rows if b["problem"] == problem and b["rule"] == rule_name and not b["polish"])[
+            "iterations"]
+
+    print(f"\n{'problem':<30} {'rule':<22} {'polish':>6} {'iters':>6} {'seconds':>8} {'vs ' + reference:>9}")
     for r in rows:
-        before = next(b for b in rows if b["problem"] == r["problem"] and b["rule"] == "balanced-from-start")
         print(f"{r['problem']:<30} {r['rule']:<22} {r['polish']!s:>6} {r['iterations']:6d} {r['seconds']:8.1f} "
-              f"{before['iterations'] / r['iterations']:8.1f}x")
-    current = [next(b for b in rows if b["problem"] == p and b["rule"] == "balanced-from-start")["iterations"]
-               / next(b for b in rows if b["problem"] == p and b["rule"] == "held, centred" and not b["polish"])
-               ["iterations"] for p in dict.fromkeys(r["problem"] for r in rows)]
-    print(f"\nfewer iterations without polishing, current rule against the rule before: "
+              f"{iterations(r['problem'], reference) / r['iterations']:8.1f}x")
+    current = [iterations(p, reference) / iterations(p, "held, centred") for p in dict.fromkeys(r["problem"] for r in rows)]
+    print(f"\nfewer iterations without polishing, current rule against {reference!r}: "
           f"median {np.median(current):.1f}x (range {min(current):.1f}-{max(current):.1f}x)")
     print(f"wrote {write_results(args.out, rows, info)}")
 

@@ -184,11 +184,15 @@ def _relu_feature_layer(n_samples=400, n_pixels=12, n_in=48, n_out=6, seed=0):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_centring_is_an_exact_change_of_variables(dtype):
-    """Shifting every column of X by a constant leaves the program in W unchanged (the
-    free bias absorbs it): the solver returns the same weights, in the same number of
-    iterations, and the bias moves by exactly ``-W shift``; both answers are feasible."""
+    """Shifting columns of X by constants leaves the program in W unchanged (the free bias
+    absorbs it). With shifts that leave the data's scale as it was (the largest column,
+    which sets it, is not shifted, and every other column's norm shrinks), the solver
+    returns the same weights in the same number of iterations, and the bias moves by
+    exactly ``-W shift``; both answers are feasible."""
     X, Y, _ = _relu_feature_layer()
-    shift = np.linspace(-3.0, 5.0, X.shape[1])
+    mean = X.mean(axis=0)
+    shift = -np.linspace(0.2, 1.9, X.shape[1]) * mean  # |x - t m| <= |x| for t in [0, 2]
+    shift[np.argmax(np.einsum("pi,pi->i", X, X))] = 0.0
     epsilon = 0.05 * np.linalg.norm(Y)
     plain = LayerProblem(X.astype(dtype), Y, epsilon)
     shifted = LayerProblem((X + shift).astype(dtype), Y, epsilon)
@@ -202,6 +206,24 @@ def test_centring_is_an_exact_change_of_variables(dtype):
                                    atol=atol * (1 + np.abs(a.bias).max()) * 10)
         assert a.objective == pytest.approx(b.objective, rel=1e-5 if dtype == np.float32 else 1e-9)
         assert b.violation <= 5e-4 and a.violation <= 5e-4
+
+
+def test_the_scale_is_the_uncentred_one_up_to_a_cap():
+    """A centred input keeps the scale of its uncentred columns (what sets the balance of
+    the split), unless a large common offset would make it more than 4 times the centred
+    columns' scale; an offset then costs iterations, not accuracy."""
+    X, Y, _ = _relu_feature_layer()
+    epsilon = 0.05 * np.linalg.norm(Y)
+    target = 1.0 / 0.09
+    raw = np.sqrt(np.max(np.sum(X**2, axis=0)) / target)
+    centred = np.sqrt(np.max(np.sum((X - X.mean(axis=0)) ** 2, axis=0)) / target)
+    assert 1.0 < raw / centred < 4.0  # ReLU features: a mean comparable to the spread
+    plain = solve(LayerProblem(X, Y, epsilon), polish=False)
+    assert plain.info["scale"] == pytest.approx(raw, rel=1e-12)
+    offset = solve(LayerProblem(X + 50.0, Y, epsilon), polish=False)
+    assert offset.info["scale"] == pytest.approx(4.0 * centred, rel=1e-9)
+    assert offset.status == "optimal" and offset.violation <= 5e-4
+    assert offset.objective == pytest.approx(plain.objective, rel=1e-3)  # violation: on X + 50, bias included
 
 
 def test_warm_start_bias_goes_through_the_centring():
