@@ -25,8 +25,9 @@ Solved by torch on the GPU in float32 at ``tol = 1e-4`` without polishing (polis
 on the host in float64 and at this size costs far more than the iterations; ``--lenet-polish``
 adds that row), warm start from the ridge solution. Reported: the time, the iterations,
 the first check at which both residuals met tol (``residuals_met_at``: the violation test
-of the returned weights decides the stop after it), the true violation relative to epsilon, and the time of exactly 300 iterations (the
-published implementation: 126 s for 300 iterations, weights 7.5% over their epsilon).
+of the returned weights decides the stop after it), the true violation relative to
+epsilon, and the time of exactly 300 iterations (the published implementation: 126 s for
+300 iterations, weights 7.5% over their epsilon).
 ``--tf32`` adds the rows with TF32 products (``torch.backends.cuda.matmul.allow_tf32``).
 ``--lenet-device cpu`` runs the tol-1e-4 row on the CPU instead (the same torch float32
 iteration; the data drawn by the CPU generator, same distribution): seconds per iteration
@@ -158,15 +159,15 @@ def lenet_problem(size: tuple[int, int, int] = LENET, device: str = "cuda", seed
 
 def bench_lenet(args) -> None:
     device = args.lenet_device
+    sizes = parse_sizes(args.lenet_size, "--lenet-size")  # checked first: also where the run is skipped
+    if len(sizes) != 1:
+        raise SystemExit(f"--lenet-size: got {args.lenet_size!r}, needs one size like 55000x3136x512")
+    size = sizes[0]
     if device == "cuda" and not torch.cuda.is_available():
         print("\n--lenet: skipped, no CUDA device here (torch.cuda.is_available() is False); "
               "run it on a machine with a GPU, or pass --lenet-device cpu for the iteration count (slow)")
         return
     where = torch.cuda.get_device_name() if device == "cuda" else f"the CPU ({torch.get_num_threads()} threads)"
-    sizes = parse_sizes(args.lenet_size, "--lenet-size")
-    if len(sizes) != 1:
-        raise SystemExit(f"--lenet-size: got {args.lenet_size!r}, needs one size like 55000x3136x512")
-    size = sizes[0]
     label = "LeNet-size layer" if size == LENET else "LeNet-like layer (reduced size)"
     print(f"\n{label} {size[0]} x {size[1]} (+bias) x {size[2]}, float32 on {where}", flush=True)
     started = time.perf_counter()

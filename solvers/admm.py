@@ -567,6 +567,7 @@ def solve_admm(
     primal_rel = dual_rel = np.inf
     iteration = 0
     residuals_met_at = None  # the first check where both residuals met tol (the violation test may decide later)
+    debug = logger.isEnabledFor(logging.DEBUG)
     n_primal, n_dual = R.shape[0] * R.shape[1] + Theta.shape[0] * Theta.shape[1], Theta.shape[0] * Theta.shape[1]
     for iteration in range(1, max_iter + 1):
         engine.weight_products(B, C, Theta, R, work)
@@ -585,13 +586,14 @@ def solve_admm(
         dual_rel = dual / max(dual_scale, 1e-300)
         primal_ok = primal <= eps_abs * np.sqrt(n_primal) + tol * primal_scale
         dual_ok = dual <= eps_abs * np.sqrt(n_dual) + tol * dual_scale
-        if logger.isEnabledFor(logging.DEBUG):  # the violation costs one product: only when asked for
+        # the violation costs one product: at a check only when the stop needs it or DEBUG logs it
+        violation = engine.violation(Q) if (primal_ok and dual_ok) or debug else None
+        if debug:
             logger.debug("iter %d rho %.3g primal %.2e dual %.2e violation %.2e", iteration, rho_value,
-                         primal_rel, dual_rel, engine.violation(Q))
+                         primal_rel, dual_rel, violation)
         if primal_ok and dual_ok:
             if residuals_met_at is None:
                 residuals_met_at = iteration
-            violation = engine.violation(Q)
             if violation <= feasibility_tol:
                 status = "optimal"
                 break

@@ -30,6 +30,7 @@ def test_lenet_run_writes_its_rows(tmp_path, capsys):
     assert "residuals met at" in capsys.readouterr().out
 
 
-def test_lenet_size_is_checked():
+@pytest.mark.parametrize("where", [["--lenet-device", "cpu"], []])  # [] : cuda, skipped here without a GPU
+def test_lenet_size_is_checked(where):
     with pytest.raises(SystemExit, match="--lenet-size"):
-        torch_backend.main(["--lenet-only", "--lenet-device", "cpu", "--lenet-size", "800x96"])
+        torch_backend.main(["--lenet-only", *where, "--lenet-size", "800x96"])
