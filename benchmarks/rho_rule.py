@@ -27,10 +27,12 @@ polishing (the ADMM alone to ``tol``, as the GPU benchmark runs it) in float64 w
 and once more with the default settings (polishing on) under the current rule.
 
 Section ``pipeline``: the digits MLP 64-256-256-10 (``nettrim.examples``, trained here,
-seed 0) pruned in cascade and in parallel mode at ``epsilon = 0.08`` with the pipeline's
+seed 0) pruned in cascade and in parallel mode at ``epsilon = 0.08``, and the digits CNN
+at ``epsilon = 0.1`` with ``prune_digits.py``'s 10,000 rows per convolution, with the pipeline's
 defaults (``tol = 1e-3``, warm start from the original weights, polishing on) under
 ``before, polishing on`` and the current rule (or the rules of ``--rules``): iterations
-per layer and seconds (median of ``--repeats``). Writes rho_rule_pipeline.csv.
+per layer (and the check where their residuals met tol) and seconds (median of
+``--repeats``). Writes rho_rule_pipeline.csv.
 
 ``--rules "held, centred scale;held, centred"`` runs a subset (the first is the baseline of
 the summary); with ``--out`` it keeps the full table of an earlier run.
@@ -100,31 +102,38 @@ def problems(quick: bool) -> dict:
 
 
 def bench_pipeline(repeats: int, rules: list[str]) -> list[dict]:
-    """The digits MLP pruned in both modes under the rules before and the current one."""
+    """The digits MLP and CNN pruned in both modes under the rules asked for."""
     import statistics
 
     import nettrim
-    from nettrim.examples import digits_mlp, load_digits_split, train
+    from nettrim.examples import digits_cnn, digits_mlp, load_digits_split, train
 
-    data = load_digits_split()
-    model = train(digits_mlp(), data.x_train, data.y_train)
-    nettrim.prune(model, data.x_train[:200], progress=False)  # kernels loaded outside the timings
+    models = []
+    for name, build, images, epsilon, extra in (("mlp", digits_mlp, False, 0.08, {}),
+                                                 ("cnn", digits_cnn, True, 0.1, {"max_positions": 10_000})):
+        data = load_digits_split(images=images)
+        models.append((name, train(build(), data.x_train, data.y_train), data, epsilon, extra))
+    nettrim.prune(models[0][1], models[0][2].x_train[:200], progress=False)  # kernels loaded outside the timings
     rows = []
-    print("\ndigits MLP 64-256-256-10, epsilon 0.08, pipeline defaults (tol 1e-3, polishing on)")
-    for mode, rule_name in [(m, r) for m in ("cascade", "parallel") for r in rules]:
+    print("\ndigits MLP 64-256-256-10 (epsilon 0.08) and CNN (epsilon 0.1, prune_digits.py's settings), "
+          "pipeline defaults (tol 1e-3, polishing on)")
+    for (model_name, model, data, epsilon, extra), mode, rule_name in [
+            (m, mode, r) for m in models for mode in ("cascade", "parallel") for r in rules]:
         seconds = []
         with rule(rule_name):
             for _ in range(repeats):
                 started = time.perf_counter()
-                result = nettrim.prune(model, data.x_train, mode=mode, epsilon=0.08, progress=False)
+                result = nettrim.prune(model, data.x_train, mode=mode, epsilon=epsilon, progress=False, **extra)
                 seconds.append(time.perf_counter() - started)
         for layer in result.layers.values():
-            rows.append({"mode": mode, "rule": rule_name, "layer": layer.name, "shape": "x".join(map(str, layer.shape)),
-                         "iterations": layer.iterations, "layer_seconds": layer.seconds,
+            rows.append({"model": model_name, "mode": mode, "rule": rule_name, "layer": layer.name,
+                         "shape": "x".join(map(str, layer.shape)), "iterations": layer.iterations,
+                         "residuals_met_at": layer.info.get("residuals_met_at"), "layer_seconds": layer.seconds,
                          "polished": layer.info.get("polished"), "nnz_after": layer.nnz_after,
                          "prune_seconds": statistics.median(seconds), "kept": result.kept})
-        print(f"  {mode:<9} {rule_name:<22} {statistics.median(seconds):6.2f}s kept {result.kept:.2%}  iterations per layer: "
-              + ", ".join(f"{layer.name}: {layer.iterations}" for layer in result.layers.values()), flush=True)
+        print(f"  {model_name} {mode:<9} {rule_name:<22} {statistics.median(seconds):6.2f}s kept {result.kept:.2%}  "
+              "iterations per layer: " + ", ".join(f"{layer.name}: {layer.iterations}" for layer in result.layers.values()),
+              flush=True)
     return rows
 
 
