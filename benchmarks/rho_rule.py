@@ -3,7 +3,8 @@
 The ADMM's time is its iteration count times two ``n_samples x n_in x n_out`` products,
 so the count is what a GPU target (the LeNet-size layer of ``torch_backend.py --lenet``)
 depends on. This benchmark solves the same problems, in one process, with the rules of
-:mod:`solvers.admm` switched by its private constants (an ablation; users have one rule):
+:class:`solvers.AdmmSettings` changed by the fields of its rho rule and scaling (an
+ablation; the defaults are the current rule):
 
 - ``balanced-from-start``: the rule before 2026-12 for a run without polishing: residual
   balancing from the first check (iteration 25) whenever the normalised residuals differ
@@ -15,7 +16,7 @@ depends on. This benchmark solves the same problems, in one process, with the ru
   and free: ``X W^T + b = (X - mean) W^T + (b + W mean)``) and scaled by its centred
   columns (the rule of the morning of 2026-12-01);
 - ``held, centred`` (the current rule): centred, but scaled as the uncentred columns
-  are (at most 4x the centred columns' scale: ``_OFFSET_SCALE_CAP``);
+  are (at most 4x the centred columns' scale: ``offset_scale_cap``);
 - ``fixed rho``: rho never moves from its start value, input centred.
 
 Problems (ReLU layers, layer budget, bias fitted): ``relu-features`` layers like LeNet's
@@ -51,7 +52,6 @@ import os
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # see solver_vs_cvxpy.py
 
 import argparse
-import contextlib
 import sys
 import time
 
@@ -60,7 +60,7 @@ import numpy as np
 from _common import RESULTS, ROOT, compile_cost, machine_info, write_results
 
 sys.path.insert(0, str(ROOT))
-from solvers import admm, solve  # noqa: E402
+from solvers import solve  # noqa: E402
 from solvers.examples import digits_layer_problem, planted_problem  # noqa: E402
 
 RULES = {  # name: (rho hold, sqrt-ratio tolerance, centre the input, adapt at all, offset scale cap)
@@ -73,20 +73,12 @@ RULES = {  # name: (rho hold, sqrt-ratio tolerance, centre the input, adapt at a
 }
 
 
-@contextlib.contextmanager
-def rule(name: str):
-    """Switch :mod:`solvers.admm` to one rule for the duration of the block."""
+def rule(name: str) -> dict:
+    """The :class:`solvers.AdmmSettings` fields of one rule (solver options of ``solve`` and
+    of ``nettrim.prune``)."""
     hold, ratio, centre, adapt, cap = RULES[name]
-    saved = admm._RHO_HOLD, admm._RHO_ADAPT_RATIO, admm._centers, admm._OFFSET_SCALE_CAP
-    admm._RHO_HOLD = hold if adapt else 10**9
-    admm._RHO_ADAPT_RATIO = ratio
-    admm._OFFSET_SCALE_CAP = cap
-    if not centre:
-        admm._centers = lambda fit_bias, penalize_bias: False
-    try:
-        yield
-    finally:
-        admm._RHO_HOLD, admm._RHO_ADAPT_RATIO, admm._centers, admm._OFFSET_SCALE_CAP = saved
+    return {"rho_hold": hold, "rho_adapt_ratio": ratio, "center": centre, "rho_adapt": adapt,
+            "offset_scale_cap": cap}
 
 
 def problems(quick: bool) -> dict:
@@ -120,11 +112,11 @@ def bench_pipeline(repeats: int, rules: list[str]) -> list[dict]:
     for (model_name, model, data, epsilon, extra), mode, rule_name in [
             (m, mode, r) for m in models for mode in ("cascade", "parallel") for r in rules]:
         seconds = []
-        with rule(rule_name):
-            for _ in range(repeats):
-                started = time.perf_counter()
-                result = nettrim.prune(model, data.x_train, mode=mode, epsilon=epsilon, progress=False, **extra)
-                seconds.append(time.perf_counter() - started)
+        for _ in range(repeats):
+            started = time.perf_counter()
+            result = nettrim.prune(model, data.x_train, mode=mode, epsilon=epsilon, progress=False,
+                                   solver_options=rule(rule_name), **extra)
+            seconds.append(time.perf_counter() - started)
         for layer in result.layers.values():
             rows.append({"model": model_name, "mode": mode, "rule": rule_name, "layer": layer.name,
                          "shape": "x".join(map(str, layer.shape)), "iterations": layer.iterations,
@@ -177,9 +169,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n{name} (n_samples x n_in x n_out; active {problem.active.mean():.0%})", flush=True)
         runs = [(r, False) for r in rules if r != "before, polishing on"] + [("held, centred", True)]
         for rule_name, polish in runs:
-            with rule(rule_name):
-                sols = [solve(problem, tol=args.tol, polish=polish, max_iter=args.max_iter)
-                        for _ in range(args.repeats)]
+            sols = [solve(problem, tol=args.tol, polish=polish, max_iter=args.max_iter, **rule(rule_name))
+                    for _ in range(args.repeats)]
             sol = sols[0]
             row = {"problem": name, "n_samples": problem.n_samples, "n_in": problem.n_in, "n_out": problem.n_out,
                    "rule": rule_name, "polish": polish, "status": sol.status, "iterations": sol.iterations,

@@ -12,9 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from .problem import LayerProblem
+from .settings import AdmmSettings
 from .solution import Solution
 
-__all__ = ["LayerProblem", "Solution", "solve", "METHODS"]
+__all__ = ["LayerProblem", "Solution", "AdmmSettings", "solve", "METHODS"]
 
 METHODS = ("admm", "cvxpy")
 
@@ -26,10 +27,11 @@ def solve(problem: LayerProblem, method: str = "admm", **options: Any) -> Soluti
     ----------
     problem : LayerProblem
     method : {'admm', 'cvxpy'}, default 'admm'
-        ``'admm'``: the fast engine (:func:`solvers.admm.solve_admm`; options ``tol``,
-        ``max_iter``, ``rho``, ``warm_start``, ``dtype``, ``backend`` ('numba', 'numpy' or
-        'torch'), ``device`` (torch only: None, 'cpu', 'cuda'), ``alpha``, ``check_every``,
-        ``polish``). ``'cvxpy'``: the reference path
+        ``'admm'``: the fast engine (:func:`solvers.admm.solve_admm`; options ``settings``
+        (an :class:`AdmmSettings`) or any of its fields (``tol``, ``max_iter``, ``rho``,
+        ``alpha``, ``check_every``, ``polish``, ...), ``warm_start``, ``dtype``,
+        ``backend`` ('numba', 'numpy' or 'torch'), ``device`` (torch only: None, 'cpu',
+        'cuda'), ``prepared``). ``'cvxpy'``: the reference path
         (:func:`solvers.reference.solve_cvxpy`; options ``solver``, ``verbose`` and the
         solver's own).
 

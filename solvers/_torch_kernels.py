@@ -3,9 +3,10 @@
 This private module imports torch at its top; :mod:`solvers.admm` imports it only when
 ``backend="torch"`` is asked for, so ``import solvers`` never loads torch.
 
-It holds the torch twins of :mod:`solvers._kernels` and of the weight-step operator of
-:mod:`solvers.admm`, and :class:`TorchEngine`, which gives the shared iteration of
-:func:`~solvers.admm.solve_admm` the same methods as the numpy engine. Every tensor lives
+It holds the torch twins of :mod:`solvers._kernels`, the array operations the one
+factorisation of :mod:`solvers._factor` needs on tensors (``TORCH_OPS``), and
+:class:`TorchEngine`, which gives the shared iteration of :func:`~solvers.admm.solve_admm`
+the same methods as :class:`solvers._engine.NumpyEngine`. Every tensor lives
 on one device (``cpu`` or ``cuda``); the only transfers to the host are at check
 iterations (the residual norms, a handful of float64 scalars), for a polishing attempt
 and for the returned weights.
@@ -34,8 +35,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._factor import Factor
+
 __all__ = ["resolve_device", "ball_factors", "project_response", "response_step", "weight_step",
-           "relative_excess", "TorchFactor", "TorchEngine"]
+           "relative_excess", "TORCH_OPS", "TorchEngine"]
 
 def resolve_device(device: Any) -> torch.device:
     """The device the iteration runs on.
@@ -240,60 +243,37 @@ def relative_excess(response: torch.Tensor, Y: torch.Tensor, epsilon: torch.Tens
     return float(max(values[0], values[1])) / scale
 
 
-class TorchFactor:
-    """The weight-step operator ``(Xa^T Xa + I)^{-1}`` on the device, factored once per problem.
+class _TorchOps:
+    """The array operations of :class:`solvers._factor.Factor` for torch tensors (on their device)."""
 
-    As :class:`solvers.admm._Factor`: ``n_samples >= n_cols`` uses the Gram matrix
-    ``G = Xa^T Xa + I``; ``n_samples < n_cols`` uses ``K = Xa Xa^T + I`` and the
-    matrix-inversion lemma ``(Xa^T Xa + I)^{-1} = I - Xa^T K^{-1} Xa``. The matrix is
-    formed and factored in float64 (``torch.linalg.cholesky``), its inverse obtained by
-    ``torch.cholesky_solve`` against the identity, symmetrised and stored in the
-    iteration's dtype, so that each weight step is two products plus one small one.
-    """
+    def float64(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(torch.float64)
 
-    def __init__(self, Xa: torch.Tensor) -> None:
-        self.Xa = Xa
-        n_samples, n_cols = Xa.shape
-        self.tall = n_samples >= n_cols
-        X64 = Xa.to(torch.float64)
-        gram = X64.T @ X64 if self.tall else X64 @ X64.T
-        del X64
-        gram.diagonal().add_(1.0)
-        cholesky = torch.linalg.cholesky(gram)
-        identity = torch.eye(gram.shape[0], dtype=torch.float64, device=Xa.device)
-        inverse = torch.cholesky_solve(identity, cholesky)
-        del gram, cholesky, identity
-        self.inverse = ((inverse + inverse.T) / 2).to(Xa.dtype).contiguous()
+    def zeros(self, n: int, like: torch.Tensor) -> torch.Tensor:
+        return torch.zeros((n, n), dtype=torch.float64, device=like.device)
 
-    def ridge(self, Y: torch.Tensor) -> torch.Tensor:
-        """``(Xa^T Xa + I)^{-1} Xa^T Y``: the starting point without a warm start."""
-        if self.tall:
-            return self.inverse @ (self.Xa.T @ Y)
-        return self.Xa.T @ (self.inverse @ Y)
+    def add_identity(self, matrix: torch.Tensor) -> None:
+        matrix.diagonal().add_(1.0)
 
-    def weight_step(self, B, C, Theta, R, work) -> None:
-        """``Theta = (Xa^T Xa + I)^{-1} (Xa^T B + C)`` and ``R = Xa Theta``, in place.
+    def cholesky_inverse(self, matrix: torch.Tensor) -> torch.Tensor:
+        identity = torch.eye(matrix.shape[0], dtype=torch.float64, device=matrix.device)
+        return torch.cholesky_solve(identity, torch.linalg.cholesky(matrix))
 
-        Tall: ``work`` has ``Theta``'s shape. Wide, with ``E = K^{-1}(B - Xa C)``:
-        ``Theta = C + Xa^T E``, ``R = B - E``; ``work`` has ``B``'s shape.
-        """
-        Xa = self.Xa
-        if self.tall:
-            torch.mm(Xa.T, B, out=work)
-            work += C
-            torch.mm(self.inverse, work, out=Theta)
-            torch.mm(Xa, Theta, out=R)
-        else:
-            torch.mm(Xa, C, out=work)
-            torch.sub(B, work, out=work)
-            torch.mm(self.inverse, work, out=R)  # R holds E for a moment
-            torch.mm(Xa.T, R, out=Theta)
-            Theta += C
-            torch.sub(B, R, out=R)
+    def cast(self, tensor: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return tensor.to(like.dtype).contiguous()
+
+    def matmul(self, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return torch.mm(a, b, out=out)
+
+    def subtract(self, a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        return torch.sub(a, b, out=out)
+
+
+TORCH_OPS = _TorchOps()
 
 
 class TorchEngine:
-    """The array work of one ADMM solve on torch tensors (see ``_NumpyEngine`` in :mod:`solvers.admm`).
+    """The :class:`~solvers._engine.Engine` of one ADMM solve on torch tensors (twin of ``NumpyEngine``).
 
     Parameters
     ----------
@@ -322,7 +302,7 @@ class TorchEngine:
         if relu:  # 0/1 indicators of Omega and its complement, for the iteration
             active = (self.Y > 0).to(self.Y.dtype)
             self.masks = (active, 1.0 - active)
-        self.factor = TorchFactor(self.Xa)
+        self.factor = Factor(self.Xa, TORCH_OPS)
         self.tall = self.factor.tall
         self._response_buffers = [torch.empty_like(self.Y) for _ in range(3)]  # T, A, work
         self._weight_buffers = None

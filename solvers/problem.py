@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from ._blocks import row_blocks
+
 __all__ = ["LayerProblem", "relative_excess"]
 
 
@@ -222,8 +224,7 @@ class LayerProblem:
         """
         weight, bias = self._check_answer(weight, bias)
         column_sq, over_sq = np.zeros(self.n_out), 0.0
-        for start in range(0, self.n_samples, _BLOCK_ROWS):  # the response is formed block by block
-            rows = slice(start, start + _BLOCK_ROWS)
+        for rows in row_blocks(self.n_samples):  # the response is formed block by block
             response = np.asarray(self.X[rows], dtype=np.float64) @ weight.T
             if bias is not None:
                 response += bias
@@ -234,17 +235,13 @@ class LayerProblem:
         return _combine(column_sq, over_sq, self.Y, self.epsilon)
 
 
-_BLOCK_ROWS = 8192  # rows evaluated at once: float64 temporaries stay at this many rows
-
-
 def _excess_parts(response: np.ndarray, Y: np.ndarray, relu: bool,
                   upper: np.ndarray | None) -> tuple[np.ndarray, float]:
     """Per-column squared norms of the residual on ``Omega`` and the squared norm of the
     inequality excess on ``Omega^c``, accumulated over row blocks in float64."""
     column_sq = np.zeros(Y.shape[1])
     over_sq = 0.0
-    for start in range(0, Y.shape[0], _BLOCK_ROWS):
-        rows = slice(start, start + _BLOCK_ROWS)
+    for rows in row_blocks(Y.shape[0]):
         y = np.asarray(Y[rows], dtype=np.float64)
         residual = np.asarray(response[rows], dtype=np.float64) - y
         if relu:
@@ -282,7 +279,7 @@ def relative_excess(
 
     Invariant under scaling ``response``, ``Y``, ``upper`` and ``epsilon`` together, so the
     ADMM evaluates it on its scaled copies. Accumulates in float64 whatever the input dtype,
-    ``_BLOCK_ROWS`` rows at a time (its temporaries do not grow with ``n_samples``).
+    a block of rows at a time (:mod:`solvers._blocks`) (its temporaries do not grow with ``n_samples``).
     """
     column_sq, over_sq = _excess_parts(response, Y, relu, upper)
     return _combine(column_sq, over_sq, Y, epsilon)

@@ -163,12 +163,13 @@ def test_prepared_input_serves_blocks_of_neurons(layer, dtype):
 
 def test_gram_matrix_by_row_blocks(monkeypatch):
     """The factor's Gram matrix accumulated over row blocks equals the one-shot product."""
-    from solvers import admm
+    from solvers import _blocks
+    from solvers._factor import NUMPY_OPS, Factor
 
     Xa = np.random.default_rng(3).standard_normal((50, 7)).astype(np.float32)
-    whole = admm._Factor(Xa).inverse
-    monkeypatch.setattr(admm, "_GRAM_BLOCK_ROWS", 8)
-    np.testing.assert_allclose(admm._Factor(Xa).inverse, whole, rtol=1e-6, atol=1e-7)
+    whole = Factor(Xa, NUMPY_OPS).inverse
+    monkeypatch.setattr(_blocks, "ROWS", 8)
+    np.testing.assert_allclose(Factor(Xa, NUMPY_OPS).inverse, whole, rtol=1e-6, atol=1e-7)
 
 
 def _relu_feature_layer(n_samples=400, n_pixels=12, n_in=48, n_out=6, seed=0):
@@ -280,3 +281,47 @@ def test_residuals_met_at_tells_when_the_violation_test_decided():
     at_met = solve(problem, polish=False, tol=1e-4, max_iter=met)
     assert at_met.status == "max_iter" and at_met.violation > 5e-4  # why the run went on
     assert solve(problem, polish=False, tol=1e-4, max_iter=met - 25).info["residuals_met_at"] is None
+
+
+def test_settings_object_and_overrides_are_one_way():
+    """``solve(problem, settings=AdmmSettings(...))`` and the same fields as keywords give
+    the same answer; an override changes only what it names; bad settings name the field."""
+    from solvers import AdmmSettings
+
+    problem, _ = make_layer(seed=4)
+    by_object = solve(problem, settings=AdmmSettings(tol=1e-3, polish=False))
+    by_keywords = solve(problem, tol=1e-3, polish=False)
+    np.testing.assert_array_equal(by_object.weight, by_keywords.weight)
+    assert by_object.iterations == by_keywords.iterations
+    settings = AdmmSettings(rho_hold=0, rho_adapt_ratio=2.0)
+    assert settings.replace(tol=1e-3) == AdmmSettings(tol=1e-3, rho_hold=0, rho_adapt_ratio=2.0)
+    with pytest.raises(ValueError, match="rho_hold: got -1"):
+        AdmmSettings(rho_hold=-1)
+    with pytest.raises(ValueError, match="rho_bounds"):
+        AdmmSettings(rho_bounds=(1.0, 0.5))
+    with pytest.raises(TypeError, match="unexpected keyword.*'rho_hld'"):
+        settings.replace(rho_hld=3)
+
+
+def test_fixed_rho_rule_never_moves_rho():
+    """``rho_adapt=False`` keeps rho at its start value for the whole run; a rule that
+    balances from the first check at a tight ratio moves it (the ablations of
+    benchmarks/rho_rule.py, made with settings, not by patching)."""
+    from solvers.examples import planted_problem
+
+    problem = planted_problem(400, 60, 30, density=0.2, epsilon=0.02, seed=1)[0]
+    eager = dict(polish=False, max_iter=600, tol=1e-9, rho_hold=0, rho_adapt_ratio=1.01)
+    held = solve(problem, rho_adapt=False, **eager)
+    moved = solve(problem, **eager)
+    start = solve(problem, polish=False, max_iter=1, tol=1e-9).info["rho"]
+    assert held.info["rho"] == start
+    assert moved.info["rho"] != start
+
+
+def test_centring_is_a_setting():
+    """``center=False`` solves the uncentred program: the same optimum, no centring."""
+    problem, _ = make_layer(seed=6)
+    centred, plain = solve(problem), solve(problem, center=False)
+    assert centred.info["centered"] and not plain.info["centered"]
+    assert plain.status == centred.status == "optimal"
+    assert plain.objective == pytest.approx(centred.objective, rel=1e-3)

@@ -248,3 +248,29 @@ def test_cuda_matches_numba(case):
     float64 = solve(problem, backend="torch", device="cuda", dtype="float64", polish=False, tol=TOL)
     assert float64.status == "optimal" and float64.violation <= 5 * TOL
     assert abs(float64.objective - reference.objective) <= 1e-3 * reference.objective
+
+
+@pytest.mark.parametrize("shape", [(60, 9), (9, 60)], ids=["tall", "wide"])
+def test_one_factorisation_for_numpy_and_torch(shape):
+    """The weight-step operator is one algorithm over two array namespaces: the torch
+    tensors give the numpy arrays' operator, and one weight step, in float64."""
+    from solvers._factor import NUMPY_OPS, Factor
+    from solvers._torch_kernels import TORCH_OPS
+
+    rng = np.random.default_rng(5)
+    Xa = rng.standard_normal(shape)
+    on_numpy, on_torch = Factor(Xa, NUMPY_OPS), Factor(torch.from_numpy(Xa.copy()), TORCH_OPS)
+    assert on_numpy.tall == on_torch.tall == (shape[0] >= shape[1])
+    np.testing.assert_allclose(on_torch.inverse.numpy(), on_numpy.inverse, rtol=1e-10, atol=1e-12)
+    B, C = rng.standard_normal((shape[0], 3)), rng.standard_normal((shape[1], 3))
+    outputs = []
+    for factor, wrap in ((on_numpy, np.array), (on_torch, lambda a: torch.from_numpy(a.copy()))):
+        Theta, R = wrap(np.empty((shape[1], 3))), wrap(np.empty((shape[0], 3)))
+        work = wrap(np.empty((shape[1], 3)) if factor.tall else np.empty((shape[0], 3)))
+        factor.weight_step(wrap(B), wrap(C), Theta, R, work)
+        outputs.append((np.asarray(Theta), np.asarray(R)))
+    for got, expected in zip(outputs[1], outputs[0]):
+        np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-10)
+    # tall: the inverse of Xa^T Xa + I; wide: of K = Xa Xa^T + I (the matrix-inversion lemma's)
+    gram = Xa.T @ Xa if on_numpy.tall else Xa @ Xa.T
+    np.testing.assert_allclose(on_numpy.inverse @ (gram + np.eye(len(gram))), np.eye(len(gram)), atol=1e-9)

@@ -128,13 +128,14 @@ def test_certificate_checks_the_shape_of_the_answer():
 
 def test_violation_by_row_blocks_equals_the_whole(layer, monkeypatch):
     """The certificate is accumulated over row blocks; the block size changes nothing."""
+    import solvers._blocks as blocks
     import solvers.problem as problem_module
 
     for per_neuron, upper in ((False, False), (True, True)):
         problem, (weight, bias) = layer(n_samples=50, per_neuron=per_neuron, upper=upper)
         shifted = weight + 0.2
         whole = problem.violation(shifted, bias)
-        monkeypatch.setattr(problem_module, "_BLOCK_ROWS", 7)
+        monkeypatch.setattr(blocks, "ROWS", 7)
         assert problem.violation(shifted, bias) == pytest.approx(whole, rel=1e-12)
         assert problem_module.relative_excess(problem.response(shifted, bias), problem.Y, problem.epsilon,
                                               relu=True, upper=problem.upper) == pytest.approx(whole, rel=1e-12)

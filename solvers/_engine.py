@@ -1,0 +1,133 @@
+"""Engines: what owns the ADMM's arrays and does its array work.
+
+The iteration of :mod:`solvers.admm` is written once against :class:`Engine`. An engine
+holds the scaled data and the factored weight-step operator (:mod:`solvers._factor`) and
+gives the iteration the two products, the two fused elementwise steps, the projection of
+the starting point, the dual residual's product, the violation check and the transfers to
+the host. :class:`NumpyEngine` (``backend="numba"`` or ``"numpy"``) is here;
+``solvers._torch_kernels.TorchEngine`` (``backend="torch"``, on ``cpu`` or ``cuda``) is
+imported only when asked for, so ``import solvers`` never loads torch.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+from ._factor import NUMPY_OPS, Factor
+from ._kernels import RESPONSE_STEP, WEIGHT_STEP, project_response
+from .problem import relative_excess
+
+__all__ = ["Engine", "NumpyEngine"]
+
+
+class Engine(Protocol):
+    """The array work of one ADMM solve (see the module docstring).
+
+    ``Xa``, ``Y``, ``V`` (or None), ``epsilon`` are the scaled data; ``tall`` tells which
+    side the operator was factored on. Arrays are the engine's own kind (numpy arrays,
+    torch tensors); ``host`` and ``stats`` bring them back as numpy arrays.
+    """
+
+    device_name: str
+    tall: bool
+
+    def asarray(self, array: np.ndarray) -> Any: ...
+    def host(self, array: Any) -> np.ndarray: ...
+    def vector(self, values: np.ndarray) -> Any: ...
+    def stats(self, stats: Any) -> np.ndarray: ...
+    def sync(self) -> None: ...
+    def empty_like(self, array: Any) -> Any: ...
+    def copy(self, array: Any) -> Any: ...
+
+    def ridge(self) -> Any:
+        """``(Xa^T Xa + I)^{-1} Xa^T Y``."""
+
+    def response(self, Theta: Any) -> Any:
+        """``Xa Theta``."""
+
+    def project(self, R: Any) -> Any:
+        """``Pi_C(R)``, a new array."""
+
+    def weight_products(self, B: Any, C: Any, Theta: Any, R: Any, work: Any) -> None:
+        """``Theta = (Xa^T Xa + I)^{-1} (Xa^T B + C)``, ``R = Xa Theta``, in place."""
+
+    def response_step(self, R: Any, carry: Any, B: Any, DA: Any, alpha: float, check: bool) -> Any:
+        """The fused response-block update (:mod:`solvers._kernels`); statistics on a check."""
+
+    def weight_step(self, Theta: Any, Q: Any, carry: Any, C: Any, threshold: Any, alpha: float, DQ: Any,
+                    check: bool) -> Any:
+        """The fused weight-block update (:mod:`solvers._kernels`); statistics on a check."""
+
+    def dual_norm(self, DA: Any, DQ: Any) -> float:
+        """``||Xa^T DA + DQ||``."""
+
+    def violation(self, Q: Any) -> float:
+        """Relative excess of ``Xa Q`` over the scaled constraints."""
+
+
+class NumpyEngine:
+    """:class:`Engine` on numpy arrays (``backend="numba"`` or ``"numpy"``).
+
+    Host arrays are used as they are: ``asarray`` and ``host`` make no copies. ``factor``
+    is a :class:`~solvers._factor.Factor` already made for ``Xa`` (a prepared input's),
+    or None to factor here.
+    """
+
+    device_name = "cpu"
+
+    def __init__(self, Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndarray,
+                 relu: bool, per_neuron: bool, backend: str, factor: Factor | None = None) -> None:
+        self.Xa, self.Y, self.V, self.epsilon = Xa, Y, V, epsilon
+        self.relu, self.per_neuron = relu, per_neuron
+        self._response_step, self._weight_step = RESPONSE_STEP[backend], WEIGHT_STEP[backend]
+        self.factor = Factor(Xa, NUMPY_OPS) if factor is None else factor
+        self.tall = self.factor.tall
+
+    def asarray(self, array: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(array)
+
+    def host(self, array: np.ndarray) -> np.ndarray:
+        return array
+
+    def vector(self, values: np.ndarray) -> np.ndarray:
+        return values
+
+    def stats(self, stats: np.ndarray) -> np.ndarray:
+        return stats
+
+    def sync(self) -> None:
+        pass
+
+    def empty_like(self, array: np.ndarray) -> np.ndarray:
+        return np.empty_like(array)
+
+    def copy(self, array: np.ndarray) -> np.ndarray:
+        return array.copy()
+
+    def ridge(self) -> np.ndarray:
+        return np.ascontiguousarray(self.factor.ridge(self.Y), dtype=self.Xa.dtype)
+
+    def response(self, Theta: np.ndarray) -> np.ndarray:
+        return self.Xa @ Theta
+
+    def project(self, R: np.ndarray) -> np.ndarray:
+        return project_response(R, self.Y, self.V, self.relu, self.epsilon, self.per_neuron)
+
+    def weight_products(self, B, C, Theta, R, work) -> None:
+        self.factor.weight_step(B, C, Theta, R, work)
+
+    def response_step(self, R, carry, B, DA, alpha: float, check: bool) -> np.ndarray:
+        return self._response_step(R, carry, B, self.Y, self.V, self.relu, self.epsilon, self.per_neuron,
+                                   alpha, DA, check)
+
+    def weight_step(self, Theta, Q, carry, C, threshold, alpha: float, DQ, check: bool) -> np.ndarray:
+        return self._weight_step(Theta, Q, carry, C, threshold, alpha, DQ, check)
+
+    def dual_norm(self, DA: np.ndarray, DQ: np.ndarray) -> float:
+        vector = self.Xa.T @ DA
+        vector += DQ
+        return float(np.linalg.norm(vector))
+
+    def violation(self, Q: np.ndarray) -> float:
+        return relative_excess(self.Xa @ Q, self.Y, self.epsilon, relu=self.relu, upper=self.V)

@@ -1,0 +1,168 @@
+"""The ADMM's settings: tolerances, the rho rule, scaling and polishing, in one object.
+
+:class:`AdmmSettings` is the one place where the solver's defaults live. The usual knobs
+(``tol``, ``max_iter``, ``rho``, ``alpha``, ``check_every``, ``polish``) are what a user
+sets; the rest describe the rule the defaults were measured with
+(``benchmarks/rho_rule.py`` runs its ablations by building other settings, never by
+patching the solver).
+
+>>> settings = AdmmSettings(tol=1e-3)                       # doctest: +SKIP
+>>> solve(problem, settings=settings)                        # doctest: +SKIP
+>>> solve(problem, tol=1e-3)                                 # the same, as an override  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["AdmmSettings", "resolve_dtype"]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class AdmmSettings:
+    """Settings of :func:`solvers.admm.solve_admm`.
+
+    Attributes
+    ----------
+    tol : float, default 1e-4
+        Relative tolerance. The run stops when the primal residual
+        ``||(Xa Theta - A, Theta - Q)||`` is below ``tol`` times the larger of the norms
+        of its two sides, the dual residual ``rho ||Xa^T dA + dQ||`` below ``tol`` times
+        ``||rho UQ||`` (each plus ``abs_tol_factor * tol`` per entry), and the returned
+        weight's violation is at most ``feasibility_factor * tol``.
+    max_iter : int, default 10000
+    rho : 'auto' or float, default 'auto'
+        ``'auto'`` starts from ``rho_start_factor * sqrt(#weights) / ||Theta_0||_F``,
+        holds it for ``rho_hold`` iterations, then balances the residuals: at a check
+        where ``sqrt(primal_rel / dual_rel)`` leaves ``[1 / rho_adapt_ratio,
+        rho_adapt_ratio]``, rho is multiplied by that square root (clipped to
+        ``rho_bounds``), and the wait before the next change doubles, so rho settles and
+        the usual convergence guarantee applies. A float fixes rho.
+    alpha : float, default 1.6
+        Over-relaxation, in (0, 2).
+    check_every : int, default 25
+        Iterations between convergence checks.
+    polish : bool, default True
+        Solve the program restricted to the ADMM's support in closed form once the
+        relative primal residual is below ``polish_start`` (from iteration
+        ``polish_wait``), and stop when the result is certified optimal; a failed attempt
+        is retried ``polish_wait``, then twice as many, ... iterations later.
+    rho_start_factor : float, default 2.0
+    rho_hold : int, default 200
+        Iterations during which ``rho='auto'`` stays at its start value: early residuals
+        mislead the balancing.
+    rho_adapt : bool, default True
+        Whether ``rho='auto'`` balances at all after the hold (False: the start value is
+        kept throughout).
+    rho_adapt_ratio : float, default 5.0
+        The square-root ratio of the residuals beyond which rho moves (OSQP's default).
+    rho_bounds : (float, float), default (1e-6, 1e6)
+    center : bool, default True
+        Centre the input when the bias is fitted and not penalised (an exact change of
+        variables that removes the large eigenvalue a common mean puts into ``X^T X``).
+    offset_scale_cap : float, default 4.0
+        A centred input keeps the scale of its uncentred columns, but at most this many
+        times the scale of the centred ones.
+    gram_target : float, default 1 / 0.09
+        The largest diagonal entry of the scaled ``X^T X`` (the authors' ``0.3 sqrt(max
+        diag)`` scaling).
+    abs_tol_factor : float, default 1e-3
+        The absolute tolerance per entry, as a multiple of ``tol``.
+    feasibility_factor : float, default 5.0
+        The returned weight's violation must be at most this times ``tol``.
+    polish_start : float, default 3e-2
+    polish_wait : int, default 50
+    """
+
+    tol: float = 1e-4
+    max_iter: int = 10_000
+    rho: float | str = "auto"
+    alpha: float = 1.6
+    check_every: int = 25
+    polish: bool = True
+    rho_start_factor: float = 2.0
+    rho_hold: int = 200
+    rho_adapt: bool = True
+    rho_adapt_ratio: float = 5.0
+    rho_bounds: tuple[float, float] = (1e-6, 1e6)
+    center: bool = True
+    offset_scale_cap: float = 4.0
+    gram_target: float = 1.0 / 0.09
+    abs_tol_factor: float = 1e-3
+    feasibility_factor: float = 5.0
+    polish_start: float = 3e-2
+    polish_wait: int = 50
+
+    def __post_init__(self) -> None:
+        if not (_number(self.tol) and 0 < self.tol < 1):
+            raise ValueError(f"tol: got {self.tol!r}, needs a float in (0, 1), e.g. 1e-4")
+        if not (_integer(self.max_iter) and self.max_iter >= 1):
+            raise ValueError(f"max_iter: got {self.max_iter!r}, needs an integer >= 1")
+        if not (self.rho == "auto" or (_number(self.rho) and self.rho > 0)):
+            raise ValueError(f"rho: got {self.rho!r}, needs 'auto' (adaptive) or a fixed positive float")
+        if not (_number(self.alpha) and 0 < self.alpha < 2):
+            raise ValueError(f"alpha: got {self.alpha!r}, needs a float in (0, 2) (over-relaxation)")
+        if not (_integer(self.check_every) and self.check_every >= 1):
+            raise ValueError(f"check_every: got {self.check_every!r}, needs an integer >= 1")
+        for name in ("rho_start_factor", "rho_adapt_ratio", "offset_scale_cap", "gram_target", "abs_tol_factor",
+                     "feasibility_factor", "polish_start"):
+            value = getattr(self, name)
+            if not (_number(value) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name}: got {value!r}, needs a finite number > 0")
+        for name in ("rho_hold", "polish_wait"):
+            value = getattr(self, name)
+            if not (_integer(value) and value >= 0):
+                raise ValueError(f"{name}: got {value!r}, needs an integer >= 0")
+        low, high = self.rho_bounds
+        if not (_number(low) and _number(high) and 0 < low <= high):
+            raise ValueError(f"rho_bounds: got {self.rho_bounds!r}, needs (low, high) with 0 < low <= high")
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The names of the settings (what ``solve_admm`` takes as overrides)."""
+        return tuple(field.name for field in dataclasses.fields(cls))
+
+    def replace(self, **overrides: Any) -> "AdmmSettings":
+        """A copy with ``overrides`` (checked, with the name of an unknown setting)."""
+        unknown = sorted(set(overrides) - set(self.names()))
+        if unknown:
+            raise TypeError(f"solve_admm: unexpected keyword {unknown}: not settings of the ADMM, which takes "
+                            f"{list(self.names())} and warm_start, dtype, backend, device, prepared")
+        return dataclasses.replace(self, **overrides) if overrides else self
+
+    @property
+    def feasibility_tol(self) -> float:
+        """The largest violation of the returned weight at which the run may stop."""
+        return self.feasibility_factor * self.tol
+
+    @property
+    def eps_abs(self) -> float:
+        """The absolute tolerance per entry, in units of the scaled data."""
+        return self.tol * self.abs_tol_factor
+
+
+def resolve_dtype(dtype: Any) -> np.dtype | None:
+    """``float32`` or ``float64`` as a numpy dtype (numpy or torch spelling); None stays None."""
+    if dtype is None:
+        return None
+    if type(dtype).__module__ == "torch":  # torch.float32 / torch.float64, read without importing torch
+        dtype = str(dtype).replace("torch.", "")
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError as exc:
+        raise ValueError(f"dtype: got {dtype!r}, needs float32 or float64") from exc
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype: got {dtype}, needs float32 or float64")
+    return dtype
