@@ -16,9 +16,13 @@ import numpy as np
 
 from ._factor import NUMPY_OPS, Factor
 from ._kernels import RESPONSE_STEP, WEIGHT_STEP, project_response
-from .problem import relative_excess
+from ._scaling import PreparedInput, ScaledData
+from .problem import LayerProblem, relative_excess
+from .settings import AdmmSettings
 
-__all__ = ["Engine", "NumpyEngine"]
+__all__ = ["BACKENDS", "Engine", "NumpyEngine", "make_engine"]
+
+BACKENDS = ("numba", "numpy", "torch")
 
 
 class Engine(Protocol):
@@ -131,3 +135,38 @@ class NumpyEngine:
 
     def violation(self, Q: np.ndarray) -> float:
         return relative_excess(self.Xa @ Q, self.Y, self.epsilon, relu=self.relu, upper=self.V)
+
+
+def make_engine(backend: str, device: Any, dtype: np.dtype | None, problem: LayerProblem,
+                 settings: AdmmSettings, prepared: PreparedInput | None = None
+                 ) -> tuple[ScaledData, Engine, np.dtype]:
+    """The scaled data, the engine that iterates on them, and the dtype in use.
+
+    ``dtype=None`` means float32 for ``backend="torch"`` on a CUDA device and float64
+    everywhere else (the prepared input's dtype when one is given).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: got {backend!r}, needs one of {BACKENDS}")
+    if backend != "torch":
+        if device is not None:
+            raise ValueError(f"device: got {device!r}, but only backend='torch' runs on a device "
+                             f"(backend={backend!r} runs on the CPU); pass backend='torch' or leave device out")
+        if prepared is not None:
+            dtype = prepared.dtype if dtype is None else dtype
+            prepared.check(problem, dtype, settings)
+        dtype = np.dtype(np.float64) if dtype is None else dtype
+        data = ScaledData(problem, dtype, settings, prepared)
+        return data, NumpyEngine(data.Xa, data.Y, data.V, data.epsilon, problem.relu, problem.per_neuron,
+                                 backend, None if prepared is None else prepared.factor), dtype
+    if prepared is not None:
+        raise ValueError("prepared: serves the numba and numpy backends; the torch backend factors on its device")
+    try:
+        from . import _torch_kernels
+    except ImportError as exc:  # pragma: no cover - torch is a dependency of the package
+        raise ImportError(f"backend='torch' needs PyTorch ({exc}); install torch or use backend='numba'") from exc
+    torch_device = _torch_kernels.resolve_device(device)
+    if dtype is None:
+        dtype = np.dtype(np.float32 if torch_device.type == "cuda" else np.float64)
+    data = ScaledData(problem, dtype, settings)
+    return data, _torch_kernels.TorchEngine(data.Xa, data.Y, data.V, data.epsilon, problem.relu,
+                                            problem.per_neuron, torch_device), dtype

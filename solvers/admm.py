@@ -29,7 +29,7 @@ its support is solved exactly and certified (:mod:`solvers._polish`).
 
 :func:`solve_admm` is a short loop over named stages: :func:`_start` (the starting point
 and rho), :func:`_iterate` (one iteration), :func:`_check` (residuals and the stopping
-test), :class:`_Polisher` (a polishing attempt), :func:`_adapt` (the rho rule) and
+test), :class:`_Polisher` (a polishing attempt), :func:`_adapt` (the rho rule), :func:`_run` (the loop over them) and
 :func:`_finish` (the :class:`~solvers.Solution`). The array work is done by an engine
 (:mod:`solvers._engine`: numpy/numba here, torch in :mod:`solvers._torch_kernels`), the
 data are scaled by :mod:`solvers._scaling`, and every number of the rule is a field of
@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from ._engine import Engine, NumpyEngine
+from ._engine import BACKENDS, Engine, make_engine
 from ._polish import Moments, PolishResult, can_polish, polish as polish_support
 from ._scaling import PreparedInput, ScaledData
 from .problem import LayerProblem
@@ -54,9 +54,6 @@ from .solution import Solution
 __all__ = ["solve_admm", "BACKENDS", "PreparedInput", "AdmmSettings"]
 
 logger = logging.getLogger(__name__)
-
-BACKENDS = ("numba", "numpy", "torch")
-
 
 def _warm_theta(problem: LayerProblem, warm_start: Any, dtype: np.dtype) -> np.ndarray:
     """``Theta = [W, b]^T`` from ``warm_start = (weight, bias)`` or a bare weight."""
@@ -73,41 +70,6 @@ def _warm_theta(problem: LayerProblem, warm_start: Any, dtype: np.dtype) -> np.n
     if problem.fit_bias and bias is not None:
         Theta[problem.n_in] = bias
     return Theta
-
-
-def _make_engine(backend: str, device: Any, dtype: np.dtype | None, problem: LayerProblem,
-                 settings: AdmmSettings, prepared: PreparedInput | None = None
-                 ) -> tuple[ScaledData, Engine, np.dtype]:
-    """The scaled data, the engine that iterates on them, and the dtype in use.
-
-    ``dtype=None`` means float32 for ``backend="torch"`` on a CUDA device and float64
-    everywhere else (the prepared input's dtype when one is given).
-    """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend: got {backend!r}, needs one of {BACKENDS}")
-    if backend != "torch":
-        if device is not None:
-            raise ValueError(f"device: got {device!r}, but only backend='torch' runs on a device "
-                             f"(backend={backend!r} runs on the CPU); pass backend='torch' or leave device out")
-        if prepared is not None:
-            dtype = prepared.dtype if dtype is None else dtype
-            prepared.check(problem, dtype, settings)
-        dtype = np.dtype(np.float64) if dtype is None else dtype
-        data = ScaledData(problem, dtype, settings, prepared)
-        return data, NumpyEngine(data.Xa, data.Y, data.V, data.epsilon, problem.relu, problem.per_neuron,
-                                 backend, None if prepared is None else prepared.factor), dtype
-    if prepared is not None:
-        raise ValueError("prepared: serves the numba and numpy backends; the torch backend factors on its device")
-    try:
-        from . import _torch_kernels
-    except ImportError as exc:  # pragma: no cover - torch is a dependency of the package
-        raise ImportError(f"backend='torch' needs PyTorch ({exc}); install torch or use backend='numba'") from exc
-    torch_device = _torch_kernels.resolve_device(device)
-    if dtype is None:
-        dtype = np.dtype(np.float32 if torch_device.type == "cuda" else np.float64)
-    data = ScaledData(problem, dtype, settings)
-    return data, _torch_kernels.TorchEngine(data.Xa, data.Y, data.V, data.epsilon, problem.relu,
-                                            problem.per_neuron, torch_device), dtype
 
 
 @dataclass
@@ -295,6 +257,54 @@ class _Polisher:
         return result
 
 
+@dataclass
+class _Run:
+    """How the iterations ended: ``status``, ``iterations``, the last check's residuals,
+    the first check at which both residuals met ``tol`` and the certified polish, if any."""
+
+    status: str
+    iterations: int
+    residuals: _Residuals
+    residuals_met_at: int | None
+    polished: PolishResult | None
+
+
+def _run(engine: Engine, state: _State, polisher: _Polisher, settings: AdmmSettings) -> _Run:
+    """Iterate until a check stops the run (residuals met and the thresholded copy within
+    ``feasibility_tol``, or a certified polish) or ``max_iter``; a last polish then."""
+    status, polished, residuals_met_at = "max_iter", None, None
+    residuals = _Residuals(np.inf, np.inf, False, None)
+    debug = logger.isEnabledFor(logging.DEBUG)
+    iteration = 0
+    for iteration in range(1, settings.max_iter + 1):
+        check = iteration % settings.check_every == 0 or iteration == settings.max_iter
+        stats = _iterate(engine, state, settings.alpha, check)
+        if not check:
+            continue
+        residuals = _check(engine, state, stats, settings, debug)
+        if debug:
+            logger.debug("iter %d rho %.3g primal %.2e dual %.2e violation %.2e", iteration, state.rho,
+                         residuals.primal_rel, residuals.dual_rel, residuals.violation)
+        if residuals.met:
+            residuals_met_at = iteration if residuals_met_at is None else residuals_met_at
+            if residuals.violation <= settings.feasibility_tol:
+                status = "optimal"
+                break
+        if polisher.due(residuals, iteration):
+            attempt = polisher.attempt(engine, state)
+            logger.debug("iter %d polish: %s", iteration, attempt.reason)
+            if attempt.Theta is not None:
+                polished, status = attempt, "optimal"
+                break
+            polisher.failed(iteration)
+        _adapt(engine, state, residuals, iteration, settings)
+    if status != "optimal" and polisher.enabled:
+        attempt = polisher.attempt(engine, state)
+        if attempt.Theta is not None:
+            polished, status = attempt, "optimal"
+    return _Run(status, iteration, residuals, residuals_met_at, polished)
+
+
 def _finish(problem: LayerProblem, data: ScaledData, engine: Engine, state: _State, dtype: np.dtype,
             polished: PolishResult | None) -> tuple[np.ndarray, np.ndarray | None]:
     """The answer in the problem's units: the polished ``Theta`` or the thresholded copy
@@ -354,53 +364,24 @@ def solve_admm(problem: LayerProblem, settings: AdmmSettings | None = None, *, w
     """
     settings = (AdmmSettings() if settings is None else settings).replace(**overrides)
     started = time.perf_counter()
-    data, engine, dtype = _make_engine(backend, device, resolve_dtype(dtype), problem, settings, prepared)
+    data, engine, dtype = make_engine(backend, device, resolve_dtype(dtype), problem, settings, prepared)
     engine.sync()
     factor_time = time.perf_counter() - started
     state = _start(problem, data, engine, settings, warm_start, dtype)
     polisher = _Polisher(problem, data, settings)
-    status, polished, residuals_met_at = "max_iter", None, None
-    residuals = _Residuals(np.inf, np.inf, False, None)
-    debug = logger.isEnabledFor(logging.DEBUG)
-    iteration = 0
-    for iteration in range(1, settings.max_iter + 1):
-        check = iteration % settings.check_every == 0 or iteration == settings.max_iter
-        stats = _iterate(engine, state, settings.alpha, check)
-        if not check:
-            continue
-        residuals = _check(engine, state, stats, settings, debug)
-        if debug:
-            logger.debug("iter %d rho %.3g primal %.2e dual %.2e violation %.2e", iteration, state.rho,
-                         residuals.primal_rel, residuals.dual_rel, residuals.violation)
-        if residuals.met:
-            residuals_met_at = iteration if residuals_met_at is None else residuals_met_at
-            if residuals.violation <= settings.feasibility_tol:
-                status = "optimal"
-                break
-        if polisher.due(residuals, iteration):
-            attempt = polisher.attempt(engine, state)
-            logger.debug("iter %d polish: %s", iteration, attempt.reason)
-            if attempt.Theta is not None:
-                polished, status = attempt, "optimal"
-                break
-            polisher.failed(iteration)
-        _adapt(engine, state, residuals, iteration, settings)
-    if status != "optimal" and polisher.enabled:
-        attempt = polisher.attempt(engine, state)
-        if attempt.Theta is not None:
-            polished, status = attempt, "optimal"
-    weight, bias = _finish(problem, data, engine, state, dtype, polished)
+    run = _run(engine, state, polisher, settings)
+    weight, bias = _finish(problem, data, engine, state, dtype, run.polished)
     solution = Solution(
-        weight=weight, bias=bias, status=status, iterations=iteration,
+        weight=weight, bias=bias, status=run.status, iterations=run.iterations,
         objective=problem.objective(weight, bias), violation=problem.violation(weight, bias),
-        primal_residual=float(residuals.primal_rel), dual_residual=float(residuals.dual_rel),
+        primal_residual=float(run.residuals.primal_rel), dual_residual=float(run.residuals.dual_rel),
         solve_time=time.perf_counter() - started, method="admm",
         info={"rho": state.rho, "scale": data.scale, "centered": data.mean is not None, "backend": backend,
               "device": engine.device_name, "dtype": dtype.name, "factor_time": factor_time,
               "prepared": prepared is not None, "factorization": "gram" if engine.tall else "inversion-lemma",
-              "polished": polished is not None, "polish_time": polisher.seconds,
-              "residuals_met_at": residuals_met_at,
-              "certificate": polished.certificate if polished is not None else None})
+              "polished": run.polished is not None, "polish_time": polisher.seconds,
+              "residuals_met_at": run.residuals_met_at,
+              "certificate": run.polished.certificate if run.polished is not None else None})
     logger.info("admm %s after %d iterations: objective %.6g, violation %.2e, %.3fs",
-                status, iteration, solution.objective, solution.violation, solution.solve_time)
+                run.status, run.iterations, solution.objective, solution.violation, solution.solve_time)
     return solution

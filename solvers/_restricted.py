@@ -1,0 +1,225 @@
+"""The program restricted to a support, in closed form (the rounds of :mod:`solvers._polish`).
+
+For one neuron, with ``M`` the rows ``Omega_m`` and columns ``S_m`` of the scaled input,
+``E`` the rows ``T_m`` whose bound is taken as an equality, and ``w sigma`` the signed l1
+weights, the restricted program
+
+.. math::
+
+    \\min_\\theta (w \\sigma)^T \\theta \\quad \\text{s.t.} \\quad
+    \\|M \\theta - y\\|^2 \\le \\varepsilon^2, \\quad E \\theta = h
+
+has ``theta = theta_0 + t theta_1`` from two solves of one KKT matrix, and its residual is
+``a + c t^2``; the budget gives ``t``. :class:`Moments` keeps the second moments that the
+KKT matrices are cut from; :func:`restricted` solves every neuron (again only where its
+support, signs or tight bounds changed) and :func:`mend_unsolvable` changes the program
+when it has no answer.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+__all__ = ["Moments", "restricted", "mend_unsolvable"]
+
+logger = logging.getLogger(__name__)
+
+_DROP_TIGHT = 0.25  # fraction of a neuron's tight bounds released when its support misses the budget
+_BUDGET_MEND = 0.25  # fraction of the neurons (furthest from Y first) mended when a layer ball is missed
+
+
+def _kkt_solve(G: np.ndarray, E: np.ndarray, rhs_top: np.ndarray, rhs_bottom: np.ndarray,
+               least_squares: bool = False):
+    """Solve ``[[G, E^T], [E, 0]] [x; mu] = [rhs_top; rhs_bottom]`` for several right-hand sides.
+
+    LU; None when the matrix is singular or the answer does not solve the system (repeated
+    tight rows, from duplicate samples). ``least_squares=True``: minimum-norm least
+    squares instead, which always answers; the caller's certificate decides whether the
+    answer is good.
+    """
+    n_vars, n_eq = G.shape[0], E.shape[0]
+    K = np.zeros((n_vars + n_eq, n_vars + n_eq))
+    K[:n_vars, :n_vars] = G
+    K[n_vars:, :n_vars] = E
+    K[:n_vars, n_vars:] = E.T
+    rhs = np.vstack([rhs_top, rhs_bottom])
+    if least_squares:
+        solution = np.linalg.lstsq(K, rhs, rcond=None)[0]
+    else:
+        try:
+            solution = np.linalg.solve(K, rhs)
+        except np.linalg.LinAlgError:
+            return None
+        if not (np.all(np.isfinite(solution)) and
+                np.linalg.norm(K @ solution - rhs) <= 1e-8 * max(np.linalg.norm(rhs), 1e-300)):
+            return None
+    return solution[:n_vars], solution[n_vars:]
+
+
+class Moments:
+    """Each neuron's second moments on its active rows, computed once per solve.
+
+    ``gram[m] = Xa_{Omega_m}^T Xa_{Omega_m}`` (all neurons at once when ``n_out n_cols^2``
+    floats fit in ``memory`` bytes, else gathered neuron by neuron on demand),
+    ``moment[:, m] = Xa_{Omega_m}^T y_m`` and ``y_sq[m] = ||y_{Omega_m}||^2``, so a
+    restricted least-squares fit costs ``O(|S_m|^3)`` instead of a pass over the samples.
+    """
+
+    def __init__(self, Xa: np.ndarray, Y: np.ndarray, active: np.ndarray | None, memory: float = 256e6) -> None:
+        self.Xa, self.active = Xa, active
+        masked = Y if active is None else np.where(active, Y, 0.0)
+        self.moment = Xa.T @ masked
+        self.y_sq = np.einsum("pm,pm->m", masked, masked)
+        n_cols, n_out = Xa.shape[1], Y.shape[1]
+        self.gram = None
+        if active is None:
+            self.gram = Xa.T @ Xa  # one Gram for every neuron
+        elif n_out * n_cols**2 * 8 <= memory:
+            self.gram = np.empty((n_out, n_cols, n_cols))
+            full = Xa.T @ Xa
+            for m in range(n_out):
+                if 2 * np.count_nonzero(active[:, m]) > Xa.shape[0]:  # fewer rows to subtract
+                    rows = Xa[~active[:, m]]
+                    np.subtract(full, rows.T @ rows, out=self.gram[m])
+                else:
+                    rows = Xa[active[:, m]]
+                    np.matmul(rows.T, rows, out=self.gram[m])
+
+    def neuron(self, m: int, columns: np.ndarray) -> np.ndarray:
+        """``M^T M`` for neuron ``m`` restricted to ``columns``."""
+        if self.gram is None:
+            M = self.Xa[np.ix_(np.flatnonzero(self.active[:, m]), columns)]
+            return M.T @ M
+        gram = self.gram if self.gram.ndim == 2 else self.gram[m]
+        return gram[np.ix_(columns, columns)]
+
+
+def _neuron_kkt(moments, Xa, V, columns, tight_rows, linear, m):
+    """One neuron's two KKT solutions ``(theta_0, mu_0)`` and ``(theta_1, nu_1)``."""
+    G = moments.neuron(m, columns)
+    b = moments.moment[columns, m]
+    E = Xa[np.ix_(tight_rows, columns)]
+    h = np.zeros(tight_rows.size) if V is None else V[tight_rows, m]
+    solved = _kkt_solve(G, E, np.column_stack([b, -linear]), np.column_stack([h, np.zeros_like(h)]))
+    if solved is None and tight_rows.size > 1:  # the same bound twice (duplicate samples)?
+        _, first = np.unique(np.column_stack([E, h]), axis=0, return_index=True)
+        first.sort()
+        tight_rows, E, h = tight_rows[first], E[first], h[first]
+        solved = _kkt_solve(G, E, np.column_stack([b, -linear]), np.column_stack([h, np.zeros_like(h)]))
+    if solved is None:
+        solved = _kkt_solve(G, E, np.column_stack([b, -linear]), np.column_stack([h, np.zeros_like(h)]),
+                            least_squares=True)
+    x, mu = solved
+    theta0, theta1 = x[:, 0], x[:, 1]
+    a = max(float(theta0 @ G @ theta0 - 2.0 * b @ theta0 + moments.y_sq[m]), 0.0)  # ||M theta0 - y||^2
+    c = float(-linear @ theta1)
+    return tight_rows, theta0, theta1, mu[:, 0], mu[:, 1], a, c
+
+
+def _neuron_part(moments, Xa, V, support, signs, tight, weights, cache, m):
+    """Solve neuron ``m``'s restricted KKT systems into ``cache[m]`` unless already there."""
+    key = (support[:, m].tobytes(), signs[:, m].tobytes(), b"" if tight is None else (tight[:, m] > 0).tobytes())
+    if m not in cache or cache[m][0] != key:
+        columns = np.flatnonzero(support[:, m])
+        tight_rows = np.flatnonzero(tight[:, m] > 0) if tight is not None else np.empty(0, dtype=int)
+        if tight_rows.size > columns.size:  # at most one equality per unknown: the strongest
+            tight_rows = np.sort(tight_rows[np.argsort(-tight[tight_rows, m])[: columns.size]])
+        linear = weights[columns] * signs[columns, m]
+        cache[m] = (key, (columns, *_neuron_kkt(moments, Xa, V, columns, tight_rows, linear, m)))
+
+
+def restricted(moments, Xa, V, epsilon, support, signs, tight, weights, cache):
+    """Closed-form optimum of the program restricted to ``support`` and ``tight``.
+
+    Returns ``("ok", Theta, nu, inverse_steps)`` with ``inverse_steps = 1 / t = 2 lambda``
+    per neuron, or ``("kkt", neurons)`` when those neurons' restricted programs are
+    inconsistent, or ``("budget", neurons)`` when their supports cannot meet the budget.
+    ``cache`` keeps each neuron's KKT solution between rounds; only neurons whose support,
+    signs or tight bounds changed are solved again.
+    """
+    n_cols, n_out = support.shape
+    per_neuron = epsilon.ndim == 1
+    parts, inconsistent = [], []
+    for m in range(n_out):
+        _neuron_part(moments, Xa, V, support, signs, tight, weights, cache, m)
+    for m in range(n_out):
+        part = cache[m][1]
+        if part[-1] < -1e-9 * max(1.0, abs(part[-2])):
+            inconsistent.append(m)
+        parts.append(part)
+    if inconsistent:
+        return "kkt", inconsistent
+    a_values = np.array([part[-2] for part in parts])
+    c_values = np.maximum(np.array([part[-1] for part in parts]), 0.0)
+    if per_neuron:
+        budgets, a_ref, c_ref = epsilon**2, a_values, c_values
+    else:
+        budgets = np.full(n_out, float(epsilon) ** 2)
+        a_ref, c_ref = np.full(n_out, a_values.sum()), np.full(n_out, c_values.sum())
+    over = a_ref > budgets
+    if over.any():
+        if per_neuron:
+            return "budget", list(np.flatnonzero(over))
+        worst = np.argsort(-a_values)[: max(1, int(_BUDGET_MEND * n_out))]  # the neurons furthest from Y
+        return "budget", list(worst[a_values[worst] > 0])
+    # t = sqrt((budget - a) / c); no penalised weight (c = 0): the ball is not binding, 1/t = 0
+    inverse_steps = np.where(c_ref > 0, np.sqrt(c_ref / np.maximum(budgets - a_ref, 1e-300)), 0.0)
+
+    Theta = np.zeros((n_cols, n_out))
+    nu = np.zeros((Xa.shape[0], n_out)) if tight is not None else None
+    for m, (columns, tight_rows, theta0, theta1, mu0, nu1, _, _) in enumerate(parts):
+        step = 1.0 / inverse_steps[m] if inverse_steps[m] > 0 else 0.0
+        Theta[columns, m] = theta0 + step * theta1
+        if nu is not None:
+            nu[tight_rows, m] = mu0 * inverse_steps[m] + nu1
+    return "ok", Theta, nu, inverse_steps
+
+
+def _correlated_columns(moments, support, Theta_fit, m, count):
+    """Off-support columns most correlated with neuron ``m``'s residual, and their signs."""
+    columns = np.flatnonzero(Theta_fit)
+    gram_rows = moments.gram if moments.gram is not None and moments.gram.ndim == 2 else None
+    if moments.gram is not None and gram_rows is None:
+        gram_rows = moments.gram[m]
+    if gram_rows is not None:  # X_Omega^T (y - X_Omega theta) from the moments
+        correlation = moments.moment[:, m] - gram_rows[:, columns] @ Theta_fit[columns]
+    else:
+        rows = np.flatnonzero(moments.active[:, m])
+        correlation = moments.Xa[rows].T @ (moments.Xa[np.ix_(rows, columns)] @ -Theta_fit[columns])
+        correlation += moments.moment[:, m]
+    correlation[support[:, m]] = 0.0
+    best = np.argsort(-np.abs(correlation))[:count]
+    best = best[np.abs(correlation[best]) > 0]
+    return best, np.sign(correlation[best])
+
+
+def mend_unsolvable(outcome, moments, cache, support, signs, tight) -> tuple[bool, str]:
+    """Change the restricted program after :func:`restricted` found no answer (in place).
+
+    Inconsistent neurons lose their tight bounds; neurons that cannot meet the budget lose
+    the weakest quarter of theirs and gain the columns most correlated with their
+    residuals. Returns whether polishing must stop, and why the round failed.
+    """
+    kind, neurons = outcome
+    reason = "inconsistent restricted program" if kind == "kkt" else "the support cannot meet the budget"
+    logger.debug("polish round: %s for %d neurons", reason, len(neurons))
+    for m in neurons:
+        if kind == "kkt":
+            if tight is None or not (tight[:, m] > 0).any():
+                return True, reason
+            tight[:, m] = 0.0
+            continue
+        columns, used_rows, theta0 = cache[m][1][:3]
+        if used_rows.size:
+            weakest = used_rows[np.argsort(tight[used_rows, m])[: max(1, int(_DROP_TIGHT * used_rows.size))]]
+            tight[weakest, m] = 0.0
+        fit = np.zeros(support.shape[0])
+        fit[columns] = theta0
+        count = max(2, int(0.1 * support[:, m].sum()))
+        added, added_signs = _correlated_columns(moments, support, fit, m, count)
+        if added.size == 0 and not used_rows.size:  # nothing left to change for this neuron
+            return True, reason
+        support[added, m] = True
+        signs[added, m] = added_signs
+    return False, reason
