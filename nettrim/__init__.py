@@ -2,17 +2,20 @@
 
 >>> import nettrim
 >>> result = nettrim.prune(model, calib_inputs, mode="cascade", epsilon=0.05)   # doctest: +SKIP
+>>> config = nettrim.PruneConfig(method="lobs", sparsity=0.8)                   # doctest: +SKIP
+>>> result = nettrim.prune(model, calib_inputs, config)                         # doctest: +SKIP
 >>> print(result.summary()); result.save("pruned.safetensors")                 # doctest: +SKIP
 """
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .config import PruneConfig
 from .methods import METHODS
-from .pipeline import MODES, prune
+from .pipeline import MODES, PruneInterrupted, prune
 from .record import LayerRecord, record
 from .result import LayerReport, PruneResult
 from .write import load, read_report
 
-__all__ = ["prune", "record", "load", "read_report", "PruneResult", "LayerReport", "LayerRecord",
-           "METHODS", "MODES", "__version__"]
+__all__ = ["prune", "PruneConfig", "PruneInterrupted", "record", "load", "read_report", "PruneResult", "LayerReport",
+           "LayerRecord", "METHODS", "MODES", "__version__"]

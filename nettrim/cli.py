@@ -158,8 +158,34 @@ def _json_object(text: str | None, option: str) -> dict[str, Any] | None:
     return value
 
 
+def build_config(args, work_dir: Path) -> Any:
+    """The :class:`~nettrim.PruneConfig` of a ``nettrim prune`` command line."""
+    from .config import PruneConfig
+
+    resumable = _method(args.method).resumable
+    try:
+        return PruneConfig(
+            method=args.method, mode=args.mode, epsilon=args.epsilon, gamma=args.gamma, sparsity=args.sparsity,
+            layers=args.layers, solver=args.solver, solver_options=_solver_options(args),
+            method_options=_json_object(args.method_options, "--method-options"),
+            accept_infeasible=args.accept_infeasible, progress=not args.quiet, max_positions=args.max_positions,
+            seed=args.seed, work_dir=work_dir if resumable else None, resume=args.resume and resumable,
+            executor=args.executor, split=args.split, store=args.store, memory_budget=args.memory_budget,
+            store_dir=args.store_dir)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _method(name: str):
+    from .methods import get_method
+
+    return get_method(name)
+
+
 def cmd_prune(args) -> int:
     import nettrim
+
+    from .workdir import WorkDir
 
     out = Path(args.out)
     directory = out.parent if str(out.parent) else Path(".")
@@ -168,29 +194,23 @@ def cmd_prune(args) -> int:
     if not os.access(directory, os.W_OK):
         raise UsageError(f"--out: directory {str(directory)!r} is not writable")
     work_dir = Path(args.work_dir) if args.work_dir else out.with_name(out.name + ".work")
-    if args.resume and not (work_dir / "run.json").exists():
+    if args.resume and not WorkDir.holds_run(work_dir):
         raise UsageError(f"--resume: {str(work_dir)!r} holds no interrupted run; pass the --work-dir of that run "
                          "(default: --out with '.work' appended)")
+    config = build_config(args, work_dir)
     kwargs = _json_object(args.model_kwargs, "--model-kwargs")
     model = load_factory(args.model, kwargs)
     load_checkpoint(args.checkpoint, model)
     calib = load_calibration(args.calib)
-    resumable = args.method != "cap"
+    resumable = config.method_spec.resumable
     try:
-        result = nettrim.prune(
-            model, calib, method=args.method, mode=args.mode, epsilon=args.epsilon, gamma=args.gamma,
-            sparsity=args.sparsity, layers=args.layers, solver=args.solver,
-            solver_options=_solver_options(args), method_options=_json_object(args.method_options, "--method-options"),
-            accept_infeasible=args.accept_infeasible, progress=not args.quiet,
-            max_positions=args.max_positions, seed=args.seed, work_dir=work_dir if resumable else None,
-            resume=args.resume and resumable, executor=args.executor, split=args.split, store=args.store,
-            memory_budget=args.memory_budget, store_dir=args.store_dir)
+        result = nettrim.prune(model, calib, config)
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from exc
-    except KeyboardInterrupt:
-        finished = len(list(work_dir.glob("layer-*.safetensors"))) if resumable and work_dir.is_dir() else 0
+    except KeyboardInterrupt as exc:
+        finished = getattr(exc, "finished", 0)
         where = (f"{finished} finished layer(s) kept in {work_dir}; run the same command with --resume to go on"
-                 if resumable else "nothing was kept (--method cap runs in one piece)")
+                 if resumable else f"nothing was kept (--method {args.method} runs in one piece)")
         raise Interrupted(f"interrupted: {where}") from None
     result.save(out)
     if resumable and not args.work_dir:  # the default work directory has served its purpose
@@ -278,7 +298,11 @@ def _non_negative(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from solvers import METHODS as SOLVERS
+
     from . import __version__
+    from .methods import METHODS
+    from .modes import MODES
 
     parser = argparse.ArgumentParser(prog="nettrim", description="Prune trained ReLU networks layer by layer "
                                      "with convex programs (Net-Trim).")
@@ -293,10 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", required=True, help="calibration inputs: .pt (tensor, (x, y) or {'x': ...}), .npz or .npy")
     p.add_argument("--out", required=True, help="output .safetensors file; the JSON report goes beside it")
     p.add_argument("--report", help="JSON report path (default: --out with suffix .json)")
-    p.add_argument("--method", default="nettrim", choices=["nettrim", "magnitude", "lobs", "sparsegpt", "cap"],
-                   help="pruning method (default nettrim; the others need --sparsity)")
+    p.add_argument("--method", default="nettrim", choices=list(METHODS),
+                   help="pruning method (default nettrim; " + ", ".join(
+                       f"{m.name}: {m.scope} scope{', needs --sparsity' if m.needs_sparsity else ''}"
+                       for m in METHODS.values()) + ")")
     p.add_argument("--method-options", help='JSON object of method options, e.g. \'{"refit": true}\'')
-    p.add_argument("--mode", default="cascade", choices=["cascade", "parallel"])
+    p.add_argument("--mode", default="cascade", choices=list(MODES))
     target = p.add_mutually_exclusive_group()
     target.add_argument("--epsilon", type=_non_negative, default=0.05, help="relative budget per layer (default 0.05)")
     target.add_argument("--sparsity", type=_fraction, help="fraction of each layer's weights to remove instead")
@@ -304,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", nargs="+", help="qualified names of the layers to prune (default all)")
     p.add_argument("--max-positions", type=int, help="at most this many rows per layer (convolutions)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--solver", default="admm", choices=["admm", "cvxpy"])
+    p.add_argument("--solver", default="admm", choices=list(SOLVERS))
     p.add_argument("--tol", type=float, help="solver tolerance")
     p.add_argument("--max-iter", type=int, help="solver iteration cap")
     p.add_argument("--accept-infeasible", action="store_true",
@@ -346,8 +372,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:  # the command says how to resume in its own words
-        handler.addFilter(lambda record: not getattr(record, "nettrim_interrupted", False))
     if args.command == "demo" and args.epochs < 1:
         parser.error("--epochs: needs an integer >= 1")
     try:

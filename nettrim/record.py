@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,13 +20,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .graph import PRUNABLE, Follower, analyse
+from solvers._blocks import row_blocks
+
+from .calibration import calibration_batches, check_max_positions
 from .layers import LayerHandle
+from .prunable import layer_handles, left_dense
 from .store import ActivationStore
-
-_BLOCK_ROWS = 16384  # rows of a layer's pre-activation computed at once
-
-_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
 
 __all__ = ["LayerRecord", "record", "record_layers", "calibration_batches", "capture_inputs", "layer_handles",
            "left_dense"]
@@ -96,44 +95,6 @@ class LayerRecord:
     def __repr__(self) -> str:
         return (f"LayerRecord({self.name!r}, {self.kind}, shape={self.shape}, "
                 f"n_samples={self.n_samples}, relu={self.relu}, batchnorm={self.batchnorm!r})")
-
-
-def calibration_batches(calib: Any) -> list[torch.Tensor]:
-    """The calibration inputs as a list of batches.
-
-    Parameters
-    ----------
-    calib : Tensor, ndarray, or iterable of batches
-        A tensor (or array) of inputs, or an iterable yielding ``x`` or ``(x, y, ...)`` as a
-        ``DataLoader`` does (only ``x`` is used).
-
-    Returns
-    -------
-    list of Tensor
-    """
-    if isinstance(calib, (torch.Tensor, np.ndarray)):
-        items: Iterable[Any] = [calib]
-    elif isinstance(calib, Iterable) and not isinstance(calib, (str, bytes, dict)):
-        items = calib
-    else:
-        raise TypeError(f"calib: got {type(calib).__name__}, needs a tensor of inputs or an iterable "
-                        "of batches (x or (x, y)) such as a DataLoader")
-    batches = []
-    for index, item in enumerate(items):
-        x = item[0] if isinstance(item, (tuple, list)) and item else item
-        if isinstance(x, np.ndarray):
-            x = torch.from_numpy(x)
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"calib: batch {index} holds a {type(x).__name__}, needs a tensor "
-                            "(or a tuple whose first element is the input tensor)")
-        if x.dim() == 0 or x.shape[0] == 0:
-            raise ValueError(f"calib: batch {index} has shape {tuple(x.shape)}, needs at least one sample")
-        if x.is_floating_point() and not torch.isfinite(x).all():
-            raise ValueError(f"calib: batch {index} holds NaN or Inf values; clean the calibration data")
-        batches.append(x)
-    if not batches:
-        raise ValueError("calib: is empty; pass at least one batch of inputs")
-    return batches
 
 
 def _row_subset(name: str, n_total: int, max_positions: int | None, seed: int) -> np.ndarray | None:
@@ -243,91 +204,6 @@ class _Capture:
         return {name: self.sinks[name].finish() for name in self.order}
 
 
-def left_dense(model: nn.Module, layers: Sequence[str] | None = None,
-               followers: dict[str, Follower] | None = None) -> dict[str, str]:
-    """Layers with weights that the program does not cover, each with the reason.
-
-    They are left dense (and listed in the report): a grouped ``Conv2d``, a layer called
-    more than once per forward pass (shared weights), and, when ``layers`` is None, any
-    other module with a weight matrix of its own (recurrent layers, ``Conv1d``/``Conv3d``,
-    transposed convolutions, embeddings, attention...).
-    """
-    modules = dict(model.named_modules())
-    followers = analyse(model) if followers is None else followers
-    names = list(modules) if layers is None else [name for name in layers if name in modules]
-    found: dict[str, str] = {}
-    for name in names:
-        module = modules[name]
-        if isinstance(module, PRUNABLE):
-            if isinstance(module, nn.Conv2d) and module.groups != 1:
-                found[name] = f"grouped convolution (groups={module.groups})"
-            elif followers.get(name, Follower(relu=False)).calls > 1:
-                found[name] = (f"called {followers[name].calls} times per forward pass (shared weights)")
-        elif layers is None and not isinstance(module, _NORMS) and any(
-                parameter.dim() >= 2 for parameter in module.parameters(recurse=False)):
-            found[name] = f"{type(module).__name__} is not covered by the program (Linear and Conv2d are)"
-    return found
-
-
-def layer_handles(model: nn.Module, layers: Sequence[str] | None = None,
-                  followers: dict[str, Follower] | None = None) -> dict[str, tuple[LayerHandle, bool]]:
-    """The prunable layers of ``model`` (all, or the ones named) with whether a ReLU follows.
-
-    The layers :func:`left_dense` lists are left out, with a warning.
-
-    Returns
-    -------
-    dict
-        Name to ``(LayerHandle, relu)``, in the order of ``model.named_modules()``.
-    """
-    modules = dict(model.named_modules())
-    prunable = [name for name, module in modules.items() if isinstance(module, PRUNABLE)]
-    if layers is None:
-        names = prunable
-    else:
-        if isinstance(layers, str):
-            raise TypeError(f"layers: got the string {layers!r}, needs a list of layer names")
-        names = list(layers)
-        unknown = [name for name in names if name not in modules]
-        if unknown:
-            raise ValueError(f"layers: no module named {unknown} in the model; prunable layers are {prunable}")
-        wrong = [name for name in names if name not in prunable]
-        if wrong:
-            raise ValueError(f"layers: {wrong} are not nn.Linear or nn.Conv2d; prunable layers are {prunable}")
-    if not names:
-        raise ValueError("model: has no nn.Linear or nn.Conv2d layer to prune")
-    followers = analyse(model) if followers is None else followers
-    dense = left_dense(model, names, followers)
-    for name, reason in dense.items():
-        logger.warning("layer %r is left dense: %s", name, reason)
-    if len(dense) == len(names):
-        raise ValueError(f"model: none of its layers can be pruned ({'; '.join(f'{n}: {r}' for n, r in dense.items())})")
-    found = {}
-    for name in names:
-        if name in dense:
-            continue
-        module = modules[name]
-        follower = followers.get(name, Follower(relu=False))
-        if name not in followers:
-            logger.info("layer %r is not called in the traced forward pass", name)
-        if follower.activation:
-            logger.warning("layer %r is followed by %s, not a ReLU: it is pruned as a linear layer (its "
-                           "pre-activation kept within epsilon)", name, follower.activation)
-        bn_name = follower.batchnorm
-        bn = modules[bn_name] if bn_name else None
-        if bn is not None and bn.running_var is None:
-            raise ValueError(f"layer {name!r}: BatchNorm {bn_name!r} keeps no running statistics "
-                             "(track_running_stats=False), so it cannot be folded into the layer")
-        if bn is not None and bn.bias is None and module.bias is None:
-            logger.warning("layer %r: BatchNorm %r has no shift and the layer no bias; it is not "
-                           "folded and the layer is pruned as a linear layer", name, bn_name)
-            bn, bn_name, relu = None, None, False
-        else:
-            relu = follower.relu
-        found[name] = (LayerHandle(name, module, bn, bn_name, activation=follower.activation), relu)
-    return found
-
-
 def capture_inputs(model: nn.Module, batches: Sequence[torch.Tensor], handles: dict[str, LayerHandle],
                    *, max_positions: int | None = None, seed: int = 0, stop_early: bool = False,
                    store: ActivationStore | None = None) -> dict[str, tuple[torch.Tensor, int, np.ndarray | None]]:
@@ -346,12 +222,6 @@ def capture_inputs(model: nn.Module, batches: Sequence[torch.Tensor], handles: d
     capture = _Capture(handles, n_inputs, max_positions, seed, stop_early, store)
     rows = capture.run(model, batches)
     return {name: (rows[name], capture.n_total[name], capture.subset[name]) for name in rows}
-
-
-def check_max_positions(max_positions: Any) -> None:
-    if max_positions is not None and (isinstance(max_positions, bool) or not isinstance(max_positions, int)
-                                      or max_positions < 1):
-        raise ValueError(f"max_positions: got {max_positions!r}, needs a positive integer or None")
 
 
 def record(
@@ -395,7 +265,7 @@ def record_layers(model: nn.Module, batches: Sequence[torch.Tensor], found: dict
                   store: ActivationStore | None = None) -> dict[str, LayerRecord]:
     """:func:`record` for layers already resolved by :func:`layer_handles`.
 
-    The pre-activations are computed ``_BLOCK_ROWS`` rows at a time into the ``store``
+    The pre-activations are computed a block of rows at a time (:mod:`solvers._blocks`) into the ``store``
     (memory by default), so a store on disk never holds a whole layer in memory.
     """
     store = ActivationStore() if store is None else store
@@ -408,8 +278,8 @@ def record_layers(model: nn.Module, batches: Sequence[torch.Tensor], found: dict
         if not torch.isfinite(weight).all() or (bias is not None and not torch.isfinite(bias).all()):
             raise ValueError(f"layer {name!r}: its weights hold NaN or Inf; check the checkpoint")
         sink = store.sink(f"{name}.pre_activation")
-        for start in range(0, rows.shape[0], _BLOCK_ROWS):
-            block = rows[start:start + _BLOCK_ROWS]
+        for block_rows in row_blocks(rows.shape[0]):
+            block = rows[block_rows]
             if not torch.isfinite(block).all():
                 raise ValueError(f"layer {name!r}: its input holds NaN or Inf on the calibration data (an earlier "
                                  "layer overflows or has non-finite weights); check the checkpoint and the "

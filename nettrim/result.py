@@ -3,88 +3,16 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from . import write
+from .types import LayerReport
 
 __all__ = ["LayerReport", "PruneResult", "format_table"]
-
-
-@dataclass
-class LayerReport:
-    """What happened to one layer.
-
-    Attributes
-    ----------
-    name, kind : str
-        Qualified module name; ``"linear"`` or ``"conv2d"``.
-    shape : tuple of int
-        Shape of the module's weight.
-    relu : bool
-        Whether the layer was pruned with the ReLU program.
-    n_samples : int
-        Rows of the layer program (samples, times output positions for a convolution).
-    nnz_before, nnz_after : int
-        Nonzero weights before and after (the bias is not counted).
-    epsilon : float
-        Absolute budget the layer was solved with (NaN for methods without one).
-    epsilon_rel : float
-        ``epsilon / ||Y||_F``.
-    error_pre, error_out : float
-        Relative error of the layer's pre-activation and of its output (after the ReLU, if
-        any) against the original layer's, on the input the layer was solved on:
-        ``||Ẑ - Z||_F / ||Z||_F`` and ``||Ŷ - Y||_F / ||Y||_F``.
-    iterations : int
-        Solver iterations (summed over the solves of a sparsity search).
-    status : str
-        Solver status (``"optimal"``, ``"max_iter"``, ...; ``"done"`` for direct methods).
-    violation : float
-        Relative excess of the result over its program's constraints (0 when feasible).
-    seconds : float
-        Wall time of the layer (its solves and the signals it needed).
-    method : str
-    info : dict
-        Solver details (``rho``, ``polished``, ``probes``, ...).
-    """
-
-    name: str
-    kind: str
-    shape: tuple[int, ...]
-    relu: bool
-    n_samples: int
-    nnz_before: int
-    nnz_after: int
-    epsilon: float
-    epsilon_rel: float
-    error_pre: float
-    error_out: float
-    iterations: int
-    status: str
-    violation: float
-    seconds: float
-    method: str
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def size(self) -> int:
-        return math.prod(self.shape)
-
-    @property
-    def kept(self) -> float:
-        """Fraction of the layer's weights that are nonzero after pruning."""
-        return self.nnz_after / self.size
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["shape"] = list(self.shape)
-        data["kept"] = self.kept
-        data["info"] = {key: value for key, value in self.info.items()
-                        if isinstance(value, (int, float, str, bool)) or value is None}
-        return data
 
 
 def _fmt_shape(shape) -> str:

@@ -23,8 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .methods import LayerOutcome
-from .result import LayerReport
+from .types import LayerOutcome, LayerReport
 from .write import atomic_write, writable_directory
 
 __all__ = ["WorkDir", "fingerprint"]
@@ -118,19 +117,23 @@ class WorkDir:
             text = json.dumps({"format": _FORMAT, "run": run}, indent=2) + "\n"
             atomic_write(run_file, lambda tmp: Path(tmp).write_text(text))
 
+    @staticmethod
+    def holds_run(path: str | os.PathLike) -> bool:
+        """Whether ``path`` is the work directory of a run (one that can be resumed)."""
+        return (Path(path) / _RUN_FILE).is_file()
+
     def _layer_file(self, index: int) -> Path:
         return self.path / f"layer-{index:04d}.safetensors"
 
     def save(self, index: int, outcome: LayerOutcome, report: LayerReport) -> None:
-        """Keep one finished layer (its weights, bias and report)."""
+        """Keep one finished layer: its weights and bias, and its report (which holds the
+        rest of the outcome)."""
         from safetensors.torch import save_file
 
         tensors = {"weight": torch.from_numpy(np.ascontiguousarray(outcome.weight))}
         if outcome.bias is not None:
             tensors["bias"] = torch.from_numpy(np.ascontiguousarray(outcome.bias))
-        metadata = {"name": report.name, "report": json.dumps(report.to_dict()),
-                    "outcome": json.dumps({"epsilon": outcome.epsilon, "status": outcome.status,
-                                           "iterations": outcome.iterations, "violation": outcome.violation})}
+        metadata = {"name": report.name, "report": json.dumps(report.to_dict())}
         atomic_write(self._layer_file(index), lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
     def finished(self, names: Sequence[str]) -> dict[str, tuple[LayerOutcome, LayerReport]]:
@@ -147,19 +150,13 @@ class WorkDir:
                     metadata = handle.metadata() or {}
                     tensors = {key: handle.get_tensor(key).numpy() for key in handle.keys()}
                 report_data = json.loads(metadata["report"])
-                outcome_data = json.loads(metadata["outcome"])
             except Exception as exc:  # a file cut short by a crash outside atomic_write's reach
                 logger.warning("work_dir: %s cannot be read (%s); layer %r is solved again", path, exc, name)
                 break
             if metadata.get("name") != name:
                 raise ValueError(f"work_dir: {str(path)!r} holds layer {metadata.get('name')!r} where this run has "
                                  f"{name!r}; use another directory")
-            report_data.pop("kept", None)
-            report_data["shape"] = tuple(report_data["shape"])
             report_data["info"] = {**report_data.get("info", {}), "resumed": True}
-            report = LayerReport(**report_data)
-            outcome = LayerOutcome(tensors["weight"], tensors.get("bias"), epsilon=outcome_data["epsilon"],
-                                   status=outcome_data["status"], iterations=outcome_data["iterations"],
-                                   violation=outcome_data["violation"], info=report.info)
-            found[name] = (outcome, report)
+            report = LayerReport.from_dict(report_data)
+            found[name] = (report.outcome(tensors["weight"], tensors.get("bias")), report)
         return found

@@ -7,7 +7,7 @@ from torch import nn
 
 import nettrim
 from nettrim.graph import links
-from nettrim.methods.cap import compensate, greedy_keep
+from nettrim.cap import compensate, greedy_keep
 
 
 def _layer_data(n_samples=200, n_in=6, n_out=3, seed=0):

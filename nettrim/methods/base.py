@@ -1,112 +1,156 @@
-"""What a pruning method receives for one layer and what it gives back.
+"""The method protocol: what every pruning method declares, and the solver a layer method gets.
 
-Every method has one signature, ``prune_layer(task, *, sparsity, solver, solver_options)
--> LayerOutcome``; the pipeline (:mod:`nettrim.pipeline`) builds the task from the recorded
-signals and the mode, and writes the outcome back into the model.
+A method is a :class:`Method`: its ``name``, its ``scope`` (``"layer"``: one layer at a
+time, through the pipeline's steps; ``"network"``: the whole model in one piece, like
+CaP), whether it ``needs_sparsity``, whether it solves a budget program (then a layer may
+be split by neuron), whether it uses the solver, and an options dataclass whose fields
+are its options and whose ``__post_init__`` checks them. The pipeline, the CLI's choices
+and ``--method-options``, resumability and split eligibility are all read from it.
+
+A layer method's function has the signature
+``prune_layer(task, *, sparsity, [solver,] **options) -> LayerOutcome``; a network
+method's ``prune_network(model, calib, config) -> PruneResult``. Adding a method is a
+module with its function, its options and its ``METHOD``, and one line in
+:mod:`nettrim.methods`.
 """
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["LayerTask", "LayerOutcome"]
+from solvers import AdmmSettings, LayerProblem, Solution, solve
+
+from ..types import LayerOutcome, LayerTask
+
+__all__ = ["Method", "NoOptions", "LayerSolver", "require_sparsity", "LayerTask", "LayerOutcome"]
+
+SCOPES = ("layer", "network")
 
 
-@dataclass
-class LayerTask:
-    """One layer's reconstruction problem, as the mode defines it.
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a method that takes none."""
+
+
+def require_sparsity(name: str, sparsity: Any) -> None:
+    """The error of a method that needs a target sparsity and was given none."""
+    if sparsity is None:
+        raise ValueError(f"method {name!r} needs sparsity= (the fraction of weights to remove)")
+
+
+@dataclass(frozen=True)
+class Method:
+    """A pruning method, as the pipeline and the CLI see it.
 
     Attributes
     ----------
     name : str
-        Qualified layer name (for messages).
-    X : ndarray, shape (n_samples, n_in)
-        The input the layer is solved on: the original network's (parallel mode, and the
-        first layer in cascade mode) or the pruned network's (cascade mode).
-    Y : ndarray, shape (n_samples, n_out), float64
-        The original layer's output: ``relu(Z)`` with a ReLU, else ``Z``.
-    relu : bool
-        Whether a ReLU follows the layer.
-    weight : ndarray, shape (n_out, n_in), float64
-        The original (BatchNorm-folded) weight.
-    bias : ndarray, shape (n_out,), float64, or None
-        The original folded bias; None when the layer can have no bias.
-    budget : float or ndarray, shape (n_out,)
-        The absolute ``epsilon`` the mode gives this layer (one per output neuron when the
-        layer is split by neuron).
-    floor : float or ndarray, shape (n_out,)
-        The smallest ``epsilon`` at which the original weights are feasible: 0 on original
-        signals, the error they carry on the pruned input in cascade mode.
-    upper : ndarray, shape (n_samples, n_out), or None
-        Upper bound on inactive entries (cascade mode), None for 0.
+    scope : {'layer', 'network'}
+    run : callable
+        ``prune_layer`` (layer scope) or ``prune_network`` (network scope).
+    options : type
+        A dataclass of the method's options (its defaults are the method's); constructing
+        it checks them.
+    needs_sparsity : bool
+        Whether the method prunes to a target ``sparsity`` only (no budget program).
+    budget_program : bool
+        Whether it solves the budget program, so that each neuron can get its own budget
+        (``split='neuron'``).
+    uses_solver : bool
+        Whether ``run`` takes the layer's :class:`LayerSolver`.
     """
 
     name: str
-    X: np.ndarray
-    Y: np.ndarray
-    relu: bool
-    weight: np.ndarray
-    bias: np.ndarray | None
-    budget: float | np.ndarray
-    floor: float | np.ndarray = 0.0
-    upper: np.ndarray | None = None
+    scope: str
+    run: Callable[..., Any]
+    options: type = NoOptions
+    needs_sparsity: bool = True
+    budget_program: bool = False
+    uses_solver: bool = False
+
+    def __post_init__(self) -> None:
+        if self.scope not in SCOPES:
+            raise ValueError(f"scope: got {self.scope!r}, needs one of {SCOPES}")
 
     @property
-    def scale(self) -> float:
-        """``||Y||_F``, the unit of the relative ``epsilon``."""
-        return float(np.linalg.norm(self.Y))
+    def resumable(self) -> bool:
+        """Whether a run keeps finished layers in a work directory (layer methods only)."""
+        return self.scope == "layer"
 
-    @property
-    def per_neuron(self) -> bool:
-        """Whether each output neuron has its own budget."""
-        return np.ndim(self.budget) == 1
+    def option_names(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self.options)]
 
-    @property
-    def layer_budget(self) -> float:
-        """The layer's budget: ``budget``, or ``sqrt(sum budget_m^2)`` for per-neuron budgets."""
-        return float(np.sqrt(np.sum(np.square(self.budget))))
+    def parse_options(self, given: Any) -> Any:
+        """The options object for ``given`` (None, a mapping, or the options object itself)."""
+        if isinstance(given, self.options):
+            return given
+        if given is None:
+            return self.options()
+        if not isinstance(given, Mapping):
+            raise TypeError(f"method_options: got {type(given).__name__}, needs a dict")
+        allowed = self.option_names()
+        unknown = sorted(set(given) - set(allowed))
+        if unknown:
+            raise ValueError(f"method_options: {unknown} are not options of method {self.name!r}; "
+                             f"it takes {allowed or 'none'}")
+        return self.options(**given)
 
-    def neurons(self, index: np.ndarray) -> "LayerTask":
-        """The same program restricted to the output neurons ``index`` (per-neuron budgets:
-        the neurons' programs are independent)."""
-        if not self.per_neuron:
-            raise ValueError(f"layer {self.name!r}: only a layer with per-neuron budgets splits into neurons")
+    def check_target(self, sparsity: Any) -> None:
+        """The error of a method that needs a sparsity and was given none."""
+        if self.needs_sparsity:
+            require_sparsity(self.name, sparsity)
 
-        def rows(value):
-            return value[index] if np.ndim(value) == 1 else value
+    def prune_layer(self, task: LayerTask, sparsity: float | None, solver: "LayerSolver", options: Any
+                    ) -> LayerOutcome:
+        """Run a layer method on one task."""
+        kwargs = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+        if self.uses_solver:
+            kwargs["solver"] = solver
+        return self.run(task, sparsity=sparsity, **kwargs)
 
-        return LayerTask(self.name, self.X, self.Y[:, index], self.relu, self.weight[index],
-                         None if self.bias is None else self.bias[index], budget=self.budget[index],
-                         floor=rows(self.floor), upper=None if self.upper is None else self.upper[:, index])
 
+@dataclass(frozen=True)
+class LayerSolver:
+    """The solver a layer method calls: a name of :data:`solvers.METHODS` and its options,
+    fixed for the layer (its dtype, and for a block of neurons the prepared input).
 
-@dataclass
-class LayerOutcome:
-    """A method's answer for one layer.
-
-    Attributes
-    ----------
-    weight : ndarray, shape (n_out, n_in)
-        Pruned weight with exact zeros.
-    bias : ndarray, shape (n_out,), or None
-    epsilon : float
-        The absolute budget the answer was computed for (NaN for methods without one).
-    status : str
-        ``"optimal"``, ``"max_iter"``, ... for solved programs, ``"done"`` for direct methods.
-    iterations : int
-    violation : float
-        Relative excess over the layer program's constraints at ``epsilon`` (NaN when the
-        method has no program).
-    info : dict
-        Method-specific details.
+    ``options`` go to :func:`solvers.solve` as they are; :meth:`solve` adds the warm start
+    and an iteration cap for one call.
     """
 
-    weight: np.ndarray
-    bias: np.ndarray | None
-    epsilon: float
-    status: str
-    iterations: int = 0
-    violation: float = float("nan")
-    info: dict[str, Any] = field(default_factory=dict)
+    name: str = "admm"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def settings(self) -> AdmmSettings:
+        """The ADMM settings the options amount to (the solver's defaults elsewhere)."""
+        base = self.options.get("settings") or AdmmSettings()
+        return base.replace(**{key: value for key, value in self.options.items() if key in AdmmSettings.names()})
+
+    @property
+    def tol(self) -> float:
+        return self.settings().tol
+
+    @property
+    def max_iter(self) -> int:
+        return self.settings().max_iter
+
+    def with_options(self, **options: Any) -> "LayerSolver":
+        return dataclasses.replace(self, options={**self.options, **options})
+
+    def for_task(self, task: LayerTask) -> "LayerSolver":
+        """The ADMM iterates in the precision of the layer's input unless told otherwise."""
+        if self.name != "admm" or "dtype" in self.options:
+            return self
+        return self.with_options(dtype=np.asarray(task.X).dtype)
+
+    def solve(self, problem: LayerProblem, *, warm_start: Any = None, max_iter: int | None = None) -> Solution:
+        options = dict(self.options)
+        if self.name == "admm":
+            options = {"warm_start": warm_start, **options}
+            if max_iter is not None:
+                options["max_iter"] = max_iter
+        return solve(problem, method=self.name, **options)

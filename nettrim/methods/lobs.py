@@ -22,14 +22,14 @@ whole layer). Then:
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
 from ._lobs_kernels import greedy_obs_rows
-from .base import LayerOutcome, LayerTask
+from .base import LayerOutcome, LayerTask, Method, require_sparsity
 
-__all__ = ["prune_layer", "inverse_hessian", "removal_counts"]
+__all__ = ["prune_layer", "inverse_hessian", "removal_counts", "LobsOptions", "METHOD"]
 
 
 def inverse_hessian(X: np.ndarray, fit_bias: bool, damping: float) -> np.ndarray:
@@ -77,8 +77,21 @@ def _faithful(theta: np.ndarray, hinv: np.ndarray, chosen: np.ndarray, cost: np.
     return theta
 
 
-def prune_layer(task: LayerTask, *, sparsity: float | None, solver: str = "admm",
-                solver_options: dict[str, Any] | None = None, faithful: bool = False,
+@dataclass(frozen=True)
+class LobsOptions:
+    """Options of ``method='lobs'`` (see :func:`prune_layer`)."""
+
+    faithful: bool = False
+    damping: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.faithful, bool):
+            raise ValueError(f"faithful: got {self.faithful!r}, needs True or False")
+        if not isinstance(self.damping, (int, float)) or isinstance(self.damping, bool) or not self.damping >= 0:
+            raise ValueError(f"damping: got {self.damping!r}, needs a number >= 0")
+
+
+def prune_layer(task: LayerTask, *, sparsity: float | None, faithful: bool = False,
                 damping: float = 1e-4) -> LayerOutcome:
     """Remove the ``sparsity`` fraction of the layer's weights by L-OBS.
 
@@ -94,10 +107,8 @@ def prune_layer(task: LayerTask, *, sparsity: float | None, solver: str = "admm"
     damping : float, default 1e-4
         ``delta`` relative to the mean diagonal of ``Xa^T Xa / n``.
     """
-    if sparsity is None:
-        raise ValueError("method 'lobs' needs sparsity= (the fraction of weights to remove)")
-    if damping < 0:
-        raise ValueError(f"damping: got {damping!r}, needs a number >= 0")
+    require_sparsity("lobs", sparsity)
+    LobsOptions(faithful, damping)  # checked
     fit_bias = task.bias is not None
     hinv = inverse_hessian(task.X, fit_bias, damping)
     n_in = task.weight.shape[1]
@@ -112,3 +123,6 @@ def prune_layer(task: LayerTask, *, sparsity: float | None, solver: str = "admm"
     weight = theta[:, :n_in]  # removed entries are exact zeros in both variants
     return LayerOutcome(weight=np.ascontiguousarray(weight), bias=theta[:, n_in].copy() if fit_bias else None,
                         epsilon=float("nan"), status="done", info={"faithful": faithful, "damping": damping})
+
+
+METHOD = Method("lobs", "layer", prune_layer, options=LobsOptions)

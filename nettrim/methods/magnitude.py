@@ -1,13 +1,11 @@
 """Magnitude pruning: keep the largest ``|w|`` of each layer, change nothing else."""
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from .base import LayerOutcome, LayerTask
+from .base import LayerOutcome, LayerTask, Method, require_sparsity
 
-__all__ = ["prune_layer"]
+__all__ = ["prune_layer", "keep_largest", "METHOD"]
 
 
 def keep_largest(weight: np.ndarray, n_keep: int) -> np.ndarray:
@@ -23,15 +21,13 @@ def keep_largest(weight: np.ndarray, n_keep: int) -> np.ndarray:
     return pruned
 
 
-def prune_layer(task: LayerTask, *, sparsity: float | None, solver: str = "admm",
-                solver_options: dict[str, Any] | None = None) -> LayerOutcome:
-    """Remove the ``sparsity`` fraction of the layer's weights with the smallest ``|w|``.
-
-    ``solver`` and ``solver_options`` are accepted for the common signature and unused.
-    """
-    if sparsity is None:
-        raise ValueError("method 'magnitude' needs sparsity= (the fraction of weights to remove)")
+def prune_layer(task: LayerTask, *, sparsity: float | None) -> LayerOutcome:
+    """Remove the ``sparsity`` fraction of the layer's weights with the smallest ``|w|``."""
+    require_sparsity("magnitude", sparsity)
     n_keep = int(round((1.0 - sparsity) * task.weight.size))
     weight = keep_largest(task.weight, n_keep)
     bias = None if task.bias is None else task.bias.copy()
     return LayerOutcome(weight=weight, bias=bias, epsilon=float("nan"), status="done")
+
+
+METHOD = Method("magnitude", "layer", prune_layer)

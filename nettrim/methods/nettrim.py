@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
-from solvers import LayerProblem, Solution, solve
+from solvers import LayerProblem, Solution
 
-from .base import LayerOutcome, LayerTask
+from .base import LayerOutcome, LayerSolver, LayerTask, Method
 
-__all__ = ["prune_layer", "SPARSITY_TOLERANCE"]
+__all__ = ["prune_layer", "refit_support", "NetTrimOptions", "METHOD", "SPARSITY_TOLERANCE"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +44,8 @@ _FEASIBLE_FACTOR = 10.0  # a probe not optimal, with violation above this times 
 _PROBE_VIOLATION = 0.05  # ... and above this, is infeasible (a capped probe still tells the kept fraction)
 
 
-def _solve(task: LayerTask, epsilon: float, solver: str, options: dict[str, Any],
-           warm: tuple[np.ndarray, np.ndarray | None]) -> Solution:
+def _solve(task: LayerTask, epsilon: float, solver: LayerSolver, warm: tuple[np.ndarray, np.ndarray | None],
+           max_iter: int | None = None) -> Solution:
     upper = task.upper
     if upper is not None and np.any(np.asarray(epsilon) < task.floor):
         # below the cascade floor the original weights' bound on the inactive entries
@@ -53,22 +53,7 @@ def _solve(task: LayerTask, epsilon: float, solver: str, options: dict[str, Any]
         upper = upper + _LIFT * max(float(np.abs(task.Y).max()), 1.0)
     problem = LayerProblem(task.X, task.Y, epsilon, relu=task.relu, upper=upper,
                            fit_bias=task.bias is not None)
-    if solver == "admm":
-        options = {"warm_start": warm, **options}
-    return solve(problem, method=solver, **options)
-
-
-def _outcome(solution: Solution, epsilon: float | np.ndarray, probes: int = 1) -> LayerOutcome:
-    """A solve as the method's answer; per-neuron budgets are reported by their layer total."""
-    info = dict(solution.info)
-    info.update(primal_residual=solution.primal_residual, dual_residual=solution.dual_residual,
-                solve_time=solution.solve_time, probes=probes)
-    if np.ndim(epsilon) == 1:
-        info["per_neuron"] = True
-        epsilon = np.sqrt(np.sum(np.square(epsilon)))
-    return LayerOutcome(weight=solution.weight, bias=solution.bias, epsilon=float(epsilon),
-                        status=solution.status, iterations=solution.iterations,
-                        violation=solution.violation, info=info)
+    return solver.solve(problem, warm_start=warm, max_iter=max_iter)
 
 
 def refit_support(task: LayerTask, weight: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -101,8 +86,26 @@ def refit_support(task: LayerTask, weight: np.ndarray, bias: np.ndarray | None) 
     return new_weight, new_bias
 
 
-def prune_layer(task: LayerTask, *, sparsity: float | None, solver: str = "admm",
-                solver_options: dict[str, Any] | None = None, refit: bool = False) -> LayerOutcome:
+@dataclass(frozen=True)
+class NetTrimOptions:
+    """Options of ``method='nettrim'``.
+
+    Attributes
+    ----------
+    refit : bool, default False
+        After the solve fixes the support, refit each neuron on it by least squares
+        (:func:`refit_support`), removing the l1 shrinkage.
+    """
+
+    refit: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.refit, bool):
+            raise ValueError(f"refit: got {self.refit!r}, needs True or False")
+
+
+def prune_layer(task: LayerTask, *, sparsity: float | None, solver: LayerSolver | None = None,
+                refit: bool = False) -> LayerOutcome:
     """Solve the layer's Net-Trim program (at the mode's budget, or for a target sparsity).
 
     Parameters
@@ -110,25 +113,23 @@ def prune_layer(task: LayerTask, *, sparsity: float | None, solver: str = "admm"
     task : LayerTask
     sparsity : float or None
         Fraction of the layer's weights to remove; None solves once at ``task.budget``.
-    solver : {'admm', 'cvxpy'}
-    solver_options : dict, optional
-        Passed to :func:`solvers.solve`. The ADMM is warm-started from the original weights
-        unless ``warm_start`` is given.
+    solver : LayerSolver, optional
+        The solver and its options (default: the ADMM at its own defaults). The ADMM is
+        warm-started from the original weights unless its options hold ``warm_start``.
     refit : bool, default False
-        After the solve fixes the support, refit each neuron on it by least squares
-        (:func:`refit_support`), removing the ℓ1 shrinkage.
+        See :class:`NetTrimOptions`.
 
     Returns
     -------
     LayerOutcome
         With ``info["probes"]``, the number of solves the sparsity search made.
     """
-    options = dict(solver_options or {})
+    solver = LayerSolver() if solver is None else solver
     warm = (task.weight, task.bias)
     if sparsity is None:
-        outcome = _outcome(_solve(task, task.budget, solver, options, warm), task.budget)
+        outcome = LayerOutcome.from_solution(_solve(task, task.budget, solver, warm), task.budget)
     else:
-        outcome = _search(task, 1.0 - sparsity, solver, options)
+        outcome = _search(task, 1.0 - sparsity, solver)
     if not refit:
         return outcome
     weight, bias = refit_support(task, outcome.weight, outcome.bias)
@@ -193,26 +194,26 @@ def _plateau(points: list[tuple[float, float | None]], target_kept: float, scale
     return e2 < e1 < _PLATEAU_BELOW * scale and abs(k2 - k1) < _PLATEAU
 
 
-def _search(task: LayerTask, target_kept: float, solver: str, options: dict[str, Any]) -> LayerOutcome:
+def _search(task: LayerTask, target_kept: float, solver: LayerSolver) -> LayerOutcome:
     """Find ``epsilon`` whose solution keeps ``target_kept`` of the weights (within 1 point)."""
     size = task.weight.size
-    cap = float(options.get("max_iter", 10000))
+    cap = float(solver.max_iter)
     # the ADMM stops at violation <= 5 tol; a probe that ends well beyond counts as infeasible
-    feasible_violation = max(_FEASIBLE_FACTOR * float(options.get("tol", 1e-4)), _PROBE_VIOLATION)
+    feasible_violation = max(_FEASIBLE_FACTOR * float(solver.tol), _PROBE_VIOLATION)
     tried: list[tuple[float, Solution | None]] = []  # (epsilon, solution or None if infeasible)
 
     def probe(epsilon: float) -> float | None:
         """Kept fraction at ``epsilon``, or None when the probe ends infeasible."""
-        probe_options = dict(options)
-        if solver == "admm":  # a probe that has not converged by then is as good as infeasible
+        max_iter = None
+        if solver.name == "admm":  # a probe that has not converged by then is as good as infeasible
             limit = _FLOOR_PROBE_ITERATIONS if epsilon < task.floor else _PROBE_ITERATIONS
-            probe_options["max_iter"] = int(min(cap, limit))
+            max_iter = int(min(cap, limit))
         feasible = [(e, s) for e, s in tried if s is not None]
         warm = (task.weight, task.bias)
         if feasible:
             nearest = min(feasible, key=lambda item: abs(math.log(item[0] / epsilon)) if item[0] > 0 else math.inf)
             warm = (nearest[1].weight, nearest[1].bias)
-        solution = _solve(task, epsilon, solver, probe_options, warm)
+        solution = _solve(task, epsilon, solver, warm, max_iter)
         ok = solution.status == "optimal" or solution.violation <= feasible_violation
         tried.append((epsilon, solution if ok else None))
         kept = solution.nnz / size
@@ -242,12 +243,16 @@ def _search(task: LayerTask, target_kept: float, solver: str, options: dict[str,
         raise RuntimeError(f"layer {task.name!r}: no feasible solution found while searching epsilon "
                            f"for sparsity {1 - target_kept:.3f}")
     best_epsilon, best = min(feasible, key=lambda item: (abs(item[1].nnz / size - target_kept), item[0]))
-    if best.status != "optimal" and solver == "admm":  # a capped probe: finish it
-        finished = _solve(task, best_epsilon, solver, options, (best.weight, best.bias))
+    if best.status != "optimal" and solver.name == "admm":  # a capped probe: finish it
+        finished = _solve(task, best_epsilon, solver, (best.weight, best.bias))
         if finished.status == "optimal" and abs(finished.nnz / size - target_kept) <= max(
                 abs(best.nnz / size - target_kept), SPARSITY_TOLERANCE):
             best = finished
     if abs(best.nnz / size - target_kept) > SPARSITY_TOLERANCE:
         logger.warning("layer %r: sparsity %.3f reached instead of %.3f after %d solves", task.name,
                        1 - best.nnz / size, 1 - target_kept, len(tried))
-    return _outcome(best, best_epsilon, probes=len(tried))
+    return LayerOutcome.from_solution(best, best_epsilon, probes=len(tried))
+
+
+METHOD = Method("nettrim", "layer", prune_layer, options=NetTrimOptions, needs_sparsity=False, budget_program=True,
+                uses_solver=True)

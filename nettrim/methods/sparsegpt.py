@@ -17,13 +17,13 @@ inputs that never fire (zero columns of ``X``) lose their weights first.
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
-from .base import LayerOutcome, LayerTask
+from .base import LayerOutcome, LayerTask, Method, require_sparsity
 
-__all__ = ["prune_layer", "sparsegpt_weight"]
+__all__ = ["prune_layer", "sparsegpt_weight", "SparseGPTOptions", "METHOD"]
 
 
 def _upper_inverse_cholesky(H: np.ndarray) -> np.ndarray:
@@ -68,8 +68,21 @@ def sparsegpt_weight(weight: np.ndarray, X: np.ndarray, sparsity: float, *, bloc
     return W
 
 
-def prune_layer(task: LayerTask, *, sparsity: float | None, solver: str = "admm",
-                solver_options: dict[str, Any] | None = None, blocksize: int = 128,
+@dataclass(frozen=True)
+class SparseGPTOptions:
+    """Options of ``method='sparsegpt'`` (see :func:`prune_layer`)."""
+
+    blocksize: int = 128
+    damping: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.blocksize, int) or isinstance(self.blocksize, bool) or self.blocksize < 1:
+            raise ValueError(f"blocksize: got {self.blocksize!r}, needs a positive integer")
+        if not isinstance(self.damping, (int, float)) or isinstance(self.damping, bool) or not self.damping > 0:
+            raise ValueError(f"damping: got {self.damping!r}, needs a number > 0")
+
+
+def prune_layer(task: LayerTask, *, sparsity: float | None, blocksize: int = 128,
                 damping: float = 0.01) -> LayerOutcome:
     """Remove the ``sparsity`` fraction of the layer's weights by SparseGPT.
 
@@ -84,13 +97,12 @@ def prune_layer(task: LayerTask, *, sparsity: float | None, solver: str = "admm"
     damping : float, default 0.01
         ``lambda`` relative to the mean diagonal of ``X^T X``.
     """
-    if sparsity is None:
-        raise ValueError("method 'sparsegpt' needs sparsity= (the fraction of weights to remove)")
-    if not isinstance(blocksize, int) or blocksize < 1:
-        raise ValueError(f"blocksize: got {blocksize!r}, needs a positive integer")
-    if damping <= 0:
-        raise ValueError(f"damping: got {damping!r}, needs a number > 0")
+    require_sparsity("sparsegpt", sparsity)
+    SparseGPTOptions(blocksize, damping)  # checked
     weight = sparsegpt_weight(task.weight, task.X, sparsity, blocksize=blocksize, damping=damping)
     bias = None if task.bias is None else task.bias.copy()
     return LayerOutcome(weight=weight, bias=bias, epsilon=float("nan"), status="done",
                         info={"blocksize": blocksize, "damping": damping})
+
+
+METHOD = Method("sparsegpt", "layer", prune_layer, options=SparseGPTOptions)
