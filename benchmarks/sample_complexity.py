@@ -2,7 +2,7 @@
 
 One ReLU neuron, ``x ~ N(0, I_200)``, ``w*`` s-sparse with Gaussian values,
 ``y = relu(X w*)``, ``epsilon = 0``, no bias. Three programs on the same draws
-(:mod:`solvers.recovery`): (a) Net-Trim (equalities on the active samples, ``X w <= 0`` on
+(:mod:`nettrim.experiments.recovery`): (a) Net-Trim (equalities on the active samples, ``X w <= 0`` on
 the inactive ones), (b) the equalities alone (basis pursuit on the active rows), (c) least
 squares on the active rows (minimum norm). Success: ``||w_hat - w*|| <= 1e-3 ||w*||``.
 
@@ -11,7 +11,7 @@ Grid: ``s in {2, 5, 10, 15, 20, 30}``, ``n_samples`` from 10 to 200 by 5 and fro
 samples, is bracketed), ``--trials`` per cell (default 20). Trials share ``X`` in draws
 of ``--trials-per-draw`` (default 5) neurons of every ``s``: each draw is ONE layer
 program with per-neuron budgets ``epsilon_m = 0``, solved by the project's ADMM in
-stages with certified failures (see :mod:`solvers.recovery`).
+stages with certified failures (see :mod:`nettrim.experiments.recovery`).
 
 For every ``s``: the number of samples at 50% success (isotonic fit, linear
 interpolation, 90% parametric-bootstrap interval) of each program, and its ratio to
@@ -38,14 +38,11 @@ import numpy as np
 from _common import RESULTS, ROOT, compile_cost, machine_info, write_results
 
 sys.path.insert(0, str(ROOT))
-from solvers.recovery import (  # noqa: E402
-    DEFAULT_STAGES,
-    PROGRAMS,
+from nettrim.experiments.recovery import DEFAULT_STAGES, PROGRAMS, planted_neurons, solve_recovery  # noqa: E402
+from nettrim.experiments.transition import (  # noqa: E402
     log_curve,
     neurips_curve,
     phase_transition,
-    planted_neurons,
-    solve_recovery,
     transition_interval,
     transition_point,
 )

@@ -1,22 +1,24 @@
-"""Exact recovery of a planted ReLU neuron (solvers.recovery): verdicts, certificates and
+"""Exact recovery of a planted ReLU neuron (nettrim.experiments.recovery): verdicts, certificates and
 the transition read-out, on small deterministic draws."""
 import numpy as np
 import pytest
 from scipy.optimize import linprog
 
-from solvers.recovery import (
+from nettrim.experiments.recovery import (
     PROGRAMS,
     beats_planted,
     inactive_bound,
-    isotonic_increasing,
-    log_curve,
-    neurips_curve,
-    phase_transition,
     planted_neurons,
     recovery_batch,
     recovery_problem,
     relative_errors,
     solve_recovery,
+)
+from nettrim.experiments.transition import (
+    isotonic_increasing,
+    log_curve,
+    neurips_curve,
+    phase_transition,
     transition_interval,
     transition_point,
 )
