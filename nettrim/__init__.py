@@ -8,10 +8,9 @@
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .config import PruneConfig
-from .methods import METHODS
+from .registry import METHODS
 from .pipeline import MODES, PruneInterrupted, prune
 from .record import LayerRecord, record
 from .result import LayerReport, PruneResult

@@ -13,7 +13,7 @@ columns ``G``) whose removal costs least, ``tr(W'_G (P_GG)^{-1} W'_G^T)`` with
 ``P = C_KK^{-1}``, then updating ``W'`` and ``P`` by the block OBS formulas.
 
 CaP is a network-scope method (:data:`METHOD`): :func:`prune_network` takes the model,
-the calibration data and the :class:`~nettrim.config.PruneConfig`, and :func:`cut_network`
+the calibration data and the settings it uses, and :func:`cut_network`
 walks the producer -> consumer links of the model in order, cuts the producer (and the
 BatchNorms between) down to the kept neurons, and replaces the consumer by a smaller
 refitted one: the pruned model is physically smaller. It lives beside
@@ -27,7 +27,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,18 +36,14 @@ from tqdm.auto import tqdm
 
 from .graph import links
 from .layers import LayerHandle
-from .measure import network_outputs, output_error
+from .measure import classification_accuracy, network_outputs, output_error
 from .methods.base import Method
 from .record import calibration_batches, capture_inputs, layer_handles
 from .result import PruneResult
 from .surgery import keep_batchnorm_channels, keep_inputs, keep_outputs, replace_module
 from .types import LayerReport
 
-if TYPE_CHECKING:
-    from .config import PruneConfig
-
-__all__ = ["compensate", "greedy_keep", "cut_network", "prune_network", "classification_accuracy", "CapOptions",
-           "METHOD"]
+__all__ = ["compensate", "greedy_keep", "cut_network", "prune_network", "CapOptions", "METHOD"]
 
 logger = logging.getLogger(__name__)
 
@@ -131,16 +127,6 @@ def _cut(model: nn.Module, producer: str, consumer: str, batchnorms: Sequence[st
     new_consumer = keep_inputs(old_consumer, keep, per_group if isinstance(old_consumer, nn.Linear) else 1,
                                weight=full_weight, bias=full_bias)
     replace_module(model, consumer, new_consumer)
-
-
-def classification_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Fraction of correctly classified inputs (top-1; eval mode, no gradients)."""
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        correct = (model(x).argmax(dim=1) == y).float().mean().item()
-    model.train(was_training)
-    return correct
 
 
 @dataclass(frozen=True)
@@ -308,10 +294,15 @@ def _reports(model: nn.Module, order: Sequence[str], outcome: dict[str, dict[str
     return reports
 
 
-def prune_network(model: nn.Module, calib: Any, config: "PruneConfig") -> PruneResult:
-    """CaP on a copy of ``model``: whole neurons removed, the model comes out physically smaller."""
-    options: CapOptions = config.method_options
-    options.check(config.sparsity, config.layers)
+def prune_network(model: nn.Module, calib: Any, *, sparsity: float | None, options: CapOptions,
+                  layers: Sequence[str] | None = None, max_positions: int | None = None, seed: int = 0,
+                  progress: bool = True) -> PruneResult:
+    """CaP on a copy of ``model``: whole neurons removed, the model comes out physically smaller.
+
+    The signature of a network method (:class:`~nettrim.methods.base.Method` with scope
+    ``'network'``): the pipeline passes the fields of its configuration of the same names.
+    """
+    options.check(sparsity, layers)
     started = time.perf_counter()
     batches = calibration_batches(calib)
     pruned = copy.deepcopy(model)
@@ -321,17 +312,17 @@ def prune_network(model: nn.Module, calib: Any, config: "PruneConfig") -> PruneR
     before = {name: (tuple(handle.module.weight.shape), int(torch.count_nonzero(handle.module.weight)))
               for name, handle in handles.items()}
     reference_out = network_outputs(pruned, batches)
-    bar = tqdm(total=len(order), desc="cap", unit="layer", disable=not config.progress, leave=False)
+    bar = tqdm(total=len(order), desc="cap", unit="layer", disable=not progress, leave=False)
     try:
         outcome = cut_network(pruned, batches, order, {name: handle.batchnorm_name for name, handle in handles.items()},
-                              sparsity=config.sparsity, options=options, max_positions=config.max_positions,
-                              seed=config.seed, progress=lambda name: bar.update(1))
+                              sparsity=sparsity, options=options, max_positions=max_positions, seed=seed,
+                              progress=lambda name: bar.update(1))
     finally:
         bar.close()
     reports = _reports(pruned, order, outcome, before, {name: relu for name, (_, relu) in found.items()})
     error = output_error(pruned, batches, reference_out)
     result = PruneResult(model=pruned, layers=reports, method="cap", mode="neurons", epsilon=math.nan,
-                         gamma=math.nan, sparsity=config.sparsity if config.sparsity is not None else
+                         gamma=math.nan, sparsity=sparsity if sparsity is not None else
                          {"accuracy_floor": options.accuracy_floor},
                          n_calibration=sum(int(x.shape[0]) for x in batches), output_error=error,
                          seconds=time.perf_counter() - started)

@@ -177,15 +177,15 @@ def build_config(args, work_dir: Path) -> Any:
 
 
 def _method(name: str):
-    from .methods import get_method
+    from .registry import get_method
 
     return get_method(name)
 
 
 def cmd_prune(args) -> int:
-    import nettrim
-
+    from .pipeline import prune
     from .workdir import WorkDir
+    from .write import atomic_write, report_path
 
     out = Path(args.out)
     directory = out.parent if str(out.parent) else Path(".")
@@ -204,7 +204,7 @@ def cmd_prune(args) -> int:
     calib = load_calibration(args.calib)
     resumable = config.method_spec.resumable
     try:
-        result = nettrim.prune(model, calib, config)
+        result = prune(model, calib, config)
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from exc
     except KeyboardInterrupt as exc:
@@ -215,10 +215,10 @@ def cmd_prune(args) -> int:
     result.save(out)
     if resumable and not args.work_dir:  # the default work directory has served its purpose
         shutil.rmtree(work_dir, ignore_errors=True)
-    report = args.report or nettrim.write.report_path(out)
+    report = args.report or report_path(out)
     if args.report:
         text = json.dumps(result.to_dict(), indent=2) + "\n"
-        nettrim.write.atomic_write(report, lambda tmp: Path(tmp).write_text(text))
+        atomic_write(report, lambda tmp: Path(tmp).write_text(text))
     print(result.summary())
     print(f"wrote {out} and {report}")
     return 0
@@ -300,8 +300,8 @@ def _non_negative(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     from solvers import METHODS as SOLVERS
 
-    from . import __version__
-    from .methods import METHODS
+    from ._version import __version__
+    from .registry import METHODS
     from .modes import MODES
 
     parser = argparse.ArgumentParser(prog="nettrim", description="Prune trained ReLU networks layer by layer "

@@ -24,7 +24,8 @@ from typing import Any
 from solvers import METHODS as SOLVERS
 
 from .calibration import check_max_positions
-from .methods import METHODS, LayerSolver, Method, get_method
+from .methods import LayerSolver, Method
+from .registry import METHODS, get_method
 from .modes import MODES
 from .store import STORES, parse_size
 

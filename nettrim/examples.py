@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .cap import classification_accuracy as accuracy  # the examples' accuracy: top-1
+from .measure import classification_accuracy as accuracy  # the examples' accuracy: top-1
 
 __all__ = ["Split", "load_digits_split", "load_mnist1d_split", "digits_mlp", "digits_cnn", "mnist1d_mlp", "train",
            "accuracy"]

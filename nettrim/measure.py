@@ -4,7 +4,8 @@
 pre-activation and output with the original layer's on the input it was solved on; the
 network's ``output_error`` (:func:`output_error`) compares the outputs of the pruned and
 the original model on the calibration data. All relative Frobenius norms, accumulated in
-float64 over row blocks.
+float64 over row blocks. :func:`classification_accuracy` is the top-1 accuracy the examples
+and CaP's ``accuracy_floor`` use by default.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from solvers._blocks import row_blocks
 
 from .record import LayerRecord
 
-__all__ = ["layer_errors", "network_outputs", "output_error"]
+__all__ = ["layer_errors", "network_outputs", "output_error", "classification_accuracy"]
 
 
 def _relative(diff: torch.Tensor, reference: torch.Tensor) -> float:
@@ -71,3 +72,13 @@ def output_error(model: nn.Module, batches: Sequence[torch.Tensor], reference: t
         return None
     outputs = network_outputs(model, batches)
     return None if outputs is None else _relative(outputs - reference, reference)
+
+
+def classification_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Fraction of correctly classified inputs (top-1; eval mode, no gradients)."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        correct = (model(x).argmax(dim=1) == y).float().mean().item()
+    model.train(was_training)
+    return correct

@@ -312,7 +312,8 @@ def prune(model: nn.Module, calib: Any, config: PruneConfig | None = None, **ove
     config = (PruneConfig() if config is None else config).replace(**overrides)
     method = config.method_spec
     if method.scope == "network":
-        return method.run(model, calib, config)
+        return method.run(model, calib, sparsity=config.sparsity, options=config.method_options, layers=config.layers,
+                          max_positions=config.max_positions, seed=config.seed, progress=config.progress)
     started = time.perf_counter()
     run = record_run(model, calib, config)
     runner = open_executor(config.executor)

@@ -9,7 +9,8 @@ from typing import Any
 
 from torch import nn
 
-from . import write
+from ._version import __version__
+from .write import attach_masks as attach_layer_masks, csr_nbytes, save as save_weights, to_csr
 from .types import LayerReport
 
 __all__ = ["LayerReport", "PruneResult", "format_table"]
@@ -109,7 +110,7 @@ class PruneResult:
     def csr(self) -> dict[str, Any]:
         """Each pruned layer's weight as a ``scipy.sparse.csr_matrix`` ``(n_out, n_in)``."""
         modules = dict(self.model.named_modules())
-        return {name: write.to_csr(modules[name].weight) for name in self.layers}
+        return {name: to_csr(modules[name].weight) for name in self.layers}
 
     def sizes(self) -> dict[str, int]:
         """Bytes of the pruned layers' weights: ``dense`` and as CSR (``csr``), and of the
@@ -117,14 +118,12 @@ class PruneResult:
         modules = dict(self.model.named_modules())
         dense = sum(modules[name].weight.numel() * modules[name].weight.element_size() for name in self.layers)
         original = sum(report.size * modules[name].weight.element_size() for name, report in self.layers.items())
-        sparse = sum(write.csr_nbytes(matrix) for matrix in self.csr().values())
+        sparse = sum(csr_nbytes(matrix) for matrix in self.csr().values())
         return {"dense": int(dense), "csr": int(sparse), "original": int(original)}
 
     # ---------------------------------------------------------------- output
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready data (what :meth:`save` writes beside the weights)."""
-        from . import __version__
-
         return {"nettrim_version": __version__, "method": self.method, "mode": self.mode,
                 "epsilon": self.epsilon, "gamma": self.gamma, "sparsity": self.sparsity,
                 "n_calibration": self.n_calibration, "output_error": self.output_error,
@@ -140,12 +139,12 @@ class PruneResult:
     def attach_masks(self) -> nn.Module:
         """Register the zero pattern as ``torch.nn.utils.prune`` masks on the pruned layers
         of :attr:`model`, so that fine-tuning keeps the zeros. Returns the model."""
-        return write.attach_masks(self.model, self.layers)
+        return attach_layer_masks(self.model, self.layers)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the pruned weights to a safetensors file and the report beside it
         (``path`` with the suffix ``.json``); both atomically. Returns ``path``."""
-        return write.save(self.model, path, self.to_dict())
+        return save_weights(self.model, path, self.to_dict())
 
     def __repr__(self) -> str:
         return (f"PruneResult(method={self.method!r}, mode={self.mode!r}, layers={len(self.layers)}, "

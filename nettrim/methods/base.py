@@ -9,9 +9,9 @@ and ``--method-options``, resumability and split eligibility are all read from i
 
 A layer method's function has the signature
 ``prune_layer(task, *, sparsity, [solver,] **options) -> LayerOutcome``; a network
-method's ``prune_network(model, calib, config) -> PruneResult``. Adding a method is a
-module with its function, its options and its ``METHOD``, and one line in
-:mod:`nettrim.methods`.
+method's ``prune_network(model, calib, *, sparsity, options, layers, max_positions, seed,
+progress) -> PruneResult``. Adding a method is a module with its function, its options
+and its ``METHOD``, and one entry in :mod:`nettrim.registry`.
 """
 from __future__ import annotations
 
