@@ -31,10 +31,13 @@ def _timed(run: Run, *args: Any) -> tuple[LayerOutcome, float]:
     return run(*args), time.perf_counter() - started
 
 
-def _timed_block(run: Run, method: Method, task: LayerTask, index: np.ndarray, sparsity: float | None,
-                 solver: LayerSolver, options: Any) -> tuple[LayerOutcome, float]:
+def _timed_block(run: Run, method: Method, task: LayerTask, index: np.ndarray, prepared: Any,
+                 sparsity: float | None, solver: LayerSolver, options: Any) -> tuple[LayerOutcome, float]:
     """:func:`_timed` on the neurons ``index`` of ``task`` (cut where it runs, so that a
-    task sent once to a worker serves every block)."""
+    task sent once to a worker serves every block), with the layer's ``prepared`` input
+    (scaled and factored once for all blocks, and, like the task, sent to a worker once)."""
+    if prepared is not None:
+        solver = solver.with_options(prepared=prepared)
     return _timed(run, method, task.neurons(index), sparsity, solver, options)
 
 
@@ -100,7 +103,6 @@ def submit(runner: Executor, run: Run, method: Method, task: LayerTask, sparsity
     if blocks == 1:
         return runner.submit(_timed, run, method, task, sparsity, solver, options)
     prepared = _prepared_input(task, solver)
-    block_solver = solver if prepared is None else solver.with_options(prepared=prepared)
-    return _Blocks(task, [(index, runner.submit(_timed_block, run, method, task, index, sparsity, block_solver,
+    return _Blocks(task, [(index, runner.submit(_timed_block, run, method, task, index, prepared, sparsity, solver,
                                                 options))
                           for index in np.array_split(np.arange(task.weight.shape[0]), blocks)])
