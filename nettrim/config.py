@@ -29,7 +29,9 @@ from .registry import METHODS, get_method
 from .modes import MODES
 from .store import STORES, parse_size
 
-__all__ = ["PruneConfig", "PRUNE_SOLVER_DEFAULTS"]
+__all__ = ["PruneConfig", "PRUNE_SOLVER_DEFAULTS", "REFITS"]
+
+REFITS = (None, "relu")
 
 # The pipeline's own solver defaults (the solver's are in solvers.AdmmSettings): each layer's
 # budget met within 5 tol = 0.5% is ample for pruning, and takes 3-5x fewer ADMM iterations
@@ -67,6 +69,11 @@ class PruneConfig:
         Qualified names of the layers to prune (default all).
     method_options : dict or the method's options object, optional
         Checked against the method's options (``Method.options``); stored as that object.
+    refit : {None, 'relu'}, default None
+        ``'relu'``: after the method, every layer is refitted on the support it chose,
+        towards the original layer output on the input it was solved on (the pruned
+        network's in cascade mode), active entries matched and inactive ones kept at or
+        below 0 (:mod:`solvers.refit`). Layer methods only.
     solver : {'admm', 'cvxpy'}, default 'admm'
     solver_options : dict, optional
         Options of :func:`solvers.solve`, on top of :data:`PRUNE_SOLVER_DEFAULTS`
@@ -102,6 +109,7 @@ class PruneConfig:
     sparsity: float | Mapping[str, float] | None = _run(None)
     layers: tuple[str, ...] | None = None
     method_options: Any = _run(None)
+    refit: str | None = _run(None)
     solver: str = _run("admm")
     solver_options: Mapping[str, Any] = _run(None)
     accept_infeasible: bool = _run(False)
@@ -130,6 +138,10 @@ class PruneConfig:
         if self.layers is not None and not isinstance(self.layers, str):
             self._set("layers", tuple(self.layers))
         check_max_positions(self.max_positions)
+        if self.refit not in REFITS:
+            raise ValueError(f"refit: got {self.refit!r}, needs one of {REFITS}")
+        if self.refit is not None and method.scope == "network":
+            raise ValueError(f"refit: method {method.name!r} refits the next layer itself; leave refit out")
         self._check_execution(method)
         method.check_target(self.sparsity)
 

@@ -29,21 +29,28 @@ def _relative(diff: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 def layer_errors(rec: LayerRecord, X: torch.Tensor, weight: np.ndarray, bias: np.ndarray | None
-                 ) -> tuple[float, float]:
+                 ) -> tuple[float, float, float]:
     """Relative errors ``||Ẑ - Z|| / ||Z||`` and ``||Ŷ - Y|| / ||Y||`` of the layer's
-    pre-activation and output (after its ReLU, if any) with ``weight`` and ``bias`` on ``X``."""
+    pre-activation and output (after its ReLU, if any) with ``weight`` and ``bias`` on ``X``,
+    and the certified error ``sqrt(sum_active (ẑ - y)^2 + sum_inactive max(ẑ, 0)^2) / ||Y||``
+    (:func:`solvers.refit.certified_error`), which bounds the second from above."""
     weight_t = torch.from_numpy(np.asarray(weight, dtype=np.float64)).T
-    sums = torch.zeros(4, dtype=torch.float64)  # ||dZ||^2, ||Z||^2, ||dY||^2, ||Y||^2
+    sums = torch.zeros(5, dtype=torch.float64)  # ||dZ||^2, ||Z||^2, ||dY||^2, ||Y||^2, certified^2
     for rows in row_blocks(X.shape[0]):
         pre = X[rows].double() @ weight_t
         if bias is not None:
             pre += torch.from_numpy(np.asarray(bias, dtype=np.float64))
         reference = rec.pre_activation[rows]
         out, target = (torch.clamp_min(pre, 0.0), torch.clamp_min(reference, 0.0)) if rec.relu else (pre, reference)
+        bound = torch.where(target > 0, pre - target, torch.clamp_min(pre, 0.0)) if rec.relu else pre - reference
         sums += torch.stack([((pre - reference) ** 2).sum(), (reference ** 2).sum(),
-                             ((out - target) ** 2).sum(), (target ** 2).sum()])
+                             ((out - target) ** 2).sum(), (target ** 2).sum(), (bound ** 2).sum()])
     roots = sums.sqrt().tolist()
-    return (roots[0] / roots[1] if roots[1] > 0 else roots[0]), (roots[2] / roots[3] if roots[3] > 0 else roots[2])
+
+    def relative(value: float, norm: float) -> float:
+        return value / norm if norm > 0 else value
+
+    return relative(roots[0], roots[1]), relative(roots[2], roots[3]), relative(roots[4], roots[3])
 
 
 def network_outputs(model: nn.Module, batches: Sequence[torch.Tensor]) -> torch.Tensor | None:

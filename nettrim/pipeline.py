@@ -8,8 +8,9 @@ For a layer method, :func:`prune` runs
    :mod:`nettrim.modes`, on the original or the pruned network's input), then the solve
    (:func:`_run_method`, sent to the executor by :mod:`nettrim.schedule`);
 3. per finished layer, :func:`finish_layer`: :func:`accept` (a result that misses its
-   program gives way to the original weights), :func:`write_back`, :func:`layer_report`
-   and :func:`persist` (the work directory);
+   program gives way to the original weights), :func:`refit` (``refit='relu'``: the
+   ReLU-aware fit on the support), :func:`write_back`, :func:`layer_report` and
+   :func:`persist` (the work directory);
 4. :func:`assemble`: the parallel mode's weights written back, the network's output
    error, the :class:`~nettrim.result.PruneResult`.
 
@@ -42,7 +43,7 @@ from .prunable import layer_handles, left_dense
 from .record import LayerRecord, capture_inputs, record_layers
 from .result import PruneResult
 from .store import ActivationStore
-from .types import SETTLED, LayerOutcome, LayerReport, LayerTask, is_kept_original, kept_original
+from .types import SETTLED, SKIPPED, LayerOutcome, LayerReport, LayerTask, is_kept_original, kept_original
 from .workdir import WorkDir, fingerprint
 
 __all__ = ["prune", "MODES", "PruneInterrupted"]
@@ -169,6 +170,31 @@ def accept(outcome: LayerOutcome, task: LayerTask, sparsity: float | None, confi
                                   iterations=outcome.iterations, violation=0.0, info=info)
 
 
+def refit(outcome: LayerOutcome, task: LayerTask, config: PruneConfig) -> LayerOutcome:
+    """Step 4b (``refit='relu'``): each neuron refitted on the support the method chose,
+    towards the original output on the input the layer was solved on, active entries
+    matched and inactive ones kept at or below 0 (:func:`solvers.refit.relu_refit`,
+    started from the method's answer, so its certified error can only go down). The
+    violation is then that of the refitted weights for the layer's program."""
+    if config.refit is None or outcome.status == SKIPPED:
+        return outcome
+    from solvers import LayerProblem
+    from solvers.refit import relu_refit
+
+    fitted = relu_refit(task.X, task.Y, outcome.weight != 0, relu=task.relu, fit_bias=task.bias is not None,
+                        weight=outcome.weight, bias=outcome.bias)
+    weight = fitted.weight.astype(outcome.weight.dtype)
+    bias = None if fitted.bias is None else fitted.bias.astype(outcome.weight.dtype)
+    violation = outcome.violation
+    if not math.isnan(outcome.epsilon):
+        violation = LayerProblem(task.X, task.Y, task.budget, relu=task.relu, upper=task.upper,
+                                 fit_bias=task.bias is not None).violation(weight, bias)
+    info = {**outcome.info, "refit": config.refit, "refit_steps": fitted.steps, "refit_converged": fitted.converged,
+            "violation_before_refit": outcome.violation}
+    return LayerOutcome(weight, bias, epsilon=outcome.epsilon, status=outcome.status, iterations=outcome.iterations,
+                        violation=violation, info=info)
+
+
 def write_back(handle: LayerHandle, outcome: LayerOutcome) -> None:
     """Step 5: the layer's weights into the pruned copy (the BatchNorm unfolded)."""
     handle.write(torch.from_numpy(outcome.weight), None if outcome.bias is None else torch.from_numpy(outcome.bias))
@@ -204,11 +230,12 @@ def _log_layer(rec: LayerRecord, report: LayerReport, outcome: LayerOutcome) -> 
 
 
 def finish_layer(run: _Run, item: _Pending) -> LayerReport:
-    """Steps 4-7 for a layer whose solve is done."""
+    """Steps 4-7 for a layer whose solve is done (the refit, if any, after the accept)."""
     config, rec = run.config, run.records[item.name]
     handle = run.handles[item.name][0]
     outcome, solve_seconds = item.future.result()
     outcome = accept(outcome, item.task, config.layer_sparsity(item.name), config)
+    outcome = refit(outcome, item.task, config)
     if config.mode == "cascade":  # the next layers see this one pruned
         write_back(handle, outcome)
     if handle.activation:

@@ -44,6 +44,7 @@ def format_table(header: str, rows: list[dict[str, Any]], footer: list[str]) -> 
                 else f"{r['epsilon_rel']:.4f}"),
                ("err pre", ">", lambda r: _fmt_number(r["error_pre"])),
                ("err out", ">", lambda r: _fmt_number(r["error_out"])),
+               ("cert", ">", lambda r: _fmt_number(r.get("certified_error"))),
                ("iters", ">", lambda r: str(r["iterations"])),
                ("status", "<", lambda r: r["status"]),
                ("seconds", ">", lambda r: f"{r['seconds']:.2f}")]

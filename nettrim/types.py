@@ -192,6 +192,10 @@ class LayerReport:
     method : str
     info : dict
         Solver details (``rho``, ``polished``, ``probes``, ...).
+    certified_error : float
+        ``sqrt(sum_active (ẑ - y)^2 + sum_inactive max(ẑ, 0)^2) / ||Y||_F``: the objective of
+        the ReLU-aware fit, an upper bound of ``error_out`` that needs no ReLU to evaluate
+        (equal to ``error_out`` for a layer without ReLU).
     """
 
     name: str
@@ -211,6 +215,7 @@ class LayerReport:
     seconds: float
     method: str
     info: dict[str, Any] = field(default_factory=dict)
+    certified_error: float = float("nan")
 
     @property
     def size(self) -> int:
@@ -231,15 +236,16 @@ class LayerReport:
 
     @classmethod
     def from_outcome(cls, outcome: LayerOutcome, *, name: str, kind: str, shape: tuple[int, ...], relu: bool,
-                     n_samples: int, nnz_before: int, scale: float, errors: tuple[float, float], seconds: float,
-                     method: str) -> "LayerReport":
+                     n_samples: int, nnz_before: int, scale: float, errors: tuple[float, float, float],
+                     seconds: float, method: str) -> "LayerReport":
         """The report of a layer whose answer is ``outcome``; ``scale`` is ``||Y||_F`` and
-        ``errors`` the relative errors of its pre-activation and output."""
+        ``errors`` the relative errors of its pre-activation and output and its certified error."""
         return cls(name=name, kind=kind, shape=shape, relu=relu, n_samples=n_samples, nnz_before=nnz_before,
                    nnz_after=int(np.count_nonzero(outcome.weight)), epsilon=outcome.epsilon,
                    epsilon_rel=outcome.epsilon / scale if scale > 0 else float("nan"), error_pre=errors[0],
                    error_out=errors[1], iterations=outcome.iterations, status=outcome.status,
-                   violation=outcome.violation, seconds=seconds, method=method, info=outcome.info)
+                   violation=outcome.violation, seconds=seconds, method=method, info=outcome.info,
+                   certified_error=errors[2])
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "LayerReport":

@@ -136,7 +136,7 @@ def test_report_step_round_trips_and_restores_the_outcome():
                            iterations=42, violation=1e-4, info={"rho": 2.0})
     report = LayerReport.from_outcome(outcome, name="layer", kind="linear", shape=task.weight.shape, relu=True,
                                       n_samples=80, nnz_before=task.weight.size, scale=task.scale,
-                                      errors=(0.1, 0.05), seconds=0.5, method="nettrim")
+                                      errors=(0.1, 0.05, 0.06), seconds=0.5, method="nettrim")
     assert report.epsilon_rel == pytest.approx(0.3 / task.scale)
     assert report.nnz_after == int(np.count_nonzero(outcome.weight))
     again = LayerReport.from_dict(report.to_dict())

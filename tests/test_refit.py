@@ -1,0 +1,123 @@
+"""The ReLU-aware refit (solvers.refit) against cvxpy, its certificate, and the pipeline step."""
+import numpy as np
+import pytest
+import torch
+
+import nettrim
+from solvers import LayerProblem, solve
+from solvers.refit import certified_error, refit_objective, relu_refit
+
+
+def _layer(seed=0, n_samples=150, n_in=10, n_out=4, noise=0.3, density=0.5):
+    """A ReLU layer's original output Y, a perturbed input (as the pruned network gives) and supports."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_samples, n_in))
+    weight, bias = rng.standard_normal((n_out, n_in)), rng.standard_normal(n_out)
+    Y = np.maximum(X @ weight.T + bias, 0.0)
+    support = rng.random((n_out, n_in)) < density
+    return X + noise * rng.standard_normal(X.shape), Y, support, (weight, bias)
+
+
+def _cvxpy_refit(X, Y, support, upper=None, relu=True, fit_bias=True):
+    import cvxpy as cp
+
+    values = []
+    for m in range(Y.shape[1]):
+        columns = np.flatnonzero(support[m])
+        w, b = cp.Variable(columns.size), cp.Variable()
+        z = X[:, columns] @ w + (b if fit_bias else 0.0)
+        if relu:
+            active = Y[:, m] > 0
+            bound = 0.0 if upper is None else upper[~active, m]
+            objective = cp.sum_squares(z[active] - Y[active, m]) + cp.sum_squares(cp.pos(z[~active] - bound))
+        else:
+            objective = cp.sum_squares(z - Y[:, m])
+        problem = cp.Problem(cp.Minimize(objective))
+        problem.solve(solver="CLARABEL")
+        values.append(problem.value)
+    return np.array(values)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_refit_reaches_the_cvxpy_optimum(seed):
+    X, Y, support, _ = _layer(seed)
+    fitted = relu_refit(X, Y, support)
+    assert fitted.converged
+    np.testing.assert_allclose(fitted.objective, _cvxpy_refit(X, Y, support), rtol=1e-7, atol=1e-9)
+    assert np.all(fitted.weight[~support] == 0)
+    np.testing.assert_allclose(refit_objective(X, Y, fitted.weight, fitted.bias), fitted.objective, rtol=1e-12)
+
+
+def test_refit_with_an_inactive_bound_and_without_relu():
+    X, Y, support, _ = _layer(3)
+    upper = np.abs(np.random.default_rng(3).standard_normal(Y.shape))
+    fitted = relu_refit(X, Y, support, upper=upper)
+    np.testing.assert_allclose(fitted.objective, _cvxpy_refit(X, Y, support, upper=upper), rtol=1e-7, atol=1e-9)
+    linear = relu_refit(X, Y, support, relu=False)
+    np.testing.assert_allclose(linear.objective, _cvxpy_refit(X, Y, support, relu=False), rtol=1e-7, atol=1e-9)
+
+
+def test_refit_handles_empty_supports_no_bias_and_collinear_columns():
+    X, Y, support, _ = _layer(4)
+    X[:, 1] = X[:, 0]  # two identical columns in every support that holds both
+    support[0] = False  # a neuron that keeps nothing: only its bias
+    support[1, :2] = True
+    fitted = relu_refit(X, Y, support, fit_bias=False)
+    assert fitted.bias is None and np.all(fitted.weight[0] == 0) and np.isfinite(fitted.weight).all()
+    np.testing.assert_allclose(fitted.objective, _cvxpy_refit(X, Y, support, fit_bias=False), rtol=1e-6)
+    with_bias = relu_refit(X, Y, support)
+    assert np.all(with_bias.objective <= fitted.objective + 1e-9)  # a free bias can only help
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_certificate_bounds_the_post_relu_error(seed):
+    """For ANY weights, sqrt(sum f) with v = 0 bounds ||relu(X W^T + b) - Y|| from above."""
+    rng = np.random.default_rng(seed)
+    X, Y, _, _ = _layer(seed)
+    weight, bias = rng.standard_normal((Y.shape[1], X.shape[1])), rng.standard_normal(Y.shape[1])
+    actual = np.linalg.norm(np.maximum(X @ weight.T + bias, 0.0) - Y)
+    assert actual <= certified_error(X, Y, weight, bias) * (1 + 1e-12)
+
+
+def test_refit_never_raises_a_nettrim_answers_error_and_keeps_its_guarantee():
+    """A Net-Trim answer at epsilon (v = 0) has f <= epsilon^2; started from it the refit
+    only lowers f, so ||relu(X W^T + b) - Y|| <= epsilon still holds, on the same support."""
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((300, 20))
+    weight = rng.standard_normal((6, 20)) * (rng.random((6, 20)) < 0.4)
+    bias = 0.2 * rng.standard_normal(6)
+    Y = np.maximum(X @ weight.T + bias, 0.0)
+    epsilon = 0.2 * np.linalg.norm(Y)
+    answer = solve(LayerProblem(X, Y, epsilon), tol=1e-6)
+    before = certified_error(X, Y, answer.weight, answer.bias)
+    assert before <= epsilon * (1 + 1e-4)
+    fitted = relu_refit(X, Y, answer.weight != 0, weight=answer.weight, bias=answer.bias)
+    after = certified_error(X, Y, fitted.weight, fitted.bias)
+    assert after <= before * (1 + 1e-12) and after < 0.5 * before  # the l1 shrinkage is gone
+    assert np.linalg.norm(np.maximum(X @ fitted.weight.T + fitted.bias, 0.0) - Y) <= epsilon
+    assert set(zip(*np.nonzero(fitted.weight))) <= set(zip(*np.nonzero(answer.weight)))
+
+
+@pytest.mark.parametrize("mode", ["cascade", "parallel"])
+@pytest.mark.parametrize("method", ["nettrim", "magnitude", "lobs", "sparsegpt"])
+def test_every_method_runs_with_and_without_refit(digits, digits_model, method, mode):
+    calib = digits.x_train[:300]
+    kwargs = dict(method=method, mode=mode, sparsity=0.8, progress=False)
+    plain = nettrim.prune(digits_model, calib, **kwargs)
+    fitted = nettrim.prune(digits_model, calib, refit="relu", **kwargs)
+    same_input = list(fitted.layers) if mode == "parallel" else list(fitted.layers)[:1]
+    for name, report in fitted.layers.items():
+        assert report.info["refit"] == "relu" and fitted.model.get_submodule(name).weight.dtype == torch.float32
+        assert report.certified_error >= report.error_out * (1 - 1e-6)
+        if name in same_input:  # the same support, refitted: fewer or as many weights, a lower error
+            assert report.nnz_after <= plain.layers[name].nnz_after
+            assert report.certified_error <= plain.layers[name].certified_error * (1 + 1e-6)
+    if mode == "cascade":  # each layer fitted towards the original output on the pruned input: errors corrected
+        assert fitted.output_error < plain.output_error
+
+
+def test_refit_settings_are_checked(digits, digits_model):
+    with pytest.raises(ValueError, match="refit: got 'ls', needs one of"):
+        nettrim.PruneConfig(refit="ls")
+    with pytest.raises(ValueError, match="refit: method 'cap' refits the next layer itself"):
+        nettrim.PruneConfig(method="cap", sparsity=0.5, refit="relu")
