@@ -40,7 +40,7 @@ __all__ = ["RefitResult", "relu_refit", "refit_objective", "certified_error"]
 
 logger = logging.getLogger(__name__)
 
-_CHUNK_BYTES = 64 * 2**20  # the gathered inputs of one chunk of neurons stay below this
+_CHUNK_BYTES = 256 * 2**20  # the per-row arrays and padded systems of one chunk of neurons stay below this
 _RIDGE = 1e-12  # relative to the mean diagonal of a Gram matrix: keeps a collinear support solvable
 _BACKTRACKS = 30
 
@@ -96,12 +96,15 @@ def certified_error(X: np.ndarray, Y: np.ndarray, weight: np.ndarray, bias: np.n
 
 
 def _chunks(support: np.ndarray, n_samples: int) -> list[np.ndarray]:
-    """Neuron indices in chunks whose gathered inputs fit in ``_CHUNK_BYTES``, neurons of
-    similar support size together (less padding)."""
+    """Neuron indices in chunks whose per-row arrays (about eight of ``n_samples`` floats per
+    neuron) and padded systems fit in ``_CHUNK_BYTES``, neurons of similar support size
+    together: a chunk's systems are padded to its widest support, so a chunk ends where the
+    width would grow by more than a quarter."""
     sizes = support.sum(axis=1)
     chunks, current = [], []
     for m in np.argsort(sizes, kind="stable"):  # ascending: the last neuron sets the width
-        if current and (len(current) + 1) * n_samples * (int(sizes[m]) + 1) * 8 > _CHUNK_BYTES:
+        wider = current and int(sizes[m]) + 1 > 1.25 * (int(sizes[current[0]]) + 1) + 4
+        if current and (wider or (len(current) + 1) * (8 * n_samples + (int(sizes[m]) + 1) ** 2) * 8 > _CHUNK_BYTES):
             chunks.append(np.array(current))
             current = []
         current.append(m)
@@ -111,104 +114,146 @@ def _chunks(support: np.ndarray, n_samples: int) -> list[np.ndarray]:
 
 
 class _Chunk:
-    """The refit of a chunk of neurons: their inputs gathered and padded to one width."""
+    """The refit of a chunk of neurons.
 
-    def __init__(self, X: np.ndarray, Y: np.ndarray, V: np.ndarray | None, support: np.ndarray,
+    Responses are dense products with the whole input (``X W^T + b``: BLAS, no gathering).
+    The normal equations of neuron ``k`` on its support ``S_k`` are formed from its active
+    rows once (``X_{Omega,S}^T X_{Omega,S}``, from the transposed input's rows ``S_k``), and
+    each Newton step adds the few inactive rows whose response exceeds their bound; the
+    systems, padded to one width, are factored by one batched Cholesky.
+    """
+
+    def __init__(self, X: np.ndarray, XT: np.ndarray, Y: np.ndarray, V: np.ndarray | None, support: np.ndarray,
                  neurons: np.ndarray, relu: bool, fit_bias: bool) -> None:
-        self.neurons, self.relu = neurons, relu
+        self.X, self.XT, self.neurons, self.relu, self.fit_bias = X, XT, neurons, relu, fit_bias
         width = int(support[neurons].sum(axis=1).max(initial=0))
-        n_cols = width + fit_bias
-        self.columns = np.zeros((neurons.size, width), dtype=np.int64)
+        self.width, n_cols = width, width + fit_bias
+        self.columns = [np.flatnonzero(support[m]) for m in neurons]
         self.valid = np.zeros((neurons.size, n_cols), dtype=bool)
-        for k, m in enumerate(neurons):
-            found = np.flatnonzero(support[m])
-            self.columns[k, :found.size] = found
+        for k, found in enumerate(self.columns):
             self.valid[k, :found.size] = True
         if fit_bias:
             self.valid[:, width] = True
-        self.A = np.zeros((neurons.size, X.shape[0], n_cols))  # (chunk, n_samples, width [+ 1])
-        self.A[:, :, :width] = np.moveaxis(X[:, self.columns], 1, 0)
-        self.A[:, :, :width] *= self.valid[:, None, :width]
-        if fit_bias:
-            self.A[:, :, width] = 1.0
-        self.y = Y[:, neurons].T  # (chunk, n_samples)
+        self.y = np.ascontiguousarray(Y[:, neurons].T)  # (chunk, n_samples)
         self.active = self.y > 0 if relu else np.ones_like(self.y, dtype=bool)
-        self.v = np.zeros_like(self.y) if V is None else V[:, neurons].T
+        self.v = np.zeros_like(self.y) if V is None else np.ascontiguousarray(V[:, neurons].T)
         self.target = np.where(self.active, self.y, self.v)
+        self._system: tuple[np.ndarray, np.ndarray] | None = None
 
-    def response(self, theta: np.ndarray) -> np.ndarray:
-        return np.einsum("cps,cs->cp", self.A, theta)
+    def _rows_of(self, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``[X_{rows, S_k}, 1]^T`` (neuron ``k``'s support columns and its bias, on ``rows``)
+        and where its rows sit in the padded system."""
+        block = self.XT[self.columns[k]][:, rows]
+        index = np.arange(self.columns[k].size)
+        if self.fit_bias:
+            block = np.vstack([block, np.ones((1, block.shape[1]))])
+            index = np.append(index, self.width)
+        return block, index
+
+    def _add_rows(self, k: int, rows: np.ndarray, gram: np.ndarray, rhs: np.ndarray) -> None:
+        """Add the normal equations of neuron ``k``'s ``rows`` to its ``gram`` and ``rhs``."""
+        block, index = self._rows_of(k, rows)
+        gram[np.ix_(index, index)] += block @ block.T
+        rhs[index] += block @ self.target[k, rows]
+
+    def _active_system(self) -> tuple[np.ndarray, np.ndarray]:
+        """``X_{Omega,S}^T X_{Omega,S}`` and ``X_{Omega,S}^T y_Omega`` of every neuron, formed once."""
+        if self._system is None:
+            n_cols = self.valid.shape[1]
+            gram = np.zeros((self.neurons.size, n_cols, n_cols))
+            rhs = np.zeros((self.neurons.size, n_cols))
+            for k in range(self.neurons.size):
+                self._add_rows(k, np.flatnonzero(self.active[k]), gram[k], rhs[k])
+            self._system = gram, rhs
+        return self._system
+
+    def dense(self, theta: np.ndarray, neurons: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Weights ``(c, n_in)`` and biases ``(c,)`` of the chunk's ``neurons`` from their coefficients."""
+        weight = np.zeros((neurons.size, self.X.shape[1]))
+        for i, k in enumerate(neurons):
+            weight[i, self.columns[k]] = theta[i, :self.columns[k].size]
+        bias = theta[:, self.width] if self.fit_bias else np.zeros(neurons.size)
+        return weight, bias
+
+    def response(self, theta: np.ndarray, neurons: np.ndarray | None = None) -> np.ndarray:
+        """``z`` of the chunk's ``neurons`` at their coefficients ``theta`` (one dense product)."""
+        neurons = np.arange(self.neurons.size) if neurons is None else neurons
+        weight, bias = self.dense(theta, neurons)
+        return (self.X @ weight.T + bias).T
 
     def objective(self, z: np.ndarray, neurons: np.ndarray | slice = slice(None)) -> np.ndarray:
         """``f`` of the chunk's ``neurons`` (all by default) at their responses ``z``."""
         residual = np.where(self.active[neurons], z - self.y[neurons], np.maximum(z - self.v[neurons], 0.0))
         return np.einsum("cp,cp->c", residual, residual)
 
-    def rows(self, z: np.ndarray) -> np.ndarray:
-        return self.active | (z > self.v)
+    def rows(self, z: np.ndarray, neurons: np.ndarray | slice = slice(None)) -> np.ndarray:
+        return self.active[neurons] | (z > self.v[neurons])
 
-    def newton_point(self, rows: np.ndarray) -> np.ndarray:
-        """The least-squares fit on ``rows`` towards the targets, for every neuron of the chunk."""
-        weighted = self.A * rows[:, :, None]
-        gram = np.matmul(np.swapaxes(weighted, 1, 2), self.A)
-        rhs = np.einsum("cps,cp->cs", weighted, self.target)
+    def newton_point(self, rows: np.ndarray, neurons: np.ndarray | None = None) -> np.ndarray:
+        """The least-squares fit on ``rows`` (the active ones and some inactive ones) towards
+        the targets, for the chunk's ``neurons``."""
+        index = np.arange(self.neurons.size) if neurons is None else neurons
+        gram_active, rhs_active = self._active_system()
+        gram, rhs = gram_active[index].copy(), rhs_active[index].copy()
+        extra = rows & ~self.active[index]
+        for i in np.flatnonzero(extra.any(axis=1)):
+            self._add_rows(index[i], np.flatnonzero(extra[i]), gram[i], rhs[i])
+        valid = self.valid[index]
         diagonal = np.einsum("css->cs", gram)
-        scale = np.maximum(np.sum(diagonal * self.valid, axis=1) / np.maximum(self.valid.sum(axis=1), 1), 1.0)
-        gram[:, np.arange(gram.shape[1]), np.arange(gram.shape[1])] += np.where(
-            self.valid, _RIDGE * scale[:, None], 1.0)
-        rhs = np.where(self.valid, rhs, 0.0)
+        scale = np.maximum(np.sum(diagonal * valid, axis=1) / np.maximum(valid.sum(axis=1), 1), 1.0)
+        gram[:, np.arange(gram.shape[1]), np.arange(gram.shape[1])] += np.where(valid, _RIDGE * scale[:, None], 1.0)
+        rhs = np.where(valid, rhs, 0.0)
         factor = np.linalg.cholesky(gram)
         half = np.linalg.solve(factor, rhs[:, :, None])
         return np.linalg.solve(np.swapaxes(factor, 1, 2), half)[:, :, 0]
 
     def start(self, weight: np.ndarray | None, bias: np.ndarray | None) -> np.ndarray:
-        width = self.columns.shape[1]
         theta = np.zeros(self.valid.shape)
-        if weight is not None:
-            theta[:, :width] = np.take_along_axis(weight[self.neurons], self.columns, axis=1) * self.valid[:, :width]
-            if bias is not None and self.valid.shape[1] > width:
-                theta[:, width] = bias[self.neurons]
-            return theta
-        return self.newton_point(self.active)  # least squares on the active rows
+        if weight is None:
+            return self.newton_point(self.active)  # least squares on the active rows
+        for k, m in enumerate(self.neurons):
+            theta[k, :self.columns[k].size] = weight[m, self.columns[k]]
+        if bias is not None and self.fit_bias:
+            theta[:, self.width] = bias[self.neurons]
+        return theta
 
-    def weights(self, theta: np.ndarray, n_in: int, fit_bias: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        width = self.columns.shape[1]
-        weight = np.zeros((self.neurons.size, n_in))
-        valid = self.valid[:, :width]
-        rows = np.broadcast_to(np.arange(self.neurons.size)[:, None], valid.shape)
-        weight[rows[valid], self.columns[valid]] = theta[:, :width][valid]
-        return weight, (theta[:, width] if fit_bias else None)
+    def weights(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        weight, bias = self.dense(theta, np.arange(self.neurons.size))
+        return weight, (bias if self.fit_bias else None)
 
 
 def _descend(chunk: _Chunk, theta: np.ndarray, tol: float, max_steps: int) -> tuple[np.ndarray, int, bool]:
-    """Semismooth Newton with backtracking on ``f``, all neurons of the chunk together."""
+    """Semismooth Newton with backtracking on ``f``; the neurons still running move together."""
     z = chunk.response(theta)
     value = chunk.objective(z)
-    running = np.ones(theta.shape[0], dtype=bool)
+    running = np.arange(theta.shape[0])
     step_count = 0
     for step_count in range(1, max_steps + 1):
-        rows = chunk.rows(z)
-        direction = chunk.newton_point(rows) - theta
-        direction[~running] = 0.0
-        dz = chunk.response(direction)
-        length = np.ones(theta.shape[0])
-        trial = chunk.objective(z + dz)
+        rows = chunk.rows(z[running], running)
+        direction = chunk.newton_point(rows, running) - theta[running]
+        dz = chunk.response(direction, running)
+        length = np.ones(running.size)
+        trial = chunk.objective(z[running] + dz, running)
         for _ in range(_BACKTRACKS):  # halve where f did not decrease
-            worse = running & (trial > value)
+            worse = trial > value[running]
             if not worse.any():
                 break
             length[worse] *= 0.5
-            trial[worse] = chunk.objective(z[worse] + length[worse, None] * dz[worse], worse)
-        accepted = trial <= value
-        theta = theta + np.where(accepted, length, 0.0)[:, None] * direction
-        z = z + np.where(accepted, length, 0.0)[:, None] * dz
-        settled = np.all(chunk.rows(z) == rows, axis=1) & (length == 1.0)
-        small = (value - np.minimum(trial, value)) <= tol * np.maximum(value, 1e-300)
-        value = np.minimum(trial, value)
-        running &= ~(settled | small | ~accepted)
-        if not running.any():
+            trial[worse] = chunk.objective(z[running[worse]] + length[worse, None] * dz[worse], running[worse])
+        accepted = trial <= value[running]
+        move = np.where(accepted, length, 0.0)[:, None]
+        theta[running] += move * direction
+        z[running] += move * dz
+        settled = np.all(chunk.rows(z[running], running) == rows, axis=1) & (length == 1.0)
+        small = (value[running] - np.minimum(trial, value[running])) <= tol * np.maximum(value[running], 1e-300)
+        value[running] = np.minimum(trial, value[running])
+        running = running[~(settled | small | ~accepted)]
+        if running.size == 0:
             return theta, step_count, True
     return theta, step_count, False
+
+
+
 
 
 def relu_refit(X: np.ndarray, Y: np.ndarray, support: np.ndarray, *, relu: bool = True,
@@ -253,8 +298,9 @@ def relu_refit(X: np.ndarray, Y: np.ndarray, support: np.ndarray, *, relu: bool 
     new_bias = np.zeros(n_out) if fit_bias else None
     objective = np.zeros(n_out)
     steps, converged = 0, True
+    XT = np.ascontiguousarray(X.T)
     for neurons in _chunks(support, X.shape[0]):
-        chunk = _Chunk(X, Y, V, support, neurons, relu, fit_bias)
+        chunk = _Chunk(X, XT, Y, V, support, neurons, relu, fit_bias)
         theta = chunk.start(None if weight is None else np.asarray(weight, dtype=np.float64),
                             None if bias is None else np.asarray(bias, dtype=np.float64))
         if relu:
@@ -262,7 +308,7 @@ def relu_refit(X: np.ndarray, Y: np.ndarray, support: np.ndarray, *, relu: bool 
         else:  # least squares on every row: one Newton point
             theta, used, done = chunk.newton_point(chunk.active), 1, True
         steps, converged = max(steps, used), converged and done
-        new_weight[neurons], chunk_bias = chunk.weights(theta, n_in, fit_bias)
+        new_weight[neurons], chunk_bias = chunk.weights(theta)
         if fit_bias:
             new_bias[neurons] = chunk_bias
         objective[neurons] = chunk.objective(chunk.response(theta))

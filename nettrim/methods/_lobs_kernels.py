@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["greedy_obs_rows"]
+__all__ = ["greedy_obs_rows", "greedy_obs_rows_each"]
 
 
 @njit(cache=True)
@@ -77,3 +77,11 @@ def greedy_obs_rows(theta: np.ndarray, hinv: np.ndarray, n_prunable: int, counts
     """
     for m in prange(theta.shape[0]):
         _greedy_obs_row(theta[m], hinv, n_prunable, counts[m])
+
+
+@njit(parallel=True, cache=True)
+def greedy_obs_rows_each(theta: np.ndarray, hinvs: np.ndarray, n_prunable: int, counts: np.ndarray) -> None:
+    """:func:`greedy_obs_rows` with an inverse Hessian of its own for each row
+    (``hinvs``: ``n_out x n_cols x n_cols``), as the ReLU-aware objective gives."""
+    for m in prange(theta.shape[0]):
+        _greedy_obs_row(theta[m], hinvs[m], n_prunable, counts[m])

@@ -1,0 +1,74 @@
+"""Supports for Net-Trim at a target sparsity: greedy OBS on the ReLU-aware objective.
+
+Net-Trim's program keeps the active entries of a ReLU layer close to the original output
+``Y`` and the inactive ones at or below their bound. Its penalty form, the ReLU-aware fit
+of :mod:`solvers.refit`,
+
+.. math::  f_m(w) = \\sum_{p \\in \\Omega_m} (z_p - y_p)^2 + \\sum_{p \\notin \\Omega_m} \\max(z_p, 0)^2,
+
+has, at the original weights (whose inactive responses are at or below 0), the Hessian
+of neuron ``m``'s own active rows:
+
+.. math::  H_m = X_{a, \\Omega_m}^T X_{a, \\Omega_m} / n + \\delta_m I
+
+(``Xa = [X, 1]``; ``delta_m = damping * mean(diag)``). Removing weight ``q`` of neuron ``m``
+costs ``w_q^2 / (2 [H_m^{-1}]_{qq})`` and the rest of the row compensates by
+``-(w_q / [H_m^{-1}]_{qq}) H_m^{-1}[:, q]``: Optimal Brain Surgeon, with one Hessian per
+neuron instead of L-OBS's one shared ``X^T X`` that counts the rows a neuron ignores. The
+removals are allotted over the layer by the initial costs, then each row removes its
+share greedily with its inverse downdated (:func:`._lobs_kernels.greedy_obs_rows_each`).
+A layer without ReLU has every row active: the shared Hessian, as L-OBS.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..types import LayerTask
+from ._lobs_kernels import greedy_obs_rows, greedy_obs_rows_each
+from .lobs import inverse_hessian
+
+__all__ = ["relu_obs_weights", "neuron_inverse_hessians"]
+
+
+def neuron_inverse_hessians(X: np.ndarray, active: np.ndarray, fit_bias: bool, damping: float) -> np.ndarray:
+    """``H_m^{-1}`` of every neuron (``n_out x n_cols x n_cols``, float64) from its active rows."""
+    X = np.asarray(X, dtype=np.float64)
+    n_samples = X.shape[0]
+    Xa = np.hstack([X, np.ones((n_samples, 1))]) if fit_bias else X
+    n_out, n_cols = active.shape[1], Xa.shape[1]
+    hessians = np.empty((n_out, n_cols, n_cols))
+    for m in range(n_out):
+        rows = Xa[active[:, m]]
+        np.matmul(rows.T, rows, out=hessians[m])
+    hessians /= n_samples
+    diagonal = np.einsum("mii->mi", hessians)
+    delta = damping * diagonal.mean(axis=1)
+    diagonal += np.where(delta > 0, delta, 1e-12)[:, None]  # a writable view: the diagonal itself
+    inverses = np.linalg.inv(hessians)
+    return (inverses + np.swapaxes(inverses, 1, 2)) / 2
+
+
+def relu_obs_weights(task: LayerTask, sparsity: float, damping: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """The layer pruned to ``sparsity`` by greedy OBS on the ReLU-aware objective (module
+    docstring); exact zeros on the removed entries, the rest compensated."""
+    fit_bias = task.bias is not None
+    n_in = task.weight.shape[1]
+    theta = np.hstack([task.weight, task.bias[:, None]]) if fit_bias else np.array(task.weight, copy=True)
+    theta = np.ascontiguousarray(theta, dtype=np.float64)
+    if task.relu:
+        hinvs = neuron_inverse_hessians(task.X, np.asarray(task.Y) > 0, fit_bias, damping)
+        diagonal = np.einsum("mii->mi", hinvs)[:, :n_in]
+    else:
+        hinv = inverse_hessian(task.X, fit_bias, damping)
+        diagonal = np.broadcast_to(np.diag(hinv)[:n_in], task.weight.shape)
+    cost = task.weight**2 / (2.0 * diagonal)
+    n_remove = int(round(sparsity * task.weight.size))
+    chosen = np.zeros(task.weight.shape, dtype=bool)
+    if n_remove:
+        chosen.ravel()[np.argsort(cost, axis=None, kind="stable")[:n_remove]] = True
+    counts = chosen.sum(axis=1).astype(np.int64)
+    if task.relu:
+        greedy_obs_rows_each(theta, np.ascontiguousarray(hinvs), n_in, counts)
+    else:
+        greedy_obs_rows(theta, np.ascontiguousarray(hinv), n_in, counts)
+    return np.ascontiguousarray(theta[:, :n_in]), (theta[:, n_in].copy() if fit_bias else None)
