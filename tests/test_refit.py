@@ -113,7 +113,10 @@ def test_every_method_runs_with_and_without_refit(digits, digits_model, method, 
             assert report.nnz_after <= plain.layers[name].nnz_after
             assert report.certified_error <= plain.layers[name].certified_error * (1 + 1e-6)
     if mode == "cascade":  # each layer fitted towards the original output on the pruned input: errors corrected
-        assert fitted.output_error < plain.output_error
+        if method == "nettrim":  # at a target sparsity Net-Trim's weights are that fit already
+            assert fitted.output_error == pytest.approx(plain.output_error, rel=1e-6)
+        else:
+            assert fitted.output_error < plain.output_error
 
 
 def test_refit_settings_are_checked(digits, digits_model):
@@ -121,3 +124,48 @@ def test_refit_settings_are_checked(digits, digits_model):
         nettrim.PruneConfig(refit="ls")
     with pytest.raises(ValueError, match="refit: method 'cap' refits the next layer itself"):
         nettrim.PruneConfig(method="cap", sparsity=0.5, refit="relu")
+
+
+def _task(relu=True, all_active=False, seed=11):
+    from nettrim.methods import LayerTask
+
+    rng = np.random.default_rng(seed)
+    X = np.abs(rng.standard_normal((400, 12)))
+    weight, bias = rng.standard_normal((5, 12)), rng.standard_normal(5) + (20.0 if all_active else 0.0)
+    Z = X @ weight.T + bias
+    Y = np.maximum(Z, 0.0) if relu else Z
+    return LayerTask("layer", X, Y, relu, weight, bias, budget=0.1 * np.linalg.norm(Y))
+
+
+@pytest.mark.parametrize("relu, all_active", [(False, False), (True, True)])
+def test_relu_obs_is_lobs_when_every_row_is_active(relu, all_active):
+    """The ReLU-aware Hessian of a neuron is that of its active rows: with every row active
+    (or no ReLU) it is L-OBS's shared Hessian, and the removals are L-OBS's."""
+    from nettrim.methods import lobs
+    from nettrim.methods._relu_obs import relu_obs_weights
+
+    task = _task(relu=relu, all_active=all_active)
+    weight, bias = relu_obs_weights(task, 0.6, 1e-4)
+    expected = lobs.prune_layer(task, sparsity=0.6, damping=1e-4)
+    np.testing.assert_allclose(weight, expected.weight, rtol=1e-5, atol=1e-8)
+    np.testing.assert_array_equal(weight != 0, expected.weight != 0)
+    np.testing.assert_allclose(bias, expected.bias, rtol=1e-5, atol=1e-8)
+
+
+def test_nettrim_at_a_sparsity_keeps_the_better_fitted_support():
+    """Default Net-Trim at a target sparsity: exactly the target, and a certified error no
+    larger than either OBS support's fit, hence no larger than L-OBS followed by the refit."""
+    from nettrim.methods import LayerSolver, lobs, nettrim as nettrim_method
+
+    task = _task(seed=12)
+    outcome = nettrim_method.prune_layer(task, sparsity=0.7, solver=LayerSolver())
+    assert int(np.count_nonzero(outcome.weight)) == round(0.3 * task.weight.size)
+    assert outcome.info["support"] == "obs" and outcome.info["hessian"] in ("neuron", "layer")
+    certified = certified_error(task.X, task.Y, outcome.weight, outcome.bias)
+    assert certified == pytest.approx(min(outcome.info["certified_by_hessian"].values()), rel=1e-9)
+    baseline = lobs.prune_layer(task, sparsity=0.7)
+    refitted = relu_refit(task.X, task.Y, baseline.weight != 0, weight=baseline.weight, bias=baseline.bias)
+    assert certified <= certified_error(task.X, task.Y, refitted.weight, refitted.bias) * (1 + 1e-9)
+    assert certified <= certified_error(task.X, task.Y, baseline.weight, baseline.bias)
+    with pytest.raises(ValueError, match="support: got 'random'"):
+        nettrim_method.prune_layer(task, sparsity=0.7, support="random")

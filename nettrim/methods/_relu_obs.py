@@ -31,21 +31,41 @@ __all__ = ["relu_obs_weights", "neuron_inverse_hessians"]
 
 
 def neuron_inverse_hessians(X: np.ndarray, active: np.ndarray, fit_bias: bool, damping: float) -> np.ndarray:
-    """``H_m^{-1}`` of every neuron (``n_out x n_cols x n_cols``, float64) from its active rows."""
-    X = np.asarray(X, dtype=np.float64)
+    """``H_m^{-1}`` of every neuron (``n_out x n_cols x n_cols``, float64) from its active rows.
+
+    The products are formed in float32 (they only rank and compensate removals; the
+    ReLU-aware fit that follows is float64), the damping and the inverses in float64.
+    """
+    X = np.asarray(X, dtype=np.float32)
     n_samples = X.shape[0]
-    Xa = np.hstack([X, np.ones((n_samples, 1))]) if fit_bias else X
-    n_out, n_cols = active.shape[1], Xa.shape[1]
+    XaT = np.vstack([X.T, np.ones((1, n_samples), dtype=np.float32)]) if fit_bias else np.ascontiguousarray(X.T)
+    n_out, n_cols = active.shape[1], XaT.shape[0]
     hessians = np.empty((n_out, n_cols, n_cols))
+    block = np.empty((n_cols, n_cols), dtype=np.float32)
     for m in range(n_out):
-        rows = Xa[active[:, m]]
-        np.matmul(rows.T, rows, out=hessians[m])
+        rows = XaT[:, active[:, m]]
+        np.matmul(rows, rows.T, out=block)
+        hessians[m] = block
     hessians /= n_samples
     diagonal = np.einsum("mii->mi", hessians)
     delta = damping * diagonal.mean(axis=1)
     diagonal += np.where(delta > 0, delta, 1e-12)[:, None]  # a writable view: the diagonal itself
-    inverses = np.linalg.inv(hessians)
-    return (inverses + np.swapaxes(inverses, 1, 2)) / 2
+    return _cholesky_inverses(hessians)
+
+
+def _cholesky_inverses(matrices: np.ndarray) -> np.ndarray:
+    """Inverses of symmetric positive definite matrices (in place), by LAPACK's Cholesky
+    factor and inverse (``potrf``, ``potri``: half the work of a general inverse)."""
+    from scipy.linalg.lapack import dpotrf, dpotri
+
+    for index, matrix in enumerate(matrices):
+        factor, info = dpotrf(matrix, lower=True, clean=False, overwrite_a=True)
+        if info != 0:
+            raise np.linalg.LinAlgError(f"the Hessian of neuron {index} is not positive definite")
+        inverse, info = dpotri(factor, lower=True, overwrite_c=True)
+        lower = np.tril(inverse)
+        matrices[index] = lower + np.tril(lower, -1).T
+    return matrices
 
 
 def relu_obs_weights(task: LayerTask, sparsity: float, damping: float) -> tuple[np.ndarray, np.ndarray | None]:

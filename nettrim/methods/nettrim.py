@@ -1,8 +1,20 @@
 """Net-Trim: the sparsest weights that keep the layer's response within ``epsilon``.
 
 With ``sparsity=None`` the layer program is solved once at the budget the mode gives
-(``task.budget``). With a target ``sparsity`` (fraction of weights removed), ``epsilon`` is
-searched instead: the number of nonzeros of the ℓ1 solution falls as ``epsilon`` grows, so
+(``task.budget``): the convex program. With a target ``sparsity`` (fraction of weights
+removed) the support comes, by default (``support='obs'``), from greedy Optimal Brain
+Surgeon removals and the weights from the ReLU-aware fit on that support
+(:func:`solvers.refit.relu_refit`: active entries matched, inactive ones kept at or below
+0, towards the original output on the input the layer is solved on, the program's
+constraints as a penalty). Two supports are tried: OBS with the Hessian of the program's
+ReLU-aware objective (:mod:`._relu_obs`: one per neuron, from the rows it is active on)
+and with the layer's shared ``X^T X`` (L-OBS's); the one whose fit has the lower
+objective, a certified bound of the layer's post-ReLU error, is kept (``info["hessian"]``).
+Neither wins everywhere (``benchmarks/compare_methods.py``); the fit is what closes the
+gap to the original output.
+
+``support='l1'`` searches the program's ``epsilon`` instead, so that the ℓ1 solution
+keeps the target fraction: the number of nonzeros of the ℓ1 solution falls as ``epsilon`` grows, so
 a bracket is found by stepping from the mode's budget (by factors 2 to 4, extrapolated
 from the last probes) and then narrowed by interpolation of ``log kept`` against
 ``log epsilon`` until the kept fraction is within :data:`SPARSITY_TOLERANCE` of the
@@ -26,9 +38,12 @@ import numpy as np
 
 from solvers import LayerProblem, Solution
 
+from ._relu_obs import relu_obs_weights
 from .base import LayerOutcome, LayerSolver, LayerTask, Method
 
-__all__ = ["prune_layer", "refit_support", "NetTrimOptions", "METHOD", "SPARSITY_TOLERANCE"]
+__all__ = ["prune_layer", "refit_support", "NetTrimOptions", "METHOD", "SPARSITY_TOLERANCE", "SUPPORTS"]
+
+SUPPORTS = ("obs", "l1")
 
 logger = logging.getLogger(__name__)
 
@@ -93,19 +108,52 @@ class NetTrimOptions:
     Attributes
     ----------
     refit : bool, default False
-        After the solve fixes the support, refit each neuron on it by least squares
-        (:func:`refit_support`), removing the l1 shrinkage.
+        After the solve fixes the support, refit each neuron on it by least squares on its
+        active rows (:func:`refit_support`), removing the l1 shrinkage (the inactive
+        entries are not held; ``PruneConfig(refit='relu')`` holds them).
+    support : {'obs', 'l1'}, default 'obs'
+        With a target sparsity: greedy OBS on the ReLU-aware objective, then the ReLU-aware
+        fit (``'obs'``), or the ℓ1 program with ``epsilon`` searched (``'l1'``).
+    damping : float, default 1e-4
+        ``support='obs'``: the Hessians' damping, relative to their mean diagonal.
     """
 
     refit: bool = False
+    support: str = "obs"
+    damping: float = 1e-4
 
     def __post_init__(self) -> None:
         if not isinstance(self.refit, bool):
             raise ValueError(f"refit: got {self.refit!r}, needs True or False")
+        if self.support not in SUPPORTS:
+            raise ValueError(f"support: got {self.support!r}, needs one of {SUPPORTS}")
+        if not isinstance(self.damping, (int, float)) or isinstance(self.damping, bool) or not self.damping >= 0:
+            raise ValueError(f"damping: got {self.damping!r}, needs a number >= 0")
+
+
+def _obs(task: LayerTask, sparsity: float, damping: float) -> LayerOutcome:
+    """Supports by greedy OBS, weights by the ReLU-aware fit; of the two Hessians' supports,
+    the one whose fit has the lower objective (certified error) over the layer."""
+    from solvers.refit import relu_refit
+
+    from .lobs import prune_layer as lobs_layer
+
+    candidates = {"neuron": relu_obs_weights(task, sparsity, damping)}
+    if task.relu:  # without ReLU every row is active: the two Hessians are the same
+        shared = lobs_layer(task, sparsity=sparsity, damping=damping)
+        candidates["layer"] = (shared.weight, shared.bias)
+    fits = {hessian: relu_refit(task.X, task.Y, weight != 0, relu=task.relu, fit_bias=task.bias is not None,
+                                weight=weight, bias=bias) for hessian, (weight, bias) in candidates.items()}
+    hessian = min(fits, key=lambda name: float(fits[name].objective.sum()))
+    fitted = fits[hessian]
+    info = {"support": "obs", "hessian": hessian, "damping": damping, "refit": "relu", "refit_steps": fitted.steps,
+            "refit_converged": fitted.converged,
+            "certified_by_hessian": {name: float(np.sqrt(fit.objective.sum())) for name, fit in fits.items()}}
+    return LayerOutcome(fitted.weight, fitted.bias, epsilon=float("nan"), status="done", info=info)
 
 
 def prune_layer(task: LayerTask, *, sparsity: float | None, solver: LayerSolver | None = None,
-                refit: bool = False) -> LayerOutcome:
+                refit: bool = False, support: str = "obs", damping: float = 1e-4) -> LayerOutcome:
     """Solve the layer's Net-Trim program (at the mode's budget, or for a target sparsity).
 
     Parameters
@@ -116,7 +164,7 @@ def prune_layer(task: LayerTask, *, sparsity: float | None, solver: LayerSolver 
     solver : LayerSolver, optional
         The solver and its options (default: the ADMM at its own defaults). The ADMM is
         warm-started from the original weights unless its options hold ``warm_start``.
-    refit : bool, default False
+    refit, support, damping
         See :class:`NetTrimOptions`.
 
     Returns
@@ -126,19 +174,24 @@ def prune_layer(task: LayerTask, *, sparsity: float | None, solver: LayerSolver 
     """
     solver = LayerSolver() if solver is None else solver
     warm = (task.weight, task.bias)
+    NetTrimOptions(refit, support, damping)  # checked
     if sparsity is None:
         outcome = LayerOutcome.from_solution(_solve(task, task.budget, solver, warm), task.budget)
+    elif support == "obs":
+        outcome = _obs(task, sparsity, damping)
     else:
         outcome = _search(task, 1.0 - sparsity, solver)
     if not refit:
         return outcome
     weight, bias = refit_support(task, outcome.weight, outcome.bias)
     budget = task.budget if sparsity is None else outcome.epsilon
-    problem = LayerProblem(task.X, task.Y, budget, relu=task.relu, upper=task.upper,
-                           fit_bias=task.bias is not None)
+    violation = float("nan")
+    if not np.any(np.isnan(budget)):  # the OBS supports have no budget, hence no program to meet
+        violation = LayerProblem(task.X, task.Y, budget, relu=task.relu, upper=task.upper,
+                                 fit_bias=task.bias is not None).violation(weight, bias)
     info = {**outcome.info, "refit": True, "violation_before_refit": outcome.violation}
     return LayerOutcome(weight=weight, bias=bias, epsilon=outcome.epsilon, status=outcome.status,
-                        iterations=outcome.iterations, violation=problem.violation(weight, bias), info=info)
+                        iterations=outcome.iterations, violation=violation, info=info)
 
 
 def _log_kept(kept: float, size: int) -> float:
