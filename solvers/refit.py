@@ -240,7 +240,7 @@ def _descend(chunk: _Chunk, theta: np.ndarray, tol: float, max_steps: int) -> tu
                 break
             length[worse] *= 0.5
             trial[worse] = chunk.objective(z[running[worse]] + length[worse, None] * dz[worse], running[worse])
-        accepted = trial <= value[running]
+        accepted = trial < value[running]  # a step that does not lower f is not taken (a dead neuron keeps its weights)
         move = np.where(accepted, length, 0.0)[:, None]
         theta[running] += move * direction
         z[running] += move * dz
