@@ -90,12 +90,12 @@ def test_cli_builds_the_config_of_its_command_line(tmp_path):
     args = build_parser().parse_args([
         "prune", "--model", "m:f", "--checkpoint", "c.pt", "--calib", "x.pt", "--out", str(tmp_path / "o.safetensors"),
         "--method", "lobs", "--sparsity", "0.7", "--method-options", '{"damping": 0.001}', "--tol", "1e-4",
-        "--mode", "parallel", "-q"])
+        "--mode", "parallel", "--refit", "relu", "-q"])
     config = build_config(args, tmp_path / "o.safetensors.work")
     assert config == PruneConfig(method="lobs", sparsity=0.7, method_options=LobsOptions(damping=0.001),
-                                 solver_options={"tol": 1e-4}, mode="parallel", progress=False,
+                                 solver_options={"tol": 1e-4}, mode="parallel", progress=False, refit="relu",
                                  work_dir=tmp_path / "o.safetensors.work")
-    args.method, args.sparsity, args.method_options = "cap", 0.5, None
+    args.method, args.sparsity, args.method_options, args.refit = "cap", 0.5, None, None
     assert build_config(args, tmp_path / "w").work_dir is None  # a network method keeps no work directory
 
 
