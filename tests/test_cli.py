@@ -157,3 +157,20 @@ def test_bad_scale_options_are_one_line(files, capsys):
     assert "executor: got 'threads'" in capsys.readouterr().err
     assert main(_prune_args(files, out, "pt", "--store", "disk", "--memory-budget", "lots")) == 2
     assert "memory_budget: got 'lots'" in capsys.readouterr().err
+
+
+def test_prune_command_with_the_relu_refit(tmp_path, digits):
+    """``--refit relu`` reaches the config: every layer's report says it was refitted."""
+    from nettrim.examples import train
+
+    model = train(digits_mlp((16, 12)), digits.x_train, digits.y_train, epochs=3, seed=0)
+    checkpoint, calib, out = tmp_path / "m.pt", tmp_path / "x.pt", tmp_path / "p.safetensors"
+    torch.save(model.state_dict(), checkpoint)
+    torch.save(digits.x_train[:200], calib)
+    code = main(["prune", "--model", "nettrim.examples:digits_mlp", "--model-kwargs", '{"hidden": [16, 12]}',
+                 "--checkpoint", str(checkpoint), "--calib", str(calib), "--out", str(out), "--method", "lobs",
+                 "--sparsity", "0.6", "--refit", "relu", "-q"])
+    assert code == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert [layer["info"]["refit"] for layer in report["layers"]] == ["relu"] * 3
+    assert all(layer["certified_error"] >= layer["error_out"] - 1e-9 for layer in report["layers"])
