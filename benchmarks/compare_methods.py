@@ -21,6 +21,11 @@ relative error of the network output on the calibration data, each layer's certi
 error (``sqrt`` of the ReLU-aware objective over ``||Y||``, a bound of its post-ReLU
 error), the prune time (one run; numba kernels warmed up first).
 
+With ``--methods lobs+relu,lobs+relu+alloc,nettrim,nettrim+alloc --out
+benchmarks/results/compare_allocation.csv`` it compares one sparsity per layer with one
+target for the network shared out by the layers' error curves (``allocate="error"``);
+the ``+alloc`` rows report the sparsity per layer (``layers_kept``).
+
 Run:  python benchmarks/compare_methods.py [--quick] [--models digits-mlp,...] [--methods NAME,...]
 Writes benchmarks/results/compare_methods.csv, .meta.json and .png (needs the ``bench``
 extra: mnist1d, matplotlib).
@@ -45,13 +50,15 @@ from nettrim import examples  # noqa: E402
 from nettrim.graph import links  # noqa: E402
 
 SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95)
-LAYERWISE = (  # (label, method, method_options, refit)
-    ("magnitude", "magnitude", {}, None), ("magnitude+relu", "magnitude", {}, "relu"),
-    ("sparsegpt", "sparsegpt", {}, None), ("sparsegpt+relu", "sparsegpt", {}, "relu"),
-    ("lobs-faithful", "lobs", {"faithful": True}, None),
-    ("lobs", "lobs", {}, None), ("lobs+relu", "lobs", {}, "relu"),
-    ("nettrim-l1", "nettrim", {"support": "l1"}, None), ("nettrim-l1+relu", "nettrim", {"support": "l1"}, "relu"),
-    ("nettrim", "nettrim", {}, None))
+LAYERWISE = (  # (label, method, method_options, refit, allocate); the +alloc ones run only when asked for
+    ("magnitude", "magnitude", {}, None, None), ("magnitude+relu", "magnitude", {}, "relu", None),
+    ("sparsegpt", "sparsegpt", {}, None, None), ("sparsegpt+relu", "sparsegpt", {}, "relu", None),
+    ("lobs-faithful", "lobs", {"faithful": True}, None, None),
+    ("lobs", "lobs", {}, None, None), ("lobs+relu", "lobs", {}, "relu", None),
+    ("nettrim-l1", "nettrim", {"support": "l1"}, None, None),
+    ("nettrim-l1+relu", "nettrim", {"support": "l1"}, "relu", None),
+    ("nettrim", "nettrim", {}, None, None),
+    ("lobs+relu+alloc", "lobs", {}, "relu", "error"), ("nettrim+alloc", "nettrim", {}, None, "error"))
 
 
 def build_models(names: list[str]) -> dict[str, tuple]:
@@ -105,10 +112,10 @@ def cap_fraction_for(model: torch.nn.Module, target_kept: float) -> float:
 
 
 def run(model, data, kwargs, name: str, label: str, method: str, options: dict, sparsity: float,
-        refit: str | None = None) -> dict:
+        refit: str | None = None, allocate: str | None = None) -> dict:
     started = time.perf_counter()
     result = nettrim.prune(model, data.x_train, method=method, mode="cascade", sparsity=sparsity,
-                           method_options=options, refit=refit, progress=False, **kwargs)
+                           method_options=options, refit=refit, allocate=allocate, progress=False, **kwargs)
     seconds = time.perf_counter() - started
     return {"model": name, "method": label, "target_sparsity": None, "sparsity_arg": sparsity,
             "kept": result.kept, "accuracy": examples.accuracy(result.model, data.x_test, data.y_test),
@@ -178,8 +185,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="digits-mlp,mnist1d-mlp,digits-cnn")
     parser.add_argument("--quick", action="store_true", help="one sparsity (0.9), for a smoke test")
-    parser.add_argument("--methods", default=",".join([label for label, *_ in LAYERWISE] + ["cap"]),
-                        help="comma-separated labels to run (default all)")
+    parser.add_argument("--methods", default=",".join([label for label, *_ in LAYERWISE if "+alloc" not in label]
+                                                      + ["cap"]),
+                        help="comma-separated labels to run (default all but the +alloc ones)")
     parser.add_argument("--out", default=str(RESULTS / "compare_methods.csv"))
     args = parser.parse_args(argv)
     sparsities = (0.9,) if args.quick else SPARSITIES
@@ -199,10 +207,10 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for name, (model, data, kwargs) in models.items():
         for sparsity in sparsities:
-            for label, method, options, refit in LAYERWISE:
+            for label, method, options, refit, allocate in LAYERWISE:
                 if label not in wanted:
                     continue
-                row = run(model, data, kwargs, name, label, method, options, sparsity, refit)
+                row = run(model, data, kwargs, name, label, method, options, sparsity, refit, allocate)
                 row["target_sparsity"] = sparsity
                 rows.append(row)
                 print(f"{name:<12} {label:<16} {sparsity:6.2f} {row['kept']:7.2%} {row['accuracy']:8.2%} "

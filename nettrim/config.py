@@ -23,6 +23,7 @@ from typing import Any
 
 from solvers import METHODS as SOLVERS
 
+from .allocation import ALLOCATIONS
 from .calibration import check_max_positions
 from .methods import LayerSolver, Method
 from .registry import METHODS, get_method
@@ -74,6 +75,9 @@ class PruneConfig:
         towards the original layer output on the input it was solved on (the pruned
         network's in cascade mode), active entries matched and inactive ones kept at or
         below 0 (:mod:`solvers.refit`). Layer methods only.
+    allocate : {None, 'error'}, default None
+        ``'error'``: ``sparsity`` is one target for the whole network, shared out among
+        the layers by their error curves (:mod:`nettrim.allocation`). Layer methods only.
     solver : {'admm', 'cvxpy'}, default 'admm'
     solver_options : dict, optional
         Options of :func:`solvers.solve`, on top of :data:`PRUNE_SOLVER_DEFAULTS`
@@ -110,6 +114,7 @@ class PruneConfig:
     layers: tuple[str, ...] | None = None
     method_options: Any = _run(None)
     refit: str | None = _run(None)
+    allocate: str | None = _run(None)
     solver: str = _run("admm")
     solver_options: Mapping[str, Any] = _run(None)
     accept_infeasible: bool = _run(False)
@@ -142,6 +147,11 @@ class PruneConfig:
             raise ValueError(f"refit: got {self.refit!r}, needs one of {REFITS}")
         if self.refit is not None and method.scope == "network":
             raise ValueError(f"refit: method {method.name!r} refits the next layer itself; leave refit out")
+        if self.allocate not in ALLOCATIONS:
+            raise ValueError(f"allocate: got {self.allocate!r}, needs one of {ALLOCATIONS}")
+        if self.allocate is not None and (method.scope == "network" or not _is_number(self.sparsity)):
+            raise ValueError("allocate='error' shares one network target sparsity= (a fraction) among the layers "
+                             "of a layer method; give sparsity=0.9, not a dict or None")
         self._check_execution(method)
         method.check_target(self.sparsity)
 

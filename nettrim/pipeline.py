@@ -3,7 +3,8 @@
 For a layer method, :func:`prune` runs
 
 1. :func:`record_run`: copy the model, find its layers, open the work directory and the
-   activation store, record every layer's input and pre-activation;
+   activation store, record every layer's input and pre-activation (and, with
+   ``allocate='error'``, share the network's sparsity out among the layers);
 2. per layer, in the order they run: :func:`build_task` (the layer program of the mode,
    :mod:`nettrim.modes`, on the original or the pruned network's input), then the solve
    (:func:`_run_method`, sent to the executor by :mod:`nettrim.schedule`);
@@ -123,12 +124,25 @@ def record_run(model: nn.Module, calib: Any, config: PruneConfig) -> _Run:
         raise
     if store.on_disk:
         logger.info("activations: %s", store)
+    if config.allocate is not None:
+        config = _allocated(config, records)
     restored = work_dir.finished(list(records)) if work_dir is not None and config.resume else {}
     if restored:
         logger.info("resuming from %s: %d of %d layers already finished", config.work_dir, len(restored),
                     len(records))
     return _Run(config, pruned, batches, found, dense, records, store, work_dir,
                 network_outputs(pruned, batches), restored)
+
+
+def _allocated(config: PruneConfig, records: dict[str, LayerRecord]) -> PruneConfig:
+    """Step 1b (``allocate='error'``): the network target shared out among the layers."""
+    from .allocation import allocate, error_curves
+
+    curves = error_curves(records)
+    shares = allocate(curves, {name: rec.weight.numel() for name, rec in records.items()}, float(config.sparsity))
+    logger.info("sparsity %s shared out by error: %s", config.sparsity,
+                ", ".join(f"{name} {share:.3f}" for name, share in shares.items()))
+    return config.replace(sparsity=shares, allocate=None)
 
 
 def build_task(run: _Run, name: str) -> tuple[LayerTask, torch.Tensor]:
