@@ -25,9 +25,12 @@ of the current point, the quadratic model is least squares on ``R`` towards
 ``t = y`` (active) or ``v`` (inactive), solved through the normal equations on the
 support; a backtracking line search on ``f`` keeps every step a descent, and the method
 stops when the rows no longer change (the point then minimises ``f`` exactly) or the
-relative decrease of ``f`` falls below ``tol``. Neurons are processed in chunks, all the
-neurons of a chunk together: their supports padded to one width, the Gram matrices
-``X_{R,S}^T X_{R,S}`` formed by one batched product and factored by one batched Cholesky.
+relative decrease of ``f`` falls below ``tol``; a step that does not lower ``f`` is not
+taken. Neurons are processed in chunks of similar support width, all the neurons of a
+chunk together: the responses are one dense product with the whole input, each neuron's
+normal equations on its active rows are formed once (from its support's rows of the
+transposed input), each step adds the few inactive rows above their bound, and the
+systems, padded to the chunk's width, are factored by one batched Cholesky.
 """
 from __future__ import annotations
 
