@@ -169,3 +169,17 @@ def test_nettrim_at_a_sparsity_keeps_the_better_fitted_support():
     assert certified <= certified_error(task.X, task.Y, baseline.weight, baseline.bias)
     with pytest.raises(ValueError, match="support: got 'random'"):
         nettrim_method.prune_layer(task, sparsity=0.7, support="random")
+
+
+def test_relu_obs_in_chunks_of_neurons_gives_the_same_weights(monkeypatch):
+    """Beyond the memory budget the inverse Hessians are formed a chunk of neurons at a
+    time (twice); the weights are bit for bit those of one pass."""
+    from nettrim.methods import _relu_obs
+
+    task = _task(seed=13)
+    whole = _relu_obs.relu_obs_weights(task, 0.6, 1e-4)
+    monkeypatch.setattr(_relu_obs, "_INVERSE_BYTES", 2 * 8 * (task.weight.shape[1] + 1) ** 2)  # two neurons a chunk
+    assert len(_relu_obs._neuron_chunks(task.weight.shape[0], task.weight.shape[1] + 1)) == 3
+    chunked = _relu_obs.relu_obs_weights(task, 0.6, 1e-4)
+    np.testing.assert_array_equal(chunked[0], whole[0])
+    np.testing.assert_array_equal(chunked[1], whole[1])

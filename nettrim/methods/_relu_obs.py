@@ -30,22 +30,33 @@ from .lobs import inverse_hessian
 __all__ = ["relu_obs_weights", "neuron_inverse_hessians"]
 
 
-def neuron_inverse_hessians(X: np.ndarray, active: np.ndarray, fit_bias: bool, damping: float) -> np.ndarray:
-    """``H_m^{-1}`` of every neuron (``n_out x n_cols x n_cols``, float64) from its active rows.
+_INVERSE_BYTES = 2**30  # the neurons' inverse Hessians held at once (in chunks beyond this)
+
+
+def _augmented_transpose(X: np.ndarray, fit_bias: bool) -> np.ndarray:
+    """``[X, 1]^T`` in float32."""
+    X = np.asarray(X, dtype=np.float32)
+    return np.vstack([X.T, np.ones((1, X.shape[0]), dtype=np.float32)]) if fit_bias else np.ascontiguousarray(X.T)
+
+
+def neuron_inverse_hessians(X: np.ndarray, active: np.ndarray, fit_bias: bool, damping: float,
+                            neurons: np.ndarray | None = None, XaT: np.ndarray | None = None) -> np.ndarray:
+    """``H_m^{-1}`` of the ``neurons`` (default all; ``len x n_cols x n_cols``, float64) from
+    their active rows.
 
     The products are formed in float32 (they only rank and compensate removals; the
     ReLU-aware fit that follows is float64), the damping and the inverses in float64.
+    Each neuron's inverse depends on its own rows only, so any chunking gives the same.
     """
-    X = np.asarray(X, dtype=np.float32)
-    n_samples = X.shape[0]
-    XaT = np.vstack([X.T, np.ones((1, n_samples), dtype=np.float32)]) if fit_bias else np.ascontiguousarray(X.T)
-    n_out, n_cols = active.shape[1], XaT.shape[0]
-    hessians = np.empty((n_out, n_cols, n_cols))
+    XaT = _augmented_transpose(X, fit_bias) if XaT is None else XaT
+    n_samples, n_cols = XaT.shape[1], XaT.shape[0]
+    neurons = np.arange(active.shape[1]) if neurons is None else neurons
+    hessians = np.empty((neurons.size, n_cols, n_cols))
     block = np.empty((n_cols, n_cols), dtype=np.float32)
-    for m in range(n_out):
+    for k, m in enumerate(neurons):
         rows = XaT[:, active[:, m]]
         np.matmul(rows, rows.T, out=block)
-        hessians[m] = block
+        hessians[k] = block
     hessians /= n_samples
     diagonal = np.einsum("mii->mi", hessians)
     delta = damping * diagonal.mean(axis=1)
@@ -68,27 +79,52 @@ def _cholesky_inverses(matrices: np.ndarray) -> np.ndarray:
     return matrices
 
 
+def _neuron_chunks(n_out: int, n_cols: int) -> list[np.ndarray]:
+    """Neurons in chunks whose inverse Hessians fit in ``_INVERSE_BYTES``."""
+    size = max(1, _INVERSE_BYTES // (8 * n_cols * n_cols))
+    return [np.arange(start, min(start + size, n_out)) for start in range(0, n_out, size)]
+
+
 def relu_obs_weights(task: LayerTask, sparsity: float, damping: float) -> tuple[np.ndarray, np.ndarray | None]:
     """The layer pruned to ``sparsity`` by greedy OBS on the ReLU-aware objective (module
-    docstring); exact zeros on the removed entries, the rest compensated."""
+    docstring); exact zeros on the removed entries, the rest compensated.
+
+    When the neurons' inverse Hessians do not fit in ``_INVERSE_BYTES`` at once, they are
+    formed a chunk of neurons at a time, twice: for the removal costs, then for the
+    removals (the same numbers either way).
+    """
     fit_bias = task.bias is not None
-    n_in = task.weight.shape[1]
+    n_out, n_in = task.weight.shape
     theta = np.hstack([task.weight, task.bias[:, None]]) if fit_bias else np.array(task.weight, copy=True)
     theta = np.ascontiguousarray(theta, dtype=np.float64)
-    if task.relu:
-        hinvs = neuron_inverse_hessians(task.X, np.asarray(task.Y) > 0, fit_bias, damping)
-        diagonal = np.einsum("mii->mi", hinvs)[:, :n_in]
-    else:
+    if not task.relu:
         hinv = inverse_hessian(task.X, fit_bias, damping)
-        diagonal = np.broadcast_to(np.diag(hinv)[:n_in], task.weight.shape)
-    cost = task.weight**2 / (2.0 * diagonal)
-    n_remove = int(round(sparsity * task.weight.size))
-    chosen = np.zeros(task.weight.shape, dtype=bool)
+        counts = _removal_counts(task.weight, np.broadcast_to(np.diag(hinv)[:n_in], task.weight.shape), sparsity)
+        greedy_obs_rows(theta, np.ascontiguousarray(hinv), n_in, counts)
+        return np.ascontiguousarray(theta[:, :n_in]), (theta[:, n_in].copy() if fit_bias else None)
+    active, XaT = np.asarray(task.Y) > 0, _augmented_transpose(task.X, fit_bias)
+    chunks = _neuron_chunks(n_out, n_in + fit_bias)
+    inverses = None
+    diagonal = np.empty((n_out, n_in))
+    for neurons in chunks:
+        inverses = neuron_inverse_hessians(task.X, active, fit_bias, damping, neurons, XaT)
+        diagonal[neurons] = np.einsum("mii->mi", inverses)[:, :n_in]
+    counts = _removal_counts(task.weight, diagonal, sparsity)
+    for neurons in chunks:
+        if len(chunks) > 1:  # formed again: only one chunk is held at a time
+            inverses = neuron_inverse_hessians(task.X, active, fit_bias, damping, neurons, XaT)
+        rows = np.ascontiguousarray(theta[neurons])
+        greedy_obs_rows_each(rows, np.ascontiguousarray(inverses), n_in, counts[neurons])
+        theta[neurons] = rows
+    return np.ascontiguousarray(theta[:, :n_in]), (theta[:, n_in].copy() if fit_bias else None)
+
+
+def _removal_counts(weight: np.ndarray, diagonal: np.ndarray, sparsity: float) -> np.ndarray:
+    """How many weights each row loses: the cheapest ``sparsity`` fraction of the layer by
+    the initial costs ``w^2 / (2 [H^{-1}]_qq)``."""
+    cost = weight**2 / (2.0 * diagonal)
+    n_remove = int(round(sparsity * weight.size))
+    chosen = np.zeros(weight.shape, dtype=bool)
     if n_remove:
         chosen.ravel()[np.argsort(cost, axis=None, kind="stable")[:n_remove]] = True
-    counts = chosen.sum(axis=1).astype(np.int64)
-    if task.relu:
-        greedy_obs_rows_each(theta, np.ascontiguousarray(hinvs), n_in, counts)
-    else:
-        greedy_obs_rows(theta, np.ascontiguousarray(hinv), n_in, counts)
-    return np.ascontiguousarray(theta[:, :n_in]), (theta[:, n_in].copy() if fit_bias else None)
+    return chosen.sum(axis=1).astype(np.int64)
