@@ -23,7 +23,7 @@ from typing import Any
 
 from solvers import METHODS as SOLVERS
 
-from .allocation import ALLOCATIONS
+from .allocation import ALLOCATIONS, GRID
 from .calibration import check_max_positions
 from .methods import LayerSolver, Method
 from .registry import METHODS, get_method
@@ -152,6 +152,8 @@ class PruneConfig:
         if self.allocate is not None and (method.scope == "network" or not _is_number(self.sparsity)):
             raise ValueError("allocate='error' shares one network target sparsity= (a fraction) among the layers "
                              "of a layer method; give sparsity=0.9, not a dict or None")
+        if self.allocate is not None and self.sparsity > GRID[-1]:  # before the recording, not after it
+            raise ValueError(f"sparsity: got {self.sparsity!r}; allocate='error' shares out at most {GRID[-1]}")
         self._check_execution(method)
         method.check_target(self.sparsity)
 

@@ -39,5 +39,7 @@ def test_prune_with_a_network_target(digits, digits_model):
         nettrim.PruneConfig(method="lobs", sparsity={"0": 0.5}, allocate="error")
     with pytest.raises(ValueError, match="allocate='error' shares one network target"):
         nettrim.PruneConfig(allocate="error")
+    with pytest.raises(ValueError, match="allocate='error' shares out at most 0.98"):
+        nettrim.PruneConfig(method="lobs", sparsity=0.99, allocate="error")
     with pytest.raises(ValueError, match="allocate: got 'global'"):
         nettrim.PruneConfig(method="lobs", sparsity=0.5, allocate="global")
