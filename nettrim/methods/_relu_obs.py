@@ -24,8 +24,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..types import LayerTask
-from ._lobs_kernels import greedy_obs_rows, greedy_obs_rows_each
-from .lobs import inverse_hessian
+from ._lobs_kernels import greedy_obs_rows_each
+from .lobs import prune_layer as lobs_layer, removal_counts
 
 __all__ = ["relu_obs_weights", "neuron_inverse_hessians"]
 
@@ -93,15 +93,13 @@ def relu_obs_weights(task: LayerTask, sparsity: float, damping: float) -> tuple[
     formed a chunk of neurons at a time, twice: for the removal costs, then for the
     removals (the same numbers either way).
     """
+    if not task.relu:  # every row active: the shared Hessian, L-OBS itself
+        pruned = lobs_layer(task, sparsity=sparsity, damping=damping)
+        return pruned.weight, pruned.bias
     fit_bias = task.bias is not None
     n_out, n_in = task.weight.shape
     theta = np.hstack([task.weight, task.bias[:, None]]) if fit_bias else np.array(task.weight, copy=True)
     theta = np.ascontiguousarray(theta, dtype=np.float64)
-    if not task.relu:
-        hinv = inverse_hessian(task.X, fit_bias, damping)
-        counts = _removal_counts(task.weight, np.broadcast_to(np.diag(hinv)[:n_in], task.weight.shape), sparsity)
-        greedy_obs_rows(theta, np.ascontiguousarray(hinv), n_in, counts)
-        return np.ascontiguousarray(theta[:, :n_in]), (theta[:, n_in].copy() if fit_bias else None)
     active, XaT = np.asarray(task.Y) > 0, _augmented_transpose(task.X, fit_bias)
     chunks = _neuron_chunks(n_out, n_in + fit_bias)
     inverses = None
@@ -109,7 +107,7 @@ def relu_obs_weights(task: LayerTask, sparsity: float, damping: float) -> tuple[
     for neurons in chunks:
         inverses = neuron_inverse_hessians(task.X, active, fit_bias, damping, neurons, XaT)
         diagonal[neurons] = np.einsum("mii->mi", inverses)[:, :n_in]
-    counts = _removal_counts(task.weight, diagonal, sparsity)
+    counts = removal_counts(task.weight, diagonal, sparsity)[1]
     for neurons in chunks:
         if len(chunks) > 1:  # formed again: only one chunk is held at a time
             inverses = neuron_inverse_hessians(task.X, active, fit_bias, damping, neurons, XaT)
@@ -118,13 +116,3 @@ def relu_obs_weights(task: LayerTask, sparsity: float, damping: float) -> tuple[
         theta[neurons] = rows
     return np.ascontiguousarray(theta[:, :n_in]), (theta[:, n_in].copy() if fit_bias else None)
 
-
-def _removal_counts(weight: np.ndarray, diagonal: np.ndarray, sparsity: float) -> np.ndarray:
-    """How many weights each row loses: the cheapest ``sparsity`` fraction of the layer by
-    the initial costs ``w^2 / (2 [H^{-1}]_qq)``."""
-    cost = weight**2 / (2.0 * diagonal)
-    n_remove = int(round(sparsity * weight.size))
-    chosen = np.zeros(weight.shape, dtype=bool)
-    if n_remove:
-        chosen.ravel()[np.argsort(cost, axis=None, kind="stable")[:n_remove]] = True
-    return chosen.sum(axis=1).astype(np.int64)

@@ -49,9 +49,11 @@ def inverse_hessian(X: np.ndarray, fit_bias: bool, damping: float) -> np.ndarray
 def removal_counts(weight: np.ndarray, hinv_diag: np.ndarray, sparsity: float) -> tuple[np.ndarray, np.ndarray]:
     """The globally cheapest ``sparsity`` fraction of the layer's weights at the start.
 
-    Returns the boolean mask of those weights and the count per row.
+    ``hinv_diag``: the diagonal of ``H^{-1}`` on the weights' columns, ``(n_in,)`` for one
+    Hessian shared by the rows or ``(n_out, n_in)`` for one per row. Returns the boolean
+    mask of those weights and the count per row.
     """
-    cost = weight**2 / (2.0 * hinv_diag[None, :])
+    cost = weight**2 / (2.0 * np.broadcast_to(hinv_diag, weight.shape))
     n_remove = int(round(sparsity * weight.size))
     chosen = np.zeros(weight.shape, dtype=bool)
     if n_remove:
