@@ -1,11 +1,7 @@
 """Every pruning method on the same models, calibration data and sparsity, side by side.
 
-Models (trained here, seed 0; no retraining after pruning):
-
-- ``digits-mlp``: MLP 64-256-256-10 on scikit-learn's digits (1,257 calibration / 540 test);
-- ``mnist1d-mlp``: MLP 40-256-256-10 on MNIST-1D, generated locally by the ``mnist1d``
-  package (4,000 calibration / 1,000 test);
-- ``digits-cnn``: the digits CNN (2 conv + BatchNorm, 2 linear; 10,000 rows per conv).
+Models: the benchmark suite (``suite.py``: MLPs, CNNs with Conv1d, VGG- and ResNet-style
+networks on digits and MNIST-1D, trained here with seed 0; no retraining after pruning).
 
 Methods, all in cascade mode (each layer on the pruned network's input) and at the same
 per-layer sparsity, each as published and with the ReLU-aware refit (``+relu``:
@@ -27,6 +23,7 @@ target for the network shared out by the layers' error curves (``allocate="error
 the ``+alloc`` rows report the sparsity per layer (``layers_kept``).
 
 Run:  python benchmarks/compare_methods.py [--quick] [--models digits-mlp,...] [--methods NAME,...]
+(default models: the whole suite)
 Writes benchmarks/results/compare_methods.csv, .meta.json and .png (needs the ``bench``
 extra: mnist1d, matplotlib).
 """
@@ -46,8 +43,9 @@ from _common import RESULTS, ROOT, compile_cost, machine_info, write_results
 
 sys.path.insert(0, str(ROOT))
 import nettrim  # noqa: E402
+import suite  # noqa: E402
 from nettrim import examples  # noqa: E402
-from nettrim.graph import links  # noqa: E402
+from nettrim.graph import PRUNABLE, links  # noqa: E402
 
 SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95)
 LAYERWISE = (  # (label, method, method_options, refit, allocate); the +alloc ones run only when asked for
@@ -61,23 +59,6 @@ LAYERWISE = (  # (label, method, method_options, refit, allocate); the +alloc on
     ("lobs+relu+alloc", "lobs", {}, "relu", "error"), ("nettrim+alloc", "nettrim", {}, None, "error"))
 
 
-def build_models(names: list[str]) -> dict[str, tuple]:
-    """Name -> (model, data, prune kwargs)."""
-    built = {}
-    if "digits-mlp" in names:
-        data = examples.load_digits_split()
-        built["digits-mlp"] = (examples.train(examples.digits_mlp(), data.x_train, data.y_train), data, {})
-    if "mnist1d-mlp" in names:
-        data = examples.load_mnist1d_split()
-        model = examples.train(examples.mnist1d_mlp(), data.x_train, data.y_train, epochs=100, weight_decay=1e-3)
-        built["mnist1d-mlp"] = (model, data, {})
-    if "digits-cnn" in names:
-        data = examples.load_digits_split(images=True)
-        built["digits-cnn"] = (examples.train(examples.digits_cnn(), data.x_train, data.y_train), data,
-                               {"max_positions": 10_000})
-    return built
-
-
 def cap_kept(model: torch.nn.Module, fraction: float) -> float:
     """Fraction of the weights CaP leaves when it removes ``fraction`` of every producer's neurons."""
     link_map = links(model)
@@ -87,7 +68,7 @@ def cap_kept(model: torch.nn.Module, fraction: float) -> float:
     feeds = {link.consumer: producer for producer, link in link_map.items()}
     total = kept = 0
     for name, module in modules.items():
-        if not isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+        if not isinstance(module, PRUNABLE):
             continue
         n_out, n_in = module.weight.shape[0], module.weight[0].numel()
         total += n_out * n_in
@@ -183,7 +164,7 @@ def summarise(rows: list[dict], models: dict, sparsities) -> tuple[dict, dict]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="digits-mlp,mnist1d-mlp,digits-cnn")
+    parser.add_argument("--models", default=",".join(suite.MODELS), help="comma-separated names of the suite")
     parser.add_argument("--quick", action="store_true", help="one sparsity (0.9), for a smoke test")
     parser.add_argument("--methods", default=",".join([label for label, *_ in LAYERWISE if "+alloc" not in label]
                                                       + ["cap"]),
@@ -194,7 +175,8 @@ def main(argv: list[str] | None = None) -> None:
 
     info = machine_info()
     info["compile_seconds"] = compile_cost()
-    models = build_models(args.models.split(","))
+    models = {name: (bench.model, bench.data, bench.prune_kwargs)
+              for name, bench in suite.build(args.models.split(",")).items()}
     warm_model, warm_data, _ = next(iter(models.values()))
     nettrim.prune(warm_model, warm_data.x_train[:300], progress=False)  # load the numba kernels before timing
     nettrim.prune(warm_model, warm_data.x_train[:300], method="lobs", sparsity=0.5, progress=False)
@@ -230,9 +212,8 @@ def main(argv: list[str] | None = None) -> None:
 
     meta = {**info, "dense_accuracy": dense, "sparsities": list(sparsities), "nettrim_ahead": verdicts,
             "nettrim_seconds_over_lobs": time_ratios, "mode": "cascade", "runs_per_point": 1,
-            "sizes": {"digits-mlp": "64-256-256-10, 1257 calibration / 540 test",
-                      "mnist1d-mlp": "40-256-256-10, 4000 calibration / 1000 test",
-                      "digits-cnn": "conv 1-16-32 3x3 + BatchNorm, fc 512-64-10; 10000 rows per conv"}}
+            "sizes": {name: f"{suite.MODELS[name].description}; {len(data.x_train)} calibration / "
+                      f"{len(data.x_test)} test; {kwargs}" for name, (_, data, kwargs) in models.items()}}
     out = write_results(args.out, rows, meta)
     draw(rows, dense, out.replace(".csv", ".png"))
     print(f"wrote {out} (+ .meta.json, .png)")

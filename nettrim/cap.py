@@ -35,7 +35,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .graph import links
-from .layers import LayerHandle
+from .layers import LayerHandle, layer_kind
 from .measure import classification_accuracy, network_outputs, output_error
 from .methods.base import Method
 from .record import calibration_batches, capture_inputs, layer_handles
@@ -220,7 +220,7 @@ def cut_network(model: nn.Module, batches: Sequence[torch.Tensor], order: Sequen
     link_map = links(model)
     producers = [name for name in order if name in link_map]
     if not producers:
-        raise ValueError("method 'cap': no layer feeds exactly one other Linear/Conv2d through ReLU, BatchNorm, "
+        raise ValueError("method 'cap': no layer feeds exactly one other Linear/ConvNd through ReLU, BatchNorm, "
                          "pooling or flatten; there are no neurons it can remove")
     accuracy = options.accuracy or classification_accuracy
     if options.accuracy_floor is not None:
@@ -287,7 +287,7 @@ def _reports(model: nn.Module, order: Sequence[str], outcome: dict[str, dict[str
             info["refitted_for"] = consumers[name]
         seconds = outcome[name]["seconds"] if name in outcome else 0.0
         reports[name] = LayerReport(
-            name=name, kind="conv2d" if isinstance(modules[name], nn.Conv2d) else "linear", shape=shape,
+            name=name, kind=layer_kind(modules[name]), shape=shape,
             relu=relu[name], n_samples=0, nnz_before=nnz_before, nnz_after=int(torch.count_nonzero(weight)),
             epsilon=float("nan"), epsilon_rel=float("nan"), error_pre=error, error_out=error, iterations=0,
             status="done", violation=float("nan"), seconds=seconds, method="cap", info=info)

@@ -10,6 +10,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 from collections.abc import Sequence
@@ -55,10 +56,32 @@ def load_factory(spec: str, kwargs: dict[str, Any] | None = None):
     return model
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_PICKLED = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
 def _reason(exc: BaseException) -> str:
-    """An exception as one short line: its type and the first line of its message."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    """An exception as one short line: its type and the first sentence of its message,
+    without terminal escape codes."""
+    text = _ANSI.sub("", str(exc))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    first = lines[0]
+    end = first.find(". ")
+    return f"{type(exc).__name__}: {first[:end + 1] if end > 0 else first}"
+
+
+def _unreadable_checkpoint(path: str, exc: BaseException) -> str:
+    """What to do about a checkpoint ``torch.load(..., weights_only=True)`` refused."""
+    pickled = _PICKLED.search(_ANSI.sub("", str(exc)))
+    if pickled:
+        return (f"--checkpoint: {path!r} holds pickled Python objects ({pickled.group(1)}), not only tensors; "
+                "it is a whole model or training state saved with torch.save. Save the weights alone with "
+                "torch.save(model.state_dict(), path) (load the file yourself first, with weights_only=False, "
+                "only if you trust where it came from)")
+    return (f"--checkpoint: {path!r} cannot be read as a plain state_dict with weights_only=True "
+            f"({_reason(exc)}); save it with torch.save(model.state_dict(), path)")
 
 
 def load_checkpoint(path: str, model) -> None:
@@ -70,9 +93,7 @@ def load_checkpoint(path: str, model) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UsageError(f"--checkpoint: {path!r} cannot be read as a plain state_dict with weights_only=True "
-                         f"({_reason(exc)}); save it with "
-                         "torch.save(model.state_dict(), path)") from exc
+        raise UsageError(_unreadable_checkpoint(path, exc)) from exc
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -156,6 +156,11 @@ class PruneConfig:
             raise ValueError(f"sparsity: got {self.sparsity!r}; allocate='error' shares out at most {GRID[-1]}")
         self._check_execution(method)
         method.check_target(self.sparsity)
+        if method.budget_program and self.sparsity is None and self.epsilon >= 1:
+            raise ValueError(f"epsilon: got {self.epsilon!r}; it is relative to each layer's ||Y_l||_F, and at 1 or "
+                             "above the zero weights meet every layer's budget, so the whole network would be "
+                             "pruned away. Use a value below 1 (0.01 to 0.3 is usual), or sparsity= for a "
+                             "fraction of weights to remove")
 
     def _set(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)  # normalising a frozen field, in __post_init__ only

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .measure import classification_accuracy as accuracy  # the examples' accuracy: top-1
 
-__all__ = ["Split", "load_digits_split", "load_mnist1d_split", "digits_mlp", "digits_cnn", "mnist1d_mlp", "train",
-           "accuracy"]
+__all__ = ["Split", "load_digits_split", "load_mnist1d_split", "digits_mlp", "digits_cnn", "digits_vgg",
+           "digits_resnet", "mnist1d_mlp", "mnist1d_cnn", "train", "accuracy"]
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +119,95 @@ class DigitsCNN(nn.Module):
 def digits_cnn() -> DigitsCNN:
     """The small digits CNN (:class:`DigitsCNN`), for ``(n, 1, 8, 8)`` inputs."""
     return DigitsCNN()
+
+
+class MNIST1DCNN(nn.Module):
+    """Three ``Conv1d`` (25 channels, stride 2) with ReLUs and a ``Linear``, for MNIST-1D.
+
+    The convolutional baseline of the MNIST-1D paper: ``conv1 (1->25, k5, p1) - relu -
+    conv2 (25->25, k3, p1) - relu - conv3 (25->25, k3, p1) - relu - flatten (25x5) -
+    linear (125->10)``, on ``(n, 40)`` or ``(n, 1, 40)`` inputs.
+    """
+
+    def __init__(self, channels: int = 25) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(1, channels, 5, stride=2, padding=1)
+        self.conv2 = nn.Conv1d(channels, channels, 3, stride=2, padding=1)
+        self.conv3 = nn.Conv1d(channels, channels, 3, stride=2, padding=1)
+        self.linear = nn.Linear(channels * 5, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(x.shape[0], 1, -1)
+        x = torch.relu(self.conv1(x))
+        x = torch.relu(self.conv2(x))
+        x = torch.relu(self.conv3(x))
+        return self.linear(torch.flatten(x, 1))
+
+
+def mnist1d_cnn() -> MNIST1DCNN:
+    """The MNIST-1D CNN (:class:`MNIST1DCNN`): ``Conv1d`` layers, for ``(n, 40)`` inputs."""
+    return MNIST1DCNN()
+
+
+def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+
+def digits_vgg(widths: tuple[int, int] = (32, 64), hidden: int = 128) -> nn.Sequential:
+    """A VGG-style CNN for ``(n, 1, 8, 8)`` digits: two stages of two 3x3 convolutions
+    (BatchNorm, ReLU) each closed by 2x2 max pooling, then ``Linear - ReLU - Dropout(0.3)
+    - Linear``."""
+    a, b = widths
+    return nn.Sequential(*_conv_bn_relu(1, a), *_conv_bn_relu(a, a), nn.MaxPool2d(2),
+                         *_conv_bn_relu(a, b), *_conv_bn_relu(b, b), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(b * 4, hidden), nn.ReLU(), nn.Dropout(0.3), nn.Linear(hidden, 10))
+
+
+class BasicBlock(nn.Module):
+    """The residual block of ResNet-18: ``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))``,
+    the shortcut a 1x1 convolution with BatchNorm when the width or the stride changes."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.downsample = None
+        if stride != 1 or c_in != c_out:
+            self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False),
+                                            nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return torch.relu(out + shortcut)
+
+
+class DigitsResNet(nn.Module):
+    """A ResNet-style CNN for ``(n, 1, 8, 8)`` digits, written like torchvision's resnet18:
+    ``conv1 - bn1 - relu - layer1 (block 16->16) - layer2 (block 16->32, stride 2, 1x1
+    downsample) - global average pool - fc (32->10)``."""
+
+    def __init__(self, widths: tuple[int, int] = (16, 32)) -> None:
+        super().__init__()
+        a, b = widths
+        self.conv1 = nn.Conv2d(1, a, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(a)
+        self.layer1 = BasicBlock(a, a)
+        self.layer2 = BasicBlock(a, b, stride=2)
+        self.fc = nn.Linear(b, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = self.layer2(self.layer1(x))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def digits_resnet() -> DigitsResNet:
+    """The ResNet-style digits CNN (:class:`DigitsResNet`), for ``(n, 1, 8, 8)`` inputs."""
+    return DigitsResNet()
 
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 60, batch_size: int = 64,

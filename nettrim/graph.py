@@ -9,7 +9,7 @@ A ReLU "follows" a layer when the layer's output reaches it through a chain of s
 operations that commute with the ReLU and do not mix entries linearly: dropout (identity in
 eval mode), identity, flatten/view/reshape and max pooling (``relu(maxpool(z)) =
 maxpool(relu(z))``). ``nn.ReLU``, ``F.relu``, ``torch.relu`` and the in-place forms are
-recognised. A ``BatchNorm1d``/``BatchNorm2d`` applied directly to the layer's output (and
+recognised. A ``BatchNorm1d``/``2d``/``3d`` applied directly to the layer's output (and
 nothing else reading that output) is an affine map per channel in eval mode and is folded
 into the layer (:mod:`nettrim.layers`).
 
@@ -30,17 +30,18 @@ __all__ = ["Follower", "analyse", "PRUNABLE"]
 
 logger = logging.getLogger(__name__)
 
-PRUNABLE = (nn.Linear, nn.Conv2d)
+PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
-_TRANSPARENT_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.Identity,
-                        nn.Flatten, nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveMaxPool1d,
-                        nn.AdaptiveMaxPool2d)
-_TRANSPARENT_FUNCTIONS = {torch.flatten, torch.reshape, F.dropout, F.max_pool1d, F.max_pool2d,
-                          F.adaptive_max_pool1d, F.adaptive_max_pool2d}
+_TRANSPARENT_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity,
+                        nn.Flatten, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d,
+                        nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
+_TRANSPARENT_FUNCTIONS = {torch.flatten, torch.reshape, F.dropout, F.dropout1d, F.dropout2d, F.dropout3d,
+                          F.max_pool1d, F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d,
+                          F.adaptive_max_pool2d, F.adaptive_max_pool3d}
 _TRANSPARENT_METHODS = {"view", "reshape", "flatten", "contiguous"}
 _RELU_FUNCTIONS = {F.relu, torch.relu}
 _RELU_INPLACE_FUNCTIONS = {torch.relu_, F.relu_}
-_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 # elementwise nonlinearities other than ReLU: the layer is pruned with the linear program
 _OTHER_ACTIVATION_MODULES = (nn.Sigmoid, nn.Tanh, nn.GELU, nn.SiLU, nn.ELU, nn.SELU, nn.CELU, nn.LeakyReLU,
                              nn.PReLU, nn.RReLU, nn.ReLU6, nn.Softplus, nn.Mish, nn.Hardswish, nn.Hardsigmoid,
@@ -143,7 +144,7 @@ def _follow(node: fx.Node, modules: dict[str, nn.Module], order: dict[fx.Node, i
 
 
 def analyse(model: nn.Module) -> dict[str, Follower]:
-    """Trace ``model`` with ``torch.fx`` and describe every ``Linear``/``Conv2d`` it calls.
+    """Trace ``model`` with ``torch.fx`` and describe every ``Linear``/``ConvNd`` it calls.
 
     Parameters
     ----------
@@ -214,8 +215,8 @@ def _channel_preserving(node: fx.Node, modules: dict[str, nn.Module], source: fx
 def links(model: nn.Module) -> dict[str, Link]:
     """Producer -> consumer pairs for removing whole neurons (:mod:`nettrim.methods.cap`).
 
-    A ``Linear``/``Conv2d`` is a producer when its output reaches exactly one
-    ``Linear``/``Conv2d`` (ungrouped) through single-use, channel-preserving operations:
+    A ``Linear``/``ConvNd`` is a producer when its output reaches exactly one
+    ``Linear``/``ConvNd`` (ungrouped) through single-use, channel-preserving operations:
     ReLU, BatchNorm, dropout, identity, max pooling, flatten/view. Anything else (an
     addition, a concatenation, a second reader) leaves the layer out. Raises ``ValueError``
     when the model cannot be traced.

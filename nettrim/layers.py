@@ -1,10 +1,10 @@
 """A prunable layer as a matrix: its input patches, its (BatchNorm-folded) weights, and
 writing pruned weights back into the modules.
 
-A ``Linear`` layer is already ``Z = X W^T + b``. A ``Conv2d`` layer is the same product on
-its im2col patches: each output position is one row of ``X`` (``C_in * kh * kw`` entries,
-channel-major, matching ``conv.weight.reshape(C_out, -1)``), each output channel one
-column of ``Z``.
+A ``Linear`` layer is already ``Z = X W^T + b``. A convolution (``Conv1d``, ``Conv2d``,
+``Conv3d``) is the same product on its im2col patches: each output position is one row of
+``X`` (``C_in * k_1 * ... * k_d`` entries, channel-major, matching
+``conv.weight.reshape(C_out, -1)``), each output channel one column of ``Z``.
 
 A BatchNorm in eval mode after the layer is ``s * (z - mu) + beta`` per channel with
 ``s = gamma / sqrt(var + eps)``; folded into the layer it gives
@@ -23,35 +23,60 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LayerHandle", "patches"]
+__all__ = ["CONVOLUTIONS", "LayerHandle", "layer_kind", "patches"]
 
 
-def patches(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """im2col rows of a ``Conv2d`` input.
+CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def patches(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """im2col rows of a convolution's input (``Conv1d``, ``Conv2d`` or ``Conv3d``).
 
     Parameters
     ----------
-    conv : nn.Conv2d
+    conv : nn.Conv1d, nn.Conv2d or nn.Conv3d
         With ``groups == 1``.
-    x : Tensor, shape (N, C_in, H, W) or (C_in, H, W)
+    x : Tensor, shape (N, C_in, *spatial) or (C_in, *spatial)
 
     Returns
     -------
-    Tensor, shape (N * H_out * W_out, C_in * kh * kw)
-        Row ``n * H_out * W_out + i * W_out + j`` is the patch under output position
-        ``(i, j)`` of image ``n``: ``conv(x)[n, :, i, j] = W @ row + b``.
+    Tensor, shape (N * P, C_in * prod(kernel_size))
+        ``P`` is the number of output positions. Row ``n * P + p`` is the patch under
+        output position ``p`` (row-major over the output's spatial dimensions) of input
+        ``n``: ``conv(x)[n, :, position p] = W @ row + b`` with
+        ``W = conv.weight.reshape(C_out, -1)``.
+
+    Notes
+    -----
+    After padding, each spatial dimension ``i`` is cut into windows of length
+    ``(k_i - 1) d_i + 1`` every ``s_i`` entries (``Tensor.unfold``), of which every
+    ``d_i``-th entry is kept (dilation ``d_i``, stride ``s_i``).
     """
-    if x.dim() == 3:
+    n_spatial = len(conv.kernel_size)
+    if x.dim() == n_spatial + 1:
         x = x.unsqueeze(0)
-    pad = getattr(conv, "_reversed_padding_repeated_twice", None)
-    if pad is None:  # pragma: no cover - every torch>=2.1 Conv2d has it
-        ph, pw = conv.padding
-        pad = [pw, pw, ph, ph]
+    pad = conv._reversed_padding_repeated_twice
     if any(pad):
         mode = "constant" if conv.padding_mode == "zeros" else conv.padding_mode
         x = F.pad(x, list(pad), mode=mode)
-    columns = F.unfold(x, conv.kernel_size, dilation=conv.dilation, padding=0, stride=conv.stride)
-    return columns.transpose(1, 2).reshape(-1, columns.shape[1])
+    if n_spatial == 2:  # the fused im2col of torch for the common case
+        columns = F.unfold(x, conv.kernel_size, dilation=conv.dilation, padding=0, stride=conv.stride)
+        return columns.transpose(1, 2).reshape(-1, columns.shape[1])
+    for axis, (size, dilation, stride) in enumerate(zip(conv.kernel_size, conv.dilation, conv.stride)):
+        x = x.unfold(2 + axis, (size - 1) * dilation + 1, stride)[..., ::dilation]
+    # (N, C, O_1..O_d, k_1..k_d) -> (N, O_1..O_d, C, k_1..k_d)
+    order = [0, *range(2, 2 + n_spatial), 1, *range(2 + n_spatial, 2 + 2 * n_spatial)]
+    x = x.permute(order)
+    n_in = x.shape[1 + n_spatial:].numel()
+    return x.reshape(-1, n_in)
+
+
+def layer_kind(module: nn.Module) -> str:
+    """``"linear"``, ``"conv1d"``, ``"conv2d"`` or ``"conv3d"``: what the report calls a layer."""
+    for conv in CONVOLUTIONS:
+        if isinstance(module, conv):
+            return conv.__name__.lower()
+    return "linear"
 
 
 @dataclass
@@ -62,8 +87,8 @@ class LayerHandle:
     ----------
     name : str
         Qualified module name.
-    module : nn.Linear or nn.Conv2d
-    batchnorm : nn.BatchNorm1d or nn.BatchNorm2d or None
+    module : nn.Linear, nn.Conv1d, nn.Conv2d or nn.Conv3d
+    batchnorm : nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d or None
     batchnorm_name : str or None
     activation : str or None
         A nonlinearity other than ReLU after the layer (it is then pruned as linear).
@@ -77,7 +102,8 @@ class LayerHandle:
 
     @property
     def kind(self) -> str:
-        return "conv2d" if isinstance(self.module, nn.Conv2d) else "linear"
+        """``"linear"``, ``"conv1d"``, ``"conv2d"`` or ``"conv3d"``."""
+        return layer_kind(self.module)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -91,7 +117,7 @@ class LayerHandle:
 
     def rows(self, x: torch.Tensor) -> torch.Tensor:
         """The layer's input as the rows of ``X`` (``(n_rows, n_in)``)."""
-        if self.kind == "conv2d":
+        if isinstance(self.module, CONVOLUTIONS):
             return patches(self.module, x)
         return x.reshape(-1, x.shape[-1])
 

@@ -43,6 +43,7 @@ from .modes import MODES, layer_task
 from .prunable import layer_handles, left_dense
 from .record import LayerRecord, capture_inputs, record_layers
 from .result import PruneResult
+from .sanity import zero_weights_error, zero_weights_feasible
 from .store import ActivationStore
 from .types import SETTLED, SKIPPED, LayerOutcome, LayerReport, LayerTask, is_kept_original, kept_original
 from .workdir import WorkDir, fingerprint
@@ -155,8 +156,13 @@ def build_task(run: _Run, name: str) -> tuple[LayerTask, torch.Tensor]:
         changed = not torch.equal(X, rec.input)
     else:
         X, changed = rec.input, False
-    return layer_task(rec, X, config.mode, config.epsilon, config.gamma, changed,
-                      per_neuron=config.split == "neuron"), X
+    task = layer_task(rec, X, config.mode, config.epsilon, config.gamma, changed, per_neuron=config.split == "neuron")
+    if config.method_spec.budget_program and config.layer_sparsity(name) is None and zero_weights_feasible(task):
+        logger.warning("layer %r: its bias alone meets the budget %.4g (%.4f of ||Y||; the best error with zero "
+                       "weights is %.4g), so it may lose every weight; lower epsilon to keep it",
+                       name, task.layer_budget, task.layer_budget / max(task.scale, 1e-300),
+                       zero_weights_error(task))
+    return task, X
 
 
 def _run_method(method: Method, task: LayerTask, sparsity: float | None, solver: LayerSolver,
@@ -220,7 +226,8 @@ def layer_report(rec: LayerRecord, task: LayerTask, X: torch.Tensor, outcome: La
     return LayerReport.from_outcome(
         outcome, name=rec.name, kind=rec.kind, shape=rec.shape, relu=rec.relu, n_samples=rec.n_samples,
         nnz_before=int(torch.count_nonzero(rec.weight)), scale=task.scale,
-        errors=layer_errors(rec, X, outcome.weight, outcome.bias), seconds=seconds, method=method)
+        errors=layer_errors(rec, X, outcome.weight, outcome.bias), seconds=seconds, method=method,
+        n_rows_total=rec.n_rows_total)
 
 
 def persist(run: _Run, index: int, outcome: LayerOutcome, report: LayerReport) -> None:
@@ -234,6 +241,9 @@ def _log_layer(rec: LayerRecord, report: LayerReport, outcome: LayerOutcome) -> 
     logger.info("%s: kept %.1f%% of %s, epsilon %.4g (rel %.4f), %s after %d iterations, %.2fs",
                 rec.name, 100 * report.kept, "x".join(map(str, rec.shape)), report.epsilon,
                 report.epsilon_rel, outcome.status, outcome.iterations, report.seconds)
+    if report.nnz_after == 0 and report.nnz_before > 0:
+        logger.warning("layer %r is pruned to nothing: every weight is zero, the layer outputs its bias alone",
+                       rec.name)
     if is_kept_original(outcome.status):
         logger.warning("layer %r: the solver did not meet the layer's program (%s, violation %.2e); "
                        "the layer keeps its original weights (accept_infeasible=True keeps the "

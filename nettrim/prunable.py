@@ -1,6 +1,6 @@
 """Which layers of a model the Net-Trim program prunes, and which it leaves dense.
 
-:func:`layer_handles` resolves the layers to prune (all ``nn.Linear`` and ``nn.Conv2d``,
+:func:`layer_handles` resolves the layers to prune (all ``nn.Linear`` and ``nn.Conv1d/2d/3d``,
 or the ones named) with whether a ReLU follows each and the BatchNorm folded into it;
 :func:`left_dense` lists the layers with weights that the program does not cover, with
 the reason (both read the traced graph of :mod:`nettrim.graph`).
@@ -15,21 +15,39 @@ from torch import nn
 from .graph import PRUNABLE, Follower, analyse
 from .layers import LayerHandle
 
-__all__ = ["layer_handles", "left_dense"]
+__all__ = ["layer_handles", "left_dense", "weight_modules", "NOT_SELECTED"]
+
+NOT_SELECTED = "not among the layers pruned"
 
 logger = logging.getLogger(__name__)
 
 _NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
 
 
+def _own_weights(module: nn.Module) -> list[nn.Parameter]:
+    return [parameter for parameter in module.parameters(recurse=False) if parameter.dim() >= 2]
+
+
+def weight_modules(model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """Every module with a weight matrix of its own (2 or more dimensions; normalisation
+    layers' scales are vectors and biases do not count), with those weights: what the
+    "kept" figures of a report count."""
+    found = {}
+    for name, module in model.named_modules():
+        weights = _own_weights(module)
+        if weights and not isinstance(module, _NORMS):
+            found[name] = weights
+    return found
+
+
 def left_dense(model: nn.Module, layers: Sequence[str] | None = None,
                followers: dict[str, Follower] | None = None) -> dict[str, str]:
     """Layers with weights that the program does not cover, each with the reason.
 
-    They are left dense (and listed in the report): a grouped ``Conv2d``, a layer called
+    They are left dense (and listed in the report): a grouped convolution, a layer called
     more than once per forward pass (shared weights), and, when ``layers`` is None, any
-    other module with a weight matrix of its own (recurrent layers, ``Conv1d``/``Conv3d``,
-    transposed convolutions, embeddings, attention...).
+    other module with a weight matrix of its own (recurrent layers, transposed
+    convolutions, embeddings, attention...).
     """
     modules = dict(model.named_modules())
     followers = analyse(model) if followers is None else followers
@@ -38,13 +56,12 @@ def left_dense(model: nn.Module, layers: Sequence[str] | None = None,
     for name in names:
         module = modules[name]
         if isinstance(module, PRUNABLE):
-            if isinstance(module, nn.Conv2d) and module.groups != 1:
+            if getattr(module, "groups", 1) != 1:
                 found[name] = f"grouped convolution (groups={module.groups})"
             elif followers.get(name, Follower(relu=False)).calls > 1:
                 found[name] = (f"called {followers[name].calls} times per forward pass (shared weights)")
-        elif layers is None and not isinstance(module, _NORMS) and any(
-                parameter.dim() >= 2 for parameter in module.parameters(recurse=False)):
-            found[name] = f"{type(module).__name__} is not covered by the program (Linear and Conv2d are)"
+        elif layers is None and not isinstance(module, _NORMS) and _own_weights(module):
+            found[name] = f"{type(module).__name__} is not covered by the program (Linear and Conv1d/2d/3d are)"
     return found
 
 
@@ -52,7 +69,8 @@ def layer_handles(model: nn.Module, layers: Sequence[str] | None = None,
                   followers: dict[str, Follower] | None = None) -> dict[str, tuple[LayerHandle, bool]]:
     """The prunable layers of ``model`` (all, or the ones named) with whether a ReLU follows.
 
-    The layers :func:`left_dense` lists are left out, with a warning.
+    The layers :func:`left_dense` lists are left out, with one warning each (when
+    ``layers`` is None, that includes the modules of other types with weights).
 
     Returns
     -------
@@ -72,13 +90,14 @@ def layer_handles(model: nn.Module, layers: Sequence[str] | None = None,
             raise ValueError(f"layers: no module named {unknown} in the model; prunable layers are {prunable}")
         wrong = [name for name in names if name not in prunable]
         if wrong:
-            raise ValueError(f"layers: {wrong} are not nn.Linear or nn.Conv2d; prunable layers are {prunable}")
+            raise ValueError(f"layers: {wrong} are not nn.Linear or nn.Conv1d/2d/3d; prunable layers are {prunable}")
     if not names:
-        raise ValueError("model: has no nn.Linear or nn.Conv2d layer to prune")
+        raise ValueError("model: has no nn.Linear or nn.Conv1d/2d/3d layer to prune")
     followers = analyse(model) if followers is None else followers
-    dense = left_dense(model, names, followers)
+    dense = left_dense(model, layers, followers)
     for name, reason in dense.items():
         logger.warning("layer %r is left dense: %s", name, reason)
+    dense = {name: reason for name, reason in dense.items() if name in names}
     if len(dense) == len(names):
         raise ValueError(f"model: none of its layers can be pruned ({'; '.join(f'{n}: {r}' for n, r in dense.items())})")
     found = {}

@@ -3,7 +3,7 @@
 >>> records = nettrim.record(model, calib)                    # doctest: +SKIP
 >>> rec = records["features.0"]; rec.input.shape, rec.relu     # doctest: +SKIP
 
-Forward hooks on every ``nn.Linear`` and ``nn.Conv2d`` (or the ones named) copy the layer's
+Forward hooks on every ``nn.Linear`` and ``nn.Conv1d/2d/3d`` (or the ones named) copy the layer's
 input while the model runs in eval mode under ``torch.no_grad()``; the hooks are always
 removed. The pre-activation is computed from that input and the (BatchNorm-folded) weights,
 so that it is exactly the quantity the layer program reconstructs.
@@ -41,12 +41,12 @@ class LayerRecord:
     ----------
     name : str
         Qualified module name (as in ``model.named_modules()``).
-    kind : {'linear', 'conv2d'}
+    kind : {'linear', 'conv1d', 'conv2d', 'conv3d'}
     shape : tuple of int
         Shape of the module's weight.
     input : Tensor, shape (n_samples, n_in)
         The layer input, one row per sample (``Linear``) or per output position of an image
-        (``Conv2d``, im2col patches with ``n_in = C_in * kh * kw``), in the model's dtype.
+        (a convolution: im2col patches, ``n_in = C_in * prod(kernel_size)``), in the model's dtype.
     pre_activation : Tensor, shape (n_samples, n_out), float64
         ``input @ weight.T + bias``: the layer's output, after the folded BatchNorm if any.
     relu : bool
@@ -243,10 +243,10 @@ def record(
     calib : Tensor, ndarray or iterable of batches
         Calibration inputs: a tensor, or batches ``x`` / ``(x, y)`` as a DataLoader yields.
     layers : list of str, optional
-        Qualified names of the ``nn.Linear`` / ``nn.Conv2d`` modules to record (default all).
+        Qualified names of the ``nn.Linear`` / ``nn.ConvNd`` modules to record (default all).
     max_positions : int, optional
         At most this many rows per layer: when the calibration data gives a layer more rows
-        (samples times output positions, for a ``Conv2d``), a seeded random subset is kept.
+        (samples times output positions, for a convolution), a seeded random subset is kept.
     seed : int, default 0
         Seed of that subset.
 

@@ -7,9 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from ._version import __version__
+from .graph import PRUNABLE
+from .layers import layer_kind
+from .prunable import NOT_SELECTED, weight_modules
 from .write import attach_masks as attach_layer_masks, csr_nbytes, save as save_weights, to_csr
 from .types import LayerReport
 
@@ -17,7 +21,7 @@ __all__ = ["LayerReport", "PruneResult", "format_table"]
 
 
 def _fmt_shape(shape) -> str:
-    return "x".join(str(s) for s in shape)
+    return shape if isinstance(shape, str) else "x".join(str(s) for s in shape)
 
 
 def _fmt_number(value: float | None) -> str:
@@ -32,13 +36,23 @@ def _fmt_bytes(n: float) -> str:
     return ""  # pragma: no cover
 
 
-def format_table(header: str, rows: list[dict[str, Any]], footer: list[str]) -> str:
-    """A per-layer table from report dicts (``LayerReport.to_dict()`` or a saved report)."""
+def _fmt_samples(row: dict[str, Any]) -> str:
+    """Rows of the layer program, and of how many when they were sampled (``max_positions``)."""
+    if not row["n_samples"]:
+        return "-"
+    total = row.get("n_rows_total") or 0
+    return f"{row['n_samples']:,} of {total:,}" if total > row["n_samples"] else f"{row['n_samples']:,}"
+
+
+def format_table(header: str, rows: list[dict[str, Any]], footer: list[str],
+                 dense: list[dict[str, Any]] = ()) -> str:
+    """A per-layer table from report dicts (``LayerReport.to_dict()`` or a saved report),
+    with a row for each layer left dense (:func:`unpruned_layers` entries) at the end."""
     columns = [("layer", "<", lambda r: r["name"]),
                ("kind", "<", lambda r: r["kind"]),
                ("shape", ">", lambda r: _fmt_shape(r["shape"])),
                ("relu", ">", lambda r: "yes" if r["relu"] else "no"),
-               ("samples", ">", lambda r: f"{r['n_samples']:,}" if r["n_samples"] else "-"),
+               ("samples", ">", _fmt_samples),
                ("kept", ">", lambda r: f"{r['kept']:.1%}"),
                ("eps rel", ">", lambda r: "-" if r["epsilon_rel"] is None or math.isnan(r["epsilon_rel"])
                 else f"{r['epsilon_rel']:.4f}"),
@@ -49,10 +63,30 @@ def format_table(header: str, rows: list[dict[str, Any]], footer: list[str]) -> 
                ("status", "<", lambda r: r["status"]),
                ("seconds", ">", lambda r: f"{r['seconds']:.2f}")]
     cells = [[fmt(row) for _, _, fmt in columns] for row in rows]
+    for row in dense:  # layers not pruned: name, kind, shape, kept and why
+        cells.append([row["name"], row["kind"], _fmt_shape(row["shape"]), "-", "-", f"{row['kept']:.1%}"]
+                     + ["-"] * (len(columns) - 8) + ["left dense", "-"])
     widths = [max([len(title)] + [len(line[i]) for line in cells]) for i, (title, _, _) in enumerate(columns)]
     def line(values):
         return "  ".join(f"{v:{align}{w}}" for v, (_, align, _), w in zip(values, columns, widths)).rstrip()
     return "\n".join([header, line([c[0] for c in columns])] + [line(c) for c in cells] + footer)
+
+
+def unpruned_layers(model: nn.Module, pruned: Any, reasons: dict[str, str]) -> list[dict[str, Any]]:
+    """Every module of ``model`` with a weight matrix that is not among ``pruned``: name,
+    kind, shape, nonzero and total weights, kept fraction, and why (``reasons`` or
+    "not among the layers pruned")."""
+    rows = []
+    for name, weights in weight_modules(model).items():
+        if name in pruned:
+            continue
+        module = model.get_submodule(name)
+        size = sum(weight.numel() for weight in weights)
+        nnz = sum(int(torch.count_nonzero(weight)) for weight in weights)
+        rows.append({"name": name, "kind": layer_kind(module) if isinstance(module, PRUNABLE) else type(module).__name__,
+                     "shape": "+".join(_fmt_shape(weight.shape) for weight in weights), "nnz": nnz, "size": size,
+                     "kept": nnz / size, "reason": reasons.get(name, NOT_SELECTED)})
+    return rows
 
 
 @dataclass
@@ -80,6 +114,8 @@ class PruneResult:
     left_dense : dict
         Layers with weights that were not pruned because the program does not cover them
         (grouped convolutions, shared layers, recurrent layers, ...), with the reason.
+        They (and any layer not selected through ``layers``) are counted in :attr:`kept`
+        and listed in the table.
     """
 
     model: nn.Module
@@ -104,9 +140,27 @@ class PruneResult:
         return sum(r.nnz_after for r in self.layers.values())
 
     @property
+    def size(self) -> int:
+        """Weights of the pruned layers (zero or not)."""
+        return sum(r.size for r in self.layers.values())
+
+    def unpruned(self) -> list[dict[str, Any]]:
+        """The model's layers with weights that were not pruned (:func:`unpruned_layers`)."""
+        return unpruned_layers(self.model, self.layers, self.left_dense)
+
+    @property
     def kept(self) -> float:
+        """Fraction of the network's weights that are nonzero: every weight matrix of the
+        model counts, the ones left dense included (:attr:`kept_pruned` counts the pruned
+        layers only)."""
+        unpruned = self.unpruned()
+        return ((self.nnz_after + sum(row["nnz"] for row in unpruned))
+                / (self.size + sum(row["size"] for row in unpruned)))
+
+    @property
+    def kept_pruned(self) -> float:
         """Fraction of the pruned layers' weights that are nonzero."""
-        return self.nnz_after / sum(r.size for r in self.layers.values())
+        return self.nnz_after / self.size
 
     def csr(self) -> dict[str, Any]:
         """Each pruned layer's weight as a ``scipy.sparse.csr_matrix`` ``(n_out, n_in)``."""
@@ -128,10 +182,10 @@ class PruneResult:
         return {"nettrim_version": __version__, "method": self.method, "mode": self.mode,
                 "epsilon": self.epsilon, "gamma": self.gamma, "sparsity": self.sparsity,
                 "n_calibration": self.n_calibration, "output_error": self.output_error,
-                "seconds": self.seconds, "kept": self.kept, "nnz_before": self.nnz_before,
-                "nnz_after": self.nnz_after, "sizes": self.sizes(),
-                "layers": [report.to_dict() for report in self.layers.values()],
-                "left_dense": dict(self.left_dense)}
+                "seconds": self.seconds, "kept": self.kept, "kept_pruned": self.kept_pruned,
+                "nnz_before": self.nnz_before, "nnz_after": self.nnz_after, "size": self.size,
+                "sizes": self.sizes(), "layers": [report.to_dict() for report in self.layers.values()],
+                "left_dense": self.unpruned()}
 
     def summary(self) -> str:
         """The per-layer report as a text table."""
@@ -162,8 +216,18 @@ def summary_from_dict(report: dict[str, Any]) -> str:
             setting += f", gamma {report['gamma']}"
     header = (f"{report['method']}, {report['mode']} mode, {setting}, "
               f"{report['n_calibration']:,} calibration inputs")
-    footer = [f"weights kept: {report['nnz_after']:,} of {report['nnz_before']:,} nonzero "
-              f"({report['kept']:.1%} of all)"]
+    dense = [row if isinstance(row, dict) else {"name": row, "kind": "-", "shape": "-", "kept": 1.0,
+                                                "reason": report["left_dense"][row]}
+             for row in report.get("left_dense") or []]  # rows; a dict of reasons in earlier reports
+    if "size" in report:
+        network = report["size"] + sum(row["size"] for row in dense)
+        kept = report["nnz_after"] + sum(row["nnz"] for row in dense)
+        footer = [f"weights kept: {kept:,} of the network's {network:,} ({report['kept']:.1%})"
+                  + (f"; the pruned layers {report['nnz_after']:,} of {report['size']:,} "
+                     f"({report['kept_pruned']:.1%})" if dense else "")]
+    else:  # an earlier report format
+        footer = [f"weights kept: {report['nnz_after']:,} of {report['nnz_before']:,} nonzero "
+                  f"({report['kept']:.1%} of all)"]
     if report.get("output_error") is not None:
         footer.append(f"network output relative error on the calibration data: {report['output_error']:.4f}")
     sizes = report.get("sizes")
@@ -172,7 +236,10 @@ def summary_from_dict(report: dict[str, Any]) -> str:
         before = f" (was {_fmt_bytes(was)})" if was != sizes["dense"] else ""
         footer.append(f"size of the pruned layers: dense {_fmt_bytes(sizes['dense'])}{before}, "
                       f"CSR {_fmt_bytes(sizes['csr'])} ({sizes['csr'] / sizes['dense']:.1%})")
-    for name, reason in (report.get("left_dense") or {}).items():
-        footer.append(f"left dense: {name} ({reason})")
+    for row in dense:
+        footer.append(f"left dense: {row['name']} ({row['reason']})")
+    emptied = [row["name"] for row in report["layers"] if row["nnz_after"] == 0 and row["nnz_before"] > 0]
+    if emptied:
+        footer.append(f"pruned to nothing (every weight zero, the bias alone left): {', '.join(emptied)}")
     footer.append(f"time: {report['seconds']:.2f} s")
-    return format_table(header, report["layers"], footer)
+    return format_table(header, report["layers"], footer, dense)

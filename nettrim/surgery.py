@@ -2,9 +2,9 @@
 
 Removing neuron (channel) ``c`` of a producer layer deletes row ``c`` of its weight and
 bias, channel ``c`` of the BatchNorms after it, and the inputs of the consumer that come
-from it: input channel ``c`` of a ``Conv2d``, or features ``c*r .. c*r + r - 1`` of a
+from it: input channel ``c`` of a convolution, or features ``c*r .. c*r + r - 1`` of a
 ``Linear`` (``r = 1`` after a ``Linear``, ``r = H*W`` after a flattened ``C x H x W``
-map).
+map, ``r = L`` after a flattened ``C x L`` one).
 """
 from __future__ import annotations
 
@@ -26,14 +26,19 @@ def _like(module: nn.Module, new: nn.Module) -> nn.Module:
     return new.to(device=param.device, dtype=param.dtype)
 
 
+def _conv_like(layer: nn.Module, in_channels: int, out_channels: int, bias: bool) -> nn.Module:
+    """A convolution of ``layer``'s class and geometry with other channel counts."""
+    return type(layer)(in_channels, out_channels, layer.kernel_size, stride=layer.stride, padding=layer.padding,
+                       dilation=layer.dilation, bias=bias, padding_mode=layer.padding_mode)
+
+
 def keep_outputs(layer: nn.Module, keep: torch.Tensor) -> nn.Module:
-    """A copy of a ``Linear``/``Conv2d`` with only the outputs ``keep`` (sorted indices)."""
+    """A copy of a ``Linear``/``ConvNd`` with only the outputs ``keep`` (sorted indices)."""
     n_keep = int(keep.numel())
     if isinstance(layer, nn.Linear):
         new = nn.Linear(layer.in_features, n_keep, bias=layer.bias is not None)
     else:
-        new = nn.Conv2d(layer.in_channels, n_keep, layer.kernel_size, stride=layer.stride, padding=layer.padding,
-                        dilation=layer.dilation, bias=layer.bias is not None, padding_mode=layer.padding_mode)
+        new = _conv_like(layer, layer.in_channels, n_keep, layer.bias is not None)
     new = _like(layer, new)
     with torch.no_grad():
         new.weight.copy_(layer.weight[keep])
@@ -44,7 +49,7 @@ def keep_outputs(layer: nn.Module, keep: torch.Tensor) -> nn.Module:
 
 def keep_inputs(layer: nn.Module, keep_channels: torch.Tensor, per_channel: int,
                 weight: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> nn.Module:
-    """A copy of a ``Linear``/``Conv2d`` reading only the producer channels ``keep_channels``.
+    """A copy of a ``Linear``/``ConvNd`` reading only the producer channels ``keep_channels``.
 
     ``weight``/``bias`` (full-size, optional) replace the layer's own values first, e.g. a
     refitted weight whose removed inputs are zero.
@@ -56,9 +61,7 @@ def keep_inputs(layer: nn.Module, keep_channels: torch.Tensor, per_channel: int,
         new = nn.Linear(int(columns.numel()), layer.out_features, bias=bias is not None)
         kept_weight = weight[:, columns]
     else:
-        new = nn.Conv2d(int(keep_channels.numel()), layer.out_channels, layer.kernel_size, stride=layer.stride,
-                        padding=layer.padding, dilation=layer.dilation, bias=bias is not None,
-                        padding_mode=layer.padding_mode)
+        new = _conv_like(layer, int(keep_channels.numel()), layer.out_channels, bias is not None)
         kept_weight = weight[:, keep_channels]
     new = _like(layer, new)
     with torch.no_grad():
@@ -69,7 +72,7 @@ def keep_inputs(layer: nn.Module, keep_channels: torch.Tensor, per_channel: int,
 
 
 def keep_batchnorm_channels(bn: nn.Module, keep: torch.Tensor) -> nn.Module:
-    """A copy of a ``BatchNorm1d``/``2d`` with only the channels ``keep``."""
+    """A copy of a ``BatchNorm1d``/``2d``/``3d`` with only the channels ``keep``."""
     new = type(bn)(int(keep.numel()), eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
                    track_running_stats=bn.track_running_stats)
     reference = bn.running_mean if bn.running_mean is not None else bn.weight

@@ -164,13 +164,16 @@ class LayerReport:
     Attributes
     ----------
     name, kind : str
-        Qualified module name; ``"linear"`` or ``"conv2d"``.
+        Qualified module name; ``"linear"``, ``"conv1d"``, ``"conv2d"`` or ``"conv3d"``.
     shape : tuple of int
         Shape of the module's weight.
     relu : bool
         Whether the layer was pruned with the ReLU program.
     n_samples : int
         Rows of the layer program (samples, times output positions for a convolution).
+    n_rows_total : int
+        Rows the calibration data gave the layer; more than ``n_samples`` when
+        ``max_positions`` sampled them (0 when not recorded).
     nnz_before, nnz_after : int
         Nonzero weights before and after (the bias is not counted).
     epsilon : float
@@ -216,6 +219,7 @@ class LayerReport:
     method: str
     info: dict[str, Any] = field(default_factory=dict)
     certified_error: float = float("nan")
+    n_rows_total: int = 0
 
     @property
     def size(self) -> int:
@@ -237,7 +241,7 @@ class LayerReport:
     @classmethod
     def from_outcome(cls, outcome: LayerOutcome, *, name: str, kind: str, shape: tuple[int, ...], relu: bool,
                      n_samples: int, nnz_before: int, scale: float, errors: tuple[float, float, float],
-                     seconds: float, method: str) -> "LayerReport":
+                     seconds: float, method: str, n_rows_total: int = 0) -> "LayerReport":
         """The report of a layer whose answer is ``outcome``; ``scale`` is ``||Y||_F`` and
         ``errors`` the relative errors of its pre-activation and output and its certified error."""
         return cls(name=name, kind=kind, shape=shape, relu=relu, n_samples=n_samples, nnz_before=nnz_before,
@@ -245,7 +249,7 @@ class LayerReport:
                    epsilon_rel=outcome.epsilon / scale if scale > 0 else float("nan"), error_pre=errors[0],
                    error_out=errors[1], iterations=outcome.iterations, status=outcome.status,
                    violation=outcome.violation, seconds=seconds, method=method, info=outcome.info,
-                   certified_error=errors[2])
+                   certified_error=errors[2], n_rows_total=n_rows_total)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "LayerReport":

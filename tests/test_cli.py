@@ -95,7 +95,21 @@ def test_a_pickled_checkpoint_is_refused(files, capsys):
     argv = _prune_args(files, files["dir"] / "o.safetensors")
     argv[argv.index("--checkpoint") + 1] = str(bad)
     assert main(argv) == 2
-    assert "weights_only=True" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert "\x1b" not in err and len(err.splitlines()) == 1
+    assert "holds pickled Python objects (torch.nn.modules.container.Sequential)" in err
+    assert err.endswith("only if you trust where it came from)")
+
+
+def test_a_checkpoint_that_is_not_a_torch_file_is_one_plain_line(files, capsys):
+    bad = files["dir"] / "garbage.pt"
+    bad.write_bytes(b"\x1b[1mnot a checkpoint\x1b[0m" * 10)
+    argv = _prune_args(files, files["dir"] / "o.safetensors")
+    argv[argv.index("--checkpoint") + 1] = str(bad)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\x1b" not in err and len(err.splitlines()) == 1
+    assert "cannot be read as a plain state_dict with weights_only=True" in err
 
 
 def test_argument_errors(capsys):
@@ -174,3 +188,28 @@ def test_prune_command_with_the_relu_refit(tmp_path, digits):
     report = json.loads(out.with_suffix(".json").read_text())
     assert [layer["info"]["refit"] for layer in report["layers"]] == ["relu"] * 3
     assert all(layer["certified_error"] >= layer["error_out"] - 1e-9 for layer in report["layers"])
+
+
+def test_a_conv1d_network_is_pruned_end_to_end(tmp_path, capsys):
+    """The MNIST-1D CNN (three Conv1d and a Linear): every layer pruned, the report counts them all."""
+    from nettrim.examples import mnist1d_cnn
+
+    torch.manual_seed(0)
+    model = mnist1d_cnn().eval()
+    checkpoint, calib, out = tmp_path / "m.pt", tmp_path / "x.pt", tmp_path / "p.safetensors"
+    torch.save(model.state_dict(), checkpoint)
+    x = torch.randn(120, 40)
+    torch.save(x, calib)
+    code = main(["prune", "--model", "nettrim.examples:mnist1d_cnn", "--checkpoint", str(checkpoint),
+                 "--calib", str(calib), "--out", str(out), "--method", "magnitude", "--sparsity", "0.7", "-q"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert [(layer["name"], layer["kind"]) for layer in report["layers"]] == [
+        ("conv1", "conv1d"), ("conv2", "conv1d"), ("conv3", "conv1d"), ("linear", "linear")]
+    assert report["left_dense"] == [] and "left dense" not in printed
+    total = sum(p.numel() for p in model.parameters() if p.dim() >= 2)
+    assert report["size"] == total and abs(report["kept"] - 0.3) < 0.01
+    pruned = mnist1d_cnn()
+    nettrim.load(out, pruned)
+    assert int(torch.count_nonzero(pruned.conv2.weight)) == report["layers"][1]["nnz_after"]

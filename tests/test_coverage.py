@@ -41,20 +41,38 @@ def test_uncovered_layers_are_left_dense_and_listed(caplog):
     assert result.left_dense == {
         "grouped": "grouped convolution (groups=2)",
         "shared": "called 2 times per forward pass (shared weights)",
-        "gru": "GRU is not covered by the program (Linear and Conv2d are)"}
+        "gru": "GRU is not covered by the program (Linear and Conv1d/2d/3d are)"}
     assert list(result.layers) == ["conv", "fc", "gelu_fc", "out"]
     for name in result.left_dense:  # untouched
         for key, value in model.get_submodule(name).state_dict().items():
             assert torch.equal(result.model.get_submodule(name).state_dict()[key], value), (name, key)
     assert "layer 'grouped' is left dense: grouped convolution" in caplog.text
-    assert "left dense: gru (GRU is not covered" in result.summary()
-    assert result.to_dict()["left_dense"] == result.left_dense
+    assert caplog.text.count("layer 'gru' is left dense: GRU is not covered") == 1
+    summary = result.summary()
+    assert "left dense: gru (GRU is not covered" in summary
+    rows = {row["name"]: row for row in result.to_dict()["left_dense"]}
+    assert {name: row["reason"] for name, row in rows.items()} == result.left_dense
+    # the dense weights count in every "kept" figure, and each such layer has a table row
+    gru_size = sum(p.numel() for p in model.gru.parameters() if p.dim() >= 2)
+    assert rows["gru"] == {"name": "gru", "kind": "GRU", "shape": "24x8+24x8", "nnz": gru_size, "size": gru_size,
+                           "kept": 1.0, "reason": result.left_dense["gru"]}
+    dense_nnz = sum(row["nnz"] for row in rows.values())
+    dense_size = sum(row["size"] for row in rows.values())
+    assert result.kept == pytest.approx((result.nnz_after + dense_nnz) / (result.size + dense_size))
+    assert result.kept > result.kept_pruned
+    table_rows = [line for line in summary.splitlines() if line.startswith("gru ")]
+    assert len(table_rows) == 1 and "GRU" in table_rows[0] and "100.0%" in table_rows[0] \
+        and "left dense" in table_rows[0]
+    assert f"({result.kept:.1%}); the pruned layers" in summary
 
 
 def test_a_layer_named_but_not_covered_is_listed_not_pruned():
     model = Mixed().eval()
     result = nettrim.prune(model, torch.randn(16, 2, 4, 4), layers=["grouped", "fc"], progress=False)
     assert list(result.layers) == ["fc"] and list(result.left_dense) == ["grouped"]
+    reasons = {row["name"]: row["reason"] for row in result.unpruned()}
+    assert reasons["grouped"] == "grouped convolution (groups=2)"
+    assert reasons["out"] == "not among the layers pruned"
     with pytest.raises(ValueError, match=r"none of its layers can be pruned \(grouped: grouped convolution"):
         nettrim.prune(model, torch.randn(16, 2, 4, 4), layers=["grouped"], progress=False)
 

@@ -148,6 +148,53 @@ def test_patches_reproduce_conv2d(options):
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("conv, shape", [
+    (nn.Conv1d(3, 5, 4, stride=2, padding=3, dilation=2), (2, 3, 17)),
+    (nn.Conv1d(3, 5, 3, padding="same", padding_mode="reflect"), (2, 3, 11)),
+    (nn.Conv1d(2, 4, 5, padding=2, padding_mode="circular"), (3, 2, 9)),
+    (nn.Conv3d(2, 4, (2, 3, 2), stride=(1, 2, 1), padding=1, dilation=(1, 1, 2)), (2, 2, 5, 6, 7)),
+    (nn.Conv3d(2, 3, 3, padding="same"), (1, 2, 4, 5, 3))])
+def test_patches_reproduce_conv1d_and_conv3d(conv, shape):
+    torch.manual_seed(0)
+    conv.reset_parameters()
+    x = torch.randn(*shape)
+    rows = patches(conv, x)
+    expected = conv(x).movedim(1, -1).reshape(-1, conv.out_channels)
+    got = rows @ conv.weight.reshape(conv.out_channels, -1).T + conv.bias
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    reference = (F.conv1d if conv.weight.dim() == 3 else F.conv3d)  # the functional form agrees too
+    if conv.padding_mode == "zeros" and not isinstance(conv.padding, str):
+        torch.testing.assert_close(reference(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation),
+                                   conv(x))
+
+
+def test_conv1d_and_conv3d_layers_are_recorded_with_their_kind_and_batchnorm():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1 = nn.Conv1d(2, 6, 3, padding=1, bias=False)
+            self.bn = nn.BatchNorm1d(6)
+            self.c3 = nn.Conv3d(1, 2, 2)
+            self.fc = nn.Linear(6 * 8, 3)
+
+        def forward(self, x):
+            h = torch.relu(self.bn(self.c1(x)))
+            v = torch.relu(self.c3(h.reshape(-1, 1, 6, 2, 4)))
+            return self.fc(torch.flatten(h, 1)) + v.sum()
+
+    torch.manual_seed(0)
+    model = Net().eval()
+    model.bn.running_mean.uniform_(-1, 1)
+    model.bn.running_var.uniform_(0.5, 2)
+    records = nettrim.record(model, torch.randn(5, 2, 8))
+    assert [(r.kind, r.relu, r.batchnorm) for r in records.values()] == [
+        ("conv1d", True, "bn"), ("conv3d", True, None), ("linear", False, None)]
+    x = torch.randn(5, 2, 8)
+    expected = model.bn(model.c1(x)).movedim(1, -1).reshape(-1, 6)
+    got = nettrim.record(model, x)["c1"].pre_activation.float()
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("layer_bias", [True, False])
 def test_batchnorm_folding_and_unfolding_are_exact(layer_bias):
     torch.manual_seed(0)
@@ -189,7 +236,7 @@ def test_record_rejects_what_it_cannot_handle():
     x = torch.randn(3, 2, 8, 8)
     with pytest.raises(ValueError, match=r"layers: no module named \['nope'\]"):
         nettrim.record(ConvNet(), x, layers=["nope"])
-    with pytest.raises(ValueError, match="not nn.Linear or nn.Conv2d"):
+    with pytest.raises(ValueError, match=r"not nn.Linear or nn.Conv1d/2d/3d"):
         nettrim.record(ConvNet(), x, layers=["bn1"])
     with pytest.raises(ValueError, match="calib: is empty"):
         nettrim.record(ConvNet(), [])
