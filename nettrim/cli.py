@@ -6,6 +6,7 @@ setting) end the command with exit status 2 and one line on stderr that says wha
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import logging
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["main", "command_help", "synopsis"]
 
 logger = logging.getLogger("nettrim")
 
@@ -390,6 +391,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_demo)
     return parser
+
+
+def command_help(width: int = 100) -> dict[str, str]:
+    """The help of ``nettrim`` and of each of its commands, formatted at a fixed ``width``:
+    the source of the CLI reference (``docs/cli.md``) and of the README's synopsis, which a
+    test keeps equal to it."""
+    parser = build_parser()
+    commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    texts = {}
+    for name, command in [("nettrim", parser), *commands.choices.items()]:
+        command.formatter_class = functools.partial(argparse.HelpFormatter, width=width)
+        texts[name] = command.format_help().rstrip()
+    return texts
+
+
+def synopsis(width: int = 100) -> str:
+    """The usage of ``nettrim`` and of every command (the README's CLI synopsis)."""
+    prefix = "usage: "
+    lines = []
+    for text in command_help(width).values():
+        usage = text.split("\n\n", 1)[0].splitlines()
+        lines += [usage[0][len(prefix):]] + [line[len(prefix):] for line in usage[1:]]
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

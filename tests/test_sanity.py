@@ -116,3 +116,16 @@ def test_a_layer_whose_bias_meets_the_budget_is_named_and_flagged_when_emptied(c
     assert result.layers["fc2"].nnz_after == 0
     assert "layer 'fc2' is pruned to nothing" in caplog.text
     assert "pruned to nothing (every weight zero, the bias alone left): fc2" in result.summary()
+
+
+def test_unsampled_convolutions_with_many_rows_get_a_word_about_max_positions(caplog):
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 64, 3)).eval()
+    x = torch.randn(800, 1, 8, 8)  # 51,200 rows for the convolution
+    with caplog.at_level(logging.WARNING, logger="nettrim"):
+        result = nettrim.prune(model, x, method="magnitude", sparsity=0.5, progress=False)
+    assert caplog.text.count("max_positions=10_000") == 1 and "0 (51,200)" in caplog.text
+    assert "51,200" in result.summary()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="nettrim"):
+        result = nettrim.prune(model, x, method="magnitude", sparsity=0.5, max_positions=5_000, progress=False)
+    assert "max_positions" not in caplog.text and "5,000 of 51,200" in result.summary()
