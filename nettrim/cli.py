@@ -249,28 +249,29 @@ def cmd_prune(args) -> int:
 
 def _report_from_tensors(path: str) -> str:
     from .result import _fmt_bytes
-    from .write import csr_nbytes, load, to_csr
+    from .storage import stored_nbytes
+    from .write import load
 
     state = load(path)
     lines = [f"{path}: no nettrim report inside; weight tensors found:",
              f"{'tensor':<30} {'shape':>14} {'nonzero':>10} {'kept':>7}"]
-    dense = sparse = nnz = size = 0
+    dense = stored = nnz = size = 0
     for name, tensor in state.items():
-        if not name.endswith("weight") or tensor.dim() not in (2, 4):
+        if not name.endswith("weight") or tensor.dim() < 2:
             continue
         count = int((tensor != 0).sum())
         lines.append(f"{name:<30} {'x'.join(map(str, tensor.shape)):>14} {count:>10,} {count / tensor.numel():7.1%}")
         nnz, size = nnz + count, size + tensor.numel()
         dense += tensor.numel() * tensor.element_size()
-        sparse += csr_nbytes(to_csr(tensor))
+        stored += stored_nbytes(tensor)
     if size:
         lines.append(f"weights kept: {nnz:,} of {size:,} ({nnz / size:.1%}); "
-                     f"dense {_fmt_bytes(dense)}, CSR {_fmt_bytes(sparse)}")
+                     f"dense {_fmt_bytes(dense)}, as nettrim stores them {_fmt_bytes(stored)}")
     return "\n".join(lines)
 
 
 def cmd_report(args) -> int:
-    from .result import summary_from_dict
+    from .result import _fmt_bytes, summary_from_dict
     from .write import read_report
 
     if not os.path.isfile(args.path):
@@ -284,6 +285,7 @@ def cmd_report(args) -> int:
         raise UsageError(f"{args.path!r} is not a safetensors file ({_reason(exc)})") from exc
     try:
         text = summary_from_dict(report) if report else _report_from_tensors(args.path)
+        text += f"\nfile: {_fmt_bytes(os.path.getsize(args.path))} on disk"
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UsageError(f"{args.path!r}: its report or tensors cannot be read ({_reason(exc)}); "
                          "was it written by nettrim?") from exc

@@ -14,7 +14,8 @@ from ._version import __version__
 from .graph import PRUNABLE
 from .layers import layer_kind
 from .prunable import NOT_SELECTED, weight_modules
-from .write import attach_masks as attach_layer_masks, csr_nbytes, save as save_weights, to_csr
+from .storage import stored_nbytes
+from .write import attach_masks as attach_layer_masks, save as save_weights, to_csr
 from .types import LayerReport
 
 __all__ = ["LayerReport", "PruneResult", "format_table"]
@@ -168,13 +169,16 @@ class PruneResult:
         return {name: to_csr(modules[name].weight) for name in self.layers}
 
     def sizes(self) -> dict[str, int]:
-        """Bytes of the pruned layers' weights: ``dense`` and as CSR (``csr``), and of the
-        original layers (``original``; larger than ``dense`` when neurons were removed)."""
+        """Bytes of the pruned layers' weights: ``dense``, as :meth:`save` stores them
+        (``stored``: bitmask + nonzero values where that is smaller, :mod:`nettrim.storage`),
+        and of the original layers (``original``; larger than ``dense`` when neurons were
+        removed)."""
         modules = dict(self.model.named_modules())
-        dense = sum(modules[name].weight.numel() * modules[name].weight.element_size() for name in self.layers)
-        original = sum(report.size * modules[name].weight.element_size() for name, report in self.layers.items())
-        sparse = sum(csr_nbytes(matrix) for matrix in self.csr().values())
-        return {"dense": int(dense), "csr": int(sparse), "original": int(original)}
+        weights = [modules[name].weight.detach() for name in self.layers]
+        dense = sum(weight.numel() * weight.element_size() for weight in weights)
+        original = sum(report.size * weight.element_size() for report, weight in zip(self.layers.values(), weights))
+        stored = sum(stored_nbytes(weight) for weight in weights)
+        return {"dense": int(dense), "stored": int(stored), "original": int(original)}
 
     # ---------------------------------------------------------------- output
     def to_dict(self) -> dict[str, Any]:
@@ -234,8 +238,9 @@ def summary_from_dict(report: dict[str, Any]) -> str:
     if sizes:
         was = sizes.get("original", sizes["dense"])
         before = f" (was {_fmt_bytes(was)})" if was != sizes["dense"] else ""
-        footer.append(f"size of the pruned layers: dense {_fmt_bytes(sizes['dense'])}{before}, "
-                      f"CSR {_fmt_bytes(sizes['csr'])} ({sizes['csr'] / sizes['dense']:.1%})")
+        if "stored" in sizes:
+            footer.append(f"size of the pruned layers' weights: dense {_fmt_bytes(sizes['dense'])}{before}, in "
+                          f"the saved file {_fmt_bytes(sizes['stored'])} ({sizes['stored'] / sizes['dense']:.1%})")
     for row in dense:
         footer.append(f"left dense: {row['name']} ({row['reason']})")
     emptied = [row["name"] for row in report["layers"] if row["nnz_after"] == 0 and row["nnz_before"] > 0]

@@ -11,7 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["replace_module", "keep_outputs", "keep_inputs", "keep_batchnorm_channels"]
+from .layers import CONVOLUTIONS
+
+__all__ = ["replace_module", "keep_outputs", "keep_inputs", "keep_batchnorm_channels", "resized"]
 
 
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -87,4 +89,25 @@ def keep_batchnorm_channels(bn: nn.Module, keep: torch.Tensor) -> nn.Module:
             new.running_var.copy_(bn.running_var[keep])
             new.num_batches_tracked.copy_(bn.num_batches_tracked)
     new.train(bn.training)
+    return new
+
+
+def resized(module: nn.Module, sizes: dict[str, int]) -> nn.Module:
+    """A fresh module of ``module``'s class and settings with other sizes (``in_features`` /
+    ``out_features``, ``in_channels`` / ``out_channels`` or ``num_features``), for loading
+    the weights of a model whose neurons were removed; its values are to be loaded."""
+    bias = getattr(module, "bias", None) is not None
+    if isinstance(module, nn.Linear):
+        new = nn.Linear(sizes["in_features"], sizes["out_features"], bias=bias)
+    elif isinstance(module, CONVOLUTIONS):
+        new = _conv_like(module, sizes["in_channels"], sizes["out_channels"], bias)
+    elif isinstance(module, nn.modules.batchnorm._NormBase):
+        new = type(module)(sizes["num_features"], eps=module.eps, momentum=module.momentum, affine=module.affine,
+                           track_running_stats=module.track_running_stats)
+    else:
+        raise ValueError(f"cannot resize a {type(module).__name__}")
+    reference = next(iter(module.parameters()), None)
+    if reference is not None:
+        new = new.to(device=reference.device, dtype=reference.dtype)
+    new.train(module.training)
     return new

@@ -1,6 +1,9 @@
 """Pruned weights out of the model: masks, safetensors files with their report, CSR export.
 
-Files are written atomically: into a temporary file in the destination directory, flushed,
+A saved file holds the weights in the layout of :mod:`nettrim.storage` (sparse weight
+tensors as bitmask + values, so the file is smaller than the dense model; the width of
+every layer, so a model with neurons removed is rebuilt on loading) and the report in its
+metadata. Files are written atomically: into a temporary file in the destination directory, flushed,
 then renamed over the destination, so an interrupted write never leaves a partial file and
 never destroys an earlier one.
 """
@@ -17,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
+
+from .storage import PACKED_KEY, WIDTHS_KEY, layer_widths, pack, rebuild, unpack
 
 __all__ = ["attach_masks", "plain_state_dict", "save", "load", "read_report", "to_csr", "csr_nbytes",
            "atomic_write", "report_path", "writable_directory"]
@@ -101,44 +106,55 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
 def save(model: nn.Module, path: str | os.PathLike, report: dict[str, Any] | None = None) -> Path:
     """Save the model's weights to a safetensors file, with ``report`` beside it as JSON.
 
-    The report is also stored in the file's metadata, so ``nettrim report`` needs only the
-    weights file. Returns the path of the weights file.
+    Weight tensors with zeros are stored as bitmask + values where that is smaller, and
+    the widths of the layers go into the metadata (:mod:`nettrim.storage`); :func:`load`
+    gives back the same dense model. The report is also stored in the metadata, so
+    ``nettrim report`` needs only the weights file. Returns the path of the weights file.
     """
     from safetensors.torch import save_file
 
     path = Path(path)
-    metadata = {"format": "pt"}
+    stored, packed = pack(plain_state_dict(model))
+    metadata = {"format": "pt", PACKED_KEY: json.dumps(packed), WIDTHS_KEY: json.dumps(layer_widths(model))}
     if report is not None:
         metadata[_REPORT_KEY] = json.dumps(report)
-    state = plain_state_dict(model)
-    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
+    atomic_write(path, lambda tmp: save_file(stored, tmp, metadata=metadata))
     if report is not None:
         text = json.dumps(report, indent=2) + "\n"
         atomic_write(report_path(path), lambda tmp: Path(tmp).write_text(text))
     return path
 
 
+def _metadata(path: str | os.PathLike) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return handle.metadata() or {}
+
+
 def load(path: str | os.PathLike, model: nn.Module | None = None, *, strict: bool = True):
     """Read a saved weights file; with ``model``, load it in (``strict``) and return the model.
 
-    Without ``model`` the tensors are returned as a dict.
+    ``model`` is the architecture as built before pruning: layers whose neurons or
+    channels were removed (CaP) are first replaced by modules of the saved widths. Without
+    ``model`` the dense tensors are returned as a dict.
     """
     from safetensors.torch import load_file
 
-    state = load_file(str(path))
+    metadata = _metadata(path)
+    state = unpack(load_file(str(path)), json.loads(metadata.get(PACKED_KEY, "{}")))
     if model is None:
         return state
+    widths = json.loads(metadata.get(WIDTHS_KEY, "{}"))
+    if widths:
+        rebuild(model, widths)
     model.load_state_dict(state, strict=strict)
     return model
 
 
 def read_report(path: str | os.PathLike) -> dict[str, Any] | None:
     """The report stored in a weights file's metadata (None if it has none)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-    text = metadata.get(_REPORT_KEY)
+    text = _metadata(path).get(_REPORT_KEY)
     return json.loads(text) if text else None
 
 

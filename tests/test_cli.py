@@ -1,5 +1,6 @@
 """The nettrim command: prune a checkpoint end to end, report, demo, and one-line errors."""
 import json
+import os
 import subprocess
 import sys
 
@@ -46,7 +47,8 @@ def test_prune_end_to_end_writes_weights_and_report(files, capsys, digits, digit
 
     assert main(["report", str(out)]) == 0
     table = capsys.readouterr().out
-    assert "parallel mode" in table and "CSR" in table and table.count("linear") == 3
+    assert "parallel mode" in table and "in the saved file" in table and table.count("linear") == 3
+    assert f"file: {os.path.getsize(out) / 1024:.1f} KiB on disk" in table
 
 
 def test_prune_with_sparsity_from_npz_and_a_report_path(files, capsys):
