@@ -43,7 +43,7 @@ from .modes import MODES, layer_task
 from .prunable import layer_handles, left_dense
 from .record import LayerRecord, capture_inputs, record_layers
 from .result import PruneResult
-from .sanity import zero_weights_error, zero_weights_feasible
+from .sanity import suggest_sampling, zero_weights_error, zero_weights_feasible
 from .store import ActivationStore
 from .types import SETTLED, SKIPPED, LayerOutcome, LayerReport, LayerTask, is_kept_original, kept_original
 from .workdir import WorkDir, fingerprint
@@ -101,24 +101,6 @@ class _Pending:
     prepared_seconds: float
 
 
-# a convolution program with more rows than this, unsampled, gets a word about max_positions
-_MANY_ROWS = 50_000
-
-
-def _suggest_sampling(records: dict[str, LayerRecord], max_positions: int | None) -> None:
-    """One warning when convolutions are solved on every output position of every input."""
-    if max_positions is not None:
-        return
-    large = {name: rec.n_samples for name, rec in records.items()
-             if rec.kind != "linear" and rec.n_samples > _MANY_ROWS}
-    if large:
-        listed = ", ".join(f"{name} ({rows:,})" for name, rows in large.items())
-        logger.warning("convolution programs with one row per output position of every input: %s. "
-                       "max_positions=10_000 (--max-positions 10000) samples them and is usually several "
-                       "times faster for the same accuracy; the report's samples column shows the rows used",
-                       listed)
-
-
 # ------------------------------------------------------------------------ steps
 def record_run(model: nn.Module, calib: Any, config: PruneConfig) -> _Run:
     """Step 1: the pruned copy, its layers, the work directory, the recorded signals."""
@@ -143,7 +125,7 @@ def record_run(model: nn.Module, calib: Any, config: PruneConfig) -> _Run:
         raise
     if store.on_disk:
         logger.info("activations: %s", store)
-    _suggest_sampling(records, config.max_positions)
+    suggest_sampling(records, config.max_positions)
     if config.allocate is not None:
         config = _allocated(config, records)
     restored = work_dir.finished(list(records)) if work_dir is not None and config.resume else {}

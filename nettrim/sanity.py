@@ -1,4 +1,5 @@
-"""A layer budget so large that the layer can lose every weight.
+"""Settings that would surprise a user: a layer budget so large that the layer can lose
+every weight, and convolutions solved on every row their data gives.
 
 With all weights zero a layer outputs its bias alone: a constant per neuron. When that
 constant already meets the layer's program, the ℓ1 program's answer is ``W = 0`` and the
@@ -18,11 +19,16 @@ it is the column mean, and without a bias ``b_m = 0`` (infeasible when some ``u_
 """
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import numpy as np
 
 from .types import LayerTask
 
-__all__ = ["zero_weights_error", "zero_weights_feasible"]
+__all__ = ["zero_weights_error", "zero_weights_feasible", "suggest_sampling"]
+
+logger = logging.getLogger(__name__)
 
 
 def zero_weights_error(task: LayerTask) -> float:
@@ -58,3 +64,22 @@ def zero_weights_error(task: LayerTask) -> float:
 def zero_weights_feasible(task: LayerTask) -> bool:
     """Whether ``W = 0`` (with the best bias, if the layer has one) meets the layer's budget."""
     return zero_weights_error(task) <= task.layer_budget
+
+
+# a convolution program with more rows than this, unsampled, gets a word about max_positions
+_MANY_ROWS = 50_000
+
+
+def suggest_sampling(records: dict[str, Any], max_positions: int | None) -> None:
+    """One warning when convolutions are solved on every output position of every input
+    (``records``: layer name to :class:`~nettrim.record.LayerRecord`)."""
+    if max_positions is not None:
+        return
+    large = {name: rec.n_samples for name, rec in records.items()
+             if rec.kind != "linear" and rec.n_samples > _MANY_ROWS}
+    if large:
+        listed = ", ".join(f"{name} ({rows:,})" for name, rows in large.items())
+        logger.warning("convolution programs with one row per output position of every input: %s. "
+                       "max_positions=10_000 (--max-positions 10000) samples them and is usually several "
+                       "times faster for the same accuracy; the report's samples column shows the rows used",
+                       listed)

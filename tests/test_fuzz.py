@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from nettrim.cli import UsageError, load_calibration, load_checkpoint, main
+from nettrim.cli import main
+from nettrim.inputs import UsageError, load_calibration, load_checkpoint
 from nettrim.examples import digits_mlp
 from solvers import LayerProblem
 
