@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ._factor import NUMPY_OPS, Factor
-from ._kernels import RESPONSE_STEP, WEIGHT_STEP, project_response
+from ._kernels import GROUP_WEIGHT_STEP, RESPONSE_STEP, WEIGHT_STEP, project_response
 from ._scaling import PreparedInput, ScaledData
 from .problem import LayerProblem, relative_excess
 from .settings import AdmmSettings
@@ -81,10 +81,15 @@ class NumpyEngine:
     device_name = "cpu"
 
     def __init__(self, Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndarray,
-                 relu: bool, per_neuron: bool, backend: str, factor: Factor | None = None) -> None:
+                 relu: bool, per_neuron: bool, backend: str, factor: Factor | None = None,
+                 groups: tuple[int, int] | None = None) -> None:
         self.Xa, self.Y, self.V, self.epsilon = Xa, Y, V, epsilon
         self.relu, self.per_neuron = relu, per_neuron
         self._response_step, self._weight_step = RESPONSE_STEP[backend], WEIGHT_STEP[backend]
+        if groups is not None:  # (group_size, n_grouped rows): the group program's proximal map
+            step, (size, n_grouped) = GROUP_WEIGHT_STEP[backend], groups
+            self._weight_step = lambda Theta, Q, carry, C, threshold, alpha, DQ, check: step(
+                Theta, Q, carry, C, threshold, size, n_grouped, alpha, DQ, check)
         self.factor = Factor(Xa, NUMPY_OPS) if factor is None else factor
         self.tall = self.factor.tall
 
@@ -157,7 +162,7 @@ def make_engine(backend: str, device: Any, dtype: np.dtype | None, problem: Laye
         dtype = np.dtype(np.float64) if dtype is None else dtype
         data = ScaledData(problem, dtype, settings, prepared)
         return data, NumpyEngine(data.Xa, data.Y, data.V, data.epsilon, problem.relu, problem.per_neuron,
-                                 backend, None if prepared is None else prepared.factor), dtype
+                                 backend, None if prepared is None else prepared.factor, _groups(problem)), dtype
     if prepared is not None:
         raise ValueError("prepared: serves the numba and numpy backends; the torch backend factors on its device")
     try:
@@ -169,4 +174,10 @@ def make_engine(backend: str, device: Any, dtype: np.dtype | None, problem: Laye
         dtype = np.dtype(np.float32 if torch_device.type == "cuda" else np.float64)
     data = ScaledData(problem, dtype, settings)
     return data, _torch_kernels.TorchEngine(data.Xa, data.Y, data.V, data.epsilon, problem.relu,
-                                            problem.per_neuron, torch_device), dtype
+                                            problem.per_neuron, torch_device, _groups(problem)), dtype
+
+
+def _groups(problem: LayerProblem) -> tuple[int, int] | None:
+    """``(group_size, n_in)`` for the group program (its groups are the first ``n_in`` rows
+    of ``Theta``, in blocks), None for the l1 program."""
+    return None if problem.group_size is None else (problem.group_size, problem.n_in)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["RESPONSE_STEP", "WEIGHT_STEP", "ball_factors", "project_response"]
+__all__ = ["RESPONSE_STEP", "WEIGHT_STEP", "GROUP_WEIGHT_STEP", "ball_factors", "project_response", "group_shrink"]
 
 
 def ball_factors(column_sq: np.ndarray, epsilon: np.ndarray, per_neuron: bool) -> np.ndarray:
@@ -161,6 +161,64 @@ def _weight_step_numba_entry(Theta, Q, carry, C, threshold, alpha, DQ, check):
     return _weight_step_numba(Theta, Q, carry, C, threshold.astype(Theta.dtype), alpha, DQ, check)
 
 
+@njit(cache=True)
+def _group_weight_step_numba(Theta, Q, carry, C, threshold, group_size, n_grouped, alpha, DQ,
+                             check):  # pragma: no cover - compiled
+    """Group soft threshold of ``T = alpha Theta + carry``: each block of ``group_size``
+    rows among the first ``n_grouped`` is scaled by ``max(0, 1 - kappa / ||T_g||_F)``; the
+    rows after them (the bias) are soft-thresholded entry by entry. Same updates as the
+    l1 step."""
+    n_rows, n_cols = Theta.shape
+    stats = np.zeros(5)
+    beta = 1.0 - alpha
+    n_groups = n_grouped // group_size
+    for g in range(n_groups + n_rows - n_grouped):
+        grouped = g < n_groups
+        start = g * group_size if grouped else n_grouped + g - n_groups
+        stop = start + group_size if grouped else start + 1
+        kappa = threshold[start]
+        scale = 0.0
+        if grouped:
+            square = 0.0
+            for i in range(start, stop):
+                for m in range(n_cols):
+                    t = alpha * Theta[i, m] + carry[i, m]
+                    square += t * t
+            norm = np.sqrt(square)
+            if norm > kappa:
+                scale = 1.0 - kappa / norm
+        for i in range(start, stop):
+            for m in range(n_cols):
+                w = Theta[i, m]
+                t = alpha * w + carry[i, m]
+                if grouped:
+                    q = scale * t
+                elif t > kappa:
+                    q = t - kappa
+                elif t < -kappa:
+                    q = t + kappa
+                else:
+                    q = 0.0
+                u = t - q
+                if check:
+                    q_old = Q[i, m]
+                    DQ[i, m] = q - q_old
+                    stats[0] += (w - q) * (w - q)
+                    stats[1] += (q - q_old) * (q - q_old)
+                    stats[2] += w * w
+                    stats[3] += q * q
+                    stats[4] += u * u
+                Q[i, m] = q
+                C[i, m] = q - u
+                carry[i, m] = beta * q + u
+    return stats
+
+
+def _group_weight_step_numba_entry(Theta, Q, carry, C, threshold, group_size, n_grouped, alpha, DQ, check):
+    return _group_weight_step_numba(Theta, Q, carry, C, threshold.astype(np.float64), group_size, n_grouped,
+                                    alpha, DQ, check)
+
+
 # ----------------------------------------------------------------------------- numpy
 
 
@@ -185,6 +243,32 @@ def _weight_step_numpy(Theta, Q, carry, C, threshold, alpha, DQ, check):
     T = alpha * Theta + carry
     kappa = threshold.astype(Theta.dtype)[:, None]
     Q_new = np.sign(T) * np.maximum(np.abs(T) - kappa, 0.0)
+    return _finish_weight_step(Theta, Q, carry, C, T, Q_new, alpha, DQ, check)
+
+
+def group_shrink(T: np.ndarray, threshold: np.ndarray, group_size: int, n_grouped: int) -> np.ndarray:
+    """The proximal map of ``sum_g kappa_g ||Theta_g||_F`` (first ``n_grouped`` rows, in
+    blocks of ``group_size``) plus the l1 norm on the remaining rows, at ``T`` (a new array)."""
+    Q = np.empty_like(T)
+    head = T[:n_grouped].reshape(-1, group_size, T.shape[1])
+    norms = np.sqrt(np.einsum("gkm,gkm->g", head, head, dtype=np.float64))
+    kappa = threshold[:n_grouped:group_size]
+    scale = np.where(norms > kappa, 1.0 - kappa / np.where(norms > 0, norms, 1.0), 0.0)
+    Q[:n_grouped] = (head * scale.astype(T.dtype)[:, None, None]).reshape(n_grouped, -1)
+    tail, tail_kappa = T[n_grouped:], threshold[n_grouped:].astype(T.dtype)[:, None]
+    Q[n_grouped:] = np.sign(tail) * np.maximum(np.abs(tail) - tail_kappa, 0.0)
+    return Q
+
+
+def _group_weight_step_numpy(Theta, Q, carry, C, threshold, group_size, n_grouped, alpha, DQ, check):
+    """numpy twin of the group weight step."""
+    T = alpha * Theta + carry
+    Q_new = group_shrink(T, threshold, group_size, n_grouped)
+    return _finish_weight_step(Theta, Q, carry, C, T, Q_new, alpha, DQ, check)
+
+
+def _finish_weight_step(Theta, Q, carry, C, T, Q_new, alpha, DQ, check):
+    """The updates after the proximal map: the dual, ``Q``, ``C``, ``carry`` and the statistics."""
     U = T - Q_new
     stats = np.zeros(5)
     if check:
@@ -200,3 +284,4 @@ def _weight_step_numpy(Theta, Q, carry, C, threshold, alpha, DQ, check):
 
 RESPONSE_STEP = {"numba": _response_step_numba, "numpy": _response_step_numpy}
 WEIGHT_STEP = {"numba": _weight_step_numba_entry, "numpy": _weight_step_numpy}
+GROUP_WEIGHT_STEP = {"numba": _group_weight_step_numba_entry, "numpy": _group_weight_step_numpy}

@@ -168,7 +168,7 @@ def response_step(R, carry, B, Y, V, masks, epsilon, per_neuron, alpha, DA, chec
     return stats
 
 
-def weight_step(Theta, Q, carry, C, kappa, alpha, DQ, check, T, U):
+def weight_step(Theta, Q, carry, C, kappa, alpha, DQ, check, T, U, groups=None):
     """One weight-block update, in place: soft-threshold, then refresh ``Q``, ``carry`` and ``C``.
 
     Torch twin of the numba weight step of :mod:`solvers._kernels`. Row ``i`` is
@@ -198,6 +198,10 @@ def weight_step(Theta, Q, carry, C, kappa, alpha, DQ, check, T, U):
         Whether this is a check iteration.
     T, U : Tensor (n_cols, n_out)
         Scratch buffers.
+    groups : (int, int), optional
+        ``(group_size, n_grouped)`` for the group program: each block of ``group_size``
+        rows among the first ``n_grouped`` is scaled by ``max(0, 1 - kappa / ||T_g||_F)``
+        instead (``U+ = T - Q+`` all the same).
 
     Returns
     -------
@@ -208,6 +212,13 @@ def weight_step(Theta, Q, carry, C, kappa, alpha, DQ, check, T, U):
     """
     torch.add(carry, Theta, alpha=alpha, out=T)
     torch.clamp(T, min=-kappa, max=kappa, out=U)
+    if groups is not None:
+        size, n_grouped = groups
+        head = T[:n_grouped].view(-1, size, T.shape[1])
+        norms = torch.linalg.vector_norm(head, dim=(1, 2))
+        kappa_g = kappa[:n_grouped:size, 0]
+        kept = torch.clamp(1.0 - kappa_g / torch.clamp(norms, min=torch.finfo(T.dtype).tiny), min=0.0)
+        U[:n_grouped] = (head * (1.0 - kept)[:, None, None]).view(n_grouped, -1)
     Q_new = T.sub_(U)
     stats = None
     if check:
@@ -289,8 +300,10 @@ class TorchEngine:
     """
 
     def __init__(self, Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndarray,
-                 relu: bool, per_neuron: bool, device: torch.device) -> None:
+                 relu: bool, per_neuron: bool, device: torch.device,
+                 groups: tuple[int, int] | None = None) -> None:
         self.device = device
+        self.groups = groups
         self.device_name = str(device)
         self.per_neuron = per_neuron
         self.Xa = self.asarray(Xa)
@@ -359,7 +372,7 @@ class TorchEngine:
     def weight_step(self, Theta, Q, carry, C, kappa, alpha: float, DQ, check: bool):
         if self._weight_buffers is None:
             self._weight_buffers = (torch.empty_like(Theta), torch.empty_like(Theta))
-        return weight_step(Theta, Q, carry, C, kappa, alpha, DQ, check, *self._weight_buffers)
+        return weight_step(Theta, Q, carry, C, kappa, alpha, DQ, check, *self._weight_buffers, groups=self.groups)
 
     def dual_norm(self, DA: torch.Tensor, DQ: torch.Tensor) -> float:
         """``||Xa^T DA + DQ||`` (float64 accumulation; one sync)."""

@@ -218,7 +218,8 @@ class _Polisher:
 
     def __init__(self, problem: LayerProblem, data: ScaledData, settings: AdmmSettings) -> None:
         self.problem, self.data, self.settings = problem, data, settings
-        self.enabled = settings.polish and can_polish(problem)
+        # the certificate is that of the l1 program; the group program stops on the ADMM's tolerance
+        self.enabled = settings.polish and can_polish(problem) and problem.group_size is None
         self.next_at, self.wait = settings.polish_wait, settings.polish_wait  # the wait doubles after a failure
         self.seconds = 0.0
         self._cache: dict[str, Any] = {}

@@ -13,6 +13,12 @@ and bias ``b`` that keep the layer's response ``R = X W^T + b``:
 where ``Omega = {(p, m): Y[p, m] > 0}`` for a ReLU layer (``relu=True``) and every entry
 for a linear one (``relu=False``, no inequality). ``epsilon`` is one ball over the whole
 of ``Omega`` (a float) or one ball per output neuron (an array ``(n_out,)``).
+
+With ``group_size=k`` the objective is the group norm over blocks of ``k`` consecutive
+inputs, ``sum_g ||W[:, g k : (g + 1) k]||_F``: a group is everything that reads one input
+neuron (``k = 1``), one input channel of a convolution (``k = kh kw``), or one channel of a
+flattened feature map (``k = H W``). Its solutions drop whole groups, which removes the
+neurons or channels that produce them.
 """
 from __future__ import annotations
 
@@ -78,6 +84,9 @@ class LayerProblem:
         Whether the program has a bias ``b``. ``False`` fixes ``b = 0``.
     penalize_bias : bool, default False
         Whether ``||b||_1`` is added to the objective.
+    group_size : int, optional
+        The group program: ``sum_g ||W[:, g k:(g + 1) k]||_F`` over blocks of ``k``
+        consecutive inputs instead of ``||W||_1`` (``k`` divides ``n_in``).
 
     Notes
     -----
@@ -95,6 +104,7 @@ class LayerProblem:
         upper: Any | None = None,
         fit_bias: bool = True,
         penalize_bias: bool = False,
+        group_size: int | None = None,
     ) -> None:
         X = _to_numpy(X, "X")
         _check_matrix(X, "X", (None, None), "(n_samples, n_in)")
@@ -139,6 +149,12 @@ class LayerProblem:
             _check_finite(upper, "upper")
         if penalize_bias and not fit_bias:
             raise ValueError("penalize_bias=True needs fit_bias=True (there is no bias to penalise)")
+        if group_size is not None:
+            if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1 \
+                    or n_in % group_size:
+                raise ValueError(f"group_size: got {group_size!r}, needs a positive integer that divides "
+                                 f"n_in = {n_in} (the inputs of one group)")
+            group_size = int(group_size)
 
         self.X = X
         self.Y = Y
@@ -147,6 +163,7 @@ class LayerProblem:
         self.upper = upper
         self.fit_bias = bool(fit_bias)
         self.penalize_bias = bool(penalize_bias)
+        self.group_size = group_size
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -183,7 +200,8 @@ class LayerProblem:
         return (
             f"LayerProblem(n_samples={self.n_samples}, n_in={self.n_in}, n_out={self.n_out}, "
             f"epsilon={eps}, relu={self.relu}, upper={'given' if self.upper is not None else None}, "
-            f"fit_bias={self.fit_bias}, penalize_bias={self.penalize_bias})"
+            f"fit_bias={self.fit_bias}, penalize_bias={self.penalize_bias}"
+            + (f", group_size={self.group_size})" if self.group_size is not None else ")")
         )
 
     # ------------------------------------------------------------ certificate
@@ -204,10 +222,19 @@ class LayerProblem:
             response += bias
         return response
 
+    def group_norms(self, weight: Any) -> np.ndarray:
+        """``||W[:, g k:(g + 1) k]||_F`` of every group (``group_size = k``; one per input
+        when ``group_size`` is None)."""
+        weight, _ = self._check_answer(weight, None)
+        k = self.group_size or 1
+        blocks = weight.reshape(self.n_out, -1, k)
+        return np.sqrt(np.einsum("mgk,mgk->g", blocks, blocks))
+
     def objective(self, weight: Any, bias: Any | None = None) -> float:
-        """The objective ``||W||_1`` (plus ``||b||_1`` when ``penalize_bias``)."""
+        """The objective ``||W||_1``, or the sum of the group norms with ``group_size``
+        (plus ``||b||_1`` when ``penalize_bias``)."""
         weight, bias = self._check_answer(weight, bias)
-        value = float(np.abs(weight).sum())
+        value = float(np.abs(weight).sum()) if self.group_size is None else float(self.group_norms(weight).sum())
         if self.penalize_bias and bias is not None:
             value += float(np.abs(bias).sum())
         return value

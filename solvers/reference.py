@@ -32,7 +32,11 @@ def _build(problem: LayerProblem):
     if bias is not None:
         response = response + cp.reshape(bias, (1, problem.n_out), order="C")
 
-    objective = cp.sum(cp.abs(weight))
+    if problem.group_size is None:
+        objective = cp.sum(cp.abs(weight))
+    else:  # the group norms over blocks of group_size inputs
+        k = problem.group_size
+        objective = sum(cp.norm(weight[:, start:start + k], "fro") for start in range(0, problem.n_in, k))
     if problem.penalize_bias:
         objective = objective + cp.sum(cp.abs(bias))
 
