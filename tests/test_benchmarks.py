@@ -1,4 +1,5 @@
-"""The GPU benchmark's LeNet run, end to end at a small size on the CPU.
+"""The benchmarks' own code: the GPU benchmark's LeNet run, end to end at a small size on the CPU,
+and the counting of the structured benchmark.
 
 A session with a GPU has minutes of device time: the command it runs
 (``benchmarks/torch_backend.py --lenet-only``) is checked here, down to the CSV it
@@ -34,3 +35,30 @@ def test_lenet_run_writes_its_rows(tmp_path, capsys):
 def test_lenet_size_is_checked(where):
     with pytest.raises(SystemExit, match="--lenet-size"):
         torch_backend.main(["--lenet-only", *where, "--lenet-size", "800x96"])
+
+
+import torch  # noqa: E402
+
+structured = pytest.importorskip("structured")
+
+
+def test_multiply_adds_are_counted_per_input():
+    from torch import nn
+
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 16, 5))
+    x = torch.randn(7, 2, 4, 4)
+    # the convolution: 16 positions x 3 outputs x (2 x 9) inputs; the Linear 48 x 5
+    assert structured.multiply_adds(model, x) == 16 * 3 * 18 + 48 * 5
+    conv1d = nn.Conv1d(1, 4, 5, stride=2)
+    assert structured.multiply_adds(conv1d, torch.randn(3, 1, 21)) == 9 * 4 * 5
+
+
+def test_subnormal_weights_are_set_to_zero_in_a_copy():
+    from torch import nn
+
+    layer = nn.Linear(3, 2)
+    with torch.no_grad():
+        layer.weight[0, 0] = 1e-40  # subnormal in float32
+    flushed, count = structured.without_subnormals(layer)
+    assert count == 1 and flushed.weight[0, 0] == 0 and layer.weight[0, 0] != 0
+    assert torch.equal(flushed.weight[1], layer.weight[1])
