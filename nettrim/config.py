@@ -158,8 +158,8 @@ class PruneConfig:
         method.check_target(self.sparsity)
         if method.budget_program and self.sparsity is None and self.epsilon >= 1:
             raise ValueError(f"epsilon: got {self.epsilon!r}; it is relative to each layer's ||Y_l||_F, and at 1 or "
-                             "above the zero weights meet every layer's budget, so the whole network would be "
-                             "pruned away. Use a value below 1 (0.01 to 0.3 is usual), or sparsity= for a "
+                             "above the zero weights meet the budget of every layer solved on original signals, "
+                             "so the network would be pruned away. Use a value below 1 (0.01 to 0.3 is usual), or sparsity= for a "
                              "fraction of weights to remove")
 
     def _set(self, name: str, value: Any) -> None:

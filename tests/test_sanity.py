@@ -77,7 +77,7 @@ def test_feasibility_follows_the_budget():
 
 def test_a_relative_epsilon_of_one_or_more_is_refused_where_it_governs():
     for epsilon in (1.0, 5):
-        with pytest.raises(ValueError, match=r"epsilon: got .*at 1 or above the zero weights meet every layer"):
+        with pytest.raises(ValueError, match=r"epsilon: got .*at 1 or above the zero weights meet the budget of every layer"):
             PruneConfig(epsilon=epsilon)
     PruneConfig(epsilon=5, sparsity=0.5)  # a sparsity target: epsilon is not used
     PruneConfig(method="magnitude", sparsity=0.5, epsilon=5)
