@@ -51,8 +51,7 @@ def zero_weights_error(task: LayerTask) -> float:
     if fit_bias:
         n_active = active.sum(axis=0)
         mean = np.where(active, Y, 0.0).sum(axis=0) / np.maximum(n_active, 1)
-        constant = np.minimum(np.where(n_active > 0, mean, -np.inf), ceiling)
-        constant = np.where(np.isfinite(constant), constant, np.minimum(0.0, ceiling))
+        constant = np.minimum(mean, ceiling)  # a neuron without active rows has no residual
     else:
         if (ceiling < 0).any():
             return float("inf")

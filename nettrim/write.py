@@ -23,7 +23,7 @@ from torch.nn.utils import prune as torch_prune
 
 from .storage import PACKED_KEY, WIDTHS_KEY, layer_widths, pack, rebuild, unpack
 
-__all__ = ["attach_masks", "plain_state_dict", "save", "load", "read_report", "to_csr", "csr_nbytes",
+__all__ = ["attach_masks", "plain_state_dict", "save", "load", "read_report", "to_csr",
            "atomic_write", "report_path", "writable_directory"]
 
 _REPORT_KEY = "nettrim_report"
@@ -166,8 +166,3 @@ def to_csr(weight: torch.Tensor | np.ndarray):
     if isinstance(weight, torch.Tensor):
         weight = weight.detach().cpu().numpy()
     return sparse.csr_matrix(weight.reshape(weight.shape[0], -1))
-
-
-def csr_nbytes(matrix) -> int:
-    """Bytes a CSR matrix holds: values, column indices and row pointers."""
-    return int(matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes)

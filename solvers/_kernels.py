@@ -125,40 +125,10 @@ def _response_step_numba(R, carry, B, Y, V, relu, epsilon, per_neuron, alpha, DA
     return _response_update(R, carry, B, Y, V_arr, has_upper, relu, factors, alpha, DA, check)
 
 
-@njit(cache=True)
-def _weight_step_numba(Theta, Q, carry, C, threshold, alpha, DQ, check):  # pragma: no cover
-    """Soft-threshold ``T = alpha Theta + carry`` row by row; update ``Q``, ``carry``, ``C``."""
-    n_rows, n_cols = Theta.shape
-    stats = np.zeros(5)
-    beta = 1.0 - alpha
-    for i in range(n_rows):
-        kappa = threshold[i]
-        for m in range(n_cols):
-            w = Theta[i, m]
-            t = alpha * w + carry[i, m]
-            if t > kappa:
-                q = t - kappa
-            elif t < -kappa:
-                q = t + kappa
-            else:
-                q = 0.0
-            u = t - q
-            if check:
-                q_old = Q[i, m]
-                DQ[i, m] = q - q_old
-                stats[0] += (w - q) * (w - q)
-                stats[1] += (q - q_old) * (q - q_old)
-                stats[2] += w * w
-                stats[3] += q * q
-                stats[4] += u * u
-            Q[i, m] = q
-            C[i, m] = q - u
-            carry[i, m] = beta * q + u
-    return stats
-
-
 def _weight_step_numba_entry(Theta, Q, carry, C, threshold, alpha, DQ, check):
-    return _weight_step_numba(Theta, Q, carry, C, threshold.astype(Theta.dtype), alpha, DQ, check)
+    """Soft-threshold ``T = alpha Theta + carry`` row by row; update ``Q``, ``carry``, ``C``
+    (the group step with no grouped rows)."""
+    return _group_weight_step_numba(Theta, Q, carry, C, threshold.astype(Theta.dtype), 1, 0, alpha, DQ, check)
 
 
 @njit(cache=True)
@@ -166,8 +136,9 @@ def _group_weight_step_numba(Theta, Q, carry, C, threshold, group_size, n_groupe
                              check):  # pragma: no cover - compiled
     """Group soft threshold of ``T = alpha Theta + carry``: each block of ``group_size``
     rows among the first ``n_grouped`` is scaled by ``max(0, 1 - kappa / ||T_g||_F)``; the
-    rows after them (the bias) are soft-thresholded entry by entry. Same updates as the
-    l1 step."""
+    rows after them (the bias, or every row when ``n_grouped = 0``: the l1 step) are
+    soft-thresholded entry by entry. Then ``U+ = T - Q+``, ``C = Q+ - U+`` and
+    ``carry = (1 - alpha) Q+ + U+``."""
     n_rows, n_cols = Theta.shape
     stats = np.zeros(5)
     beta = 1.0 - alpha
@@ -215,7 +186,7 @@ def _group_weight_step_numba(Theta, Q, carry, C, threshold, group_size, n_groupe
 
 
 def _group_weight_step_numba_entry(Theta, Q, carry, C, threshold, group_size, n_grouped, alpha, DQ, check):
-    return _group_weight_step_numba(Theta, Q, carry, C, threshold.astype(np.float64), group_size, n_grouped,
+    return _group_weight_step_numba(Theta, Q, carry, C, threshold.astype(Theta.dtype), group_size, n_grouped,
                                     alpha, DQ, check)
 
 

@@ -115,3 +115,17 @@ def test_non_finite_weights_or_activations_name_the_layer():
         model[0].weight.fill_(1e38)  # overflows in float32
     with pytest.raises(ValueError, match=r"layer '2': its input holds NaN or Inf"):
         nettrim.prune(model, torch.ones(8, 4), progress=False)
+
+
+def test_a_report_of_the_earlier_format_still_prints():
+    """Reports saved before the network-wide kept figures: no ``size``, left-dense layers as reasons."""
+    from nettrim.result import summary_from_dict
+
+    model = Mixed().eval()
+    result = nettrim.prune(model, torch.randn(16, 2, 4, 4), epsilon=0.1, progress=False)
+    report = result.to_dict()
+    earlier = {key: value for key, value in report.items() if key not in ("size", "kept_pruned")}
+    earlier["left_dense"] = dict(result.left_dense)
+    text = summary_from_dict(earlier)
+    assert f"weights kept: {result.nnz_after:,} of {result.nnz_before:,} nonzero" in text
+    assert "left dense: gru (GRU is not covered" in text
