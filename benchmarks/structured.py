@@ -1,24 +1,23 @@
 """What pruning buys at inference: latency, FLOPs and file size, next to accuracy.
 
-For every model of the suite (``suite.py``) and every neuron fraction: CaP (whole
-neurons and channels removed, the model physically smaller) and, at the same number of
-remaining weights, Net-Trim's default at a target sparsity (unstructured: exact zeros in
-the dense tensors). For each: the weights kept, the multiply-adds of one input (FLOPs of
-the Linear and convolution layers), test accuracy, the network output's relative error
-on the calibration data, the size of the saved safetensors file (``PruneResult.save``:
-sparse tensors as bitmask + values, a structured model at its own widths), and the
-inference latency on the CPU at batch 1 and 256 (torch, eval mode, inference mode; the
-median of many runs after a warm-up, the runs of all models interleaved so that a slow
-spell of the machine hits every model alike).
+For every model of the suite (``suite.py``) and every neuron fraction: CaP and structured
+Net-Trim (``nettrim-group``), both removing that fraction of every producer's neurons
+(channels), so that both come out physically smaller with the same widths, weights and
+FLOPs; and, at the same number of remaining weights, Net-Trim's default at a target
+sparsity (unstructured: exact zeros in the dense tensors). For each: the weights kept,
+the multiply-adds of one input (FLOPs of the Linear and convolution layers), test
+accuracy, the network output's relative error on the calibration data, the time of the
+prune, the size of the saved safetensors file (``PruneResult.save``: sparse tensors as
+bitmask + values, a structured model at its own widths), and the inference latency on the
+CPU at batch 1 and 256 (torch, eval mode, inference mode; the median of many runs after a
+warm-up, the runs of all models interleaved so that a slow spell of the machine hits
+every model alike).
 
 Subnormal weights (nonzero, below ``torch.finfo(dtype).tiny``) make CPU arithmetic many
 times slower: the MNIST-1D MLP as trained has 1,748 of them and runs 13x slower at batch
 256 than with them set to zero. Any prune that zeroes them would look that much faster
 without being smaller, so every model is timed with its subnormal weights set to zero
 (which changes no output measurably), and their count is recorded in the meta file.
-
-Structured Net-Trim (the group program, ``LayerProblem(group_size=...)``) is to join
-these rows as a method of its own; until it does, CaP is the structured method here.
 
 Run:  python benchmarks/structured.py [--quick] [--models digits-mlp,...] [--fractions 0.3,0.5,0.7,0.9]
 Writes benchmarks/results/structured.csv, .meta.json and .png (needs the ``bench`` extra).
@@ -130,15 +129,14 @@ def evaluate(bench, fractions, directory: Path) -> tuple[list[dict], dict[str, n
              "file_bytes": saved_bytes(model, directory, f"{bench.name}-dense")}]
     timed = {f"{bench.name}|dense|0.0": without_subnormals(model)[0]}
     for fraction in fractions:
-        started = time.perf_counter()
-        cap = nettrim.prune(model, data.x_train, method="cap", sparsity=fraction, progress=False,
-                            **bench.prune_kwargs)
-        cap_seconds = time.perf_counter() - started
-        started = time.perf_counter()
-        dense_sparse = nettrim.prune(model, data.x_train, sparsity=1.0 - cap_kept(model, fraction), progress=False,
-                                     **bench.prune_kwargs)
-        sparse_seconds = time.perf_counter() - started
-        for label, result, seconds in (("cap", cap, cap_seconds), ("nettrim", dense_sparse, sparse_seconds)):
+        runs = {}
+        for label, settings in (("cap", {"method": "cap", "sparsity": fraction}),
+                                ("nettrim-group", {"method": "nettrim-group", "sparsity": fraction}),
+                                ("nettrim", {"sparsity": 1.0 - cap_kept(model, fraction)})):
+            started = time.perf_counter()
+            result = nettrim.prune(model, data.x_train, progress=False, **settings, **bench.prune_kwargs)
+            runs[label] = (result, time.perf_counter() - started)
+        for label, (result, seconds) in runs.items():
             rows.append({**row_base, "method": label, "neuron_fraction": fraction, "kept": result.kept,
                          "flops": multiply_adds(result.model, x_one),
                          "accuracy": examples.accuracy(result.model, data.x_test, data.y_test),
@@ -155,7 +153,7 @@ def draw(rows: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    for method, marker in (("cap", "o"), ("nettrim", "^")):
+    for method, marker in (("cap", "o"), ("nettrim-group", "s"), ("nettrim", "^")):
         points = [(r["dense_flops"] / r["flops"], r["speedup_256"]) for r in rows if r["method"] == method]
         ax.scatter(*zip(*points), marker=marker, label=f"{method} (batch 256)")
     top = max(r["dense_flops"] / r["flops"] for r in rows)
@@ -202,23 +200,28 @@ def main(argv: list[str] | None = None) -> None:
         row.update(latency_1_ms=1e3 * one[key], latency_256_ms=1e3 * batch[key],
                    speedup_1=one[dense_key] / one[key], speedup_256=batch[dense_key] / batch[key])
 
-    print(f"{'model':<14} {'method':<8} {'neurons':>7} {'kept':>7} {'FLOPs':>7} {'test acc':>8} {'out err':>7} "
-          f"{'file':>9} {'ms @1':>7} {'ms @256':>8} {'speed-up @256':>13}")
+    print(f"{'model':<14} {'method':<13} {'neurons':>7} {'kept':>7} {'FLOPs':>7} {'test acc':>8} {'out err':>7} "
+          f"{'file':>9} {'ms @1':>7} {'ms @256':>8} {'speed-up @256':>13} {'time':>7}")
     for r in rows:
-        print(f"{r['model']:<14} {r['method']:<8} {r['neuron_fraction']:7.0%} {r['kept']:7.1%} "
+        print(f"{r['model']:<14} {r['method']:<13} {r['neuron_fraction']:7.0%} {r['kept']:7.1%} "
               f"{r['flops'] / r['dense_flops']:7.1%} {r['accuracy']:8.2%} {r['output_error']:7.3f} "
               f"{r['file_bytes'] / 1024:7.1f}Ki {r['latency_1_ms']:7.3f} {r['latency_256_ms']:8.3f} "
-              f"{r['speedup_256']:12.2f}x")
-    structured = [r for r in rows if r["method"] == "cap"]
+              f"{r['speedup_256']:12.2f}x {r['seconds']:6.1f}s")
+    structured = [r for r in rows if r["method"] in ("cap", "nettrim-group")]
     ratios = [r["speedup_256"] / (r["dense_flops"] / r["flops"]) for r in structured]
-    print(f"CaP: measured speed-up over FLOP reduction at batch 256, median {statistics.median(ratios):.2f} "
-          f"(range {min(ratios):.2f}-{max(ratios):.2f})")
+    print(f"structured models: measured speed-up over FLOP reduction at batch 256, median "
+          f"{statistics.median(ratios):.2f} (range {min(ratios):.2f}-{max(ratios):.2f})")
+    by_point = {(r["model"], r["neuron_fraction"], r["method"]): r for r in rows}
+    gaps = [by_point[(m, f, "nettrim-group")]["accuracy"] - by_point[(m, f, "cap")]["accuracy"]
+            for (m, f, method) in by_point if method == "cap"]
+    print(f"nettrim-group minus CaP, test accuracy: median {100 * statistics.median(gaps):+.2f} points "
+          f"(range {100 * min(gaps):+.2f} to {100 * max(gaps):+.2f}) over {len(gaps)} points")
     subnormal = {name: without_subnormals(bench.model)[1] for name, bench in benches.items()}
     print(f"subnormal weights of the dense models (set to zero for the timings): {subnormal}")
     meta = {**info, "torch_threads": torch.get_num_threads(), "rounds": rounds, "fractions": list(fractions),
             "subnormal_weights_of_the_dense_models": subnormal,
             "sizes": {name: bench.description for name, bench in benches.items()},
-            "cap_speedup_over_flop_reduction_median": statistics.median(ratios)}
+            "structured_speedup_over_flop_reduction_median": statistics.median(ratios)}
     out = write_results(args.out, rows, meta)
     draw(rows, out.replace(".csv", ".png"))
     print(f"wrote {out} (+ .meta.json, .png)")

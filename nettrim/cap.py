@@ -43,7 +43,7 @@ from .result import PruneResult
 from .surgery import keep_batchnorm_channels, keep_inputs, keep_outputs, replace_module
 from .types import LayerReport
 
-__all__ = ["compensate", "greedy_keep", "cut_network", "prune_network", "CapOptions", "METHOD"]
+__all__ = ["compensate", "greedy_keep", "cut_network", "prune_network", "layer_reports", "CapOptions", "METHOD"]
 
 logger = logging.getLogger(__name__)
 
@@ -266,9 +266,13 @@ def cut_network(model: nn.Module, batches: Sequence[torch.Tensor], order: Sequen
     return outcome
 
 
-def _reports(model: nn.Module, order: Sequence[str], outcome: dict[str, dict[str, Any]],
-             before: dict[str, tuple[tuple[int, ...], int]], relu: dict[str, bool]) -> dict[str, LayerReport]:
-    """A report for every layer CaP cut or refitted (shapes as they were; ``shape_after`` in ``info``)."""
+def layer_reports(model: nn.Module, order: Sequence[str], outcome: dict[str, dict[str, Any]],
+                  before: dict[str, tuple[tuple[int, ...], int]], relu: dict[str, bool],
+                  method: str = "cap") -> dict[str, LayerReport]:
+    """A report for every layer whose neurons were removed or that was refitted for them
+    (shapes as they were; ``shape_after`` in ``info``), from ``outcome``: per producer its
+    ``consumer``, ``neurons_before``, ``neurons_after``, ``kept``, ``error`` (the
+    consumer's relative error) and ``seconds``."""
     modules = dict(model.named_modules())
     consumers = {info["consumer"]: producer for producer, info in outcome.items()}
     reports: dict[str, LayerReport] = {}
@@ -290,7 +294,7 @@ def _reports(model: nn.Module, order: Sequence[str], outcome: dict[str, dict[str
             name=name, kind=layer_kind(modules[name]), shape=shape,
             relu=relu[name], n_samples=0, nnz_before=nnz_before, nnz_after=int(torch.count_nonzero(weight)),
             epsilon=float("nan"), epsilon_rel=float("nan"), error_pre=error, error_out=error, iterations=0,
-            status="done", violation=float("nan"), seconds=seconds, method="cap", info=info)
+            status="done", violation=float("nan"), seconds=seconds, method=method, info=info)
     return reports
 
 
@@ -319,7 +323,7 @@ def prune_network(model: nn.Module, calib: Any, *, sparsity: float | None, optio
                               progress=lambda name: bar.update(1))
     finally:
         bar.close()
-    reports = _reports(pruned, order, outcome, before, {name: relu for name, (_, relu) in found.items()})
+    reports = layer_reports(pruned, order, outcome, before, {name: relu for name, (_, relu) in found.items()})
     error = output_error(pruned, batches, reference_out)
     result = PruneResult(model=pruned, layers=reports, method="cap", mode="neurons", epsilon=math.nan,
                          gamma=math.nan, sparsity=sparsity if sparsity is not None else

@@ -187,7 +187,8 @@ class PruneConfig:
             raise ValueError(f"split: got {self.split!r}, needs None (one budget per layer) or 'neuron' "
                              "(one per neuron)")
         if self.split == "neuron" and (not method.budget_program or self.sparsity is not None):
-            budget_methods = " or ".join(f"method={m.name!r}" for m in METHODS.values() if m.budget_program)
+            budget_methods = " or ".join(f"method={m.name!r}" for m in METHODS.values()
+                                      if m.budget_program and m.scope == "layer")
             raise ValueError(f"split='neuron' gives each neuron a share of the budget epsilon: it needs "
                              f"{budget_methods} and no sparsity=")
         if self.resume and self.work_dir is None:
@@ -199,6 +200,8 @@ class PruneConfig:
         if self.memory_budget is not None:
             parse_size(self.memory_budget)
         if method.scope == "network":
+            if self.split is not None:
+                raise ValueError(f"split: method {method.name!r} gives each layer one budget; leave split out")
             if self.store != "memory":
                 raise ValueError(f"store: method {method.name!r} works on the whole network and keeps its "
                                  "statistics in memory; leave store out")

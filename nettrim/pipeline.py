@@ -364,8 +364,9 @@ def prune(model: nn.Module, calib: Any, config: PruneConfig | None = None, **ove
     config = (PruneConfig() if config is None else config).replace(**overrides)
     method = config.method_spec
     if method.scope == "network":
+        budget = {"epsilon": config.epsilon, "solver_options": config.solver_options} if method.budget_program else {}
         return method.run(model, calib, sparsity=config.sparsity, options=config.method_options, layers=config.layers,
-                          max_positions=config.max_positions, seed=config.seed, progress=config.progress)
+                          max_positions=config.max_positions, seed=config.seed, progress=config.progress, **budget)
     started = time.perf_counter()
     run = record_run(model, calib, config)
     runner = open_executor(config.executor)

@@ -2,19 +2,20 @@
 
 Each entry is a :class:`~nettrim.methods.base.Method`: the layer methods of
 :mod:`nettrim.methods` (``nettrim``, ``magnitude``, ``lobs``, ``sparsegpt``) and the
-network method CaP, which lives beside the surgery it performs (:mod:`nettrim.cap`). A new
+network methods CaP (:mod:`nettrim.cap`) and structured Net-Trim (``nettrim-group``,
+:mod:`nettrim.structured`), which live beside the surgery they perform. A new
 method is a module with its ``METHOD`` and one entry below.
 """
 from __future__ import annotations
 
-from . import cap
+from . import cap, structured
 from .methods import lobs, magnitude, nettrim, sparsegpt
 from .methods.base import Method
 
 __all__ = ["METHODS", "get_method"]
 
 METHODS: dict[str, Method] = {method.name: method for method in (
-    nettrim.METHOD, magnitude.METHOD, lobs.METHOD, sparsegpt.METHOD, cap.METHOD)}
+    nettrim.METHOD, magnitude.METHOD, lobs.METHOD, sparsegpt.METHOD, cap.METHOD, structured.METHOD)}
 
 
 def get_method(name: str) -> Method:

@@ -35,8 +35,8 @@ def test_every_method_declares_what_the_pipeline_reads():
         assert dataclasses.is_dataclass(method.options)
         assert method.parse_options(None) == method.options() == method.parse_options({})
         assert method.resumable == (method.scope == "layer")
-    assert [m.name for m in registry.METHODS.values() if m.budget_program] == ["nettrim"]
-    assert [m.name for m in registry.METHODS.values() if not m.needs_sparsity] == ["nettrim", "cap"]
+    assert [m.name for m in registry.METHODS.values() if m.budget_program] == ["nettrim", "nettrim-group"]
+    assert [m.name for m in registry.METHODS.values() if not m.needs_sparsity] == ["nettrim", "cap", "nettrim-group"]
     choices = next(a for a in build_parser()._subparsers._group_actions[0].choices["prune"]._actions
                    if a.dest == "method").choices
     assert choices == list(registry.METHODS)

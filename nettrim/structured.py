@@ -1,0 +1,305 @@
+"""Structured Net-Trim (``method='nettrim-group'``): whole neurons and channels removed.
+
+A neuron (channel) of a producer layer is an input group of the layer that reads it (its
+consumer): the consumer's columns for that neuron (one column after a ``Linear``, ``H*W``
+after a flattened map, ``k*k`` patch columns of a convolution). Removing the group
+removes the neuron, its BatchNorm entries and the consumer's columns
+(:mod:`nettrim.surgery`): the model comes out physically smaller. Two targets:
+
+``epsilon=`` (the convex program, the guarantee). Each consumer ``c`` solves the group
+program on the original signals,
+
+.. math::  \\min_{W, b} \\sum_j \\|W_{:, G_j}\\|_F \\quad \\text{s.t.} \\quad
+    \\|(X W^T + b - Y)_\\Omega\\|_F \\le \\epsilon \\|Y\\|_F, \\quad (X W^T + b)_{\\Omega^c} \\le 0
+
+(the layer program with the sum of the group norms in place of the ℓ1 norm;
+:class:`solvers.LayerProblem` with ``group_size``). The original weights are feasible, so
+the program always has an answer; the groups it sets to zero are the producer's neurons
+to remove. The kept columns are then refitted by the ReLU-aware fit
+(:func:`solvers.refit.relu_refit`), started from the program's answer, which can only
+lower the error: every consumer keeps ``||relu(X W^T + b) - Y|| <= epsilon ||Y||`` on the
+original signals (or ``||X W^T + b - Y||`` for a layer without ReLU).
+
+``sparsity=`` (a fraction of each producer's neurons to remove, as CaP's). The neurons are
+chosen backwards, from the last producer to the first, so that a layer is asked to keep
+only the outputs that survive the next cut: for a consumer whose own neurons ``R`` are
+kept, the groups are chosen to reconstruct ``X W_R^T`` (its surviving pre-activations on
+the original input) by greedy backward elimination (:func:`nettrim.cap.greedy_keep`) and
+then single swaps that lower that error further (:func:`solvers.exchange.exchange`). Then
+every layer from the first consumer on is refitted in execution order, on the pruned
+network's input, towards the original network's output (the cascade: each layer corrects
+the error upstream), by the ReLU-aware fit (least squares for a layer without ReLU).
+
+The group program as a selector at a target (the groups of largest norm along a path in
+``epsilon``) was tried and chose worse neurons than the greedy elimination on the
+benchmark models; see ``benchmarks/structured.py``.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from solvers import LayerProblem, solve
+from solvers.exchange import exchange
+from solvers.refit import relu_refit
+
+from .cap import greedy_keep, layer_reports
+from .graph import links
+from .measure import network_outputs, output_error
+from .methods.base import Method
+from .record import calibration_batches, capture_inputs, layer_handles, record_layers
+from .result import PruneResult
+from .surgery import keep_batchnorm_channels, keep_inputs, keep_outputs, replace_module
+
+__all__ = ["GroupOptions", "prune_network", "METHOD"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GroupOptions:
+    """Options of ``method='nettrim-group'``.
+
+    Attributes
+    ----------
+    swaps : int, default 2
+        With ``sparsity=``: at most this many sweeps of single swaps after the greedy
+        elimination (0: greedy alone).
+    ridge : float, default 1e-8
+        Ridge on the input covariance of the selection, relative to its mean diagonal.
+    """
+
+    swaps: int = 2
+    ridge: float = 1e-8
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.swaps, int) or isinstance(self.swaps, bool) or self.swaps < 0:
+            raise ValueError(f"swaps: got {self.swaps!r}, needs an integer >= 0")
+        if not isinstance(self.ridge, (int, float)) or isinstance(self.ridge, bool) or not self.ridge >= 0:
+            raise ValueError(f"ridge: got {self.ridge!r}, needs a number >= 0")
+
+    def check(self, sparsity: Any, layers: Any) -> None:
+        """The errors of a target the method cannot run with."""
+        if layers is not None:
+            raise ValueError("method 'nettrim-group' works on the whole network; layers= is not supported")
+        if isinstance(sparsity, Mapping):
+            raise ValueError("method 'nettrim-group': sparsity is one fraction of neurons for every layer, not a dict")
+
+
+@dataclass
+class _Link:
+    producer: str
+    consumer: str
+    batchnorms: tuple[str, ...]
+    n_neurons: int
+    per_group: int
+
+
+def _resolve_links(model: nn.Module, order: Sequence[str], records: dict) -> list[_Link]:
+    """The producer -> consumer links of ``model`` whose consumer reads a whole number of
+    columns per producer neuron, in execution order."""
+    found = links(model)
+    resolved = []
+    for name in order:
+        if name not in found:
+            continue
+        link = found[name]
+        n_neurons = model.get_submodule(name).weight.shape[0]
+        n_in = records[link.consumer].weight.shape[1]
+        if n_in % n_neurons:
+            logger.warning("nettrim-group: %s has %d inputs for the %d neurons of %s; left as it is",
+                           link.consumer, n_in, n_neurons, name)
+            continue
+        resolved.append(_Link(name, link.consumer, tuple(link.batchnorms), n_neurons, n_in // n_neurons))
+    if not resolved:
+        raise ValueError("method 'nettrim-group': no layer feeds exactly one other Linear/ConvNd through ReLU, "
+                         "BatchNorm, pooling or flatten; there are no neurons it can remove")
+    return resolved
+
+
+def _target(record: Any) -> np.ndarray:
+    pre = record.pre_activation.numpy()
+    return np.maximum(pre, 0.0) if record.relu else pre
+
+
+def _choose_by_sparsity(chain: list[_Link], records: dict, sparsity: float, options: GroupOptions
+                        ) -> dict[str, np.ndarray]:
+    """Kept neurons of every producer, chosen from the last link to the first."""
+    kept: dict[str, np.ndarray] = {}
+    for link in reversed(chain):
+        record = records[link.consumer]
+        X = record.input.double().numpy()
+        rows = kept.get(link.consumer, np.arange(record.weight.shape[0]))
+        weight = record.weight.numpy()[rows]
+        n_keep = max(1, link.n_neurons - int(round(sparsity * link.n_neurons)))
+        greedy, _, _ = greedy_keep(X, weight, None, link.per_group, n_keep, options.ridge)
+        if options.swaps:
+            choice, before, after = exchange(X, X @ weight.T, greedy, link.per_group, sweeps=options.swaps,
+                                             ridge=options.ridge)
+            logger.info("nettrim-group: %s keeps %d of %d neurons; swaps lowered the error of %s by %.1f%%",
+                        link.producer, n_keep, link.n_neurons, link.consumer,
+                        100 * (1 - after / before) if before > 0 else 0.0)
+        else:
+            choice = greedy
+        kept[link.producer] = np.asarray(choice, dtype=np.int64)
+    return kept
+
+
+def _choose_by_budget(chain: list[_Link], records: dict, epsilon: float, solver_options: Mapping[str, Any]
+                      ) -> tuple[dict[str, np.ndarray], dict[str, tuple[np.ndarray, np.ndarray | None, int]]]:
+    """Kept neurons of every producer from its consumer's group program on the original signals."""
+    settings = {"tol": 1e-4, "max_iter": 20_000, **solver_options}
+    kept, answers = {}, {}
+    for link in chain:
+        record = records[link.consumer]
+        Y = _target(record)
+        problem = LayerProblem(record.input.double().numpy(), Y, epsilon * float(np.linalg.norm(Y)),
+                               relu=record.relu, fit_bias=record.bias is not None, group_size=link.per_group)
+        bias = None if record.bias is None else record.bias.numpy()
+        solution = solve(problem, warm_start=(record.weight.numpy(), bias), **settings)
+        norms = problem.group_norms(solution.weight)
+        choice = np.flatnonzero(norms > 0)
+        if choice.size == 0:  # the zero weights meet the budget; keep the strongest neuron
+            choice = np.array([int(np.argmax(problem.group_norms(record.weight.numpy())))])
+            logger.warning("nettrim-group: the group program of %s keeps no input; one neuron of %s is kept",
+                           link.consumer, link.producer)
+        kept[link.producer] = choice
+        answers[link.consumer] = (solution.weight, solution.bias, solution.iterations)
+        logger.info("nettrim-group: %s keeps %d of %d neurons (group program of %s: %s, %d iterations)",
+                    link.producer, choice.size, link.n_neurons, link.consumer, solution.status, solution.iterations)
+    return kept, answers
+
+
+def _cut(model: nn.Module, chain: list[_Link], kept: dict[str, np.ndarray]) -> None:
+    """Remove the neurons not kept: producer rows, BatchNorm channels, consumer columns."""
+    for link in chain:
+        keep = torch.as_tensor(kept[link.producer], dtype=torch.long)
+        replace_module(model, link.producer, keep_outputs(model.get_submodule(link.producer), keep))
+        for name in link.batchnorms:
+            replace_module(model, name, keep_batchnorm_channels(model.get_submodule(name), keep))
+        consumer = model.get_submodule(link.consumer)
+        per_channel = link.per_group if isinstance(consumer, nn.Linear) else 1
+        replace_module(model, link.consumer, keep_inputs(consumer, keep, per_channel))
+
+
+def _columns(kept: np.ndarray, per_group: int) -> np.ndarray:
+    return (kept[:, None] * per_group + np.arange(per_group)).reshape(-1)
+
+
+def _refit(handle: Any, relu: bool, X: np.ndarray, Y: np.ndarray, start: tuple[np.ndarray, np.ndarray | None]
+           ) -> float:
+    """Refit ``handle``'s layer on ``X`` towards ``Y`` on every column, write it back, and
+    return the relative error of its output."""
+    support = np.ones((Y.shape[1], X.shape[1]), dtype=bool)
+    fit = relu_refit(X, Y, support, relu=relu, fit_bias=start[1] is not None, weight=start[0], bias=start[1])
+    handle.write(torch.as_tensor(fit.weight), None if fit.bias is None else torch.as_tensor(fit.bias))
+    Z = X @ fit.weight.T + (0.0 if fit.bias is None else fit.bias)
+    output = np.maximum(Z, 0.0) if relu else Z
+    return float(np.linalg.norm(output - Y) / max(np.linalg.norm(Y), 1e-300))
+
+
+def _rows_kept(name: str, records: dict, kept: dict[str, np.ndarray]) -> np.ndarray:
+    return kept.get(name, np.arange(records[name].weight.shape[0]))
+
+
+def _refit_budget(model: nn.Module, chain: list[_Link], records: dict, kept: dict[str, np.ndarray],
+                  answers: dict) -> dict[str, float]:
+    """Each consumer refitted on the original signals, on its kept columns, from its program's answer."""
+    handles = {name: pair for name, pair in layer_handles(model, None).items()}
+    errors = {}
+    for link in chain:
+        record = records[link.consumer]
+        rows = _rows_kept(link.consumer, records, kept)
+        columns = _columns(kept[link.producer], link.per_group)
+        weight, bias, _ = answers[link.consumer]
+        X = record.input.double().numpy()[:, columns]
+        start = (weight[np.ix_(rows, columns)], None if bias is None else bias[rows])
+        handle, relu = handles[link.consumer]
+        errors[link.consumer] = _refit(handle, relu, X, _target(record)[:, rows], start)
+    return errors
+
+
+def _refit_cascade(model: nn.Module, batches: Sequence[torch.Tensor], order: Sequence[str], records: dict,
+                   kept: dict[str, np.ndarray], first: str, max_positions: int | None, seed: int,
+                   bar: Any) -> dict[str, float]:
+    """Every layer from ``first`` on refitted, in order, on the pruned network's input towards
+    the original network's output."""
+    handles = layer_handles(model, None)
+    errors = {}
+    for name in order[order.index(first):]:
+        handle, relu = handles[name]
+        X = capture_inputs(model, batches, {name: handle}, max_positions=max_positions, seed=seed,
+                           stop_early=True)[name][0].double().numpy()
+        rows = _rows_kept(name, records, kept)
+        weight, bias = handle.folded()
+        start = (weight.numpy(), None if bias is None else bias.numpy())
+        errors[name] = _refit(handle, relu, X, _target(records[name])[:, rows], start)
+        bar.update(1)
+    return errors
+
+
+def prune_network(model: nn.Module, calib: Any, *, sparsity: float | None, epsilon: float, options: GroupOptions,
+                  solver_options: Mapping[str, Any] | None = None, layers: Sequence[str] | None = None,
+                  max_positions: int | None = None, seed: int = 0, progress: bool = True) -> PruneResult:
+    """Structured Net-Trim on a copy of ``model`` (module docstring); the model comes out
+    physically smaller.
+
+    The signature of a network method (:class:`~nettrim.methods.base.Method` with scope
+    ``'network'``): the pipeline passes the fields of its configuration of the same names.
+    ``sparsity`` (a fraction of each producer's neurons to remove) takes precedence over
+    ``epsilon`` (each consumer's budget, relative to its ``||Y||_F``); ``solver_options``
+    go to :func:`solvers.solve` for the group programs (default ``tol=1e-4``,
+    ``max_iter=20000``).
+    """
+    options.check(sparsity, layers)
+    started = time.perf_counter()
+    batches = calibration_batches(calib)
+    pruned = copy.deepcopy(model)
+    found = layer_handles(pruned, None)
+    records = record_layers(pruned, batches, found, max_positions=max_positions, seed=seed)
+    order = list(records)
+    before = {name: (tuple(handle.module.weight.shape), int(torch.count_nonzero(handle.module.weight)))
+              for name, (handle, _) in found.items()}
+    reference_out = network_outputs(pruned, batches)
+    chain = _resolve_links(pruned, order, records)
+    bar = tqdm(total=len(order), desc="nettrim-group", unit="layer", disable=not progress, leave=False)
+    try:
+        if sparsity is not None:
+            kept = _choose_by_sparsity(chain, records, sparsity, options)
+            _cut(pruned, chain, kept)
+            errors = _refit_cascade(pruned, batches, order, records, kept, chain[0].consumer, max_positions, seed, bar)
+        else:
+            kept, answers = _choose_by_budget(chain, records, epsilon, solver_options or {})
+            _cut(pruned, chain, kept)
+            errors = _refit_budget(pruned, chain, records, kept, answers)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - started
+    outcome = {link.producer: {"consumer": link.consumer, "neurons_before": link.n_neurons,
+                               "neurons_after": int(kept[link.producer].size),
+                               "kept": [int(k) for k in kept[link.producer]],
+                               "error": errors[link.consumer], "seconds": seconds / len(chain)}
+               for link in chain}
+    reports = layer_reports(pruned, order, outcome, before, {name: relu for name, (_, relu) in found.items()},
+                            method="nettrim-group")
+    result = PruneResult(model=pruned, layers=reports, method="nettrim-group", mode="neurons",
+                         epsilon=math.nan if sparsity is not None else epsilon, gamma=math.nan, sparsity=sparsity,
+                         n_calibration=sum(int(x.shape[0]) for x in batches),
+                         output_error=output_error(pruned, batches, reference_out), seconds=seconds)
+    logger.info("nettrim-group: %d producers cut down, %.1f%% of the pruned layers' weights kept, output error %s",
+                len(chain), 100 * result.kept_pruned, result.output_error)
+    return result
+
+
+METHOD = Method("nettrim-group", "network", prune_network, options=GroupOptions, needs_sparsity=False,
+                budget_program=True)

@@ -1,0 +1,156 @@
+"""Structured Net-Trim (method 'nettrim-group'): the exchange, the guarantee, the smaller model."""
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import nettrim
+from nettrim.cap import greedy_keep
+from solvers.exchange import exchange, subset_error
+
+
+def _grouped_data(per_group, n_groups=7, n_samples=150, seed=0):
+    rng = np.random.default_rng(seed)
+    n_in = per_group * n_groups
+    X = rng.standard_normal((n_samples, n_in)) @ rng.standard_normal((n_in, n_in))
+    T = X @ rng.standard_normal((4, n_in)).T + 0.5 * rng.standard_normal((n_samples, 4))
+    return X, T
+
+
+def _least_squares_error(X, T, columns):
+    design = np.hstack([X[:, columns], np.ones((len(X), 1))])
+    residual = T - design @ np.linalg.lstsq(design, T, rcond=None)[0]
+    return float(np.sum(residual**2))
+
+
+@pytest.mark.parametrize("per_group", [1, 3])
+def test_subset_error_is_the_least_squares_error(per_group):
+    X, T = _grouped_data(per_group)
+    keep = np.array([1, 4, 5])
+    columns = (keep[:, None] * per_group + np.arange(per_group)).reshape(-1)
+    assert subset_error(X, T, keep, per_group, ridge=0.0) == pytest.approx(_least_squares_error(X, T, columns),
+                                                                          rel=1e-8)
+
+
+@pytest.mark.parametrize("per_group", [1, 3])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_exchange_ends_where_no_single_swap_helps(per_group, seed):
+    X, T = _grouped_data(per_group, seed=seed)
+    W = np.linalg.lstsq(np.hstack([X, np.ones((len(X), 1))]), T, rcond=None)[0][:-1].T
+    greedy, _, _ = greedy_keep(X, W, None, per_group, 3, ridge=0.0)
+    kept, before, after = exchange(X, T, greedy, per_group, sweeps=20, ridge=0.0)
+    assert len(kept) == 3 and len(set(kept.tolist())) == 3
+    assert before == pytest.approx(subset_error(X, T, greedy, per_group, ridge=0.0), rel=1e-9)
+    assert after == pytest.approx(subset_error(X, T, kept, per_group, ridge=0.0), rel=1e-9)
+    assert after <= before * (1 + 1e-12)
+    # a local optimum: no kept group can be traded for another one for less error
+    for out, into in itertools.product(kept, np.setdiff1d(np.arange(7), kept)):
+        trial = np.sort(np.append(kept[kept != out], into))
+        assert subset_error(X, T, trial, per_group, ridge=0.0) >= after * (1 - 1e-9)
+
+
+def test_exchange_can_leave_the_greedy_choice():
+    """On one of these problems backward elimination is not optimal and the swaps find the best subset."""
+    found = False
+    for seed in range(10):
+        X, T = _grouped_data(3, n_groups=8, seed=seed)
+        W = np.linalg.lstsq(np.hstack([X, np.ones((len(X), 1))]), T, rcond=None)[0][:-1].T
+        greedy, _, _ = greedy_keep(X, W, None, 3, 3, ridge=0.0)
+        kept, before, after = exchange(X, T, greedy, 3, sweeps=20, ridge=0.0)
+        best = min(subset_error(X, T, np.array(c), 3, ridge=0.0) for c in itertools.combinations(range(8), 3))
+        if after < before * (1 - 1e-6):
+            found = True
+            assert after >= best * (1 - 1e-9)
+    assert found
+
+
+def test_a_target_removes_the_same_neurons_count_as_cap(digits, digits_model):
+    result = nettrim.prune(digits_model, digits.x_train, method="nettrim-group", sparsity=0.5, progress=False)
+    small = result.model
+    assert (small[0].out_features, small[2].in_features, small[2].out_features, small[4].in_features) == \
+        (16, 16, 12, 12)
+    cap = nettrim.prune(digits_model, digits.x_train, method="cap", sparsity=0.5, progress=False)
+    assert result.kept == pytest.approx(cap.kept)
+    assert result.method == "nettrim-group" and result.mode == "neurons"
+    assert result.layers["0"].info["neurons_after"] == 16
+    assert result.layers["4"].info["refitted_for"] == "2"
+    # the original model is not touched
+    assert digits_model[0].out_features == 32
+    assert result.output_error < 0.2
+
+
+def test_swaps_never_raise_the_selection_error(digits, digits_model):
+    from nettrim.record import record
+
+    records = record(digits_model, digits.x_train)
+    X = records["4"].input.double().numpy()
+    weight = records["4"].weight.numpy()
+    greedy, _, _ = greedy_keep(X, weight, None, 1, 6)
+    kept, before, after = exchange(X, X @ weight.T, greedy, 1)
+    assert after <= before
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_budget_keeps_every_consumer_within_epsilon(digits, digits_model, dtype):
+    """epsilon=: the group program on original signals; each consumer's post-ReLU error on
+    the original input stays within epsilon ||Y|| after the neurons are removed."""
+    model = nettrim.examples.digits_mlp((32, 24))
+    model.load_state_dict(digits_model.state_dict())
+    model = model.to(dtype)
+    x = digits.x_train.to(dtype)
+    epsilon = 0.1
+    result = nettrim.prune(model, x, method="nettrim-group", epsilon=epsilon, progress=False)
+    small = result.model
+    assert small[0].out_features < 32 and small[2].out_features < 24  # neurons were removed
+    records = nettrim.record(model, x)
+    kept = {name: result.layers[name].info["kept_neurons"] for name in ("0", "2")}
+    for consumer, producer, relu in (("2", "0", True), ("4", "2", False)):
+        rec = records[consumer]
+        rows = kept.get(consumer, list(range(rec.weight.shape[0])))
+        X = rec.input.double()[:, kept[producer]]
+        layer = small.get_submodule(consumer)
+        Z = X @ layer.weight.double().T + layer.bias.double()
+        Y = rec.pre_activation.clamp(min=0) if relu else rec.pre_activation
+        output = Z.clamp(min=0) if relu else Z
+        error = torch.linalg.norm(output - Y[:, rows])
+        assert error <= epsilon * torch.linalg.norm(Y) * (1 + 2e-3)
+
+
+def test_cnn_channels_go_and_the_smaller_model_loads_back(tmp_path):
+    from nettrim.examples import DigitsCNN
+
+    torch.manual_seed(0)
+    model = DigitsCNN(channels=(4, 6), hidden=8).eval()
+    with torch.no_grad():
+        for bn in (model.bn1, model.bn2):
+            bn.running_mean.uniform_(-0.2, 0.2)
+            bn.running_var.uniform_(0.5, 1.5)
+    x = torch.rand(60, 1, 8, 8)
+    result = nettrim.prune(model, x, method="nettrim-group", sparsity=0.5, progress=False)
+    small = result.model
+    assert (small.conv1.out_channels, small.bn1.num_features, small.conv2.in_channels) == (2, 2, 2)
+    assert (small.conv2.out_channels, small.bn2.num_features, small.fc1.in_features) == (3, 3, 48)
+    with torch.no_grad():
+        assert small(x).shape == (60, 10)
+    path = result.save(tmp_path / "small.safetensors")
+    again = nettrim.load(path, DigitsCNN(channels=(4, 6), hidden=8))
+    with torch.no_grad():
+        torch.testing.assert_close(again.eval()(x), small(x))
+
+
+def test_settings_are_checked(digits, digits_model):
+    x = digits.x_train[:50]
+    with pytest.raises(ValueError, match="layers= is not supported"):
+        nettrim.prune(digits_model, x, method="nettrim-group", sparsity=0.5, layers=["0"], progress=False)
+    with pytest.raises(ValueError, match="not a dict"):
+        nettrim.prune(digits_model, x, method="nettrim-group", sparsity={"0": 0.5}, progress=False)
+    with pytest.raises(ValueError, match="split"):
+        nettrim.prune(digits_model, x, method="nettrim-group", split="neuron", progress=False)
+    with pytest.raises(ValueError, match="swaps"):
+        nettrim.prune(digits_model, x, method="nettrim-group", sparsity=0.5, method_options={"swaps": -1},
+                      progress=False)
+    with pytest.raises(ValueError, match="no layer feeds exactly one"):
+        nettrim.prune(nn.Sequential(nn.Linear(3, 2)), torch.randn(5, 3), method="nettrim-group", sparsity=0.5,
+                      progress=False)
