@@ -65,6 +65,8 @@ __all__ = ["GroupOptions", "prune_network", "METHOD"]
 
 logger = logging.getLogger(__name__)
 
+UNITS = ("neurons", "weights", "flops")
+
 
 @dataclass(frozen=True)
 class GroupOptions:
@@ -77,16 +79,24 @@ class GroupOptions:
         elimination (0: greedy alone).
     ridge : float, default 1e-8
         Ridge on the input covariance of the selection, relative to its mean diagonal.
+    unit : {'neurons', 'weights', 'flops'}, default 'neurons'
+        What ``sparsity=`` is a fraction of: every producer's neurons (as CaP's); or the
+        weights, or the multiply-adds of one input, of all the prunable layers, reached
+        by removing one fraction of every producer's neurons, the one whose count comes
+        closest.
     """
 
     swaps: int = 2
     ridge: float = 1e-8
+    unit: str = "neurons"
 
     def __post_init__(self) -> None:
         if not isinstance(self.swaps, int) or isinstance(self.swaps, bool) or self.swaps < 0:
             raise ValueError(f"swaps: got {self.swaps!r}, needs an integer >= 0")
         if not isinstance(self.ridge, (int, float)) or isinstance(self.ridge, bool) or not self.ridge >= 0:
             raise ValueError(f"ridge: got {self.ridge!r}, needs a number >= 0")
+        if self.unit not in UNITS:
+            raise ValueError(f"unit: got {self.unit!r}, needs one of {UNITS}")
 
     def check(self, sparsity: Any, layers: Any) -> None:
         """The errors of a target the method cannot run with."""
@@ -132,6 +142,45 @@ def _target(record: Any) -> np.ndarray:
     return np.maximum(pre, 0.0) if record.relu else pre
 
 
+def _kept_share(chain: list[_Link], records: dict, fraction: float, unit: str, n_inputs: int) -> float:
+    """The share of the prunable layers' weights (or multiply-adds) left when ``fraction``
+    of every producer's neurons is removed."""
+    kept_out = {link.producer: _n_keep(link.n_neurons, fraction) for link in chain}
+    feeds = {link.consumer: link for link in chain}
+    total = kept = 0.0
+    for name, record in records.items():
+        n_out, n_in = record.weight.shape
+        per_input = record.n_rows_total / n_inputs if unit == "flops" else 1.0
+        total += n_out * n_in * per_input
+        columns = kept_out[feeds[name].producer] * feeds[name].per_group if name in feeds else n_in
+        kept += kept_out.get(name, n_out) * columns * per_input
+    return kept / total
+
+
+def _neuron_fraction(chain: list[_Link], records: dict, sparsity: float, unit: str, n_inputs: int) -> float:
+    """The fraction of every producer's neurons whose removal leaves the share of weights or
+    multiply-adds nearest to ``1 - sparsity`` (bisection: the share falls as the fraction grows)."""
+    if unit == "neurons":
+        return sparsity
+    low, high = 0.0, 1.0
+    for _ in range(40):
+        middle = (low + high) / 2
+        if _kept_share(chain, records, middle, unit, n_inputs) > 1.0 - sparsity:
+            low = middle
+        else:
+            high = middle
+    error = {f: abs(_kept_share(chain, records, f, unit, n_inputs) - (1.0 - sparsity)) for f in (low, high)}
+    fraction = min(error, key=error.get)
+    logger.info("nettrim-group: %.1f%% of the %s removed by removing %.1f%% of every producer's neurons "
+                "(%.1f%% of them kept)", 100 * sparsity, unit, 100 * fraction,
+                100 * _kept_share(chain, records, fraction, unit, n_inputs))
+    return fraction
+
+
+def _n_keep(n_neurons: int, fraction: float) -> int:
+    return max(1, n_neurons - int(round(fraction * n_neurons)))
+
+
 def _choose_by_sparsity(chain: list[_Link], records: dict, sparsity: float, options: GroupOptions
                         ) -> dict[str, np.ndarray]:
     """Kept neurons of every producer, chosen from the last link to the first."""
@@ -141,7 +190,7 @@ def _choose_by_sparsity(chain: list[_Link], records: dict, sparsity: float, opti
         X = record.input.double().numpy()
         rows = kept.get(link.consumer, np.arange(record.weight.shape[0]))
         weight = record.weight.numpy()[rows]
-        n_keep = max(1, link.n_neurons - int(round(sparsity * link.n_neurons)))
+        n_keep = _n_keep(link.n_neurons, sparsity)
         greedy, _, _ = greedy_keep(X, weight, None, link.per_group, n_keep, options.ridge)
         if options.swaps:
             choice, before, after = exchange(X, X @ weight.T, greedy, link.per_group, sweeps=options.swaps,
@@ -256,8 +305,9 @@ def prune_network(model: nn.Module, calib: Any, *, sparsity: float | None, epsil
 
     The signature of a network method (:class:`~nettrim.methods.base.Method` with scope
     ``'network'``): the pipeline passes the fields of its configuration of the same names.
-    ``sparsity`` (a fraction of each producer's neurons to remove) takes precedence over
-    ``epsilon`` (each consumer's budget, relative to its ``||Y||_F``); ``solver_options``
+    ``sparsity`` (a fraction of each producer's neurons to remove, or of the weights or
+    multiply-adds with ``options.unit``) takes precedence over ``epsilon`` (each
+    consumer's budget, relative to its ``||Y||_F``); ``solver_options``
     go to :func:`solvers.solve` for the group programs (default ``tol=1e-4``,
     ``max_iter=20000``).
     """
@@ -275,7 +325,8 @@ def prune_network(model: nn.Module, calib: Any, *, sparsity: float | None, epsil
     bar = tqdm(total=len(order), desc="nettrim-group", unit="layer", disable=not progress, leave=False)
     try:
         if sparsity is not None:
-            kept = _choose_by_sparsity(chain, records, sparsity, options)
+            fraction = _neuron_fraction(chain, records, sparsity, options.unit, sum(int(x.shape[0]) for x in batches))
+            kept = _choose_by_sparsity(chain, records, fraction, options)
             _cut(pruned, chain, kept)
             errors = _refit_cascade(pruned, batches, order, records, kept, chain[0].consumer, max_positions, seed, bar)
         else:

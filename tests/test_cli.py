@@ -60,6 +60,19 @@ def test_prune_with_sparsity_from_npz_and_a_report_path(files, capsys):
     assert all(abs(layer["kept"] - 0.3) < 0.01 for layer in data["layers"])
 
 
+def test_structured_prune_saves_a_smaller_model_that_loads_back(files, capsys, digits):
+    out = files["dir"] / "small.safetensors"
+    assert main(_prune_args(files, out, "pt", "--method", "nettrim-group", "--sparsity", "0.5",
+                            "--method-options", '{"swaps": 1}')) == 0
+    printed = capsys.readouterr().out
+    assert "nettrim-group, neurons mode, sparsity 0.5" in printed
+    model = nettrim.load(out, digits_mlp((32, 24)))  # built at the original widths, shrunk to the saved ones
+    assert (model[0].out_features, model[2].in_features, model[4].in_features) == (16, 16, 12)
+    assert nettrim.examples.accuracy(model, digits.x_test, digits.y_test) > 0.8
+    dense = nettrim.write.save(digits_mlp((32, 24)), files["dir"] / "dense.safetensors")
+    assert os.path.getsize(out) < 0.7 * os.path.getsize(dense)
+
+
 def test_report_of_a_plain_safetensors_file(tmp_path, capsys, digits_model):
     from safetensors.torch import save_file
 

@@ -154,3 +154,42 @@ def test_settings_are_checked(digits, digits_model):
     with pytest.raises(ValueError, match="no layer feeds exactly one"):
         nettrim.prune(nn.Sequential(nn.Linear(3, 2)), torch.randn(5, 3), method="nettrim-group", sparsity=0.5,
                       progress=False)
+
+
+def _multiply_adds(model, x):
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        total += module.weight[0].numel() * output[0].numel()
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    with torch.no_grad():
+        model.eval()(x[:1])
+    for hook in hooks:
+        hook.remove()
+    return total
+
+
+@pytest.mark.parametrize("unit", ["weights", "flops"])
+def test_a_target_in_weights_or_flops_is_met_to_one_neuron(unit):
+    from nettrim.examples import DigitsCNN
+
+    torch.manual_seed(0)
+    model = DigitsCNN(channels=(8, 12), hidden=16).eval()
+    x = torch.rand(40, 1, 8, 8)
+    result = nettrim.prune(model, x, method="nettrim-group", sparsity=0.6, method_options={"unit": unit},
+                           progress=False)
+    dense_weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d)))
+    weights = sum(m.weight.numel() for m in result.model.modules() if isinstance(m, (nn.Linear, nn.Conv2d)))
+    share = weights / dense_weights if unit == "weights" else _multiply_adds(result.model, x) / _multiply_adds(model, x)
+    assert abs(share - 0.4) <= 0.05  # within what one neuron more or less per producer moves
+    # 60% of every producer's neurons would have left about 17% of the weights
+    neurons = nettrim.prune(model, x, method="nettrim-group", sparsity=0.6, progress=False)
+    assert neurons.model.conv1.out_channels == 3 and abs(neurons.kept - 0.4) > 0.2
+
+
+def test_unit_is_checked(digits, digits_model):
+    with pytest.raises(ValueError, match="unit: got 'bytes'"):
+        nettrim.prune(digits_model, digits.x_train[:50], method="nettrim-group", sparsity=0.5,
+                      method_options={"unit": "bytes"}, progress=False)
