@@ -9,7 +9,7 @@ the multiply-adds of one input (FLOPs of the Linear and convolution layers), tes
 accuracy, the network output's relative error on the calibration data, the time of the
 prune, the size of the saved safetensors file (``PruneResult.save``: sparse tensors as
 bitmask + values, a structured model at its own widths), and the inference latency on the
-CPU at batch 1 and 256 (torch, eval mode, inference mode; the median of many runs after a
+CPU at batch 1, 256 and 4096 (torch, eval mode, inference mode; the median of many runs after a
 warm-up, the runs of all models interleaved so that a slow spell of the machine hits
 every model alike).
 
@@ -18,6 +18,11 @@ times slower: the MNIST-1D MLP as trained has 1,748 of them and runs 13x slower 
 256 than with them set to zero. Any prune that zeroes them would look that much faster
 without being smaller, so every model is timed with its subnormal weights set to zero
 (which changes no output measurably), and their count is recorded in the meta file.
+
+At half of the neurons, structured Net-Trim is also run with ``weight_sparsity=0.5``
+(structured, then half of the remaining weights of every layer, in one run), beside
+Net-Trim's unstructured default at the same number of weights (methods
+``nettrim-group+weights`` and ``nettrim@group+weights``).
 
 Run:  python benchmarks/structured.py [--quick] [--models digits-mlp,...] [--fractions 0.3,0.5,0.7,0.9]
 Writes benchmarks/results/structured.csv, .meta.json and .png (needs the ``bench`` extra).
@@ -50,6 +55,10 @@ from nettrim import examples  # noqa: E402
 from nettrim.graph import PRUNABLE  # noqa: E402
 
 FRACTIONS = (0.3, 0.5, 0.7, 0.9)
+LARGE_BATCH = 4096
+MIXED = (0.5, 0.5)  # neuron fraction, then fraction of the remaining weights
+MIXED_LABEL = "nettrim-group+weights"
+MIXED_UNSTRUCTURED = "nettrim@group+weights"
 
 
 def multiply_adds(model: nn.Module, x: torch.Tensor) -> int:
@@ -136,6 +145,14 @@ def evaluate(bench, fractions, directory: Path) -> tuple[list[dict], dict[str, n
             started = time.perf_counter()
             result = nettrim.prune(model, data.x_train, progress=False, **settings, **bench.prune_kwargs)
             runs[label] = (result, time.perf_counter() - started)
+        if fraction == MIXED[0]:  # structured then unstructured, and unstructured alone at its weights
+            started = time.perf_counter()
+            mixed = nettrim.prune(model, data.x_train, method="nettrim-group", sparsity=fraction,
+                                  method_options={"weight_sparsity": MIXED[1]}, progress=False, **bench.prune_kwargs)
+            runs[MIXED_LABEL] = (mixed, time.perf_counter() - started)
+            started = time.perf_counter()
+            alone = nettrim.prune(model, data.x_train, sparsity=1.0 - mixed.kept, progress=False, **bench.prune_kwargs)
+            runs[MIXED_UNSTRUCTURED] = (alone, time.perf_counter() - started)
         for label, (result, seconds) in runs.items():
             rows.append({**row_base, "method": label, "neuron_fraction": fraction, "kept": result.kept,
                          "flops": multiply_adds(result.model, x_one),
@@ -153,9 +170,12 @@ def draw(rows: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    for method, marker in (("cap", "o"), ("nettrim-group", "s"), ("nettrim", "^")):
-        points = [(r["dense_flops"] / r["flops"], r["speedup_256"]) for r in rows if r["method"] == method]
-        ax.scatter(*zip(*points), marker=marker, label=f"{method} (batch 256)")
+    for colour, (method, marker) in enumerate((("cap", "o"), ("nettrim-group", "s"), ("nettrim", "^"))):
+        for batch_size, filled in ((256, True), (LARGE_BATCH, False)):
+            points = [(r["dense_flops"] / r["flops"], r[f"speedup_{batch_size}"]) for r in rows
+                      if r["method"] == method]
+            ax.scatter(*zip(*points), marker=marker, edgecolors=f"C{colour}",
+                       facecolors=f"C{colour}" if filled else "none", label=f"{method} (batch {batch_size})")
     top = max(r["dense_flops"] / r["flops"] for r in rows)
     ax.plot([1, top], [1, top], color="grey", linewidth=0.8, label="speed-up = FLOP reduction")
     ax.plot([1, top], [0.7, 0.7 * top], color="grey", linewidth=0.8, linestyle=":", label="0.7 x FLOP reduction")
@@ -194,24 +214,39 @@ def main(argv: list[str] | None = None) -> None:
     inputs_batch = {key: benches[key.split("|")[0]].data.x_test[:256] for key in timed}
     one = latencies(timed, inputs_one, rounds, repeats=50)
     batch = latencies(timed, inputs_batch, rounds, repeats=5)
+    large = {}
+    for key in timed:  # the test inputs repeated to LARGE_BATCH rows
+        x_test = benches[key.split("|")[0]].data.x_test
+        large[key] = x_test.repeat(LARGE_BATCH // len(x_test) + 1, *([1] * (x_test.dim() - 1)))[:LARGE_BATCH]
+    big = latencies(timed, large, rounds, repeats=1)
     for row in rows:
         key = f"{row['model']}|{row['method']}|{row['neuron_fraction']}"
         dense_key = f"{row['model']}|dense|0.0"
         row.update(latency_1_ms=1e3 * one[key], latency_256_ms=1e3 * batch[key],
-                   speedup_1=one[dense_key] / one[key], speedup_256=batch[dense_key] / batch[key])
+                   latency_4096_ms=1e3 * big[key], speedup_1=one[dense_key] / one[key],
+                   speedup_256=batch[dense_key] / batch[key], speedup_4096=big[dense_key] / big[key])
 
-    print(f"{'model':<14} {'method':<13} {'neurons':>7} {'kept':>7} {'FLOPs':>7} {'test acc':>8} {'out err':>7} "
-          f"{'file':>9} {'ms @1':>7} {'ms @256':>8} {'speed-up @256':>13} {'time':>7}")
+    print(f"{'model':<14} {'method':<22} {'neurons':>7} {'kept':>7} {'FLOPs':>7} {'test acc':>8} {'out err':>7} "
+          f"{'file':>9} {'ms @1':>7} {'ms @256':>8} {'speed-up @256':>13} {'speed-up @4096':>14} {'time':>7}")
     for r in rows:
-        print(f"{r['model']:<14} {r['method']:<13} {r['neuron_fraction']:7.0%} {r['kept']:7.1%} "
+        print(f"{r['model']:<14} {r['method']:<22} {r['neuron_fraction']:7.0%} {r['kept']:7.1%} "
               f"{r['flops'] / r['dense_flops']:7.1%} {r['accuracy']:8.2%} {r['output_error']:7.3f} "
               f"{r['file_bytes'] / 1024:7.1f}Ki {r['latency_1_ms']:7.3f} {r['latency_256_ms']:8.3f} "
-              f"{r['speedup_256']:12.2f}x {r['seconds']:6.1f}s")
+              f"{r['speedup_256']:12.2f}x {r['speedup_4096']:13.2f}x {r['seconds']:6.1f}s")
     structured = [r for r in rows if r["method"] in ("cap", "nettrim-group")]
-    ratios = [r["speedup_256"] / (r["dense_flops"] / r["flops"]) for r in structured]
-    print(f"structured models: measured speed-up over FLOP reduction at batch 256, median "
-          f"{statistics.median(ratios):.2f} (range {min(ratios):.2f}-{max(ratios):.2f})")
+    ratios = {}
+    for batch_size in (256, LARGE_BATCH):
+        ratios[batch_size] = [r[f"speedup_{batch_size}"] / (r["dense_flops"] / r["flops"]) for r in structured]
+        print(f"structured models: measured speed-up over FLOP reduction at batch {batch_size}, median "
+              f"{statistics.median(ratios[batch_size]):.2f} (range {min(ratios[batch_size]):.2f}-"
+              f"{max(ratios[batch_size]):.2f})")
     by_point = {(r["model"], r["neuron_fraction"], r["method"]): r for r in rows}
+    for r in rows:
+        if r["method"] == MIXED_LABEL:
+            alone = by_point[(r["model"], r["neuron_fraction"], MIXED_UNSTRUCTURED)]
+            print(f"{r['model']}: {MIXED[0]:.0%} of the neurons, then {MIXED[1]:.0%} of the weights left: "
+                  f"{r['kept']:.1%} kept, accuracy {r['accuracy']:.2%}, output error {r['output_error']:.3f}; "
+                  f"unstructured alone at those weights {alone['accuracy']:.2%}, {alone['output_error']:.3f}")
     gaps = [by_point[(m, f, "nettrim-group")]["accuracy"] - by_point[(m, f, "cap")]["accuracy"]
             for (m, f, method) in by_point if method == "cap"]
     print(f"nettrim-group minus CaP, test accuracy: median {100 * statistics.median(gaps):+.2f} points "
@@ -221,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     meta = {**info, "torch_threads": torch.get_num_threads(), "rounds": rounds, "fractions": list(fractions),
             "subnormal_weights_of_the_dense_models": subnormal,
             "sizes": {name: bench.description for name, bench in benches.items()},
-            "structured_speedup_over_flop_reduction_median": statistics.median(ratios)}
+            "structured_speedup_over_flop_reduction_median": {str(b): statistics.median(v) for b, v in ratios.items()}}
     out = write_results(args.out, rows, meta)
     draw(rows, out.replace(".csv", ".png"))
     print(f"wrote {out} (+ .meta.json, .png)")

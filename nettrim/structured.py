@@ -56,7 +56,8 @@ from solvers.refit import relu_refit
 from .cap import greedy_keep, layer_reports
 from .graph import links
 from .measure import network_outputs, output_error
-from .methods.base import Method
+from .methods.base import LayerTask, Method
+from .methods.nettrim import prune_layer as nettrim_layer
 from .record import calibration_batches, capture_inputs, layer_handles, record_layers
 from .result import PruneResult
 from .surgery import keep_batchnorm_channels, keep_inputs, keep_outputs, replace_module
@@ -84,17 +85,28 @@ class GroupOptions:
         weights, or the multiply-adds of one input, of all the prunable layers, reached
         by removing one fraction of every producer's neurons, the one whose count comes
         closest.
+    weight_sparsity : float, optional
+        With ``sparsity=``: structured, then unstructured, in one run. After the neurons
+        are removed, every layer (in order, on the pruned network's input, towards the
+        original network's output) loses this fraction of its remaining weights by
+        Net-Trim at a target sparsity (greedy OBS supports, the ReLU-aware fit) instead of
+        being refitted whole.
     """
 
     swaps: int = 2
     ridge: float = 1e-8
     unit: str = "neurons"
+    weight_sparsity: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.swaps, int) or isinstance(self.swaps, bool) or self.swaps < 0:
             raise ValueError(f"swaps: got {self.swaps!r}, needs an integer >= 0")
         if not isinstance(self.ridge, (int, float)) or isinstance(self.ridge, bool) or not self.ridge >= 0:
             raise ValueError(f"ridge: got {self.ridge!r}, needs a number >= 0")
+        if self.weight_sparsity is not None and (not isinstance(self.weight_sparsity, (int, float))
+                                                 or isinstance(self.weight_sparsity, bool)
+                                                 or not 0 < self.weight_sparsity < 1):
+            raise ValueError(f"weight_sparsity: got {self.weight_sparsity!r}, needs a fraction of weights in (0, 1)")
         if self.unit not in UNITS:
             raise ValueError(f"unit: got {self.unit!r}, needs one of {UNITS}")
 
@@ -104,6 +116,9 @@ class GroupOptions:
             raise ValueError("method 'nettrim-group' works on the whole network; layers= is not supported")
         if isinstance(sparsity, Mapping):
             raise ValueError("method 'nettrim-group': sparsity is one fraction of neurons for every layer, not a dict")
+        if self.weight_sparsity is not None and sparsity is None:
+            raise ValueError("method 'nettrim-group': weight_sparsity follows a target sparsity= of neurons; give "
+                             "sparsity= too")
 
 
 @dataclass
@@ -245,16 +260,27 @@ def _columns(kept: np.ndarray, per_group: int) -> np.ndarray:
     return (kept[:, None] * per_group + np.arange(per_group)).reshape(-1)
 
 
-def _refit(handle: Any, relu: bool, X: np.ndarray, Y: np.ndarray, start: tuple[np.ndarray, np.ndarray | None]
+def _write(handle: Any, relu: bool, X: np.ndarray, Y: np.ndarray, weight: np.ndarray, bias: np.ndarray | None
            ) -> float:
-    """Refit ``handle``'s layer on ``X`` towards ``Y`` on every column, write it back, and
-    return the relative error of its output."""
-    support = np.ones((Y.shape[1], X.shape[1]), dtype=bool)
-    fit = relu_refit(X, Y, support, relu=relu, fit_bias=start[1] is not None, weight=start[0], bias=start[1])
-    handle.write(torch.as_tensor(fit.weight), None if fit.bias is None else torch.as_tensor(fit.bias))
-    Z = X @ fit.weight.T + (0.0 if fit.bias is None else fit.bias)
+    """Write folded weights into ``handle``'s layer; the relative error of its output on ``X``."""
+    handle.write(torch.as_tensor(weight), None if bias is None else torch.as_tensor(bias))
+    Z = X @ weight.T + (0.0 if bias is None else bias)
     output = np.maximum(Z, 0.0) if relu else Z
     return float(np.linalg.norm(output - Y) / max(np.linalg.norm(Y), 1e-300))
+
+
+def _refit(handle: Any, relu: bool, X: np.ndarray, Y: np.ndarray, start: tuple[np.ndarray, np.ndarray | None],
+           weight_sparsity: float | None = None) -> float:
+    """Refit ``handle``'s layer on ``X`` towards ``Y`` on every column (the ReLU-aware fit), or,
+    with ``weight_sparsity``, prune it by Net-Trim at that target (supports by greedy OBS, the
+    same fit on them); write it back and return the relative error of its output."""
+    if weight_sparsity is None:
+        support = np.ones((Y.shape[1], X.shape[1]), dtype=bool)
+        fit = relu_refit(X, Y, support, relu=relu, fit_bias=start[1] is not None, weight=start[0], bias=start[1])
+        return _write(handle, relu, X, Y, fit.weight, fit.bias)
+    task = LayerTask(handle.name, X, Y, relu, start[0], start[1], budget=float("nan"))
+    outcome = nettrim_layer(task, sparsity=weight_sparsity)
+    return _write(handle, relu, X, Y, outcome.weight, outcome.bias)
 
 
 def _rows_kept(name: str, records: dict, kept: dict[str, np.ndarray]) -> np.ndarray:
@@ -280,19 +306,19 @@ def _refit_budget(model: nn.Module, chain: list[_Link], records: dict, kept: dic
 
 def _refit_cascade(model: nn.Module, batches: Sequence[torch.Tensor], order: Sequence[str], records: dict,
                    kept: dict[str, np.ndarray], first: str, max_positions: int | None, seed: int,
-                   bar: Any) -> dict[str, float]:
-    """Every layer from ``first`` on refitted, in order, on the pruned network's input towards
-    the original network's output."""
+                   weight_sparsity: float | None, bar: Any) -> dict[str, float]:
+    """Every layer from ``first`` on (every layer, with ``weight_sparsity``) refitted, in order,
+    on the pruned network's input towards the original network's output."""
     handles = layer_handles(model, None)
     errors = {}
-    for name in order[order.index(first):]:
+    for name in order[0 if weight_sparsity is not None else order.index(first):]:
         handle, relu = handles[name]
         X = capture_inputs(model, batches, {name: handle}, max_positions=max_positions, seed=seed,
                            stop_early=True)[name][0].double().numpy()
         rows = _rows_kept(name, records, kept)
         weight, bias = handle.folded()
         start = (weight.numpy(), None if bias is None else bias.numpy())
-        errors[name] = _refit(handle, relu, X, _target(records[name])[:, rows], start)
+        errors[name] = _refit(handle, relu, X, _target(records[name])[:, rows], start, weight_sparsity)
         bar.update(1)
     return errors
 
@@ -328,7 +354,8 @@ def prune_network(model: nn.Module, calib: Any, *, sparsity: float | None, epsil
             fraction = _neuron_fraction(chain, records, sparsity, options.unit, sum(int(x.shape[0]) for x in batches))
             kept = _choose_by_sparsity(chain, records, fraction, options)
             _cut(pruned, chain, kept)
-            errors = _refit_cascade(pruned, batches, order, records, kept, chain[0].consumer, max_positions, seed, bar)
+            errors = _refit_cascade(pruned, batches, order, records, kept, chain[0].consumer, max_positions, seed,
+                                    options.weight_sparsity, bar)
         else:
             kept, answers = _choose_by_budget(chain, records, epsilon, solver_options or {})
             _cut(pruned, chain, kept)

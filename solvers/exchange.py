@@ -22,7 +22,10 @@ group ``g`` in turn, with ``K' = K \\ {g}`` and ``P = C_{K'K'}^{-1}``, the decre
 
 (``S_h`` the Schur complement of block ``h``), for every ``h`` at once; ``g`` is replaced by
 the best ``h`` whenever that lowers ``f``. A sweep goes over every kept group; sweeps
-repeat until none swaps or ``sweeps`` is reached, so ``f`` never grows.
+repeat until none swaps or ``sweeps`` is reached, so ``f`` never grows. Taking ``g`` out
+of the fit on ``K`` is an update of rank ``per_group`` (:meth:`_Fit.best_swap`), so
+trying every position costs ``O(n_in * per_group * n_out)`` each, and only an accepted
+swap refactors the fit.
 """
 from __future__ import annotations
 
@@ -60,28 +63,47 @@ def subset_error(X: np.ndarray, T: np.ndarray, keep: np.ndarray, per_group: int 
     return total - _explained(C, M, _columns(np.asarray(keep), per_group))
 
 
-def _best_addition(C: np.ndarray, M: np.ndarray, rest: np.ndarray, candidates: np.ndarray,
-                   per_group: int) -> tuple[int, float, float]:
-    """With the groups ``rest`` kept: the candidate group whose addition lowers ``f`` most,
-    its decrease, and what ``rest`` alone explains."""
-    columns = _columns(rest, per_group)
-    if columns.size:
+class _Fit:
+    """The least-squares fit on the kept groups ``K`` and what a swap needs of it:
+    ``P = C_KK^{-1}``, ``A = C_{:,K} P``, the coefficients ``B = P M_K``, the residual
+    cross-covariance ``R = M - C_{:,K} B``, and the diagonal blocks of ``F = A C_{K,:}``."""
+
+    def __init__(self, C: np.ndarray, M: np.ndarray, kept: list[int], per_group: int) -> None:
+        self.kept = list(kept)
+        columns = _columns(np.array(self.kept, dtype=np.int64), per_group)
         factor = linalg.cho_factor(C[np.ix_(columns, columns)])
-        solved_M = linalg.cho_solve(factor, M[columns])
-        explained = float(np.sum(M[columns] * solved_M))
-        residual = M - C[:, columns] @ solved_M
-    else:
-        explained, residual = 0.0, M
-    blocks = _columns(candidates, per_group).reshape(len(candidates), per_group)
-    schur = C[blocks[:, :, None], blocks[:, None, :]]
-    if columns.size:  # minus C_{h,K'} P C_{K',h}, block h only
-        inner = linalg.cho_solve(factor, C[columns][:, blocks.reshape(-1)]).reshape(len(columns), *blocks.shape)
-        schur = schur - np.einsum("kgp,kgq->gpq", C[columns][:, blocks.reshape(-1)].reshape(inner.shape), inner)
-    R = residual[blocks]  # (n_candidates, per_group, n_out)
-    solved = np.linalg.solve(schur, R)
-    decrease = np.einsum("gpo,gpo->g", R, solved)
-    best = int(np.argmax(decrease))
-    return int(candidates[best]), float(decrease[best]), explained
+        self.P = linalg.cho_solve(factor, np.eye(columns.size))
+        self.A = C[:, columns] @ self.P
+        self.B = self.P @ M[columns]
+        self.R = M - C[:, columns] @ self.B
+        self.explained = float(np.sum(M[columns] * self.B))
+        n_groups = C.shape[0] // per_group
+        blocks = _columns(np.arange(n_groups), per_group).reshape(n_groups, per_group)
+        self.blocks = blocks
+        self.C_blocks = C[blocks[:, :, None], blocks[:, None, :]]
+        self.F_blocks = np.einsum("gpk,kgq->gpq", self.A[blocks], C[columns][:, blocks.reshape(-1)].reshape(
+            columns.size, n_groups, per_group))
+
+    def best_swap(self, position: int, per_group: int) -> tuple[int, float]:
+        """With the kept group at ``position`` taken out: the group whose addition explains
+        most, and ``f``'s explained part then. Taking group ``g`` out of the fit updates it
+        by rank ``per_group``: ``R' = R + A_g P_gg^{-1} B_g`` and
+        ``S_h = C_hh - F_hh + A_hg P_gg^{-1} A_hg^T``; it explains ``tr(B_g^T P_gg^{-1} B_g)`` less."""
+        local = np.arange(position * per_group, (position + 1) * per_group)
+        inverse = np.linalg.inv(self.P[np.ix_(local, local)])
+        A_g = self.A[:, local]
+        B_g = self.B[local]
+        residual = self.R + A_g @ (inverse @ B_g)
+        explained = self.explained - float(np.sum(B_g * (inverse @ B_g)))
+        rest = self.kept[:position] + self.kept[position + 1:]
+        candidates = np.setdiff1d(np.arange(len(self.blocks)), rest)
+        A_hg = A_g[self.blocks[candidates]]  # (n_candidates, per_group, per_group)
+        schur = (self.C_blocks[candidates] - self.F_blocks[candidates]
+                 + np.einsum("gpa,ab,gqb->gpq", A_hg, inverse, A_hg))
+        R = residual[self.blocks[candidates]]
+        decrease = np.einsum("gpo,gpo->g", R, np.linalg.solve(schur, R))
+        best = int(np.argmax(decrease))
+        return int(candidates[best]), explained + float(decrease[best])
 
 
 def exchange(X: np.ndarray, T: np.ndarray, keep: np.ndarray, per_group: int = 1, *, sweeps: int = 2,
@@ -110,19 +132,17 @@ def exchange(X: np.ndarray, T: np.ndarray, keep: np.ndarray, per_group: int = 1,
         ``f`` of the groups given and of those returned.
     """
     C, M, total = _moments(X, T, ridge)
-    n_groups = C.shape[0] // per_group
-    kept = [int(g) for g in keep]
-    current = total - _explained(C, M, _columns(np.array(kept, dtype=np.int64), per_group))
-    before = current
+    fit = _Fit(C, M, [int(g) for g in keep], per_group)
+    before = total - fit.explained
     for _ in range(sweeps):
         swapped = False
-        for position in range(len(kept)):
-            rest = np.array(kept[:position] + kept[position + 1:], dtype=np.int64)
-            candidates = np.setdiff1d(np.arange(n_groups), rest)
-            best, decrease, explained = _best_addition(C, M, rest, candidates, per_group)
-            value = total - explained - decrease
-            if best != kept[position] and value < current - 1e-12 * max(total, 1e-300):
-                kept[position], current, swapped = best, value, True
+        for position in range(len(fit.kept)):
+            best, explained = fit.best_swap(position, per_group)
+            if best != fit.kept[position] and explained > fit.explained + 1e-12 * max(total, 1e-300):
+                kept = list(fit.kept)
+                kept[position] = best
+                fit = _Fit(C, M, kept, per_group)
+                swapped = True
         if not swapped:
             break
-    return np.array(sorted(kept), dtype=np.int64), before, current
+    return np.array(sorted(fit.kept), dtype=np.int64), before, total - fit.explained

@@ -193,3 +193,23 @@ def test_unit_is_checked(digits, digits_model):
     with pytest.raises(ValueError, match="unit: got 'bytes'"):
         nettrim.prune(digits_model, digits.x_train[:50], method="nettrim-group", sparsity=0.5,
                       method_options={"unit": "bytes"}, progress=False)
+
+
+def test_structured_then_unstructured_in_one_run(digits, digits_model):
+    result = nettrim.prune(digits_model, digits.x_train, method="nettrim-group", sparsity=0.5,
+                           method_options={"weight_sparsity": 0.6}, progress=False)
+    small = result.model
+    assert (small[0].out_features, small[2].out_features) == (16, 12)
+    for layer in (small[0], small[2], small[4]):  # every layer lost 60% of what the neurons left
+        kept = float((layer.weight != 0).float().mean())
+        assert abs(kept - 0.4) <= 0.02
+    structured_only = nettrim.prune(digits_model, digits.x_train, method="nettrim-group", sparsity=0.5,
+                                    progress=False)
+    assert result.kept == pytest.approx(0.4 * structured_only.kept, abs=0.01)
+    assert nettrim.examples.accuracy(small, digits.x_test, digits.y_test) > 0.85
+    with pytest.raises(ValueError, match="give sparsity= too"):
+        nettrim.prune(digits_model, digits.x_train, method="nettrim-group", method_options={"weight_sparsity": 0.5},
+                      progress=False)
+    with pytest.raises(ValueError, match="weight_sparsity: got 1.5"):
+        nettrim.prune(digits_model, digits.x_train, method="nettrim-group", sparsity=0.5,
+                      method_options={"weight_sparsity": 1.5}, progress=False)
