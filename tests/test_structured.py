@@ -213,3 +213,26 @@ def test_structured_then_unstructured_in_one_run(digits, digits_model):
     with pytest.raises(ValueError, match="weight_sparsity: got 1.5"):
         nettrim.prune(digits_model, digits.x_train, method="nettrim-group", sparsity=0.5,
                       method_options={"weight_sparsity": 1.5}, progress=False)
+
+
+def test_the_smaller_model_equals_the_masked_model(digits, digits_model):
+    """The cut-down network computes what the full-size one computes with the removed
+    neurons' rows and columns set to zero (random inputs, not only the calibration data)."""
+    result = nettrim.prune(digits_model, digits.x_train, method="nettrim-group", sparsity=0.6, progress=False)
+    small = result.model
+    kept0 = result.layers["0"].info["kept_neurons"]
+    kept2 = result.layers["2"].info["kept_neurons"]
+    masked = nettrim.examples.digits_mlp((32, 24))
+    with torch.no_grad():
+        for layer in masked:
+            if isinstance(layer, nn.Linear):
+                layer.weight.zero_()
+                layer.bias.zero_()
+        masked[0].weight[kept0] = small[0].weight
+        masked[0].bias[kept0] = small[0].bias
+        masked[2].weight[np.ix_(kept2, kept0)] = small[2].weight
+        masked[2].bias[kept2] = small[2].bias
+        masked[4].weight[:, kept2] = small[4].weight
+        masked[4].bias.copy_(small[4].bias)
+        x = torch.randn(300, 64, generator=torch.Generator().manual_seed(0)) * 4
+        torch.testing.assert_close(small(x), masked(x), rtol=1e-5, atol=1e-5)
