@@ -82,7 +82,8 @@ def _line(row: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per point (median)")
-    parser.add_argument("--max-positions", type=int, default=10_000, help="rows per convolution program")
+    parser.add_argument("--max-positions", default="auto",
+                        help="rows per convolution program: 'auto' (the default of nettrim.prune) or a number")
     parser.add_argument("--quick", action="store_true", help="one epsilon per model, one run")
     parser.add_argument("--out", default=str(RESULTS / "prune_digits.csv"))
     args = parser.parse_args(argv)
@@ -109,8 +110,9 @@ def main(argv: list[str] | None = None) -> None:
           f"{'out err':>8} {'seconds':>8}")
     mlp_eps = [TARGET_EPSILON] if args.quick else [0.05, TARGET_EPSILON, 0.1, 0.2]
     cnn_eps = [0.1] if args.quick else [0.05, 0.1, 0.2]
+    max_positions = args.max_positions if args.max_positions == "auto" else int(args.max_positions)
     rows = evaluate("mlp", mlp, mlp_data, dense["mlp"], mlp_eps, repeats, {})
-    rows += evaluate("cnn", cnn, cnn_data, dense["cnn"], cnn_eps, repeats, {"max_positions": args.max_positions})
+    rows += evaluate("cnn", cnn, cnn_data, dense["cnn"], cnn_eps, repeats, {"max_positions": max_positions})
 
     point = next(r for r in rows if r["model"] == "mlp" and r["mode"] == "cascade" and r["epsilon"] == TARGET_EPSILON)
     met = point["kept"] <= TARGET_KEPT and point["drop_points"] <= TARGET_DROP and point["seconds"] <= TARGET_SECONDS

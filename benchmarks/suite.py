@@ -18,8 +18,9 @@ digits-resnet  ResNet-style: stem, 2 basic blocks (BatchNorm, residual          
 
 digits: scikit-learn's 8x8 digits, 1,257 calibration (= training) / 540 test images.
 MNIST-1D: generated locally by the ``mnist1d`` package, 4,000 / 1,000 sequences of 40.
-Convolutions are recorded at 10,000 rows per layer (``max_positions``), sampled with a
-fixed seed; the report says how many rows each layer had.
+Convolutions are recorded at the default rows (``max_positions='auto'``: 10,000 rows, sampled
+with a fixed seed, for every convolution of the suite); the report says how many rows each
+layer had.
 """
 from __future__ import annotations
 
@@ -33,9 +34,6 @@ import nettrim  # noqa: F401  (the benchmarks put the repository on sys.path fir
 from nettrim import examples
 
 __all__ = ["MODELS", "Benchmark", "build"]
-
-CONV_ROWS = 10_000
-
 
 @dataclass(frozen=True)
 class _Spec:
@@ -51,15 +49,13 @@ MODELS: dict[str, _Spec] = {
     "mnist1d-mlp": _Spec(examples.mnist1d_mlp, "mnist1d", "40-256-256-10",
                          train={"epochs": 100, "weight_decay": 1e-3}),
     "digits-cnn": _Spec(examples.digits_cnn, "digits-images",
-                        "conv 1-16-32 3x3 + BatchNorm, max pool, fc 512-64-10", prune={"max_positions": CONV_ROWS}),
+                        "conv 1-16-32 3x3 + BatchNorm, max pool, fc 512-64-10"),
     "mnist1d-cnn": _Spec(examples.mnist1d_cnn, "mnist1d", "Conv1d 1-25-25-25 (k 5,3,3, stride 2), fc 125-10",
-                         train={"epochs": 60, "weight_decay": 1e-3}, prune={"max_positions": CONV_ROWS}),
+                         train={"epochs": 60, "weight_decay": 1e-3}),
     "digits-vgg": _Spec(examples.digits_vgg, "digits-images",
-                        "conv 1-32-32 | pool | 32-64-64 | pool (3x3, BatchNorm), fc 256-128-10, dropout 0.3",
-                        prune={"max_positions": CONV_ROWS}),
+                        "conv 1-32-32 | pool | 32-64-64 | pool (3x3, BatchNorm), fc 256-128-10, dropout 0.3"),
     "digits-resnet": _Spec(examples.digits_resnet, "digits-images",
-                           "stem 1-16, blocks 16-16 and 16-32 (stride 2, 1x1 downsample), BatchNorm, avg pool, fc 32-10",
-                           prune={"max_positions": CONV_ROWS}),
+                           "stem 1-16, blocks 16-16 and 16-32 (stride 2, 1x1 downsample), BatchNorm, avg pool, fc 32-10"),
 }
 
 

@@ -191,7 +191,7 @@ def _keep_by_accuracy(model: nn.Module, producer: str, link: Any, consumer_bn: s
 
 def cut_network(model: nn.Module, batches: Sequence[torch.Tensor], order: Sequence[str],
                 consumer_batchnorms: dict[str, str | None], *, sparsity: float | None, options: CapOptions,
-                max_positions: int | None = None, seed: int = 0,
+                max_positions: int | str | None = None, seed: int = 0,
                 progress: Callable[[str], None] | None = None) -> dict[str, dict[str, Any]]:
     """Remove neurons from every producer layer of ``model`` (in place), in ``order``.
 
@@ -299,7 +299,7 @@ def layer_reports(model: nn.Module, order: Sequence[str], outcome: dict[str, dic
 
 
 def prune_network(model: nn.Module, calib: Any, *, sparsity: float | None, options: CapOptions,
-                  layers: Sequence[str] | None = None, max_positions: int | None = None, seed: int = 0,
+                  layers: Sequence[str] | None = None, max_positions: int | str | None = None, seed: int = 0,
                   progress: bool = True) -> PruneResult:
     """CaP on a copy of ``model``: whole neurons removed, the model comes out physically smaller.
 

@@ -191,6 +191,18 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _rows(text: str) -> int | str | None:
+    if text in ("auto", "all"):
+        return None if text == "all" else text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"got {text!r}, needs 'auto', 'all' or a positive integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"got {text}, needs 'auto', 'all' or a positive integer")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from solvers import METHODS as SOLVERS
 
@@ -226,7 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--sparsity", type=_fraction, help="fraction of each layer's weights to remove instead")
     p.add_argument("--gamma", type=float, default=1.1, help="cascade slack >= 1 (default 1.1)")
     p.add_argument("--layers", nargs="+", help="qualified names of the layers to prune (default all)")
-    p.add_argument("--max-positions", type=int, help="at most this many rows per layer (convolutions)")
+    p.add_argument("--max-positions", type=_rows, default="auto",
+                   help="rows per layer program: 'auto' (default: a convolution gets max(10000, 16 x its inputs) of "
+                        "its output positions, sampled), an integer cap, or 'all'")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--solver", default="admm", choices=list(SOLVERS))
     p.add_argument("--tol", type=float, help="solver tolerance")

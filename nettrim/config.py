@@ -85,8 +85,11 @@ class PruneConfig:
     accept_infeasible : bool, default False
         Keep a layer's result even when its solve missed the program (default: the layer
         keeps its original weights).
-    max_positions : int, optional
-        At most this many rows per layer (a seeded subset, for convolutions).
+    max_positions : int, 'auto' or None, default 'auto'
+        At most this many rows per layer (a seeded subset). ``'auto'``: a convolution's
+        program gets ``max(10_000, 16 * n_in)`` of its rows (one per output position of
+        every input), a ``Linear``'s every row; an integer caps every layer; None keeps
+        every row.
     seed : int, default 0
     executor : None, 'processes', dask.distributed.Client or str, optional
         Where the layer solves run (:mod:`nettrim.executors`).
@@ -118,7 +121,7 @@ class PruneConfig:
     solver: str = _run("admm")
     solver_options: Mapping[str, Any] = _run(None)
     accept_infeasible: bool = _run(False)
-    max_positions: int | None = _run(None)
+    max_positions: int | str | None = _run("auto")
     seed: int = _run(0)
     split: str | None = _run(None)
     executor: Any = None

@@ -22,7 +22,7 @@ from torch import nn
 
 from solvers._blocks import row_blocks
 
-from .calibration import calibration_batches, check_max_positions
+from .calibration import calibration_batches, check_max_positions, row_cap
 from .layers import LayerHandle
 from .prunable import layer_handles, left_dense
 from .store import ActivationStore
@@ -125,7 +125,7 @@ class _Capture:
     per-layer passes cheaper the earlier the layer sits.
     """
 
-    def __init__(self, handles: dict[str, LayerHandle], n_inputs: int, max_positions: int | None,
+    def __init__(self, handles: dict[str, LayerHandle], n_inputs: int, max_positions: int | str | None,
                  seed: int, stop_early: bool = False, store: ActivationStore | None = None) -> None:
         self.handles = handles
         self.store = ActivationStore() if store is None else store
@@ -158,7 +158,8 @@ class _Capture:
                         f"layer {name!r}: {rows.shape[0]} input rows for a batch of {self.batch_size} "
                         "inputs; the recorder needs the same number of rows for every input")
                 self.n_total[name] = per_input * self.n_inputs
-                self.subset[name] = _row_subset(name, self.n_total[name], self.max_positions, self.seed)
+                cap = row_cap(self.max_positions, rows.shape[1], self.handles[name].kind)
+                self.subset[name] = _row_subset(name, self.n_total[name], cap, self.seed)
             start = self.offset[name]
             self.offset[name] += rows.shape[0]
             subset = self.subset[name]
@@ -205,7 +206,7 @@ class _Capture:
 
 
 def capture_inputs(model: nn.Module, batches: Sequence[torch.Tensor], handles: dict[str, LayerHandle],
-                   *, max_positions: int | None = None, seed: int = 0, stop_early: bool = False,
+                   *, max_positions: int | str | None = None, seed: int = 0, stop_early: bool = False,
                    store: ActivationStore | None = None) -> dict[str, tuple[torch.Tensor, int, np.ndarray | None]]:
     """Rows of the named layers' inputs in one pass over the batches, in execution order.
 
@@ -229,7 +230,7 @@ def record(
     calib: Any,
     *,
     layers: Sequence[str] | None = None,
-    max_positions: int | None = None,
+    max_positions: int | str | None = None,
     seed: int = 0,
 ) -> dict[str, LayerRecord]:
     """Record every prunable layer's input and pre-activation on calibration data.
@@ -244,9 +245,11 @@ def record(
         Calibration inputs: a tensor, or batches ``x`` / ``(x, y)`` as a DataLoader yields.
     layers : list of str, optional
         Qualified names of the ``nn.Linear`` / ``nn.ConvNd`` modules to record (default all).
-    max_positions : int, optional
+    max_positions : int, 'auto' or None, default None
         At most this many rows per layer: when the calibration data gives a layer more rows
         (samples times output positions, for a convolution), a seeded random subset is kept.
+        ``'auto'`` samples the convolutions as :func:`nettrim.prune` does by default
+        (:func:`nettrim.calibration.row_cap`); None records every row.
     seed : int, default 0
         Seed of that subset.
 

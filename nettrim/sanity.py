@@ -69,7 +69,7 @@ def zero_weights_feasible(task: LayerTask) -> bool:
 _MANY_ROWS = 50_000
 
 
-def suggest_sampling(records: dict[str, Any], max_positions: int | None) -> None:
+def suggest_sampling(records: dict[str, Any], max_positions: int | str | None) -> None:
     """One warning when convolutions are solved on every output position of every input
     (``records``: layer name to :class:`~nettrim.record.LayerRecord`)."""
     if max_positions is not None:
@@ -79,6 +79,6 @@ def suggest_sampling(records: dict[str, Any], max_positions: int | None) -> None
     if large:
         listed = ", ".join(f"{name} ({rows:,})" for name, rows in large.items())
         logger.warning("convolution programs with one row per output position of every input: %s. "
-                       "max_positions=10_000 (--max-positions 10000) samples them and is usually several "
-                       "times faster for the same accuracy; the report's samples column shows the rows used",
+                       "The default max_positions='auto' samples max(10,000, 16 x n_in) of them and is usually "
+                       "several times faster for the same accuracy; the report's samples column shows the rows used",
                        listed)

@@ -305,7 +305,7 @@ def _refit_budget(model: nn.Module, chain: list[_Link], records: dict, kept: dic
 
 
 def _refit_cascade(model: nn.Module, batches: Sequence[torch.Tensor], order: Sequence[str], records: dict,
-                   kept: dict[str, np.ndarray], first: str, max_positions: int | None, seed: int,
+                   kept: dict[str, np.ndarray], first: str, max_positions: int | str | None, seed: int,
                    weight_sparsity: float | None, bar: Any) -> dict[str, float]:
     """Every layer from ``first`` on (every layer, with ``weight_sparsity``) refitted, in order,
     on the pruned network's input towards the original network's output."""
@@ -325,7 +325,7 @@ def _refit_cascade(model: nn.Module, batches: Sequence[torch.Tensor], order: Seq
 
 def prune_network(model: nn.Module, calib: Any, *, sparsity: float | None, epsilon: float, options: GroupOptions,
                   solver_options: Mapping[str, Any] | None = None, layers: Sequence[str] | None = None,
-                  max_positions: int | None = None, seed: int = 0, progress: bool = True) -> PruneResult:
+                  max_positions: int | str | None = None, seed: int = 0, progress: bool = True) -> PruneResult:
     """Structured Net-Trim on a copy of ``model`` (module docstring); the model comes out
     physically smaller.
 

@@ -302,3 +302,27 @@ def test_capture_can_stop_the_forward_pass_once_the_layer_has_run():
 def test_calibration_of_the_wrong_shape_names_the_batch_and_its_shape():
     with pytest.raises(ValueError, match=r"calib: the model fails on batch 1 of shape \(3, 5\)"):
         nettrim.record(small_mlp(), [torch.randn(4, 6), torch.randn(3, 5)])
+
+
+def test_auto_rows_sample_convolutions_by_their_width():
+    from nettrim.calibration import row_cap
+
+    assert row_cap("auto", 9, "conv2d") == 10_000
+    assert row_cap("auto", 64 * 9 * 2, "conv2d") == 16 * 64 * 9 * 2  # wider layers get more rows
+    assert row_cap("auto", 4096, "linear") is None  # one row per input: every row
+    assert row_cap(500, 4096, "linear") == 500 and row_cap(None, 9, "conv1d") is None
+    with pytest.raises(ValueError, match="needs 'auto', a positive integer or None"):
+        nettrim.PruneConfig(max_positions="some")
+    assert nettrim.PruneConfig().max_positions == "auto"
+
+
+def test_cli_reads_auto_all_and_a_number_of_rows():
+    from nettrim.cli import build_parser
+
+    base = ["prune", "--model", "m:f", "--checkpoint", "c", "--calib", "x", "--out", "o"]
+    parser = build_parser()
+    assert parser.parse_args(base).max_positions == "auto"
+    assert parser.parse_args(base + ["--max-positions", "all"]).max_positions is None
+    assert parser.parse_args(base + ["--max-positions", "2000"]).max_positions == 2000
+    with pytest.raises(SystemExit):
+        parser.parse_args(base + ["--max-positions", "many"])

@@ -115,12 +115,18 @@ def test_a_layer_whose_bias_meets_the_budget_is_named_and_flagged_when_emptied(c
     assert "pruned to nothing (every weight zero, the bias alone left): fc2" in result.summary()
 
 
-def test_unsampled_convolutions_with_many_rows_get_a_word_about_max_positions(caplog):
+def test_convolutions_are_sampled_by_default_and_every_row_gets_a_word(caplog):
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 64, 3)).eval()
     x = torch.randn(800, 1, 8, 8)  # 51,200 rows for the convolution
     with caplog.at_level(logging.WARNING, logger="nettrim"):
         result = nettrim.prune(model, x, method="magnitude", sparsity=0.5, progress=False)
-    assert caplog.text.count("max_positions=10_000") == 1 and "0 (51,200)" in caplog.text
+    # 'auto': max(10,000, 16 x 9 inputs) rows of the convolution, every row of the Linear
+    assert "max_positions" not in caplog.text and "10,000 of 51,200" in result.summary()
+    assert result.layers["3"].n_samples == 800
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="nettrim"):
+        result = nettrim.prune(model, x, method="magnitude", sparsity=0.5, max_positions=None, progress=False)
+    assert caplog.text.count("max_positions='auto'") == 1 and "0 (51,200)" in caplog.text
     assert "51,200" in result.summary()
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="nettrim"):
