@@ -26,6 +26,7 @@ import os
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # see README, Performance notes
 
 import argparse
+import itertools
 import statistics
 import sys
 import time
@@ -98,20 +99,38 @@ def clarabel_objective(problem: LayerProblem) -> float | None:
         return None
 
 
-def measure(found, tols: list[float], clarabel_below: int) -> list[dict]:
+def parse_variants(text: str) -> dict[str, dict]:
+    """``'default;polish_share=inf'`` -> ``{'default': {}, 'polish_share=inf': {'polish_share': inf}}``."""
+    variants = {}
+    for label in text.split(";"):
+        overrides = {}
+        if label != "default":
+            for item in label.split(","):
+                key, value = item.split("=")
+                if value in ("True", "False"):
+                    overrides[key] = value == "True"
+                elif key in ("polish_wait", "max_iter", "check_every", "rho_hold"):
+                    overrides[key] = int(value)
+                else:
+                    overrides[key] = float(value)
+        variants[label] = overrides
+    return variants
+
+
+def measure(found, tols: list[float], clarabel_below: int, variants: dict[str, dict]) -> list[dict]:
     rows = []
     options = dict(PRUNE_SOLVER_DEFAULTS["admm"])
     for model, layer, problem, original in found:
         dtype = np.asarray(problem.X).dtype
         unit = two_products(problem, dtype)
         reference = clarabel_objective(problem) if problem.n_samples * problem.n_out <= clarabel_below else None
-        for tol in tols:
+        for tol, (variant, overrides) in itertools.product(tols, variants.items()):
             # as the pipeline solves it: iterates in the precision of the layer's input
-            solution = solve(problem, warm_start=original, dtype=dtype, **{**options, "tol": tol})
+            solution = solve(problem, warm_start=original, dtype=dtype, **{**options, "tol": tol, **overrides})
             info = solution.info
             gap = (None if reference is None
                    else abs(solution.objective - reference) / max(abs(reference), 1e-300))
-            rows.append({"model": model, "layer": layer, "n_samples": problem.n_samples, "n_in": problem.n_in,
+            rows.append({"model": model, "layer": layer, "variant": variant, "n_samples": problem.n_samples, "n_in": problem.n_in,
                          "n_out": problem.n_out, "relu": problem.relu, "tol": tol,
                          "iterations": solution.iterations, "residuals_met_at": info["residuals_met_at"],
                          "status": solution.status, "polished": info["polished"],
@@ -120,7 +139,7 @@ def measure(found, tols: list[float], clarabel_below: int) -> list[dict]:
                          "violation": solution.violation, "objective": solution.objective,
                          "clarabel_gap": gap})
             r = rows[-1]
-            print(f"{model:<13} {layer:<18} {problem.n_samples:>6}x{problem.n_in:<4}x{problem.n_out:<4} "
+            print(f"{variant:<10.10} {model:<13} {layer:<18} {problem.n_samples:>6}x{problem.n_in:<4}x{problem.n_out:<4} "
                   f"tol {tol:.0e} {r['iterations']:>6} it (residuals met at {r['residuals_met_at']}) "
                   f"{r['status']:<8} polished {str(r['polished']):<5} {r['seconds']:7.2f}s "
                   f"{r['in_two_products']:8.0f}x two products, polish {r['polish_share']:4.0%}"
@@ -135,9 +154,10 @@ def draw(rows: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for marker, tol in zip("os", sorted({r["tol"] for r in rows}, reverse=True)):
-        points = [(r["iterations"], r["in_two_products"]) for r in rows if r["tol"] == tol]
-        ax.scatter(*zip(*points), marker=marker, label=f"tol {tol:g}", alpha=0.7)
+    groups = sorted({(r["variant"], r["tol"]) for r in rows})
+    for marker, (variant, tol) in zip("osD^v<>", groups):
+        points = [(r["iterations"], r["in_two_products"]) for r in rows if (r["variant"], r["tol"]) == (variant, tol)]
+        ax.scatter(*zip(*points), marker=marker, label=f"{variant}, tol {tol:g}", alpha=0.7)
     ax.axvline(150, color="grey", linewidth=0.8, linestyle=":")
     ax.axhline(150, color="grey", linewidth=0.8, linestyle=":")
     ax.set_xscale("log")
@@ -156,6 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tols", default="1e-3,1e-4")
     parser.add_argument("--clarabel-below", type=int, default=20_000,
                         help="compare with Clarabel when n_samples * n_out is at most this")
+    parser.add_argument("--variants", default="default",
+                        help="solver settings to compare, ';'-separated: 'default' or overrides like 'polish_share=inf'")
     parser.add_argument("--quick", action="store_true", help="digits MLP, one planted layer, tol 1e-3")
     parser.add_argument("--out", default=str(RESULTS / "solver_convergence.csv"))
     args = parser.parse_args(argv)
@@ -163,19 +185,23 @@ def main(argv: list[str] | None = None) -> None:
     tols = [1e-3] if args.quick else [float(t) for t in args.tols.split(",")]
     info = machine_info()
     compile_seconds = compile_cost()
-    rows = measure(programs(names, args.quick), tols, args.clarabel_below)
+    variants = parse_variants(args.variants)
+    rows = measure(programs(names, args.quick), tols, args.clarabel_below, variants)
 
     summary = {}
-    for tol in tols:
-        at = [r for r in rows if r["tol"] == tol]
+    for tol, variant in itertools.product(tols, variants):
+        at = [r for r in rows if r["tol"] == tol and r["variant"] == variant]
         within = sum(r["iterations"] <= 150 or r["in_two_products"] <= 150 for r in at)
-        summary[str(tol)] = {"layers": len(at), "within_150": within,
-                             "max_iter_hit": sum(r["status"] == "max_iter" for r in at),
-                             "median_iterations": statistics.median(r["iterations"] for r in at),
-                             "median_polish_share": statistics.median(r["polish_share"] for r in at)}
-        print(f"tol {tol:g}: {within} of {len(at)} programs within 150 iterations or 150x their two products; "
-              f"{summary[str(tol)]['max_iter_hit']} hit max_iter; median {summary[str(tol)]['median_iterations']:.0f} "
-              f"iterations, median polishing share {summary[str(tol)]['median_polish_share']:.0%}")
+        key = f"{variant}, tol {tol:g}"
+        summary[key] = {"layers": len(at), "within_150": within,
+                        "max_iter_hit": sum(r["status"] == "max_iter" for r in at),
+                        "median_iterations": statistics.median(r["iterations"] for r in at),
+                        "median_polish_share": statistics.median(r["polish_share"] for r in at),
+                        "total_seconds": sum(r["seconds"] for r in at)}
+        print(f"{key}: {within} of {len(at)} programs within 150 iterations or 150x their two products; "
+              f"{summary[key]['max_iter_hit']} hit max_iter; median {summary[key]['median_iterations']:.0f} "
+              f"iterations, median polishing share {summary[key]['median_polish_share']:.0%}, "
+              f"{summary[key]['total_seconds']:.1f} s in all")
     meta = {**info, "numba_compile_seconds": compile_seconds, "summary": summary,
             "solver_options": {k: str(v) for k, v in PRUNE_SOLVER_DEFAULTS["admm"].items()}}
     out = write_results(args.out, rows, meta)

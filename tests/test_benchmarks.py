@@ -62,3 +62,13 @@ def test_subnormal_weights_are_set_to_zero_in_a_copy():
     flushed, count = structured.without_subnormals(layer)
     assert count == 1 and flushed.weight[0, 0] == 0 and layer.weight[0, 0] != 0
     assert torch.equal(flushed.weight[1], layer.weight[1])
+
+
+def test_solver_convergence_variants_are_read_as_settings():
+    from solvers import AdmmSettings
+
+    convergence = pytest.importorskip("solver_convergence")
+    variants = convergence.parse_variants("default;polish=False,polish_wait=100,alpha=1.5")
+    assert variants == {"default": {}, "polish=False,polish_wait=100,alpha=1.5":
+                        {"polish": False, "polish_wait": 100, "alpha": 1.5}}
+    AdmmSettings(**variants["polish=False,polish_wait=100,alpha=1.5"])  # valid settings
