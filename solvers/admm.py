@@ -220,7 +220,7 @@ class _Polisher:
         self.problem, self.data, self.settings = problem, data, settings
         # the certificate is that of the l1 program; the group program stops on the ADMM's tolerance
         self.enabled = settings.polish and can_polish(problem) and problem.group_size is None
-        self.next_at, self.wait = settings.polish_wait, settings.polish_wait  # the wait doubles after a failure
+        self.next_at, self.wait = settings.polish_wait, settings.polish_wait  # the wait grows after a failure
         self.seconds = 0.0
         self._cache: dict[str, Any] = {}
 
@@ -228,7 +228,7 @@ class _Polisher:
         return self.enabled and residuals.primal_rel <= self.settings.polish_start and iteration >= self.next_at
 
     def failed(self, iteration: int) -> None:
-        self.next_at, self.wait = iteration + self.wait, 2 * self.wait
+        self.next_at, self.wait = iteration + self.wait, int(round(self.settings.polish_backoff * self.wait))
 
     def _float64(self) -> dict[str, Any]:
         if not self._cache:

@@ -58,7 +58,8 @@ class AdmmSettings:
         Solve the program restricted to the ADMM's support in closed form once the
         relative primal residual is below ``polish_start`` (from iteration
         ``polish_wait``), and stop when the result is certified optimal; a failed attempt
-        is retried ``polish_wait``, then twice as many, ... iterations later.
+        is retried ``polish_wait``, then ``polish_backoff`` times as many, ... iterations
+        later.
     rho_start_factor : float, default 2.0
     rho_hold : int, default 200
         Iterations during which ``rho='auto'`` stays at its start value: early residuals
@@ -84,6 +85,8 @@ class AdmmSettings:
         The returned weight's violation must be at most this times ``tol``.
     polish_start : float, default 3e-2
     polish_wait : int, default 50
+    polish_backoff : float, default 2.0
+        The factor by which the wait before the next attempt grows after each failure.
     """
 
     tol: float = 1e-4
@@ -104,6 +107,7 @@ class AdmmSettings:
     feasibility_factor: float = 5.0
     polish_start: float = 3e-2
     polish_wait: int = 50
+    polish_backoff: float = 2.0
 
     def __post_init__(self) -> None:
         if not (_number(self.tol) and 0 < self.tol < 1):
@@ -121,6 +125,8 @@ class AdmmSettings:
             value = getattr(self, name)
             if not (_number(value) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name}: got {value!r}, needs a finite number > 0")
+        if not (_number(self.polish_backoff) and math.isfinite(self.polish_backoff) and self.polish_backoff >= 1):
+            raise ValueError(f"polish_backoff: got {self.polish_backoff!r}, needs a finite number >= 1")
         for name in ("rho_hold", "polish_wait"):
             value = getattr(self, name)
             if not (_integer(value) and value >= 0):

@@ -76,3 +76,19 @@ def test_can_polish_needs_a_positive_budget_where_there_are_entries():
     problem, _ = make_layer(epsilon=0.0)
     assert not can_polish(problem)
     assert can_polish(make_layer(epsilon=0.1)[0])
+
+
+def test_the_wait_between_failed_attempts_grows_by_the_backoff():
+    from solvers import AdmmSettings
+    from solvers.admm import _Polisher
+
+    problem, _ = make_layer(n_samples=60, n_in=8, n_out=3, seed=2)
+    for backoff, expected in ((2.0, [50, 100, 200, 400]), (4.0, [50, 100, 300, 1100])):
+        polisher = _Polisher(problem, None, AdmmSettings(polish_wait=50, polish_backoff=backoff))
+        attempts = [polisher.next_at]
+        for _ in range(3):  # each attempt fails: the next one polish_wait, then backoff times as many, later
+            polisher.failed(attempts[-1])
+            attempts.append(polisher.next_at)
+        assert attempts == expected
+    with pytest.raises(ValueError, match="polish_backoff"):
+        AdmmSettings(polish_backoff=0.5)
