@@ -18,7 +18,8 @@ CELL_TIMEOUT = 300  # seconds per cell; the small size needs a few
 
 def test_the_notebooks_are_there():
     names = {path.name for path in NOTEBOOKS}
-    assert {"01_quickstart.ipynb", "02_error_bounds.ipynb", "03_sample_complexity.ipynb"} <= names
+    assert {"01_quickstart.ipynb", "02_error_bounds.ipynb", "03_sample_complexity.ipynb",
+            "04_structured.ipynb"} <= names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
