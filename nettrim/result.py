@@ -45,13 +45,20 @@ def _fmt_samples(row: dict[str, Any]) -> str:
     return f"{row['n_samples']:,} of {total:,}" if total > row["n_samples"] else f"{row['n_samples']:,}"
 
 
+def _fmt_shape_change(row: dict[str, Any]) -> str:
+    """The weight's shape, and the shape it was cut down to when neurons were removed."""
+    before = _fmt_shape(row["shape"])
+    after = (row.get("info") or {}).get("shape_after")
+    return before if not after or after == before else f"{before}->{after}"
+
+
 def format_table(header: str, rows: list[dict[str, Any]], footer: list[str],
                  dense: list[dict[str, Any]] = ()) -> str:
     """A per-layer table from report dicts (``LayerReport.to_dict()`` or a saved report),
     with a row for each layer left dense (:func:`unpruned_layers` entries) at the end."""
     columns = [("layer", "<", lambda r: r["name"]),
                ("kind", "<", lambda r: r["kind"]),
-               ("shape", ">", lambda r: _fmt_shape(r["shape"])),
+               ("shape", ">", _fmt_shape_change),
                ("relu", ">", lambda r: "yes" if r["relu"] else "no"),
                ("samples", ">", _fmt_samples),
                ("kept", ">", lambda r: f"{r['kept']:.1%}"),

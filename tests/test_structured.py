@@ -76,6 +76,8 @@ def test_a_target_removes_the_same_neurons_count_as_cap(digits, digits_model):
     assert result.method == "nettrim-group" and result.mode == "neurons"
     assert result.layers["0"].info["neurons_after"] == 16
     assert result.layers["4"].info["refitted_for"] == "2"
+    table = result.summary()
+    assert "32x64->16x64" in table and "24x32->12x16" in table and "10x24->10x12" in table
     # the original model is not touched
     assert digits_model[0].out_features == 32
     assert result.output_error < 0.2
