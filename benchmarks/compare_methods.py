@@ -17,6 +17,10 @@ relative error of the network output on the calibration data, each layer's certi
 error (``sqrt`` of the ReLU-aware objective over ``||Y||``, a bound of its post-ReLU
 error), the prune time (one run; numba kernels warmed up first).
 
+With ``--methods lobs,nettrim,nettrim-group,nettrim-group+weights --out
+benchmarks/results/compare_structured.csv`` it runs structured Net-Trim at the same
+fraction of the weights (:func:`structured_runs`) beside L-OBS and Net-Trim's default.
+
 With ``--methods lobs+relu,lobs+relu+alloc,nettrim,nettrim+alloc --out
 benchmarks/results/compare_allocation.csv`` it compares one sparsity per layer with one
 target for the network shared out by the layers' error curves (``allocate="error"``);
@@ -92,11 +96,25 @@ def cap_fraction_for(model: torch.nn.Module, target_kept: float) -> float:
     return high
 
 
+def structured_runs(sparsity: float) -> dict[str, tuple[str, dict, float]]:
+    """Structured Net-Trim at the fraction ``sparsity`` of the weights (run only when asked
+    for): ``nettrim-group`` removes neurons alone (``unit="weights"``); ``nettrim-group+weights``
+    removes neurons down to ``sqrt(1 - sparsity)`` of the weights, then that share of every
+    remaining layer's weights that leaves ``1 - sparsity`` (the kept share split evenly in log
+    space), in one run."""
+    structured_kept = (1.0 - sparsity) ** 0.5
+    return {"nettrim-group": ("nettrim-group", {"unit": "weights"}, sparsity),
+            "nettrim-group+weights": ("nettrim-group", {"unit": "weights",
+                                                        "weight_sparsity": 1.0 - (1.0 - sparsity) / structured_kept},
+                                      1.0 - structured_kept)}
+
+
 def run(model, data, kwargs, name: str, label: str, method: str, options: dict, sparsity: float,
         refit: str | None = None, allocate: str | None = None) -> dict:
     started = time.perf_counter()
-    result = nettrim.prune(model, data.x_train, method=method, mode="cascade", sparsity=sparsity,
-                           method_options=options, refit=refit, allocate=allocate, progress=False, **kwargs)
+    settings = {"mode": "cascade", "refit": refit, "allocate": allocate} if method not in ("cap", "nettrim-group") else {}
+    result = nettrim.prune(model, data.x_train, method=method, sparsity=sparsity, method_options=options,
+                           progress=False, **settings, **kwargs)
     seconds = time.perf_counter() - started
     return {"model": name, "method": label, "target_sparsity": None, "sparsity_arg": sparsity,
             "kept": result.kept, "accuracy": examples.accuracy(result.model, data.x_test, data.y_test),
@@ -193,6 +211,14 @@ def main(argv: list[str] | None = None) -> None:
                 if label not in wanted:
                     continue
                 row = run(model, data, kwargs, name, label, method, options, sparsity, refit, allocate)
+                row["target_sparsity"] = sparsity
+                rows.append(row)
+                print(f"{name:<12} {label:<16} {sparsity:6.2f} {row['kept']:7.2%} {row['accuracy']:8.2%} "
+                      f"{row['output_error']:8.4f} {row['seconds']:8.2f}", flush=True)
+            for label, (method, options, structured_sparsity) in structured_runs(sparsity).items():
+                if label not in wanted:
+                    continue
+                row = run(model, data, kwargs, name, label, method, options, structured_sparsity)
                 row["target_sparsity"] = sparsity
                 rows.append(row)
                 print(f"{name:<12} {label:<16} {sparsity:6.2f} {row['kept']:7.2%} {row['accuracy']:8.2%} "
