@@ -73,3 +73,21 @@ def write_results(path: str, rows: list[dict], meta: dict) -> str:
     with open(out.replace(".csv", ".meta.json"), "w") as handle:
         json.dump(meta, handle, indent=2)
     return out
+
+
+def new_axes(figsize: tuple[float, float] = (6.4, 4.4)):
+    """A figure and its axes for a PNG beside the CSV (the Agg backend: no screen needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=figsize)
+
+
+def save_figure(fig, ax, path: str, **legend) -> None:
+    """Legend, light grid, tight layout, written at ``path``."""
+    ax.legend(**legend)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)

@@ -109,10 +109,16 @@ def structured_runs(sparsity: float) -> dict[str, tuple[str, dict, float]]:
                                       1.0 - structured_kept)}
 
 
+def show(row: dict, note: str = "") -> None:
+    print(f"{row['model']:<12} {row['method']:<16} {row['target_sparsity']:6.2f} {row['kept']:7.2%} "
+          f"{row['accuracy']:8.2%} {row['output_error']:8.4f} {row['seconds']:8.2f}{note}", flush=True)
+
+
 def run(model, data, kwargs, name: str, label: str, method: str, options: dict, sparsity: float,
         refit: str | None = None, allocate: str | None = None) -> dict:
     started = time.perf_counter()
-    settings = {"mode": "cascade", "refit": refit, "allocate": allocate} if method not in ("cap", "nettrim-group") else {}
+    network_method = method in ("cap", "nettrim-group")  # whole-network methods take no mode, refit or allocation
+    settings = {} if network_method else {"mode": "cascade", "refit": refit, "allocate": allocate}
     result = nettrim.prune(model, data.x_train, method=method, sparsity=sparsity, method_options=options,
                            progress=False, **settings, **kwargs)
     seconds = time.perf_counter() - started
@@ -213,16 +219,14 @@ def main(argv: list[str] | None = None) -> None:
                 row = run(model, data, kwargs, name, label, method, options, sparsity, refit, allocate)
                 row["target_sparsity"] = sparsity
                 rows.append(row)
-                print(f"{name:<12} {label:<16} {sparsity:6.2f} {row['kept']:7.2%} {row['accuracy']:8.2%} "
-                      f"{row['output_error']:8.4f} {row['seconds']:8.2f}", flush=True)
+                show(row)
             for label, (method, options, structured_sparsity) in structured_runs(sparsity).items():
                 if label not in wanted:
                     continue
                 row = run(model, data, kwargs, name, label, method, options, structured_sparsity)
                 row["target_sparsity"] = sparsity
                 rows.append(row)
-                print(f"{name:<12} {label:<16} {sparsity:6.2f} {row['kept']:7.2%} {row['accuracy']:8.2%} "
-                      f"{row['output_error']:8.4f} {row['seconds']:8.2f}", flush=True)
+                show(row)
             if "cap" not in wanted:
                 continue
             fraction = cap_fraction_for(model, 1.0 - sparsity)
@@ -230,8 +234,7 @@ def main(argv: list[str] | None = None) -> None:
             row = run(model, data, kwargs_cap, name, "cap", "cap", {}, fraction)
             row["target_sparsity"] = sparsity
             rows.append(row)
-            print(f"{name:<12} {'cap':<14} {sparsity:6.2f} {row['kept']:7.2%} {row['accuracy']:8.2%} "
-                  f"{row['output_error']:8.4f} {row['seconds']:8.2f}  (neurons removed {fraction:.3f})", flush=True)
+            show(row, f"  (neurons removed {fraction:.3f})")
 
     verdicts, time_ratios = summarise(rows, models, sparsities)
     print(f"numba first-call cost (not in the timings): {info['compile_seconds']}")

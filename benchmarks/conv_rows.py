@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from _common import RESULTS, ROOT, machine_info, write_results
+from _common import RESULTS, ROOT, machine_info, new_axes, save_figure, write_results
 
 sys.path.insert(0, str(ROOT))
 import nettrim  # noqa: E402
@@ -87,12 +87,7 @@ def measure(bench, rows_settings) -> list[dict]:
 
 
 def draw(rows: list[dict], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = new_axes((6.4, 4.4))
     for marker, target in zip("os", TARGETS):
         points = [(r["rows"] / r["n_in"], r["sampling_ratio"]) for r in rows if r["target"] == target]
         ax.scatter(*zip(*points), marker=marker, label=target, alpha=0.7)
@@ -100,10 +95,7 @@ def draw(rows: list[dict], path: str) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("rows solved on per input of the layer")
     ax.set_ylabel("error on every row / error on the rows solved on")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, ax, path)
 
 
 def main(argv: list[str] | None = None) -> None:

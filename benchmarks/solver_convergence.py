@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from _common import RESULTS, ROOT, compile_cost, machine_info, write_results
+from _common import RESULTS, ROOT, compile_cost, machine_info, new_axes, save_figure, write_results
 
 sys.path.insert(0, str(ROOT))
 import nettrim  # noqa: E402
@@ -148,12 +148,7 @@ def measure(found, tols: list[float], clarabel_below: int, variants: dict[str, d
 
 
 def draw(rows: list[dict], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = new_axes((6.4, 4.4))
     groups = sorted({(r["variant"], r["tol"]) for r in rows})
     for marker, (variant, tol) in zip("osD^v<>", groups):
         points = [(r["iterations"], r["in_two_products"]) for r in rows if (r["variant"], r["tol"]) == (variant, tol)]
@@ -164,10 +159,7 @@ def draw(rows: list[dict], path: str) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("iterations")
     ax.set_ylabel("solve time / time of the two products")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, ax, path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from _common import RESULTS, ROOT, machine_info, write_results
+from _common import RESULTS, ROOT, machine_info, new_axes, save_figure, write_results
 
 sys.path.insert(0, str(ROOT))
 import nettrim  # noqa: E402
@@ -164,12 +164,7 @@ def evaluate(bench, fractions, directory: Path) -> tuple[list[dict], dict[str, n
 
 
 def draw(rows: list[dict], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    fig, ax = new_axes((6.4, 4.8))
     for colour, (method, marker) in enumerate((("cap", "o"), ("nettrim-group", "s"), ("nettrim", "^"))):
         for batch_size, filled in ((256, True), (LARGE_BATCH, False)):
             points = [(r["dense_flops"] / r["flops"], r[f"speedup_{batch_size}"]) for r in rows
@@ -183,10 +178,7 @@ def draw(rows: list[dict], path: str) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("FLOP reduction (dense / pruned)")
     ax.set_ylabel("measured latency speed-up (CPU)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, ax, path, fontsize=8)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -57,7 +57,7 @@ def calibration_batches(calib: Any) -> list[torch.Tensor]:
 
 
 def check_max_positions(max_positions: Any) -> None:
-    if max_positions == "auto" and isinstance(max_positions, str):
+    if isinstance(max_positions, str) and max_positions == "auto":
         return
     if max_positions is not None and (isinstance(max_positions, bool) or not isinstance(max_positions, int)
                                       or max_positions < 1):

@@ -50,7 +50,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from solvers import LayerProblem, solve
-from solvers.exchange import exchange
+from solvers.exchange import exchange, group_columns
 from solvers.refit import relu_refit
 
 from .cap import greedy_keep, layer_reports
@@ -256,10 +256,6 @@ def _cut(model: nn.Module, chain: list[_Link], kept: dict[str, np.ndarray]) -> N
         replace_module(model, link.consumer, keep_inputs(consumer, keep, per_channel))
 
 
-def _columns(kept: np.ndarray, per_group: int) -> np.ndarray:
-    return (kept[:, None] * per_group + np.arange(per_group)).reshape(-1)
-
-
 def _write(handle: Any, relu: bool, X: np.ndarray, Y: np.ndarray, weight: np.ndarray, bias: np.ndarray | None
            ) -> float:
     """Write folded weights into ``handle``'s layer; the relative error of its output on ``X``."""
@@ -290,12 +286,12 @@ def _rows_kept(name: str, records: dict, kept: dict[str, np.ndarray]) -> np.ndar
 def _refit_budget(model: nn.Module, chain: list[_Link], records: dict, kept: dict[str, np.ndarray],
                   answers: dict) -> dict[str, float]:
     """Each consumer refitted on the original signals, on its kept columns, from its program's answer."""
-    handles = {name: pair for name, pair in layer_handles(model, None).items()}
+    handles = layer_handles(model, None)
     errors = {}
     for link in chain:
         record = records[link.consumer]
         rows = _rows_kept(link.consumer, records, kept)
-        columns = _columns(kept[link.producer], link.per_group)
+        columns = group_columns(kept[link.producer], link.per_group)
         weight, bias, _ = answers[link.consumer]
         X = record.input.double().numpy()[:, columns]
         start = (weight[np.ix_(rows, columns)], None if bias is None else bias[rows])

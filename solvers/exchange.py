@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import linalg
 
-__all__ = ["subset_error", "exchange"]
+__all__ = ["subset_error", "exchange", "group_columns"]
 
 
 def _moments(X: np.ndarray, T: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray, float]:
@@ -45,7 +45,8 @@ def _moments(X: np.ndarray, T: np.ndarray, ridge: float) -> tuple[np.ndarray, np
     return C, Xc.T @ Tc, float(np.sum(Tc * Tc))
 
 
-def _columns(groups: np.ndarray, per_group: int) -> np.ndarray:
+def group_columns(groups: np.ndarray, per_group: int) -> np.ndarray:
+    """The column indices of ``groups`` of ``per_group`` consecutive columns each."""
     return (np.asarray(groups, dtype=np.int64)[:, None] * per_group + np.arange(per_group)).reshape(-1)
 
 
@@ -60,7 +61,7 @@ def subset_error(X: np.ndarray, T: np.ndarray, keep: np.ndarray, per_group: int 
     """``f(K)``: the squared error of the least-squares fit of ``T`` on the columns of the
     groups ``keep`` of ``X`` (with a free bias)."""
     C, M, total = _moments(X, T, ridge)
-    return total - _explained(C, M, _columns(np.asarray(keep), per_group))
+    return total - _explained(C, M, group_columns(np.asarray(keep), per_group))
 
 
 class _Fit:
@@ -69,8 +70,8 @@ class _Fit:
     cross-covariance ``R = M - C_{:,K} B``, and the diagonal blocks of ``F = A C_{K,:}``."""
 
     def __init__(self, C: np.ndarray, M: np.ndarray, kept: list[int], per_group: int) -> None:
-        self.kept = list(kept)
-        columns = _columns(np.array(self.kept, dtype=np.int64), per_group)
+        self.kept, self.per_group = list(kept), per_group
+        columns = group_columns(np.array(self.kept, dtype=np.int64), per_group)
         factor = linalg.cho_factor(C[np.ix_(columns, columns)])
         self.P = linalg.cho_solve(factor, np.eye(columns.size))
         self.A = C[:, columns] @ self.P
@@ -78,17 +79,18 @@ class _Fit:
         self.R = M - C[:, columns] @ self.B
         self.explained = float(np.sum(M[columns] * self.B))
         n_groups = C.shape[0] // per_group
-        blocks = _columns(np.arange(n_groups), per_group).reshape(n_groups, per_group)
+        blocks = group_columns(np.arange(n_groups), per_group).reshape(n_groups, per_group)
         self.blocks = blocks
         self.C_blocks = C[blocks[:, :, None], blocks[:, None, :]]
         self.F_blocks = np.einsum("gpk,kgq->gpq", self.A[blocks], C[columns][:, blocks.reshape(-1)].reshape(
             columns.size, n_groups, per_group))
 
-    def best_swap(self, position: int, per_group: int) -> tuple[int, float]:
+    def best_swap(self, position: int) -> tuple[int, float]:
         """With the kept group at ``position`` taken out: the group whose addition explains
         most, and ``f``'s explained part then. Taking group ``g`` out of the fit updates it
         by rank ``per_group``: ``R' = R + A_g P_gg^{-1} B_g`` and
         ``S_h = C_hh - F_hh + A_hg P_gg^{-1} A_hg^T``; it explains ``tr(B_g^T P_gg^{-1} B_g)`` less."""
+        per_group = self.per_group
         local = np.arange(position * per_group, (position + 1) * per_group)
         inverse = np.linalg.inv(self.P[np.ix_(local, local)])
         A_g = self.A[:, local]
@@ -137,7 +139,7 @@ def exchange(X: np.ndarray, T: np.ndarray, keep: np.ndarray, per_group: int = 1,
     for _ in range(sweeps):
         swapped = False
         for position in range(len(fit.kept)):
-            best, explained = fit.best_swap(position, per_group)
+            best, explained = fit.best_swap(position)
             if best != fit.kept[position] and explained > fit.explained + 1e-12 * max(total, 1e-300):
                 kept = list(fit.kept)
                 kept[position] = best

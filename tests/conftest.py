@@ -52,3 +52,19 @@ def dask_cluster():
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                                   dashboard_address=None, silence_logs=logging.ERROR) as cluster:
         yield cluster
+
+
+def batchnorm_cnn():
+    """A small untrained DigitsCNN (4 and 6 channels) whose BatchNorms have non-trivial running
+    statistics, and 60 random 8x8 inputs (seed 0): for tests that cut channels."""
+    import torch
+
+    from nettrim.examples import DigitsCNN
+
+    torch.manual_seed(0)
+    model = DigitsCNN(channels=(4, 6), hidden=8).eval()
+    with torch.no_grad():
+        for bn in (model.bn1, model.bn2):
+            bn.running_mean.uniform_(-0.2, 0.2)
+            bn.running_var.uniform_(0.5, 1.5)
+    return model, torch.rand(60, 1, 8, 8)

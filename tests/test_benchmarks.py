@@ -72,3 +72,14 @@ def test_solver_convergence_variants_are_read_as_settings():
     assert variants == {"default": {}, "polish=False,polish_wait=100,alpha=1.5":
                         {"polish": False, "polish_wait": 100, "alpha": 1.5}}
     AdmmSettings(**variants["polish=False,polish_wait=100,alpha=1.5"])  # valid settings
+
+
+def test_structured_then_unstructured_runs_split_the_kept_share_evenly():
+    compare = pytest.importorskip("compare_methods")
+    runs = compare.structured_runs(0.9)
+    method, options, neurons_share = runs["nettrim-group+weights"]
+    assert method == "nettrim-group" and options["unit"] == "weights"
+    structured_kept = 1.0 - neurons_share
+    assert structured_kept == pytest.approx(0.1 ** 0.5)
+    assert structured_kept * (1.0 - options["weight_sparsity"]) == pytest.approx(0.1)
+    assert runs["nettrim-group"] == ("nettrim-group", {"unit": "weights"}, 0.9)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 import nettrim
+from conftest import batchnorm_cnn
 from nettrim.graph import links
 from nettrim.cap import compensate, greedy_keep
 
@@ -84,13 +85,7 @@ def test_physical_removal_equals_the_masked_model(digits, digits_model):
 def test_cnn_channels_are_removed_with_their_batchnorms(tmp_path):
     from nettrim.examples import DigitsCNN
 
-    torch.manual_seed(0)
-    model = DigitsCNN(channels=(4, 6), hidden=8).eval()
-    with torch.no_grad():
-        for bn in (model.bn1, model.bn2):
-            bn.running_mean.uniform_(-0.2, 0.2)
-            bn.running_var.uniform_(0.5, 1.5)
-    x = torch.rand(60, 1, 8, 8)
+    model, x = batchnorm_cnn()
     result = nettrim.prune(model, x, method="cap", sparsity=0.5, progress=False)
     small = result.model
     assert (small.conv1.out_channels, small.bn1.num_features, small.conv2.in_channels) == (2, 2, 2)

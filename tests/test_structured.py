@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import nettrim
+from conftest import batchnorm_cnn
 from nettrim.cap import greedy_keep
 from solvers.exchange import exchange, subset_error
 
@@ -123,13 +124,7 @@ def test_the_budget_keeps_every_consumer_within_epsilon(digits, digits_model, dt
 def test_cnn_channels_go_and_the_smaller_model_loads_back(tmp_path):
     from nettrim.examples import DigitsCNN
 
-    torch.manual_seed(0)
-    model = DigitsCNN(channels=(4, 6), hidden=8).eval()
-    with torch.no_grad():
-        for bn in (model.bn1, model.bn2):
-            bn.running_mean.uniform_(-0.2, 0.2)
-            bn.running_var.uniform_(0.5, 1.5)
-    x = torch.rand(60, 1, 8, 8)
+    model, x = batchnorm_cnn()
     result = nettrim.prune(model, x, method="nettrim-group", sparsity=0.5, progress=False)
     small = result.model
     assert (small.conv1.out_channels, small.bn1.num_features, small.conv2.in_channels) == (2, 2, 2)
@@ -238,3 +233,20 @@ def test_the_smaller_model_equals_the_masked_model(digits, digits_model):
         masked[4].bias.copy_(small[4].bias)
         x = torch.randn(300, 64, generator=torch.Generator().manual_seed(0)) * 4
         torch.testing.assert_close(small(x), masked(x), rtol=1e-5, atol=1e-5)
+
+
+def test_solver_options_reach_the_group_programs(digits, digits_model, monkeypatch):
+    from nettrim import structured
+    from solvers import solve
+
+    seen = []
+
+    def recording_solve(problem, **options):
+        seen.append(options)
+        return solve(problem, **options)
+
+    monkeypatch.setattr(structured, "solve", recording_solve)
+    nettrim.prune(digits_model, digits.x_train, method="nettrim-group", epsilon=0.1, progress=False,
+                  solver_options={"tol": 1e-3, "max_iter": 3_000})
+    assert len(seen) == 2  # one group program per consumer
+    assert all(options["tol"] == 1e-3 and options["max_iter"] == 3_000 for options in seen)
