@@ -31,8 +31,7 @@ network's input, towards the original network's output (the cascade: each layer 
 the error upstream), by the ReLU-aware fit (least squares for a layer without ReLU).
 
 The group program as a selector at a target (the groups of largest norm along a path in
-``epsilon``) was tried and chose worse neurons than the greedy elimination on the
-benchmark models; see ``benchmarks/structured.py``.
+``epsilon``) was tried in a probe and chose worse neurons than the greedy elimination.
 """
 from __future__ import annotations
 
