@@ -30,7 +30,6 @@ swap refactors the fit.
 from __future__ import annotations
 
 import numpy as np
-from scipy import linalg
 
 __all__ = ["subset_error", "exchange", "group_columns"]
 
@@ -51,6 +50,8 @@ def group_columns(groups: np.ndarray, per_group: int) -> np.ndarray:
 
 
 def _explained(C: np.ndarray, M: np.ndarray, columns: np.ndarray) -> float:
+    from scipy import linalg  # here, not at import: ``import nettrim`` does not need scipy.linalg
+
     if columns.size == 0:
         return 0.0
     factor = linalg.cho_factor(C[np.ix_(columns, columns)])
@@ -70,6 +71,8 @@ class _Fit:
     cross-covariance ``R = M - C_{:,K} B``, and the diagonal blocks of ``F = A C_{K,:}``."""
 
     def __init__(self, C: np.ndarray, M: np.ndarray, kept: list[int], per_group: int) -> None:
+        from scipy import linalg  # here, not at import: ``import nettrim`` does not need scipy.linalg
+
         self.kept, self.per_group = list(kept), per_group
         columns = group_columns(np.array(self.kept, dtype=np.int64), per_group)
         factor = linalg.cho_factor(C[np.ix_(columns, columns)])
