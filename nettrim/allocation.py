@@ -5,7 +5,7 @@ One fraction for every layer hurts where a layer is small or carries much of the
 ``sparsity`` is shared out as follows:
 
 1. :func:`error_curves`: on the original signals (what every layer's program sees in
-   parallel mode), each layer is pruned at the sparsities of :data:`GRID` by L-OBS and
+   parallel mode), each layer is pruned at the sparsities of :data:`GRID` by greedy L-OBS and
    refitted by the ReLU-aware fit (:func:`solvers.refit.relu_refit`); its certified
    error, relative to ``||Y_l||_F``, is the curve ``e_l(s)``.
 2. :func:`allocate`: the sparsities ``s_l`` that minimise ``sum_l e_l(s_l)^2`` (``e_l^2``
@@ -13,7 +13,9 @@ One fraction for every layer hurts where a layer is small or carries much of the
    target number of weights, by a Lagrange multiplier on the weights kept, bisected.
 
 The pruning then runs with the per-layer sparsities (any layer method, either mode).
-The curves cost about ``len(GRID) - 1`` L-OBS prunes and refits of the network.
+The curves cost one greedy L-OBS pass per layer to the grid's last sparsity (the weights
+at every point of the grid are read off the one pass, :func:`.methods.lobs.prune_path`) and
+``len(GRID) - 1`` refits of the network.
 """
 from __future__ import annotations
 
@@ -38,20 +40,16 @@ def error_curves(records: Mapping[str, LayerRecord], grid: tuple[float, ...] = G
     """``e_l(s)`` at the sparsities of ``grid`` for every recorded layer (``e_l(0) = 0``)."""
     from solvers.refit import relu_refit
 
-    from .methods.lobs import prune_layer as lobs_layer
+    from .methods.lobs import prune_path
 
     curves = {}
     for name, rec in records.items():
         task = layer_task(rec, rec.input, "parallel", 0.0, 1.0, False)
         scale = max(task.scale, 1e-300)
-        errors = []
-        for sparsity in grid:
-            if sparsity == 0:
-                errors.append(0.0)
-                continue
-            pruned = lobs_layer(task, sparsity=sparsity)
-            fitted = relu_refit(task.X, task.Y, pruned.weight != 0, relu=task.relu, fit_bias=task.bias is not None,
-                                weight=pruned.weight, bias=pruned.bias)
+        errors = [0.0] * sum(sparsity == 0 for sparsity in grid)
+        for weight, bias in prune_path(task, [sparsity for sparsity in grid if sparsity > 0]):
+            fitted = relu_refit(task.X, task.Y, weight != 0, relu=task.relu, fit_bias=task.bias is not None,
+                                weight=weight, bias=bias)
             errors.append(float(np.sqrt(fitted.objective.sum())) / scale)
         curves[name] = np.array(errors)
         logger.info("allocation: %s errors %s at sparsities %s", name, np.round(curves[name], 4).tolist(), list(grid))

@@ -65,6 +65,21 @@ def test_lobs_equals_brute_force_greedy_obs(bias):
             assert result.bias[m] == pytest.approx(expected[-1], abs=1e-9)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_lobs_path_equals_one_prune_per_sparsity(bias):
+    task = _task(n_in=12, n_out=5, bias=bias)
+    sparsities = [0.25, 0.5, 0.5, 0.9, 1.0]
+    for (weight, b), sparsity in zip(lobs.prune_path(task, sparsities), sparsities):
+        alone = lobs.prune_layer(task, sparsity=sparsity)
+        np.testing.assert_array_equal(weight, alone.weight)
+        if bias:
+            np.testing.assert_array_equal(b, alone.bias)
+        else:
+            assert b is None
+    with pytest.raises(ValueError, match="increasing"):
+        lobs.prune_path(task, [0.5, 0.25])
+
+
 def test_lobs_single_removal_predicts_the_error_it_makes():
     task = _task(n_out=1)
     result = lobs.prune_layer(task, sparsity=1 / 7, damping=0.0)

@@ -17,20 +17,17 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["greedy_obs_rows", "greedy_obs_rows_each"]
+__all__ = ["greedy_obs_rows", "greedy_obs_rows_each", "greedy_obs_path"]
 
 
 @njit(cache=True)
-def _greedy_obs_row(w: np.ndarray, hinv: np.ndarray, n_prunable: int, count: int) -> None:
-    """Remove ``count`` entries of ``w`` (in place) among its first ``n_prunable``, greedily.
+def _remove_greedily(w: np.ndarray, P: np.ndarray, alive: np.ndarray, n_alive: int, n_prunable: int,
+                     count: int) -> int:
+    """Remove ``count`` more entries of ``w`` (in place) among its first ``n_prunable``, greedily.
 
-    ``hinv`` is the inverse Hessian of the whole row; it is copied, then downdated on the
-    entries that remain (``alive``), so each removal costs ``O(|alive|^2)``.
+    ``P`` is the inverse Hessian restricted to the entries still in the row, ``alive[:n_alive]``
+    (downdated in place, each removal costing ``O(n_alive^2)``). Returns the new ``n_alive``.
     """
-    n_cols = w.shape[0]
-    P = hinv.copy()
-    alive = np.arange(n_cols)
-    n_alive = n_cols
     for _ in range(count):
         best, best_at = np.inf, -1
         for k in range(n_alive):
@@ -58,6 +55,14 @@ def _greedy_obs_row(w: np.ndarray, hinv: np.ndarray, n_prunable: int, count: int
         w[q] = 0.0
         alive[best_at] = alive[n_alive - 1]
         n_alive -= 1
+    return n_alive
+
+
+@njit(cache=True)
+def _greedy_obs_row(w: np.ndarray, hinv: np.ndarray, n_prunable: int, count: int) -> None:
+    """Remove ``count`` entries of ``w`` (in place) among its first ``n_prunable``, greedily,
+    starting from the inverse Hessian ``hinv`` of the whole row (copied)."""
+    _remove_greedily(w, hinv.copy(), np.arange(w.shape[0]), w.shape[0], n_prunable, count)
 
 
 @njit(parallel=True, cache=True)
@@ -85,3 +90,27 @@ def greedy_obs_rows_each(theta: np.ndarray, hinvs: np.ndarray, n_prunable: int, 
     (``hinvs``: ``n_out x n_cols x n_cols``), as the ReLU-aware objective gives."""
     for m in prange(theta.shape[0]):
         _greedy_obs_row(theta[m], hinvs[m], n_prunable, counts[m])
+
+
+@njit(parallel=True, cache=True)
+def greedy_obs_path(theta: np.ndarray, hinv: np.ndarray, n_prunable: int, counts: np.ndarray) -> np.ndarray:
+    """:func:`greedy_obs_rows` at several sparsities in one pass.
+
+    ``counts`` (``n_levels x n_out``, non-decreasing down each column) gives how many entries
+    each row has lost at each level; greedy removal never revisits a choice, so level ``l``
+    is the state after ``counts[l, m]`` removals, the same as :func:`greedy_obs_rows` with
+    those counts. Returns the rows at every level (``n_levels x n_out x n_cols``);
+    ``theta`` is not modified.
+    """
+    n_levels, n_out, n_cols = counts.shape[0], theta.shape[0], theta.shape[1]
+    levels = np.empty((n_levels, n_out, n_cols))
+    for m in prange(n_out):
+        w = theta[m].copy()
+        P = hinv.copy()
+        alive = np.arange(n_cols)
+        n_alive, done = n_cols, 0
+        for level in range(n_levels):
+            n_alive = _remove_greedily(w, P, alive, n_alive, n_prunable, counts[level, m] - done)
+            done = max(done, counts[level, m])
+            levels[level, m] = w
+    return levels

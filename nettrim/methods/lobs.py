@@ -26,10 +26,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._lobs_kernels import greedy_obs_rows
+from ._lobs_kernels import greedy_obs_path, greedy_obs_rows
 from .base import LayerOutcome, LayerTask, Method, require_sparsity
 
-__all__ = ["prune_layer", "inverse_hessian", "removal_counts", "LobsOptions", "METHOD"]
+__all__ = ["prune_layer", "prune_path", "inverse_hessian", "removal_counts", "LobsOptions", "METHOD"]
 
 
 def inverse_hessian(X: np.ndarray, fit_bias: bool, damping: float) -> np.ndarray:
@@ -79,6 +79,29 @@ def _faithful(theta: np.ndarray, hinv: np.ndarray, chosen: np.ndarray, cost: np.
     return theta
 
 
+def _rows(task: LayerTask) -> np.ndarray:
+    """The layer's rows ``[W, b]`` (float64, a copy)."""
+    theta = np.hstack([task.weight, task.bias[:, None]]) if task.bias is not None else task.weight
+    return np.array(theta, dtype=np.float64, order="C", copy=True)
+
+
+def prune_path(task: LayerTask, sparsities: list[float] | tuple[float, ...],
+               damping: float = 1e-4) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """Greedy L-OBS at each of the increasing ``sparsities``, in one pass: the same weights
+    and biases as :func:`prune_layer` at each (the globally cheapest weights at the start
+    are nested in the sparsity, and greedy removal never revisits a choice), for the cost
+    of the last one."""
+    if any(b < a for a, b in zip(sparsities, sparsities[1:])):
+        raise ValueError(f"sparsities: got {list(sparsities)}, needs them in increasing order")
+    fit_bias = task.bias is not None
+    hinv = inverse_hessian(task.X, fit_bias, damping)
+    n_in = task.weight.shape[1]
+    diag = np.diag(hinv)[:n_in]
+    counts = np.array([removal_counts(task.weight, diag, sparsity)[1] for sparsity in sparsities], dtype=np.int64)
+    levels = greedy_obs_path(_rows(task), np.ascontiguousarray(hinv), n_in, counts.reshape(len(sparsities), -1))
+    return [(np.ascontiguousarray(level[:, :n_in]), level[:, n_in].copy() if fit_bias else None) for level in levels]
+
+
 @dataclass(frozen=True)
 class LobsOptions:
     """Options of ``method='lobs'`` (see :func:`prune_layer`)."""
@@ -114,8 +137,7 @@ def prune_layer(task: LayerTask, *, sparsity: float | None, faithful: bool = Fal
     fit_bias = task.bias is not None
     hinv = inverse_hessian(task.X, fit_bias, damping)
     n_in = task.weight.shape[1]
-    theta = np.hstack([task.weight, task.bias[:, None]]) if fit_bias else task.weight.copy()
-    theta = np.ascontiguousarray(theta, dtype=np.float64)
+    theta = _rows(task)
     diag = np.diag(hinv)[:n_in]
     chosen, counts = removal_counts(task.weight, diag, sparsity)
     if faithful:
