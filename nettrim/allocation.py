@@ -31,7 +31,7 @@ __all__ = ["GRID", "ALLOCATIONS", "error_curves", "allocate"]
 
 logger = logging.getLogger(__name__)
 
-ALLOCATIONS = (None, "error")
+ALLOCATIONS = ("auto", None, "error")
 GRID = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
 _STEP = 0.005  # the sparsities allocate() chooses from: multiples of this up to the grid's last point
 

@@ -59,7 +59,7 @@ def build_config(args, work_dir: Path) -> Any:
             method=args.method, mode=args.mode, epsilon=args.epsilon, gamma=args.gamma, sparsity=args.sparsity,
             layers=args.layers, solver=args.solver, solver_options=_solver_options(args),
             method_options=_json_object(args.method_options, "--method-options"), refit=args.refit,
-            allocate=args.allocate,
+            allocate=None if args.allocate == "none" else args.allocate,
             accept_infeasible=args.accept_infeasible, progress=not args.quiet, max_positions=args.max_positions,
             seed=args.seed, work_dir=work_dir if resumable else None, resume=args.resume and resumable,
             executor=args.executor, split=args.split, store=args.store, memory_budget=args.memory_budget,
@@ -228,8 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
                        f"{m.name}: {m.scope} scope{', needs --sparsity' if m.needs_sparsity else ''}"
                        for m in METHODS.values()) + ")")
     p.add_argument("--method-options", help='JSON object of method options, e.g. \'{"refit": true}\'')
-    p.add_argument("--allocate", choices=["error"], help="--sparsity is one target for the whole network, shared "
-                   "out among the layers by their error curves")
+    p.add_argument("--allocate", choices=["auto", "error", "none"], default="auto",
+                   help="error: --sparsity is one target for the whole network, shared out among the layers by their "
+                   "error curves; none: --sparsity of every layer; auto (default): error for nettrim, none for the "
+                   "baselines")
     p.add_argument("--refit", choices=["relu"], help="after the method, refit every layer on its support towards the "
                    "original output, inactive entries kept off (the ReLU-aware fit; error-correcting in cascade mode)")
     p.add_argument("--mode", default="cascade", choices=list(MODES))

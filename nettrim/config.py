@@ -75,9 +75,13 @@ class PruneConfig:
         towards the original layer output on the input it was solved on (the pruned
         network's in cascade mode), active entries matched and inactive ones kept at or
         below 0 (:mod:`solvers.refit`). Layer methods only.
-    allocate : {None, 'error'}, default None
-        ``'error'``: ``sparsity`` is one target for the whole network, shared out among
-        the layers by their error curves (:mod:`nettrim.allocation`). Layer methods only.
+    allocate : {'auto', None, 'error'}, default 'auto'
+        ``'error'``: ``sparsity`` (a fraction) is one target for the whole network, shared
+        out among the layers by their error curves (:mod:`nettrim.allocation`; layer
+        methods only). None: that fraction of every layer. ``'auto'``: ``'error'`` for
+        the methods that share a network target by default (``Method.shares_sparsity``:
+        Net-Trim) when ``sparsity`` is one fraction, None otherwise (the baselines as
+        published). :attr:`allocation` is what it comes to.
     solver : {'admm', 'cvxpy'}, default 'admm'
     solver_options : dict, optional
         Options of :func:`solvers.solve`, on top of :data:`PRUNE_SOLVER_DEFAULTS`
@@ -117,7 +121,7 @@ class PruneConfig:
     layers: tuple[str, ...] | None = None
     method_options: Any = _run(None)
     refit: str | None = _run(None)
-    allocate: str | None = _run(None)
+    allocate: str | None = _run("auto")
     solver: str = _run("admm")
     solver_options: Mapping[str, Any] = _run(None)
     accept_infeasible: bool = _run(False)
@@ -152,11 +156,13 @@ class PruneConfig:
             raise ValueError(f"refit: method {method.name!r} refits the next layer itself; leave refit out")
         if self.allocate not in ALLOCATIONS:
             raise ValueError(f"allocate: got {self.allocate!r}, needs one of {ALLOCATIONS}")
-        if self.allocate is not None and (method.scope == "network" or not _is_number(self.sparsity)):
+        if self.allocate == "error" and (method.scope == "network" or not _is_number(self.sparsity)):
             raise ValueError("allocate='error' shares one network target sparsity= (a fraction) among the layers "
                              "of a layer method; give sparsity=0.9, not a dict or None")
-        if self.allocate is not None and self.sparsity > GRID[-1]:  # before the recording, not after it
-            raise ValueError(f"sparsity: got {self.sparsity!r}; allocate='error' shares out at most {GRID[-1]}")
+        if self.allocation == "error" and self.sparsity > GRID[-1]:  # before the recording, not after it
+            raise ValueError(f"sparsity: got {self.sparsity!r}; allocate={self.allocate!r} shares a network target "
+                             f"out among the layers up to {GRID[-1]}; for {self.sparsity!r} of every layer pass "
+                             "allocate=None (CLI: --allocate none)")
         self._check_execution(method)
         method.check_target(self.sparsity)
         if method.budget_program and self.sparsity is None and self.epsilon >= 1:
@@ -164,6 +170,15 @@ class PruneConfig:
                              "above the zero weights meet the budget of every layer solved on original signals, "
                              "so the network would be pruned away. Use a value below 1 (0.01 to 0.3 is usual), or sparsity= for a "
                              "fraction of weights to remove")
+
+    @property
+    def allocation(self) -> str | None:
+        """What ``allocate`` comes to for this method and target: ``'error'`` or None."""
+        if self.allocate != "auto":
+            return self.allocate
+        method = get_method(self.method)
+        shared = method.shares_sparsity and method.scope == "layer" and _is_number(self.sparsity)
+        return "error" if shared else None
 
     def _set(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)  # normalising a frozen field, in __post_init__ only

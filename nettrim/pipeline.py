@@ -126,7 +126,7 @@ def record_run(model: nn.Module, calib: Any, config: PruneConfig) -> _Run:
     if store.on_disk:
         logger.info("activations: %s", store)
     suggest_sampling(records, config.max_positions)
-    if config.allocate is not None:
+    if config.allocation is not None:
         config = _allocated(config, records)
     restored = work_dir.finished(list(records)) if work_dir is not None and config.resume else {}
     if restored:
@@ -137,7 +137,8 @@ def record_run(model: nn.Module, calib: Any, config: PruneConfig) -> _Run:
 
 
 def _allocated(config: PruneConfig, records: dict[str, LayerRecord]) -> PruneConfig:
-    """Step 1b (``allocate='error'``): the network target shared out among the layers."""
+    """Step 1b (``allocate='error'``, Net-Trim's ``'auto'``): the network target shared out
+    among the layers."""
     from .allocation import allocate, error_curves
 
     curves = error_curves(records)

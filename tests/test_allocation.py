@@ -39,7 +39,29 @@ def test_prune_with_a_network_target(digits, digits_model):
         nettrim.PruneConfig(method="lobs", sparsity={"0": 0.5}, allocate="error")
     with pytest.raises(ValueError, match="allocate='error' shares one network target"):
         nettrim.PruneConfig(allocate="error")
-    with pytest.raises(ValueError, match="allocate='error' shares out at most 0.98"):
+    with pytest.raises(ValueError, match="up to 0.98; for 0.99 of every layer pass allocate=None"):
         nettrim.PruneConfig(method="lobs", sparsity=0.99, allocate="error")
+    with pytest.raises(ValueError, match="allocate='auto' shares a network target out among the layers up to 0.98"):
+        nettrim.PruneConfig(sparsity=0.99)
     with pytest.raises(ValueError, match="allocate: got 'global'"):
         nettrim.PruneConfig(method="lobs", sparsity=0.5, allocate="global")
+
+
+def test_net_trim_shares_a_network_target_out_by_default_and_the_baselines_do_not():
+    assert nettrim.PruneConfig(sparsity=0.8).allocation == "error"
+    assert nettrim.PruneConfig(sparsity=0.8, allocate=None).allocation is None
+    assert nettrim.PruneConfig(sparsity={"0": 0.5}).allocation is None  # one fraction per named layer
+    assert nettrim.PruneConfig().allocation is None  # a budget, no target
+    assert nettrim.PruneConfig(sparsity=0.99, allocate=None).allocation is None
+    for method in ("lobs", "magnitude", "sparsegpt"):
+        assert nettrim.PruneConfig(method=method, sparsity=0.8).allocation is None
+        assert nettrim.PruneConfig(method=method, sparsity=0.8, allocate="error").allocation == "error"
+    assert nettrim.PruneConfig(method="cap", sparsity=0.5).allocation is None
+
+
+def test_the_default_net_trim_prune_meets_the_network_target(digits, digits_model):
+    result = nettrim.prune(digits_model, digits.x_train[:300], sparsity=0.8, progress=False)
+    assert isinstance(result.sparsity, dict) and set(result.sparsity) == set(result.layers)
+    assert 0.18 <= result.kept <= 0.2 + 1e-9
+    shares = sorted(result.sparsity.values())
+    assert shares[-1] - shares[0] > 0.05  # shared out, not one fraction for every layer

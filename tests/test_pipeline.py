@@ -93,7 +93,7 @@ def test_network_output_error_is_measured_on_the_calibration_data(digits, digits
 
 @pytest.mark.parametrize("mode", ["parallel", "cascade"])
 def test_sparsity_target_is_met_within_one_point(digits, digits_model, mode):
-    result = nettrim.prune(digits_model, digits.x_train, mode=mode, sparsity=0.8, progress=False,
+    result = nettrim.prune(digits_model, digits.x_train, mode=mode, sparsity=0.8, progress=False, allocate=None,
                            method_options={"support": "l1"})  # the l1 program, epsilon searched
     for report in result.layers.values():
         assert abs((1 - report.kept) - 0.8) <= 0.01 + 1e-12, report

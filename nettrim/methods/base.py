@@ -62,6 +62,9 @@ class Method:
         (``split='neuron'``).
     uses_solver : bool
         Whether ``run`` takes the layer's :class:`LayerSolver`.
+    shares_sparsity : bool
+        Whether a network target ``sparsity`` is shared out among the layers by error by
+        default (``PruneConfig(allocate='auto')``), instead of taken by every layer.
     """
 
     name: str
@@ -71,6 +74,7 @@ class Method:
     needs_sparsity: bool = True
     budget_program: bool = False
     uses_solver: bool = False
+    shares_sparsity: bool = False
 
     def __post_init__(self) -> None:
         if self.scope not in SCOPES:

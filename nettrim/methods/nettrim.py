@@ -308,4 +308,4 @@ def _search(task: LayerTask, target_kept: float, solver: LayerSolver) -> LayerOu
 
 
 METHOD = Method("nettrim", "layer", prune_layer, options=NetTrimOptions, needs_sparsity=False, budget_program=True,
-                uses_solver=True)
+                uses_solver=True, shares_sparsity=True)
