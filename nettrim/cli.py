@@ -237,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="cascade", choices=list(MODES))
     target = p.add_mutually_exclusive_group()
     target.add_argument("--epsilon", type=_non_negative, default=0.05, help="relative budget per layer (default 0.05)")
-    target.add_argument("--sparsity", type=_fraction, help="fraction of each layer's weights to remove instead")
+    target.add_argument("--sparsity", type=_fraction, help="fraction of the weights to remove instead (for nettrim one target for the "
+                        "network, shared out among the layers; see --allocate)")
     p.add_argument("--gamma", type=float, default=1.1, help="cascade slack >= 1 (default 1.1)")
     p.add_argument("--layers", nargs="+", help="qualified names of the layers to prune (default all)")
     p.add_argument("--max-positions", type=_rows, default="auto",
