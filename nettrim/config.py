@@ -176,9 +176,7 @@ class PruneConfig:
         """What ``allocate`` comes to for this method and target: ``'error'`` or None."""
         if self.allocate != "auto":
             return self.allocate
-        method = get_method(self.method)
-        shared = method.shares_sparsity and method.scope == "layer" and _is_number(self.sparsity)
-        return "error" if shared else None
+        return "error" if get_method(self.method).shares_sparsity and _is_number(self.sparsity) else None
 
     def _set(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)  # normalising a frozen field, in __post_init__ only

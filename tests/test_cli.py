@@ -228,3 +228,17 @@ def test_a_conv1d_network_is_pruned_end_to_end(tmp_path, capsys):
     pruned = mnist1d_cnn()
     nettrim.load(out, pruned)
     assert int(torch.count_nonzero(pruned.conv2.weight)) == report["layers"][1]["nnz_after"]
+
+
+def test_allocate_from_the_command_line(tmp_path):
+    from nettrim.cli import build_config, build_parser
+
+    base = ["prune", "--model", "m:f", "--checkpoint", "c", "--calib", "x", "--out", "o", "--sparsity", "0.8"]
+
+    def config(*extra):
+        return build_config(build_parser().parse_args(base + list(extra)), tmp_path)
+
+    assert config().allocate == "auto" and config().allocation == "error"  # Net-Trim shares it out
+    assert config("--allocate", "none").allocate is None and config("--allocate", "none").allocation is None
+    assert config("--method", "lobs").allocation is None  # a baseline, as published
+    assert config("--method", "lobs", "--allocate", "error").allocation == "error"

@@ -37,6 +37,7 @@ def test_every_method_declares_what_the_pipeline_reads():
         assert method.resumable == (method.scope == "layer")
     assert [m.name for m in registry.METHODS.values() if m.budget_program] == ["nettrim", "nettrim-group"]
     assert [m.name for m in registry.METHODS.values() if not m.needs_sparsity] == ["nettrim", "cap", "nettrim-group"]
+    assert [m.name for m in registry.METHODS.values() if m.shares_sparsity] == ["nettrim"]
     choices = next(a for a in build_parser()._subparsers._group_actions[0].choices["prune"]._actions
                    if a.dest == "method").choices
     assert choices == list(registry.METHODS)
@@ -150,3 +151,8 @@ def test_interruption_says_how_many_layers_and_where():
     assert isinstance(stopped, KeyboardInterrupt) and (stopped.finished, stopped.total) == (2, 3)
     assert "2 of 3 layers finished, kept in run.work" in str(stopped) and "resume=True" in str(stopped)
     assert "kept in" not in str(pipeline.PruneInterrupted(0, 3))
+
+
+def test_only_a_layer_method_shares_its_sparsity_out():
+    with pytest.raises(ValueError, match="shares_sparsity: method 'whole' has scope 'network'"):
+        Method("whole", "network", lambda *args: None, shares_sparsity=True)

@@ -79,6 +79,9 @@ class Method:
     def __post_init__(self) -> None:
         if self.scope not in SCOPES:
             raise ValueError(f"scope: got {self.scope!r}, needs one of {SCOPES}")
+        if self.shares_sparsity and self.scope != "layer":
+            raise ValueError(f"shares_sparsity: method {self.name!r} has scope {self.scope!r}; only layer methods "
+                             "have a sparsity to share out among the layers")
 
     @property
     def resumable(self) -> bool:
