@@ -4,56 +4,158 @@ One fraction for every layer hurts where a layer is small or carries much of the
 (the first convolution of a CNN: 144 weights). With ``allocate="error"`` a network target
 ``sparsity`` is shared out as follows:
 
-1. :func:`error_curves`: on the original signals (what every layer's program sees in
-   parallel mode), each layer is pruned at the sparsities of :data:`GRID` by greedy L-OBS and
-   refitted by the ReLU-aware fit (:func:`solvers.refit.relu_refit`); its certified
-   error, relative to ``||Y_l||_F``, is the curve ``e_l(s)``.
+1. :class:`ErrorCurves`: on the original signals (what every layer's program sees in
+   parallel mode), each layer is pruned by one greedy L-OBS pass to the last sparsity of
+   :data:`GRID`, and the weights at every point of the grid are read off it
+   (:func:`.methods.lobs.prune_path`). The error of a layer at ``s``, ``e_l(s)``, is the
+   square root of the ReLU-aware objective (:func:`solvers.refit.refit_objective`, a
+   certified bound of the post-ReLU error), relative to ``||Y_l||_F``, of those weights
+   after the ReLU-aware fit (:func:`solvers.refit.relu_refit`) on their support.
 2. :func:`allocate`: the sparsities ``s_l`` that minimise ``sum_l e_l(s_l)^2`` (``e_l^2``
    interpolated linearly between the grid's points) while the network keeps at most the
    target number of weights, by a Lagrange multiplier on the weights kept, bisected.
 
+The fits are the expensive part, and only the points next to each layer's share decide
+the answer, so :func:`share_out` fits where it matters: it allocates first with the
+error of the path's weights as they are (one product per point, no fit), then fits each
+layer at the grid points that decide its share (the two around it; on a point, that point
+and its two neighbours), scales the unfitted points of its curve
+by the fitted-over-unfitted ratio of the nearest fitted ones (interpolated between
+them), and allocates again; a layer whose share leaves its fitted bracket is fitted
+there too, until no share moves to an unfitted bracket (at most :data:`_ROUNDS` rounds).
+
 The pruning then runs with the per-layer sparsities (any layer method, either mode).
-The curves cost one greedy L-OBS pass per layer to the grid's last sparsity (the weights
-at every point of the grid are read off the one pass, :func:`.methods.lobs.prune_path`) and
-``len(GRID) - 1`` refits of the network.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
 from .modes import layer_task
 from .record import LayerRecord
 
-__all__ = ["GRID", "ALLOCATIONS", "error_curves", "allocate"]
+__all__ = ["GRID", "ALLOCATIONS", "ErrorCurves", "share_out", "allocate"]
 
 logger = logging.getLogger(__name__)
 
 ALLOCATIONS = ("auto", None, "error")
 GRID = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
+_ROUNDS = 3  # rounds of fits at the shares' brackets (module docstring)
 _STEP = 0.005  # the sparsities allocate() chooses from: multiples of this up to the grid's last point
 
 
-def error_curves(records: Mapping[str, LayerRecord], grid: tuple[float, ...] = GRID) -> dict[str, np.ndarray]:
-    """``e_l(s)`` at the sparsities of ``grid`` for every recorded layer (``e_l(0) = 0``)."""
-    from solvers.refit import relu_refit
+class ErrorCurves:
+    """Every layer's error curve ``e_l(s)`` on :data:`GRID` (module docstring, step 1),
+    fitted at the points asked for (:meth:`fit`) and estimated at the others.
 
-    from .methods.lobs import prune_path
+    Parameters
+    ----------
+    records : mapping of layer name to LayerRecord
+        The recorded layers (original signals).
+    grid : tuple of float
+        Sparsities, ascending, starting at 0.
 
-    curves = {}
-    for name, rec in records.items():
-        task = layer_task(rec, rec.input, "parallel", 0.0, 1.0, False)
-        scale = max(task.scale, 1e-300)
-        errors = [0.0] * sum(sparsity == 0 for sparsity in grid)
-        for weight, bias in prune_path(task, [sparsity for sparsity in grid if sparsity > 0]):
-            fitted = relu_refit(task.X, task.Y, weight != 0, relu=task.relu, fit_bias=task.bias is not None,
+    Attributes
+    ----------
+    unfitted : dict of name to ndarray
+        ``e_l`` of the path's weights as they are, at every point of the grid.
+    fitted : dict of name to dict of float to float
+        ``e_l`` after the ReLU-aware fit, at the points fitted so far.
+    """
+
+    def __init__(self, records: Mapping[str, LayerRecord], grid: tuple[float, ...] = GRID) -> None:
+        from solvers.refit import refit_objective
+
+        from .methods.lobs import prune_path
+
+        self.grid = tuple(float(s) for s in grid)
+        self._tasks, self._paths = {}, {}
+        self.unfitted: dict[str, np.ndarray] = {}
+        self.fitted: dict[str, dict[float, float]] = {}
+        pruned = [s for s in self.grid if s > 0]
+        for name, rec in records.items():
+            task = layer_task(rec, rec.input, "parallel", 0.0, 1.0, False)
+            scale = max(task.scale, 1e-300)
+            path = dict(zip(pruned, prune_path(task, pruned)))
+            errors = [0.0 if s == 0 else float(np.sqrt(refit_objective(task.X, task.Y, *path[s], relu=task.relu).sum()))
+                      / scale for s in self.grid]
+            self._tasks[name], self._paths[name] = task, path
+            self.unfitted[name], self.fitted[name] = np.array(errors), {}
+
+    def fit(self, name: str, sparsities: Iterable[float]) -> None:
+        """Fit layer ``name``'s path weights at the grid points ``sparsities`` (once each)."""
+        from solvers.refit import relu_refit
+
+        task = self._tasks[name]
+        for sparsity in sparsities:
+            if sparsity == 0 or sparsity in self.fitted[name]:
+                continue
+            weight, bias = self._paths[name][sparsity]
+            result = relu_refit(task.X, task.Y, weight != 0, relu=task.relu, fit_bias=task.bias is not None,
                                 weight=weight, bias=bias)
-            errors.append(float(np.sqrt(fitted.objective.sum())) / scale)
-        curves[name] = np.array(errors)
-        logger.info("allocation: %s errors %s at sparsities %s", name, np.round(curves[name], 4).tolist(), list(grid))
-    return curves
+            self.fitted[name][sparsity] = float(np.sqrt(result.objective.sum())) / max(task.scale, 1e-300)
+
+    def fit_all(self) -> None:
+        """Fit every layer at every point of the grid."""
+        for name in self._tasks:
+            self.fit(name, self.grid)
+
+    def curve(self, name: str) -> np.ndarray:
+        """``e_l`` on the grid: fitted where fitted; elsewhere the unfitted error times the
+        fitted-over-unfitted ratio, interpolated between the fitted points (held beyond
+        them; 1 when none is fitted)."""
+        unfitted, fitted = self.unfitted[name], self.fitted[name]
+        if not fitted:
+            return unfitted.copy()
+        points = sorted(fitted)
+        index = [self.grid.index(s) for s in points]
+        ratios = [fitted[s] / unfitted[i] if unfitted[i] > 0 else 1.0 for s, i in zip(points, index)]
+        curve = unfitted * np.interp(self.grid, points, ratios)
+        curve[index] = [fitted[s] for s in points]
+        return curve
+
+    def curves(self) -> dict[str, np.ndarray]:
+        return {name: self.curve(name) for name in self._tasks}
+
+    def bracket(self, sparsity: float) -> tuple[float, ...]:
+        """The grid points that decide a share at ``sparsity``: the two around it, or, on a
+        point, that point and its two neighbours (the slopes on both sides); 0 left out."""
+        grid = np.asarray(self.grid)
+        on = np.flatnonzero(np.abs(grid - sparsity) <= 1e-9)
+        if on.size:
+            chosen = grid[max(on[0] - 1, 0):on[0] + 2]
+        else:
+            above = int(np.searchsorted(grid, sparsity))
+            chosen = grid[max(above - 1, 0):above + 1]
+        return tuple(float(s) for s in chosen if s > 0)
+
+
+def share_out(records: Mapping[str, LayerRecord], sparsity: float, grid: tuple[float, ...] = GRID,
+              curves: ErrorCurves | None = None) -> dict[str, float]:
+    """Per-layer sparsities for the network target ``sparsity`` (module docstring): allocated
+    on the unfitted curves, then again after each round of fits at the shares' brackets.
+
+    ``curves``: the layers' :class:`ErrorCurves` on ``grid``, to reuse or inspect (made
+    here when None; the fits made here are added to it).
+    """
+    curves = ErrorCurves(records, grid) if curves is None else curves
+    sizes = {name: rec.weight.numel() for name, rec in records.items()}
+    shares = allocate(curves.curves(), sizes, sparsity, grid)
+    for _ in range(_ROUNDS):
+        wanted = {name: [s for s in curves.bracket(share) if s not in curves.fitted[name]]
+                  for name, share in shares.items()}
+        wanted = {name: points for name, points in wanted.items() if points}
+        if not wanted:
+            break
+        for name, points in wanted.items():
+            curves.fit(name, points)
+        shares = allocate(curves.curves(), sizes, sparsity, grid)
+    for name in records:
+        logger.info("allocation: %s errors %s at sparsities %s (fitted at %s)", name,
+                    np.round(curves.curve(name), 4).tolist(), list(grid), sorted(curves.fitted[name]))
+    return shares
 
 
 def allocate(curves: Mapping[str, np.ndarray], sizes: Mapping[str, int], sparsity: float,

@@ -139,10 +139,9 @@ def record_run(model: nn.Module, calib: Any, config: PruneConfig) -> _Run:
 def _allocated(config: PruneConfig, records: dict[str, LayerRecord]) -> PruneConfig:
     """Step 1b (``allocate='error'``, Net-Trim's ``'auto'``): the network target shared out
     among the layers."""
-    from .allocation import allocate, error_curves
+    from .allocation import share_out
 
-    curves = error_curves(records)
-    shares = allocate(curves, {name: rec.weight.numel() for name, rec in records.items()}, float(config.sparsity))
+    shares = share_out(records, float(config.sparsity))
     logger.info("sparsity %s shared out by error: %s", config.sparsity,
                 ", ".join(f"{name} {share:.3f}" for name, share in shares.items()))
     return config.replace(sparsity=shares, allocate=None)

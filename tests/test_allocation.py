@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import nettrim
-from nettrim.allocation import GRID, allocate, error_curves
+from nettrim.allocation import GRID, ErrorCurves, allocate, share_out
 from nettrim.record import record
 
 
@@ -22,10 +22,40 @@ def test_a_steep_layer_keeps_more_and_the_network_meets_its_target():
         allocate(curves, sizes, 0.99)
 
 
-def test_error_curves_start_at_zero_and_grow(digits, digits_model):
-    curves = error_curves(record(digits_model, digits.x_train[:300]))
-    for curve in curves.values():
+def test_error_curves_start_at_zero_and_grow_and_the_fit_lowers_them(digits, digits_model):
+    curves = ErrorCurves(record(digits_model, digits.x_train[:300]))
+    unfitted = curves.curves()
+    assert all(np.array_equal(unfitted[name], curves.unfitted[name]) for name in unfitted)  # nothing fitted yet
+    curves.fit_all()
+    for name, curve in curves.curves().items():
         assert curve[0] == 0.0 and np.all(np.diff(curve) >= -1e-3) and curve[-1] > curve[1]
+        assert np.all(curve <= curves.unfitted[name] * (1 + 1e-9))  # the fit starts from the path's weights
+        assert curve[1:] == pytest.approx([curves.fitted[name][s] for s in GRID[1:]])
+
+
+def test_unfitted_points_are_scaled_by_the_ratio_of_the_fitted_ones(digits, digits_model):
+    curves = ErrorCurves(record(digits_model, digits.x_train[:300]))
+    name = next(iter(curves.unfitted))
+    curves.fit(name, [0.7, 0.9])
+    curve, unfitted, fitted = curves.curve(name), curves.unfitted[name], curves.fitted[name]
+    ratio = {s: fitted[s] / unfitted[GRID.index(s)] for s in (0.7, 0.9)}
+    assert curve[GRID.index(0.7)] == fitted[0.7] and curve[GRID.index(0.9)] == fitted[0.9]
+    assert curve[GRID.index(0.5)] == pytest.approx(unfitted[GRID.index(0.5)] * ratio[0.7])  # held below
+    assert curve[GRID.index(0.98)] == pytest.approx(unfitted[GRID.index(0.98)] * ratio[0.9])  # and above
+    between = 0.5 * (ratio[0.7] + ratio[0.9])  # 0.8 is halfway between 0.7 and 0.9
+    assert curve[GRID.index(0.8)] == pytest.approx(unfitted[GRID.index(0.8)] * between)
+    assert curves.bracket(0.85) == (0.8, 0.9) and curves.bracket(0.9) == (0.8, 0.9, 0.95) and curves.bracket(0.2) == (0.5,) and curves.bracket(0.98) == (0.95, 0.98)
+
+
+def test_the_shares_are_chosen_on_fitted_points(digits, digits_model):
+    records = record(digits_model, digits.x_train[:300])
+    curves = ErrorCurves(records)
+    shares = share_out(records, 0.85, curves=curves)
+    sizes = {name: rec.weight.numel() for name, rec in records.items()}
+    assert shares == allocate(curves.curves(), sizes, 0.85)  # the last allocation, on the curves as they ended
+    for name, share in shares.items():  # every share lies between fitted points (or on one)
+        assert set(curves.bracket(share)) <= set(curves.fitted[name])
+        assert len(curves.fitted[name]) < len(GRID) - 1  # and not every point was fitted
 
 
 def test_prune_with_a_network_target(digits, digits_model):

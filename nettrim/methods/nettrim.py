@@ -8,10 +8,12 @@ Surgeon removals and the weights from the ReLU-aware fit on that support
 0, towards the original output on the input the layer is solved on, the program's
 constraints as a penalty). Two supports are tried: OBS with the Hessian of the program's
 ReLU-aware objective (:mod:`._relu_obs`: one per neuron, from the rows it is active on)
-and with the layer's shared ``X^T X`` (L-OBS's); the one whose fit has the lower
-objective, a certified bound of the layer's post-ReLU error, is kept (``info["hessian"]``).
-Neither wins everywhere (``benchmarks/compare_methods.py``); the fit is what closes the
-gap to the original output.
+and with the layer's shared ``X^T X`` (L-OBS's), each fitted. The fit's objective, a
+certified bound of the layer's post-ReLU error, is a sum over neurons, and every neuron
+is fitted on its own, so each neuron takes the row of the Hessian that serves the layer
+best within the layer's count of weights (:func:`choose_rows`; ``info["neurons_by_hessian"]``):
+never worse than either Hessian's rows taken whole. Neither Hessian wins everywhere
+(``benchmarks/compare_methods.py``); the fit is what closes the gap to the original output.
 
 ``support='l1'`` searches the program's ``epsilon`` instead, so that the ℓ1 solution
 keeps the target fraction: the number of nonzeros of the ℓ1 solution falls as ``epsilon`` grows, so
@@ -41,7 +43,7 @@ from solvers import LayerProblem, Solution
 from ._relu_obs import relu_obs_weights
 from .base import LayerOutcome, LayerSolver, LayerTask, Method
 
-__all__ = ["prune_layer", "refit_support", "NetTrimOptions", "METHOD", "SPARSITY_TOLERANCE", "SUPPORTS"]
+__all__ = ["prune_layer", "refit_support", "choose_rows", "NetTrimOptions", "METHOD", "SPARSITY_TOLERANCE", "SUPPORTS"]
 
 SUPPORTS = ("obs", "l1")
 
@@ -131,9 +133,62 @@ class NetTrimOptions:
             raise ValueError(f"damping: got {self.damping!r}, needs a number >= 0")
 
 
+def choose_rows(objectives: np.ndarray, counts: np.ndarray, budget: int) -> np.ndarray:
+    """For every neuron, which candidate's row to take so that the rows' weights stay within
+    ``budget`` with the least total objective.
+
+    ``objectives`` and ``counts`` are ``(n_candidates, n_out)``: neuron ``m``'s fitted
+    objective ``f_c(m)`` and weights kept ``n_c(m)`` under candidate ``c``. For a multiplier
+    ``lam >= 0`` each neuron takes ``argmin_c f_c(m) + lam * n_c(m)``; the weights taken fall
+    as ``lam`` grows, and the least ``lam`` that keeps them within ``budget`` is bisected.
+    The weights it leaves unused go, one neuron at a time, to the switch that lowers the
+    objective most per weight added. Rows are fitted neuron by neuron, so the mix's
+    objective is the sum of its rows'; where it is not below that of every candidate
+    taken whole (and within ``budget``), the best of those is taken instead.
+
+    Returns
+    -------
+    ndarray of int (n_out,)
+        The candidate of each neuron.
+    """
+    neurons = np.arange(objectives.shape[1])
+
+    def pick(lam: float) -> np.ndarray:
+        return np.argmin(objectives + lam * counts, axis=0)
+
+    def taken(chosen: np.ndarray) -> int:
+        return int(counts[chosen, neurons].sum())
+
+    chosen = pick(0.0)
+    if taken(chosen) > budget:
+        low, high = 0.0, 1.0
+        while taken(pick(high)) > budget and high < 1e300:
+            high *= 16.0
+        for _ in range(100):
+            middle = 0.5 * (low + high)
+            low, high = (middle, high) if taken(pick(middle)) > budget else (low, middle)
+        chosen = pick(high)
+        spare = budget - taken(chosen)
+        while spare > 0:  # spend what the multiplier left, best gain per weight first
+            gain = objectives[chosen, neurons] - objectives  # (candidates, neurons): > 0 lowers f
+            added = counts - counts[chosen, neurons]
+            worth = np.where((gain > 0) & (added > 0) & (added <= spare), gain / np.maximum(added, 1), 0.0)
+            if not np.any(worth > 0):
+                break
+            c, m = np.unravel_index(np.argmax(worth), worth.shape)
+            spare -= int(added[c, m])
+            chosen[m] = c
+    whole = [c for c in range(objectives.shape[0]) if counts[c].sum() <= budget]
+    if whole:
+        best = min(whole, key=lambda c: float(objectives[c].sum()))
+        if objectives[best].sum() <= objectives[chosen, neurons].sum():
+            return np.full(objectives.shape[1], best)
+    return chosen
+
+
 def _obs(task: LayerTask, sparsity: float, damping: float) -> LayerOutcome:
-    """Supports by greedy OBS, weights by the ReLU-aware fit; of the two Hessians' supports,
-    the one whose fit has the lower objective (certified error) over the layer."""
+    """Supports by greedy OBS, weights by the ReLU-aware fit; each neuron's row from the
+    Hessian whose fitted row serves the layer best under its count (:func:`choose_rows`)."""
     from solvers.refit import relu_refit
 
     from .lobs import prune_layer as lobs_layer
@@ -144,12 +199,23 @@ def _obs(task: LayerTask, sparsity: float, damping: float) -> LayerOutcome:
         candidates["layer"] = (shared.weight, shared.bias)
     fits = {hessian: relu_refit(task.X, task.Y, weight != 0, relu=task.relu, fit_bias=task.bias is not None,
                                 weight=weight, bias=bias) for hessian, (weight, bias) in candidates.items()}
-    hessian = min(fits, key=lambda name: float(fits[name].objective.sum()))
-    fitted = fits[hessian]
-    info = {"support": "obs", "hessian": hessian, "damping": damping, "refit": "relu", "refit_steps": fitted.steps,
-            "refit_converged": fitted.converged,
+    names = list(fits)
+    counts = np.array([np.count_nonzero(fits[name].weight, axis=1) for name in names])
+    budget = int(min(row.sum() for row in counts))
+    chosen = choose_rows(np.array([fits[name].objective for name in names]), counts, budget)
+    weight = np.array(fits[names[0]].weight, copy=True)
+    bias = None if fits[names[0]].bias is None else np.array(fits[names[0]].bias, copy=True)
+    for index, name in enumerate(names[1:], start=1):
+        rows = chosen == index
+        weight[rows] = fits[name].weight[rows]
+        if bias is not None:
+            bias[rows] = fits[name].bias[rows]
+    info = {"support": "obs", "damping": damping, "refit": "relu",
+            "refit_steps": max(fit.steps for fit in fits.values()),
+            "refit_converged": all(fit.converged for fit in fits.values()),
+            "neurons_by_hessian": {name: int(np.sum(chosen == index)) for index, name in enumerate(names)},
             "certified_by_hessian": {name: float(np.sqrt(fit.objective.sum())) for name, fit in fits.items()}}
-    return LayerOutcome(fitted.weight, fitted.bias, epsilon=float("nan"), status="done", info=info)
+    return LayerOutcome(weight, bias, epsilon=float("nan"), status="done", info=info)
 
 
 def prune_layer(task: LayerTask, *, sparsity: float | None, solver: LayerSolver | None = None,
