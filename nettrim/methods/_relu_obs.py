@@ -64,11 +64,20 @@ def neuron_inverse_hessians(X: np.ndarray, active: np.ndarray, fit_bias: bool, d
     return _cholesky_inverses(hessians)
 
 
+_BATCHED_UP_TO = 64  # matrices this small are inverted in one batched call (a loop's overhead dominates them)
+
+
 def _cholesky_inverses(matrices: np.ndarray) -> np.ndarray:
-    """Inverses of symmetric positive definite matrices (in place), by LAPACK's Cholesky
-    factor and inverse (``potrf``, ``potri``: half the work of a general inverse)."""
+    """Inverses of symmetric positive definite matrices (in place): small ones by one
+    batched LU inverse, symmetrised; larger ones one by one by LAPACK's Cholesky factor and
+    inverse (``potrf``, ``potri``: half the work of a general inverse)."""
     from scipy.linalg.lapack import dpotrf, dpotri
 
+    if matrices.shape[-1] <= _BATCHED_UP_TO:
+        np.linalg.cholesky(matrices)  # raises unless every matrix is positive definite
+        inverses = np.linalg.inv(matrices)
+        matrices[:] = 0.5 * (inverses + np.swapaxes(inverses, 1, 2))
+        return matrices
     for index, matrix in enumerate(matrices):
         factor, info = dpotrf(matrix, lower=True, clean=False, overwrite_a=True)
         if info != 0:
