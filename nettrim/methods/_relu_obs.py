@@ -64,27 +64,25 @@ def neuron_inverse_hessians(X: np.ndarray, active: np.ndarray, fit_bias: bool, d
     return _cholesky_inverses(hessians)
 
 
-_BATCHED_UP_TO = 64  # matrices this small are inverted in one batched call (a loop's overhead dominates them)
+_BATCH_BYTES = 64 * 2**20  # the matrices inverted by one batched call
 
 
 def _cholesky_inverses(matrices: np.ndarray) -> np.ndarray:
-    """Inverses of symmetric positive definite matrices (in place): small ones by one
-    batched LU inverse, symmetrised; larger ones one by one by LAPACK's Cholesky factor and
-    inverse (``potrf``, ``potri``: half the work of a general inverse)."""
-    from scipy.linalg.lapack import dpotrf, dpotri
+    """Inverses of symmetric positive definite matrices (in place), by batched Cholesky
+    factors and inverses from them (``torch.linalg.cholesky_ex``, ``torch.cholesky_inverse``:
+    half the work of a general inverse, and one call for many small matrices instead of a
+    loop whose overhead would dominate them)."""
+    import torch
 
-    if matrices.shape[-1] <= _BATCHED_UP_TO:
-        np.linalg.cholesky(matrices)  # raises unless every matrix is positive definite
-        inverses = np.linalg.inv(matrices)
-        matrices[:] = 0.5 * (inverses + np.swapaxes(inverses, 1, 2))
-        return matrices
-    for index, matrix in enumerate(matrices):
-        factor, info = dpotrf(matrix, lower=True, clean=False, overwrite_a=True)
-        if info != 0:
+    n_cols = matrices.shape[-1]
+    size = max(1, _BATCH_BYTES // (8 * n_cols * n_cols))
+    for start in range(0, matrices.shape[0], size):
+        batch = torch.from_numpy(matrices[start:start + size])
+        factor, info = torch.linalg.cholesky_ex(batch)
+        if bool((info != 0).any()):
+            index = start + int(torch.nonzero(info)[0, 0])
             raise np.linalg.LinAlgError(f"the Hessian of neuron {index} is not positive definite")
-        inverse, info = dpotri(factor, lower=True, overwrite_c=True)
-        lower = np.tril(inverse)
-        matrices[index] = lower + np.tril(lower, -1).T
+        batch.copy_(torch.cholesky_inverse(factor))
     return matrices
 
 
