@@ -146,7 +146,10 @@ class _Chunk:
     def _rows_of(self, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``[X_{rows, S_k}, 1]^T`` (neuron ``k``'s support columns and its bias, on ``rows``)
         and where its rows sit in the padded system."""
-        block = self.XT[self.columns[k]][:, rows]
+        if 8 * rows.size < self.X.shape[0]:  # a few rows (those a step adds): gather them, then the columns
+            block = np.ascontiguousarray(self.X[rows][:, self.columns[k]].T)
+        else:  # most rows: the support's rows of the transposed input, then the rows
+            block = self.XT[self.columns[k]][:, rows]
         index = np.arange(self.columns[k].size)
         if self.fit_bias:
             block = np.vstack([block, np.ones((1, block.shape[1]))])
