@@ -35,6 +35,7 @@ import numpy as np
 
 from .modes import layer_task
 from .record import LayerRecord
+from .types import LayerTask
 
 __all__ = ["GRID", "ALLOCATIONS", "ErrorCurves", "share_out", "allocate"]
 
@@ -44,6 +45,12 @@ ALLOCATIONS = ("auto", None, "error")
 GRID = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
 _ROUNDS = 3  # rounds of fits at the shares' brackets (module docstring)
 _STEP = 0.005  # the sparsities allocate() chooses from: multiples of this up to the grid's last point
+
+
+def _stored(weight: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """A path point kept for later fits, in float32 (every layer's points are held at once;
+    the fit starts from them and works in float64)."""
+    return weight.astype(np.float32), (None if bias is None else bias.astype(np.float32))
 
 
 class ErrorCurves:
@@ -56,6 +63,10 @@ class ErrorCurves:
         The recorded layers (original signals).
     grid : tuple of float
         Sparsities, ascending, starting at 0.
+
+    The path's weights at every point of the grid are kept for the fits (in float32, about
+    ``len(grid) - 1`` copies of the network's weights in 4 bytes each); a layer's signals
+    are read from its record when it is fitted, one layer at a time.
 
     Attributes
     ----------
@@ -71,27 +82,31 @@ class ErrorCurves:
         from .methods.lobs import prune_path
 
         self.grid = tuple(float(s) for s in grid)
-        self._tasks, self._paths = {}, {}
+        self._records = records
+        self._paths: dict[str, dict[float, tuple[np.ndarray, np.ndarray | None]]] = {}
         self.unfitted: dict[str, np.ndarray] = {}
         self.fitted: dict[str, dict[float, float]] = {}
         pruned = [s for s in self.grid if s > 0]
-        for name, rec in records.items():
-            task = layer_task(rec, rec.input, "parallel", 0.0, 1.0, False)
-            scale = max(task.scale, 1e-300)
-            path = dict(zip(pruned, prune_path(task, pruned)))
+        for name in records:
+            task = self._task(name)  # one layer's signals at a time
+            path = {s: _stored(weight, bias) for s, (weight, bias) in zip(pruned, prune_path(task, pruned))}
             errors = [0.0 if s == 0 else float(np.sqrt(refit_objective(task.X, task.Y, *path[s], relu=task.relu).sum()))
-                      / scale for s in self.grid]
-            self._tasks[name], self._paths[name] = task, path
-            self.unfitted[name], self.fitted[name] = np.array(errors), {}
+                      / max(task.scale, 1e-300) for s in self.grid]
+            self._paths[name], self.unfitted[name], self.fitted[name] = path, np.array(errors), {}
+
+    def _task(self, name: str) -> LayerTask:
+        rec = self._records[name]
+        return layer_task(rec, rec.input, "parallel", 0.0, 1.0, False)
 
     def fit(self, name: str, sparsities: Iterable[float]) -> None:
         """Fit layer ``name``'s path weights at the grid points ``sparsities`` (once each)."""
         from solvers.refit import relu_refit
 
-        task = self._tasks[name]
-        for sparsity in sparsities:
-            if sparsity == 0 or sparsity in self.fitted[name]:
-                continue
+        wanted = [s for s in sparsities if s != 0 and s not in self.fitted[name]]
+        if not wanted:
+            return
+        task = self._task(name)
+        for sparsity in wanted:
             weight, bias = self._paths[name][sparsity]
             result = relu_refit(task.X, task.Y, weight != 0, relu=task.relu, fit_bias=task.bias is not None,
                                 weight=weight, bias=bias)
@@ -99,7 +114,7 @@ class ErrorCurves:
 
     def fit_all(self) -> None:
         """Fit every layer at every point of the grid."""
-        for name in self._tasks:
+        for name in self._records:
             self.fit(name, self.grid)
 
     def curve(self, name: str) -> np.ndarray:
@@ -117,7 +132,7 @@ class ErrorCurves:
         return curve
 
     def curves(self) -> dict[str, np.ndarray]:
-        return {name: self.curve(name) for name in self._tasks}
+        return {name: self.curve(name) for name in self._records}
 
     def bracket(self, sparsity: float) -> tuple[float, ...]:
         """The grid points that decide a share at ``sparsity``: the two around it, or, on a
