@@ -82,6 +82,9 @@ class ErrorCurves:
         from .methods.lobs import prune_path
 
         self.grid = tuple(float(s) for s in grid)
+        if not self.grid or self.grid[0] != 0.0 or any(b <= a for a, b in zip(self.grid, self.grid[1:])) \
+                or self.grid[-1] >= 1.0:
+            raise ValueError(f"grid: got {list(grid)}, needs sparsities increasing from 0 and below 1")
         self._records = records
         self._paths: dict[str, dict[float, tuple[np.ndarray, np.ndarray | None]]] = {}
         self.unfitted: dict[str, np.ndarray] = {}
@@ -90,7 +93,8 @@ class ErrorCurves:
         for name in records:
             task = self._task(name)  # one layer's signals at a time
             path = {s: _stored(weight, bias) for s, (weight, bias) in zip(pruned, prune_path(task, pruned))}
-            errors = [0.0 if s == 0 else float(np.sqrt(refit_objective(task.X, task.Y, *path[s], relu=task.relu).sum()))
+            X, Y = np.asarray(task.X, dtype=np.float64), np.asarray(task.Y, dtype=np.float64)  # once, not per point
+            errors = [0.0 if s == 0 else float(np.sqrt(refit_objective(X, Y, *path[s], relu=task.relu).sum()))
                       / max(task.scale, 1e-300) for s in self.grid]
             self._paths[name], self.unfitted[name], self.fitted[name] = path, np.array(errors), {}
 

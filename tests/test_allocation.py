@@ -44,6 +44,9 @@ def test_unfitted_points_are_scaled_by_the_ratio_of_the_fitted_ones(digits, digi
     assert curve[GRID.index(0.98)] == pytest.approx(unfitted[GRID.index(0.98)] * ratio[0.9])  # and above
     between = 0.5 * (ratio[0.7] + ratio[0.9])  # 0.8 is halfway between 0.7 and 0.9
     assert curve[GRID.index(0.8)] == pytest.approx(unfitted[GRID.index(0.8)] * between)
+    for grid in ((0.5, 0.9), (0.0, 0.9, 0.8), (0.0, 0.5, 1.0)):
+        with pytest.raises(ValueError, match="grid: got"):
+            ErrorCurves(record(digits_model, digits.x_train[:300]), grid)
     assert curves.bracket(0.85) == (0.8, 0.9) and curves.bracket(0.9) == (0.8, 0.9, 0.95) and curves.bracket(0.2) == (0.5,) and curves.bracket(0.98) == (0.95, 0.98)
 
 

@@ -199,6 +199,26 @@ def test_rows_are_chosen_within_the_budget_and_never_worse_than_a_whole_candidat
     np.testing.assert_array_equal(choose_rows(objectives, alike, 15), np.argmin(objectives, axis=0))
 
 
+def test_neuron_inverse_hessians_in_batches_match_direct_inverses(monkeypatch):
+    """Each neuron's H_m^{-1} from its active rows, in batches of two matrices, against
+    numpy's inverse of the Hessian formed directly; a singular one is named by its neuron."""
+    from nettrim.methods import _relu_obs
+
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((200, 6))
+    active = rng.random((200, 5)) < 0.5
+    monkeypatch.setattr(_relu_obs, "_BATCH_BYTES", 2 * 8 * 7 * 7)  # two matrices a call: three calls
+    inverses = _relu_obs.neuron_inverse_hessians(X, active, True, 1e-4)
+    Xa = np.hstack([X, np.ones((200, 1))])
+    for m in range(5):
+        H = Xa[active[:, m]].T @ Xa[active[:, m]] / 200
+        H += 1e-4 * np.mean(np.diag(H)) * np.eye(7)
+        np.testing.assert_allclose(inverses[m], np.linalg.inv(H), rtol=1e-4, atol=1e-6)
+    singular = np.stack([np.eye(3), np.eye(3), np.zeros((3, 3))])
+    with pytest.raises(np.linalg.LinAlgError, match="neuron 2 is not positive definite"):
+        _relu_obs._cholesky_inverses(singular)
+
+
 def test_relu_obs_in_chunks_of_neurons_gives_the_same_weights(monkeypatch):
     """Beyond the memory budget the inverse Hessians are formed a chunk of neurons at a
     time (twice); the weights are bit for bit those of one pass."""
