@@ -156,9 +156,8 @@ def make_engine(backend: str, device: Any, dtype: np.dtype | None, problem: Laye
         if device is not None:
             raise ValueError(f"device: got {device!r}, but only backend='torch' runs on a device "
                              f"(backend={backend!r} runs on the CPU); pass backend='torch' or leave device out")
-        if prepared is not None:
+        if prepared is not None:  # checked against the full problem by solve_admm
             dtype = prepared.dtype if dtype is None else dtype
-            prepared.check(problem, dtype, settings)
         dtype = np.dtype(np.float64) if dtype is None else dtype
         data = ScaledData(problem, dtype, settings, prepared)
         return data, NumpyEngine(data.Xa, data.Y, data.V, data.epsilon, problem.relu, problem.per_neuron,

@@ -23,18 +23,24 @@ The answer is accepted only with a certificate for the FULL program: the signs a
 kept, every constraint holds, ``nu >= 0`` and is zero where a bound is not tight, and
 with ``g = Xa^T N`` (``N`` holds ``(R - Y) / t`` on ``Omega`` and ``nu`` on ``T``; one
 product for all neurons) ``g_j = -w_j sigma_j`` on the support and ``|g_j| <= w_j`` off it.
+
+:class:`Polisher` runs the attempts for the ADMM: when to try, and how much work failed
+attempts may take (``AdmmSettings.polish_budget``, counted by the cost model of
+:class:`~solvers._restricted.Work`, never by a clock).
 """
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from ._restricted import Moments, mend_unsolvable, restricted
+from ._restricted import Moments, Work, mend_unsolvable, restricted
 from .problem import relative_excess
 
-__all__ = ["polish", "can_polish", "PolishResult", "Moments"]
+__all__ = ["polish", "can_polish", "PolishResult", "Polisher", "Moments", "Work"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +51,13 @@ _STALL_FRACTION = 0.25  # ... this fraction of the first round's
 
 @dataclass
 class PolishResult:
-    """Outcome of one polishing attempt (``Theta`` is None when it is rejected)."""
+    """Outcome of one polishing attempt (``Theta`` is None when it is rejected) and the
+    floating-point operations it took (:class:`~solvers._restricted.Work`)."""
 
     Theta: np.ndarray | None
     reason: str
     certificate: float = np.inf  # max over off-support of |g_j| / w_j (<= 1 + tol: optimal)
+    flops: float = 0.0
 
 
 def can_polish(problem) -> bool:
@@ -66,7 +74,8 @@ def can_polish(problem) -> bool:
 
 def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndarray, relu: bool,
            Q: np.ndarray, tight: np.ndarray | None, weights: np.ndarray, tol: float,
-           rounds: int = 12, moments: Moments | None = None) -> PolishResult:
+           rounds: int = 12, moments: Moments | None = None, work: Work | None = None,
+           flops_limit: float = np.inf) -> PolishResult:
     """Try to turn the ADMM's iterate into the exact, certified optimum.
 
     Starting from the support and signs of ``Q`` and the ``tight`` bounds, each round
@@ -100,6 +109,12 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
         Active-set rounds before giving up.
     moments : Moments, optional
         The second moments of the data, to reuse across attempts within one solve.
+    work : Work, optional
+        Where the attempt's floating-point operations are added up (a new counter if
+        None; the result's ``flops`` is its total either way).
+    flops_limit : float, default inf
+        The attempt gives up after a round that takes ``work`` beyond this many
+        operations (the first round always runs).
     """
     # float64 throughout (no copies when the ADMM ran in float64)
     Xa, Y = np.asarray(Xa, dtype=np.float64), np.asarray(Y, dtype=np.float64)
@@ -108,37 +123,50 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
     support = (Q != 0) | free
     signs = np.sign(Q)
     active = Y > 0 if relu else None
+    work = Work() if work is None else work
     if moments is None:
         moments = Moments(Xa, Y, active)
+        work.flops += moments.work.flops
     tight = None if tight is None else tight.copy()
     reason = "no round"
     cache: dict = {}
     first_count = None  # mends needed in the first completed round
+
+    def failed(why: str) -> PolishResult:
+        return PolishResult(None, why, flops=work.flops)
+
     for round_index in range(rounds):
         if round_index >= _STALL_ROUNDS and first_count is None:
-            return PolishResult(None, reason + " (no restricted solution after several rounds)")
-        outcome = restricted(moments, Xa, V, epsilon, support, signs, tight, weights, cache)
+            return failed(reason + " (no restricted solution after several rounds)")
+        if round_index > 0 and work.flops > flops_limit:
+            return failed(f"{reason} (its share of the work is spent)")
+        outcome = restricted(moments, Xa, V, epsilon, support, signs, tight, weights, cache, work)
         if outcome[0] != "ok":
             stop, reason = mend_unsolvable(outcome, moments, cache, support, signs, tight)
             if stop:
-                return PolishResult(None, reason)
+                return failed(reason)
             continue
         _, Theta, nu, inverse_steps = outcome
         round_ = _Round(Xa, Y, V, epsilon, active, weights, free, support, signs, Theta, nu, inverse_steps, tight,
                         tol)
+        work.product(Xa.shape[0], Xa.shape[1], Y.shape[1])  # the round's response and gradient
+        work.product(Xa.shape[1], Xa.shape[0], Y.shape[1])
         if not round_.needs_mending:
-            return round_.certify(relu)
+            result = round_.certify(relu)
+            result.flops = work.flops
+            return result
         count = round_.count
-        logger.debug("polish round: %d flipped, %d off-support excess, %d bounds released, %d violated",
-                     round_.flipped.sum(), (round_.excess > 0).sum(), round_.n_released, round_.n_violated)
+        logger.debug("polish round %d: %d flipped, %d off-support excess, %d bounds released, %d violated, "
+                     "%.3g flops so far", round_index, round_.flipped.sum(), (round_.excess > 0).sum(),
+                     round_.n_released, round_.n_violated, work.flops)
         if first_count is None:
             first_count = count
         elif round_index >= _STALL_ROUNDS and count > _STALL_FRACTION * first_count:
             # the active set is not settling: the iterate is too far; the ADMM goes on
-            return PolishResult(None, f"the active set is not settling ({count} changes left of {first_count})")
+            return failed(f"the active set is not settling ({count} changes left of {first_count})")
         reason = round_.reason
         support, signs, tight = round_.mended()
-    return PolishResult(None, reason)
+    return failed(reason)
 
 
 class _Round:
@@ -248,3 +276,87 @@ class _Round:
             tight = np.where(self.released, 0.0, tight)
             tight = np.where(self.violated, np.inf, tight)  # new bounds rank first
         return support, signs, tight
+
+
+class Polisher:
+    """Polishing attempts on host copies of the iterate (float64), and their schedule.
+
+    The float64 data and the per-neuron second moments are formed at the first attempt
+    and kept for the others; ``seconds`` adds up the time of every attempt. Work is
+    counted in floating-point operations of a fixed cost model
+    (:class:`~solvers._restricted.Work`; an ADMM iteration is its two products and the
+    weight step's small one), so that which attempts run never depends on the machine:
+    on a ReLU layer, once an attempt has failed, failed attempts may take at most
+    ``polish_budget`` times the ADMM's work so far. (There the polish must also find which
+    inactive bounds are tight; at ``tol=1e-3`` it certified none of the suite's ReLU layers
+    while it took 26-59% of their time. A linear layer's attempts are cheap and certify
+    within two attempts on the suite; they keep the backoff alone.)
+    """
+
+    def __init__(self, problem, data, settings) -> None:
+        self.problem, self.data, self.settings = problem, data, settings
+        # the certificate is that of the l1 program; the group program stops on the ADMM's tolerance
+        self.enabled = settings.polish and can_polish(problem) and problem.group_size is None
+        self.next_at, self.wait = settings.polish_wait, settings.polish_wait  # the wait grows after a failure
+        self.seconds = 0.0
+        self.failed_flops = 0.0  # the work of the attempts that did not certify
+        n_cols = problem.n_in + problem.fit_bias
+        n_samples, n_out = problem.n_samples, problem.n_out
+        self.iteration_flops = 4.0 * n_samples * n_cols * n_out + 2.0 * min(n_samples, n_cols) ** 2 * n_out
+        self._cache: dict[str, Any] = {}
+
+    @property
+    def budgeted(self) -> bool:
+        """Whether the next attempt is held to ``polish_budget``: on a ReLU layer, once an
+        attempt has failed."""
+        return self.problem.relu and self.failed_flops > 0
+
+    def allowance(self, iteration: int) -> float:
+        """The work failed attempts may still take at ``iteration`` (``polish_budget``
+        times the work of the iterations so far, less what they took already)."""
+        return self.settings.polish_budget * iteration * self.iteration_flops - self.failed_flops
+
+    def due(self, primal_rel: float, iteration: int) -> bool:
+        """Whether to attempt at this check: the relative primal residual is small enough, the
+        wait since the last failure is over and the failed attempts are within budget."""
+        return (self.enabled and primal_rel <= self.settings.polish_start and iteration >= self.next_at
+                and (not self.budgeted or self.allowance(iteration) >= 0))
+
+    def failed(self, iteration: int, attempt: PolishResult) -> None:
+        self.failed_flops += attempt.flops
+        self.next_at, self.wait = iteration + self.wait, int(round(self.settings.polish_backoff * self.wait))
+
+    def _float64(self) -> dict[str, Any]:
+        """The float64 data and the moments, formed once per solve for every attempt (their
+        work is not charged to the attempts: it is a set-up, like the ADMM's factorisation)."""
+        if not self._cache:
+            data = self.data
+            self._cache.update(Xa=data.Xa.astype(np.float64, copy=False), Y=data.Y.astype(np.float64, copy=False),
+                               V=None if data.V is None else data.V.astype(np.float64, copy=False))
+            self._cache["moments"] = Moments(self._cache["Xa"], self._cache["Y"],
+                                             (data.Y > 0) if self.problem.relu else None)
+        return self._cache
+
+    def attempt(self, engine, state, iteration: int | None = None) -> PolishResult:
+        """One attempt at the ADMM's current iterate ``state`` (its engine's arrays brought
+        to the host). After a failed one, it gives up after a round that takes the failed
+        attempts' work past the allowance at ``iteration`` (None: no limit)."""
+        started = time.perf_counter()
+        work = Work()
+        cache, data, alpha = self._float64(), self.data, self.settings.alpha
+        Q_host = engine.host(state.Q)
+        tight = None
+        if self.problem.relu:
+            Y, V = data.Y, data.V
+            dual = (engine.host(state.carry_a) - (1.0 - alpha) * engine.host(state.B)) / (2.0 - alpha)  # U = A - B
+            dual = np.where(~(Y > 0), dual, 0.0)
+            # a positive dual and a response of Q at its bound (within 5% of a typical |Y|)
+            near = data.Xa @ Q_host >= (0.0 if V is None else V) - 0.05 * np.linalg.norm(Y) / np.sqrt(Y.size)
+            work.product(*data.Xa.shape, Q_host.shape[1])
+            tight = np.where((dual > 1e-9 * max(float(dual.max()), 1e-300)) & near, dual, 0.0)
+        limit = self.allowance(iteration) if self.budgeted and iteration is not None else np.inf
+        result = polish(cache["Xa"], cache["Y"], cache["V"], data.epsilon, self.problem.relu, Q_host, tight,
+                                state.penalized, self.settings.tol, moments=cache["moments"], work=work,
+                                flops_limit=limit)
+        self.seconds += time.perf_counter() - started
+        return result

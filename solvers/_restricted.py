@@ -21,15 +21,41 @@ import logging
 
 import numpy as np
 
-__all__ = ["Moments", "restricted", "mend_unsolvable"]
+__all__ = ["Moments", "Work", "restricted", "mend_unsolvable"]
 
 logger = logging.getLogger(__name__)
 
 _DROP_TIGHT = 0.25  # fraction of a neuron's tight bounds released when its support misses the budget
 _BUDGET_MEND = 0.25  # fraction of the neurons (furthest from Y first) mended when a layer ball is missed
+_SOLVE_COST = 8.0  # a flop of a small dense solve, in flops of a large product (see Work)
+_SMALL_SOLVE = 1e6  # the flops a dense solve counts at least: the overhead of a call
 
 
-def _kkt_solve(G: np.ndarray, E: np.ndarray, rhs_top: np.ndarray, rhs_bottom: np.ndarray,
+class Work:
+    """Work spent, in floating-point operations of a fixed cost model (not a clock).
+
+    A product of ``(a x b)`` by ``(b x c)`` counts ``2abc``. A dense solve of size ``k``
+    with ``r`` right-hand sides counts ``_SOLVE_COST`` times ``2k^3/3 + 2k^2 r``, and at
+    least ``_SOLVE_COST * _SMALL_SOLVE``. The polish solves one neuron's system at a time;
+    measured against the ADMM's iterations (whose large products the plain count fits),
+    these solves ran about 8 times slower per operation, and a small one cost about a
+    tenth of a millisecond of Python and LAPACK overhead (random MLP 3,000 x 300 x 300
+    and digits MLP 1,257 x 256 x 256: the model is within a factor of two of the measured
+    times of their attempts). Counting instead of timing keeps every decision taken on it
+    independent of the machine.
+    """
+
+    def __init__(self, flops: float = 0.0) -> None:
+        self.flops = float(flops)
+
+    def product(self, a: int, b: int, c: int) -> None:
+        self.flops += 2.0 * a * b * c
+
+    def solve(self, size: int, n_rhs: int) -> None:
+        self.flops += _SOLVE_COST * max(2.0 * size**3 / 3.0 + 2.0 * size**2 * n_rhs, _SMALL_SOLVE)
+
+
+def _kkt_solve(G: np.ndarray, E: np.ndarray, rhs_top: np.ndarray, rhs_bottom: np.ndarray, work: Work,
                least_squares: bool = False):
     """Solve ``[[G, E^T], [E, 0]] [x; mu] = [rhs_top; rhs_bottom]`` for several right-hand sides.
 
@@ -44,6 +70,7 @@ def _kkt_solve(G: np.ndarray, E: np.ndarray, rhs_top: np.ndarray, rhs_bottom: np
     K[n_vars:, :n_vars] = E
     K[:n_vars, n_vars:] = E.T
     rhs = np.vstack([rhs_top, rhs_bottom])
+    work.solve(n_vars + n_eq, rhs.shape[1] * (3 if least_squares else 1))  # an SVD costs a few solves
     if least_squares:
         solution = np.linalg.lstsq(K, rhs, rcond=None)[0]
     else:
@@ -68,47 +95,54 @@ class Moments:
 
     def __init__(self, Xa: np.ndarray, Y: np.ndarray, active: np.ndarray | None, memory: float = 256e6) -> None:
         self.Xa, self.active = Xa, active
+        n_samples, n_cols, n_out = Xa.shape[0], Xa.shape[1], Y.shape[1]
+        self.work = Work()  # what forming the moments cost
+        self.work.product(n_cols, n_samples, n_out)
         masked = Y if active is None else np.where(active, Y, 0.0)
         self.moment = Xa.T @ masked
         self.y_sq = np.einsum("pm,pm->m", masked, masked)
-        n_cols, n_out = Xa.shape[1], Y.shape[1]
         self.gram = None
         if active is None:
             self.gram = Xa.T @ Xa  # one Gram for every neuron
+            self.work.product(n_cols, n_samples, n_cols)
         elif n_out * n_cols**2 * 8 <= memory:
             self.gram = np.empty((n_out, n_cols, n_cols))
             full = Xa.T @ Xa
+            self.work.product(n_cols, n_samples, n_cols)
             for m in range(n_out):
-                if 2 * np.count_nonzero(active[:, m]) > Xa.shape[0]:  # fewer rows to subtract
+                n_active = np.count_nonzero(active[:, m])
+                if 2 * n_active > n_samples:  # fewer rows to subtract
                     rows = Xa[~active[:, m]]
                     np.subtract(full, rows.T @ rows, out=self.gram[m])
                 else:
                     rows = Xa[active[:, m]]
                     np.matmul(rows.T, rows, out=self.gram[m])
+                self.work.product(n_cols, min(n_active, n_samples - n_active), n_cols)
 
-    def neuron(self, m: int, columns: np.ndarray) -> np.ndarray:
-        """``M^T M`` for neuron ``m`` restricted to ``columns``."""
+    def neuron(self, m: int, columns: np.ndarray, work: Work) -> np.ndarray:
+        """``M^T M`` for neuron ``m`` restricted to ``columns`` (its cost added to ``work``)."""
         if self.gram is None:
             M = self.Xa[np.ix_(np.flatnonzero(self.active[:, m]), columns)]
+            work.product(M.shape[1], M.shape[0], M.shape[1])
             return M.T @ M
         gram = self.gram if self.gram.ndim == 2 else self.gram[m]
         return gram[np.ix_(columns, columns)]
 
 
-def _neuron_kkt(moments, Xa, V, columns, tight_rows, linear, m):
+def _neuron_kkt(moments, Xa, V, columns, tight_rows, linear, m, work):
     """One neuron's two KKT solutions ``(theta_0, mu_0)`` and ``(theta_1, nu_1)``."""
-    G = moments.neuron(m, columns)
+    G = moments.neuron(m, columns, work)
     b = moments.moment[columns, m]
     E = Xa[np.ix_(tight_rows, columns)]
     h = np.zeros(tight_rows.size) if V is None else V[tight_rows, m]
-    solved = _kkt_solve(G, E, np.column_stack([b, -linear]), np.column_stack([h, np.zeros_like(h)]))
+    solved = _kkt_solve(G, E, np.column_stack([b, -linear]), np.column_stack([h, np.zeros_like(h)]), work)
     if solved is None and tight_rows.size > 1:  # the same bound twice (duplicate samples)?
         _, first = np.unique(np.column_stack([E, h]), axis=0, return_index=True)
         first.sort()
         tight_rows, E, h = tight_rows[first], E[first], h[first]
-        solved = _kkt_solve(G, E, np.column_stack([b, -linear]), np.column_stack([h, np.zeros_like(h)]))
+        solved = _kkt_solve(G, E, np.column_stack([b, -linear]), np.column_stack([h, np.zeros_like(h)]), work)
     if solved is None:
-        solved = _kkt_solve(G, E, np.column_stack([b, -linear]), np.column_stack([h, np.zeros_like(h)]),
+        solved = _kkt_solve(G, E, np.column_stack([b, -linear]), np.column_stack([h, np.zeros_like(h)]), work,
                             least_squares=True)
     x, mu = solved
     theta0, theta1 = x[:, 0], x[:, 1]
@@ -117,7 +151,7 @@ def _neuron_kkt(moments, Xa, V, columns, tight_rows, linear, m):
     return tight_rows, theta0, theta1, mu[:, 0], mu[:, 1], a, c
 
 
-def _neuron_part(moments, Xa, V, support, signs, tight, weights, cache, m):
+def _neuron_part(moments, Xa, V, support, signs, tight, weights, cache, m, work):
     """Solve neuron ``m``'s restricted KKT systems into ``cache[m]`` unless already there."""
     key = (support[:, m].tobytes(), signs[:, m].tobytes(), b"" if tight is None else (tight[:, m] > 0).tobytes())
     if m not in cache or cache[m][0] != key:
@@ -126,23 +160,23 @@ def _neuron_part(moments, Xa, V, support, signs, tight, weights, cache, m):
         if tight_rows.size > columns.size:  # at most one equality per unknown: the strongest
             tight_rows = np.sort(tight_rows[np.argsort(-tight[tight_rows, m])[: columns.size]])
         linear = weights[columns] * signs[columns, m]
-        cache[m] = (key, (columns, *_neuron_kkt(moments, Xa, V, columns, tight_rows, linear, m)))
+        cache[m] = (key, (columns, *_neuron_kkt(moments, Xa, V, columns, tight_rows, linear, m, work)))
 
 
-def restricted(moments, Xa, V, epsilon, support, signs, tight, weights, cache):
+def restricted(moments, Xa, V, epsilon, support, signs, tight, weights, cache, work):
     """Closed-form optimum of the program restricted to ``support`` and ``tight``.
 
     Returns ``("ok", Theta, nu, inverse_steps)`` with ``inverse_steps = 1 / t = 2 lambda``
     per neuron, or ``("kkt", neurons)`` when those neurons' restricted programs are
     inconsistent, or ``("budget", neurons)`` when their supports cannot meet the budget.
     ``cache`` keeps each neuron's KKT solution between rounds; only neurons whose support,
-    signs or tight bounds changed are solved again.
+    signs or tight bounds changed are solved again. The solves' cost is added to ``work``.
     """
     n_cols, n_out = support.shape
     per_neuron = epsilon.ndim == 1
     parts, inconsistent = [], []
     for m in range(n_out):
-        _neuron_part(moments, Xa, V, support, signs, tight, weights, cache, m)
+        _neuron_part(moments, Xa, V, support, signs, tight, weights, cache, m, work)
     for m in range(n_out):
         part = cache[m][1]
         if part[-1] < -1e-9 * max(1.0, abs(part[-2])):

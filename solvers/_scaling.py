@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 
 from ._factor import NUMPY_OPS, Factor
+from ._screening import dead_inputs, kept_columns
 from .problem import LayerProblem
 from .settings import AdmmSettings, resolve_dtype
 
 __all__ = ["PreparedInput", "ScaledData", "scaled_input", "centers"]
 
-_SCALING_FIELDS = ("center", "offset_scale_cap", "gram_target")
+_SCALING_FIELDS = ("center", "offset_scale_cap", "gram_target", "screen")
 
 
 def centers(fit_bias: bool, penalize_bias: bool, settings: AdmmSettings) -> bool:
@@ -82,16 +83,30 @@ class PreparedInput:
     dtype : float32 or float64, default float64
         The precision of the iterations it will serve.
     settings : AdmmSettings, optional
-        The settings of the solves it will serve (their scaling fields matter).
+        The settings of the solves it will serve (their scaling and screening fields matter).
+    group_size : int, optional
+        The group size of the programs it will serve (screening drops whole groups).
+
+    Attributes
+    ----------
+    dead : ndarray of bool, shape (n_in,)
+        The inputs screened out (:mod:`solvers._screening`; none unless ``settings.screen``):
+        ``Xa`` and the factor are those of the other inputs.
     """
 
     def __init__(self, X: Any, *, fit_bias: bool = True, penalize_bias: bool = False,
-                 dtype: Any = np.float64, settings: AdmmSettings | None = None) -> None:
+                 dtype: Any = np.float64, settings: AdmmSettings | None = None,
+                 group_size: int | None = None) -> None:
         dtype = resolve_dtype(dtype)
         settings = AdmmSettings() if settings is None else settings
         X = np.asarray(X)
         self.shape, self.fit_bias, self.penalize_bias, self.dtype = X.shape, bool(fit_bias), bool(penalize_bias), dtype
+        self.group_size = group_size
         self.scaling = tuple(getattr(settings, name) for name in _SCALING_FIELDS)
+        self.dead = (dead_inputs(X, self.fit_bias, self.penalize_bias, group_size) if settings.screen
+                     else np.zeros(X.shape[1], dtype=bool))
+        if self.dead.any():
+            X = X[:, kept_columns(self.dead, group_size)]
         self.Xa, self.scale, self.bias_unit, self.mean = scaled_input(
             X, self.fit_bias, dtype, settings, center=centers(self.fit_bias, self.penalize_bias, settings))
         self.factor = Factor(self.Xa, NUMPY_OPS)
@@ -103,10 +118,12 @@ class PreparedInput:
     def check(self, problem: LayerProblem, dtype: np.dtype, settings: AdmmSettings) -> None:
         """A ValueError unless this input is the problem's, in the precision and scaling asked for."""
         if (problem.X.shape != self.shape or problem.fit_bias != self.fit_bias
-                or problem.penalize_bias != self.penalize_bias or dtype != self.dtype):
+                or problem.penalize_bias != self.penalize_bias or dtype != self.dtype
+                or problem.group_size != self.group_size):
             raise ValueError(f"prepared: built for X of shape {self.shape}, fit_bias={self.fit_bias}, "
-                             f"penalize_bias={self.penalize_bias}, {self.dtype}; the problem has {problem.X.shape}, "
-                             f"fit_bias={problem.fit_bias}, penalize_bias={problem.penalize_bias}, {dtype}")
+                             f"penalize_bias={self.penalize_bias}, group_size={self.group_size}, {self.dtype}; "
+                             f"the problem has {problem.X.shape}, fit_bias={problem.fit_bias}, "
+                             f"penalize_bias={problem.penalize_bias}, group_size={problem.group_size}, {dtype}")
         wanted = tuple(getattr(settings, name) for name in _SCALING_FIELDS)
         if wanted != self.scaling:
             raise ValueError(f"prepared: built with {dict(zip(_SCALING_FIELDS, self.scaling))}; the solve asks for "

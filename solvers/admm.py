@@ -27,10 +27,12 @@ over-relaxation ``alpha``:
 kernels (:mod:`solvers._kernels`). Once the iterate is close, the program restricted to
 its support is solved exactly and certified (:mod:`solvers._polish`).
 
-:func:`solve_admm` is a short loop over named stages: :func:`_start` (the starting point
-and rho), :func:`_iterate` (one iteration), :func:`_check` (residuals and the stopping
-test), :class:`_Polisher` (a polishing attempt), :func:`_adapt` (the rho rule), :func:`_run` (the loop over them) and
-:func:`_finish` (the :class:`~solvers.Solution`). The array work is done by an engine
+Before iterating, :func:`solve_admm` drops the inputs whose weights are zero at every
+optimum (:mod:`solvers._screening`). The solve itself is a short loop over named stages:
+:func:`_start` (the starting point and rho), :func:`_iterate` (one iteration),
+:func:`_check` (residuals and the stopping test), :class:`~solvers._polish.Polisher`
+(polishing attempts, their schedule and their budget), :func:`_adapt` (the rho rule),
+:func:`_run` (the loop over them) and :func:`_finish` (the :class:`~solvers.Solution`). The array work is done by an engine
 (:mod:`solvers._engine`: numpy/numba here, torch in :mod:`solvers._torch_kernels`), the
 data are scaled by :mod:`solvers._scaling`, and every number of the rule is a field of
 :class:`~solvers.settings.AdmmSettings`.
@@ -45,8 +47,9 @@ from typing import Any
 import numpy as np
 
 from ._engine import BACKENDS, Engine, make_engine
-from ._polish import Moments, PolishResult, can_polish, polish as polish_support
+from ._polish import Polisher, PolishResult
 from ._scaling import PreparedInput, ScaledData
+from ._screening import dead_inputs, warm_start_without, with_inputs, without_inputs
 from .problem import LayerProblem
 from .settings import AdmmSettings, resolve_dtype
 from .solution import Solution
@@ -55,15 +58,20 @@ __all__ = ["solve_admm", "BACKENDS", "PreparedInput", "AdmmSettings"]
 
 logger = logging.getLogger(__name__)
 
-def _warm_theta(problem: LayerProblem, warm_start: Any, dtype: np.dtype) -> np.ndarray:
-    """``Theta = [W, b]^T`` from ``warm_start = (weight, bias)`` or a bare weight."""
+def _warm_parts(problem: LayerProblem, warm_start: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(weight, bias)`` of ``warm_start = (weight, bias)`` or a bare weight, checked."""
     if isinstance(warm_start, (tuple, list)):
         if len(warm_start) != 2:
             raise ValueError("warm_start: needs (weight, bias) or a weight array")
         weight, bias = warm_start
     else:
         weight, bias = warm_start, None
-    weight, bias = problem._check_answer(weight, bias)
+    return problem._check_answer(weight, bias)
+
+
+def _warm_theta(problem: LayerProblem, warm_start: Any, dtype: np.dtype) -> np.ndarray:
+    """``Theta = [W, b]^T`` from ``warm_start = (weight, bias)`` or a bare weight."""
+    weight, bias = _warm_parts(problem, warm_start)
     n_cols = problem.n_in + problem.fit_bias
     Theta = np.zeros((n_cols, problem.n_out), dtype=dtype)
     Theta[: problem.n_in] = weight.T
@@ -209,55 +217,6 @@ def _adapt(engine: Engine, state: _State, residuals: _Residuals, iteration: int,
     state.last_change, state.adapt_interval = iteration, 2 * state.adapt_interval
 
 
-class _Polisher:
-    """Polishing attempts on host copies of the iterate (float64), and their schedule.
-
-    The float64 data and the per-neuron second moments are formed at the first attempt
-    and kept for the others; ``seconds`` adds up the time of every attempt.
-    """
-
-    def __init__(self, problem: LayerProblem, data: ScaledData, settings: AdmmSettings) -> None:
-        self.problem, self.data, self.settings = problem, data, settings
-        # the certificate is that of the l1 program; the group program stops on the ADMM's tolerance
-        self.enabled = settings.polish and can_polish(problem) and problem.group_size is None
-        self.next_at, self.wait = settings.polish_wait, settings.polish_wait  # the wait grows after a failure
-        self.seconds = 0.0
-        self._cache: dict[str, Any] = {}
-
-    def due(self, residuals: _Residuals, iteration: int) -> bool:
-        return self.enabled and residuals.primal_rel <= self.settings.polish_start and iteration >= self.next_at
-
-    def failed(self, iteration: int) -> None:
-        self.next_at, self.wait = iteration + self.wait, int(round(self.settings.polish_backoff * self.wait))
-
-    def _float64(self) -> dict[str, Any]:
-        if not self._cache:
-            data = self.data
-            self._cache.update(Xa=data.Xa.astype(np.float64, copy=False), Y=data.Y.astype(np.float64, copy=False),
-                               V=None if data.V is None else data.V.astype(np.float64, copy=False))
-            self._cache["moments"] = Moments(self._cache["Xa"], self._cache["Y"],
-                                             (data.Y > 0) if self.problem.relu else None)
-        return self._cache
-
-    def attempt(self, engine: Engine, state: _State) -> PolishResult:
-        """One attempt at the current iterate."""
-        started = time.perf_counter()
-        cache, data, alpha = self._float64(), self.data, self.settings.alpha
-        Q_host = engine.host(state.Q)
-        tight = None
-        if self.problem.relu:
-            Y, V = data.Y, data.V
-            dual = (engine.host(state.carry_a) - (1.0 - alpha) * engine.host(state.B)) / (2.0 - alpha)  # U = A - B
-            dual = np.where(~(Y > 0), dual, 0.0)
-            # a positive dual and a response of Q at its bound (within 5% of a typical |Y|)
-            near = data.Xa @ Q_host >= (0.0 if V is None else V) - 0.05 * np.linalg.norm(Y) / np.sqrt(Y.size)
-            tight = np.where((dual > 1e-9 * max(float(dual.max()), 1e-300)) & near, dual, 0.0)
-        result = polish_support(cache["Xa"], cache["Y"], cache["V"], data.epsilon, self.problem.relu, Q_host, tight,
-                                state.penalized, self.settings.tol, moments=cache["moments"])
-        self.seconds += time.perf_counter() - started
-        return result
-
-
 @dataclass
 class _Run:
     """How the iterations ended: ``status``, ``iterations``, the last check's residuals,
@@ -270,7 +229,7 @@ class _Run:
     polished: PolishResult | None
 
 
-def _run(engine: Engine, state: _State, polisher: _Polisher, settings: AdmmSettings) -> _Run:
+def _run(engine: Engine, state: _State, polisher: Polisher, settings: AdmmSettings) -> _Run:
     """Iterate until a check stops the run (residuals met and the thresholded copy within
     ``feasibility_tol``, or a certified polish) or ``max_iter``; a last polish then."""
     status, polished, residuals_met_at = "max_iter", None, None
@@ -291,13 +250,13 @@ def _run(engine: Engine, state: _State, polisher: _Polisher, settings: AdmmSetti
             if residuals.violation <= settings.feasibility_tol:
                 status = "optimal"
                 break
-        if polisher.due(residuals, iteration):
-            attempt = polisher.attempt(engine, state)
-            logger.debug("iter %d polish: %s", iteration, attempt.reason)
+        if polisher.due(residuals.primal_rel, iteration):
+            attempt = polisher.attempt(engine, state, iteration)
+            logger.debug("iter %d polish: %s (%.3g flops)", iteration, attempt.reason, attempt.flops)
             if attempt.Theta is not None:
                 polished, status = attempt, "optimal"
                 break
-            polisher.failed(iteration)
+            polisher.failed(iteration, attempt)
         _adapt(engine, state, residuals, iteration, settings)
     if status != "optimal" and polisher.enabled:
         attempt = polisher.attempt(engine, state)
@@ -361,18 +320,52 @@ def solve_admm(problem: LayerProblem, settings: AdmmSettings | None = None, *, w
         support), ``rho``, ``scale``, ``factor_time``, ``polish_time`` (failed attempts
         included), ``residuals_met_at`` (the first check at which both residuals met
         ``tol``, None if none did: when it is well below ``iterations`` and nothing was
-        polished, the violation test decided the stop), ``backend``, ``device``, ``dtype``.
+        polished, the violation test decided the stop), ``backend``, ``device``, ``dtype``,
+        ``polish_failed_flops`` and ``iteration_flops`` (the failed polishing attempts'
+        work and an iteration's, in the cost model of ``AdmmSettings.polish_budget``) and
+        ``screened`` (how many inputs were dropped before iterating, :mod:`solvers._screening`;
+        their weights are zero).
     """
     settings = (AdmmSettings() if settings is None else settings).replace(**overrides)
     started = time.perf_counter()
-    data, engine, dtype = make_engine(backend, device, resolve_dtype(dtype), problem, settings, prepared)
+    dtype = resolve_dtype(dtype)
+    if prepared is not None and backend != "torch":  # make_engine refuses the torch case
+        prepared.check(problem, prepared.dtype if dtype is None else dtype, settings)
+        dead = prepared.dead
+    else:
+        dead = (dead_inputs(problem.X, problem.fit_bias, problem.penalize_bias, problem.group_size)
+                if settings.screen else None)
+    if dead is None or not dead.any():
+        solution = _solve(problem, settings, warm_start, dtype, backend, device, prepared)
+        solution.info["screened"] = 0
+    else:  # the program without the inputs whose weights are zero at every optimum
+        reduced = without_inputs(problem, dead)
+        if warm_start is not None:
+            warm_start = warm_start_without(problem, dead, *_warm_parts(problem, warm_start))
+        solution = _solve(reduced, settings, warm_start, dtype, backend, device, prepared)
+        solution.weight = with_inputs(solution.weight, dead)
+        solution.objective = problem.objective(solution.weight, solution.bias)
+        solution.violation = problem.violation(solution.weight, solution.bias)
+        solution.info["screened"] = int(dead.sum())
+    solution.solve_time = time.perf_counter() - started
+    logger.info("admm %s after %d iterations: objective %.6g, violation %.2e, %.3fs (%d inputs screened out)",
+                solution.status, solution.iterations, solution.objective, solution.violation, solution.solve_time,
+                solution.info["screened"])
+    return solution
+
+
+def _solve(problem: LayerProblem, settings: AdmmSettings, warm_start: Any, dtype: np.dtype | None, backend: str,
+           device: Any, prepared: PreparedInput | None) -> Solution:
+    """:func:`solve_admm` on a program with nothing to screen out (or screening off)."""
+    started = time.perf_counter()
+    data, engine, dtype = make_engine(backend, device, dtype, problem, settings, prepared)
     engine.sync()
     factor_time = time.perf_counter() - started
     state = _start(problem, data, engine, settings, warm_start, dtype)
-    polisher = _Polisher(problem, data, settings)
+    polisher = Polisher(problem, data, settings)
     run = _run(engine, state, polisher, settings)
     weight, bias = _finish(problem, data, engine, state, dtype, run.polished)
-    solution = Solution(
+    return Solution(
         weight=weight, bias=bias, status=run.status, iterations=run.iterations,
         objective=problem.objective(weight, bias), violation=problem.violation(weight, bias),
         primal_residual=float(run.residuals.primal_rel), dual_residual=float(run.residuals.dual_rel),
@@ -381,8 +374,6 @@ def solve_admm(problem: LayerProblem, settings: AdmmSettings | None = None, *, w
               "device": engine.device_name, "dtype": dtype.name, "factor_time": factor_time,
               "prepared": prepared is not None, "factorization": "gram" if engine.tall else "inversion-lemma",
               "polished": run.polished is not None, "polish_time": polisher.seconds,
+              "polish_failed_flops": polisher.failed_flops, "iteration_flops": polisher.iteration_flops,
               "residuals_met_at": run.residuals_met_at,
               "certificate": run.polished.certificate if run.polished is not None else None})
-    logger.info("admm %s after %d iterations: objective %.6g, violation %.2e, %.3fs",
-                run.status, run.iterations, solution.objective, solution.violation, solution.solve_time)
-    return solution

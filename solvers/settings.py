@@ -59,7 +59,7 @@ class AdmmSettings:
         relative primal residual is below ``polish_start`` (from iteration
         ``polish_wait``), and stop when the result is certified optimal; a failed attempt
         is retried ``polish_wait``, then ``polish_backoff`` times as many, ... iterations
-        later.
+        later, while the failed attempts are within ``polish_budget``.
     rho_start_factor : float, default 2.0
     rho_hold : int, default 200
         Iterations during which ``rho='auto'`` stays at its start value: early residuals
@@ -87,6 +87,22 @@ class AdmmSettings:
     polish_wait : int, default 50
     polish_backoff : float, default 2.0
         The factor by which the wait before the next attempt grows after each failure.
+    polish_budget : float, default 0.1
+        On a ReLU layer, the work failed polishing attempts may take in all, as a fraction
+        of the ADMM's work so far. The first attempt always runs to its end; after a
+        failure, an attempt starts only while the failed ones are within the budget, and
+        gives up after a round that takes them past it. (A linear layer's attempts are
+        cheap and certify early; they keep the backoff alone.) Work is
+        counted in floating-point operations of a fixed cost model (an iteration: its two
+        products ``Xa^T B`` and ``Xa Theta`` and the weight step's small product; an
+        attempt: its dense solves and two products per round, the moments formed once
+        per solve not included;
+        :class:`solvers._restricted.Work`), so which attempts run never depends on the
+        machine's speed. ``inf``: no limit.
+    screen : bool, default True
+        Drop before iterating the inputs whose weights are zero at every optimum: columns
+        of ``X`` that are zero on every sample, and, with a fitted unpenalised bias,
+        constant ones (:mod:`solvers._screening`). Exact: the answer has zeros there.
     """
 
     tol: float = 1e-4
@@ -108,6 +124,8 @@ class AdmmSettings:
     polish_start: float = 3e-2
     polish_wait: int = 50
     polish_backoff: float = 2.0
+    polish_budget: float = 0.1
+    screen: bool = True
 
     def __post_init__(self) -> None:
         if not (_number(self.tol) and 0 < self.tol < 1):
@@ -127,6 +145,8 @@ class AdmmSettings:
                 raise ValueError(f"{name}: got {value!r}, needs a finite number > 0")
         if not (_number(self.polish_backoff) and math.isfinite(self.polish_backoff) and self.polish_backoff >= 1):
             raise ValueError(f"polish_backoff: got {self.polish_backoff!r}, needs a finite number >= 1")
+        if not (_number(self.polish_budget) and self.polish_budget >= 0):
+            raise ValueError(f"polish_budget: got {self.polish_budget!r}, needs a number >= 0 (inf: no limit)")
         for name in ("rho_hold", "polish_wait"):
             value = getattr(self, name)
             if not (_integer(value) and value >= 0):

@@ -4,7 +4,7 @@ import pytest
 
 from conftest import make_layer
 from solvers import solve
-from solvers._polish import can_polish, polish
+from solvers._polish import PolishResult, Work, can_polish, polish
 
 
 def _data(problem):
@@ -80,15 +80,67 @@ def test_can_polish_needs_a_positive_budget_where_there_are_entries():
 
 def test_the_wait_between_failed_attempts_grows_by_the_backoff():
     from solvers import AdmmSettings
-    from solvers.admm import _Polisher
+    from solvers._polish import Polisher
 
     problem, _ = make_layer(n_samples=60, n_in=8, n_out=3, seed=2)
     for backoff, expected in ((2.0, [50, 100, 200, 400]), (4.0, [50, 100, 300, 1100])):
-        polisher = _Polisher(problem, None, AdmmSettings(polish_wait=50, polish_backoff=backoff))
+        polisher = Polisher(problem, None, AdmmSettings(polish_wait=50, polish_backoff=backoff))
         attempts = [polisher.next_at]
         for _ in range(3):  # each attempt fails: the next one polish_wait, then backoff times as many, later
-            polisher.failed(attempts[-1])
+            polisher.failed(attempts[-1], PolishResult(None, "failed", flops=0.0))
             attempts.append(polisher.next_at)
         assert attempts == expected
     with pytest.raises(ValueError, match="polish_backoff"):
         AdmmSettings(polish_backoff=0.5)
+
+
+def test_failed_attempts_stay_within_the_polish_budget():
+    """On a ReLU layer, after the first failure, an attempt starts only while the failed
+    ones took at most polish_budget times the ADMM's work so far; a linear layer keeps the
+    backoff alone."""
+    from solvers import AdmmSettings
+    from solvers._polish import Polisher
+
+    problem, _ = make_layer(n_samples=60, n_in=8, n_out=3, seed=2)
+    polisher = Polisher(problem, None, AdmmSettings(polish_wait=50, polish_backoff=1, polish_budget=0.1))
+    unit = polisher.iteration_flops
+    assert unit == 4 * 60 * 9 * 3 + 2 * 9**2 * 3  # two products and the weight step's small one
+    assert polisher.due(0.01, 50)  # the first attempt: no failure yet
+    assert not polisher.due(0.5, 50)  # ... but not before the residual is small
+    polisher.failed(50, PolishResult(None, "failed", flops=30 * unit))
+    assert [polisher.due(0.01, it) for it in (100, 250, 300, 400)] == [False, False, True, True]
+    assert polisher.allowance(400) == pytest.approx(10 * unit)
+    with pytest.raises(ValueError, match="polish_budget"):
+        AdmmSettings(polish_budget=-0.1)
+    AdmmSettings(polish_budget=float("inf"))  # no limit
+    linear = Polisher(make_layer(n_samples=60, n_in=8, n_out=3, relu=False, seed=2)[0], None,
+                      AdmmSettings(polish_wait=50, polish_backoff=1, polish_budget=0.1))
+    linear.failed(50, PolishResult(None, "failed", flops=30 * unit))
+    assert linear.due(0.01, 100)
+
+
+def test_an_attempt_gives_up_once_its_work_is_past_the_limit():
+    problem, _ = make_layer(n_samples=100, n_in=12, n_out=3, seed=31)
+    reference = solve(problem, method="cvxpy")
+    Xa, weights = _data(problem)
+    Q = np.vstack([reference.weight.T, reference.bias])
+    tight = np.where(~problem.active & (Xa @ Q > -1e-6), 1.0, 0.0)
+    Q[:-1] *= np.random.default_rng(0).random(Q[:-1].shape) < 0.6  # far from the optimum: several rounds
+    unlimited = polish(Xa, problem.Y, None, problem.epsilon, True, Q, tight, weights, 1e-6)
+    limited = polish(Xa, problem.Y, None, problem.epsilon, True, Q, tight, weights, 1e-6, flops_limit=0.0)
+    assert limited.Theta is None and "share of the work is spent" in limited.reason
+    assert 0 < limited.flops < unlimited.flops
+
+
+def test_the_cost_model_counts_products_and_solves():
+    work = Work()
+    work.product(3, 4, 5)
+    assert work.flops == 120
+    from solvers._restricted import _SMALL_SOLVE, _SOLVE_COST
+
+    work = Work()
+    work.solve(1000, 2)
+    assert work.flops == pytest.approx(_SOLVE_COST * (2 * 1000**3 / 3 + 2 * 1000**2 * 2))
+    work = Work()
+    work.solve(3, 1)  # a small solve costs its overhead
+    assert work.flops == _SOLVE_COST * _SMALL_SOLVE
