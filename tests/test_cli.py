@@ -148,7 +148,7 @@ def test_command_runs_as_a_module_in_a_subprocess(files):
 def test_demo_prints_the_table(capsys):
     assert main(["demo", "--hidden", "16", "--epochs", "5", "--quiet"]) == 0
     out = capsys.readouterr().out
-    for row in ("dense", "nettrim    cascade", "nettrim    parallel", "magnitude"):
+    for row in ("dense", "nettrim    cascade", "nettrim    parallel", "lobs", "magnitude", "nettrim    sparsity"):
         assert row in out
     assert main(["demo", "--hidden", "16", "0"]) == 2
     assert "--hidden: got [16, 0]" in capsys.readouterr().err
