@@ -104,3 +104,14 @@ def test_screening_does_not_modify_the_problem():
     solve(problem, warm_start=original)
     np.testing.assert_array_equal(problem.X, X)
     np.testing.assert_array_equal(original[0], weight)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_torch_backend_screens_the_same_inputs(dtype):
+    pytest.importorskip("torch")
+    problem, original = _with_dead_inputs(constant=1.7, per_neuron=True, upper=True)
+    on_torch = solve(problem, warm_start=original, tol=1e-5, backend="torch", device="cpu", dtype=dtype)
+    on_numba = solve(problem, warm_start=original, tol=1e-5, dtype=dtype)
+    assert on_torch.info["screened"] == on_numba.info["screened"] == 2
+    assert not on_torch.weight[:, [2, 5]].any()
+    assert on_torch.objective == pytest.approx(on_numba.objective, rel=1e-3)
