@@ -271,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.set_defaults(run=cmd_report)
 
-    p = sub.add_parser("demo", help="train a digits MLP, prune it in both modes, print the table")
+    p = sub.add_parser("demo", help="train a digits MLP, prune it with Net-Trim (both modes, and at a "
+                                    "sparsity) and the baselines, print the table")
     p.add_argument("--epsilon", type=_non_negative, default=0.08, help="relative budget (default 0.08)")
     p.add_argument("--hidden", type=int, nargs="+", default=[256, 256], help="hidden sizes (default 256 256)")
     p.add_argument("--epochs", type=int, default=60, help="training epochs (default 60)")
