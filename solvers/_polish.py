@@ -323,6 +323,7 @@ class Polisher:
                 and (not self.budgeted or self.allowance(iteration) >= 0))
 
     def failed(self, iteration: int, attempt: PolishResult) -> None:
+        """Count a failed attempt's work and schedule the next one (the backoff)."""
         self.failed_flops += attempt.flops
         self.next_at, self.wait = iteration + self.wait, int(round(self.settings.polish_backoff * self.wait))
 
@@ -356,7 +357,6 @@ class Polisher:
             tight = np.where((dual > 1e-9 * max(float(dual.max()), 1e-300)) & near, dual, 0.0)
         limit = self.allowance(iteration) if self.budgeted and iteration is not None else np.inf
         result = polish(cache["Xa"], cache["Y"], cache["V"], data.epsilon, self.problem.relu, Q_host, tight,
-                                state.penalized, self.settings.tol, moments=cache["moments"], work=work,
-                                flops_limit=limit)
+                        state.penalized, self.settings.tol, moments=cache["moments"], work=work, flops_limit=limit)
         self.seconds += time.perf_counter() - started
         return result
