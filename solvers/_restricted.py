@@ -96,19 +96,15 @@ class Moments:
     def __init__(self, Xa: np.ndarray, Y: np.ndarray, active: np.ndarray | None, memory: float = 256e6) -> None:
         self.Xa, self.active = Xa, active
         n_samples, n_cols, n_out = Xa.shape[0], Xa.shape[1], Y.shape[1]
-        self.work = Work()  # what forming the moments cost
-        self.work.product(n_cols, n_samples, n_out)
         masked = Y if active is None else np.where(active, Y, 0.0)
         self.moment = Xa.T @ masked
         self.y_sq = np.einsum("pm,pm->m", masked, masked)
         self.gram = None
         if active is None:
             self.gram = Xa.T @ Xa  # one Gram for every neuron
-            self.work.product(n_cols, n_samples, n_cols)
         elif n_out * n_cols**2 * 8 <= memory:
             self.gram = np.empty((n_out, n_cols, n_cols))
             full = Xa.T @ Xa
-            self.work.product(n_cols, n_samples, n_cols)
             for m in range(n_out):
                 n_active = np.count_nonzero(active[:, m])
                 if 2 * n_active > n_samples:  # fewer rows to subtract
@@ -117,7 +113,6 @@ class Moments:
                 else:
                     rows = Xa[active[:, m]]
                     np.matmul(rows.T, rows, out=self.gram[m])
-                self.work.product(n_cols, min(n_active, n_samples - n_active), n_cols)
 
     def neuron(self, m: int, columns: np.ndarray, work: Work) -> np.ndarray:
         """``M^T M`` for neuron ``m`` restricted to ``columns`` (its cost added to ``work``)."""

@@ -28,8 +28,8 @@ def dead_inputs(X: np.ndarray, fit_bias: bool, penalize_bias: bool, group_size: 
     whole groups only for the group program (``group_size`` not None).
     """
     dead = ~X.any(axis=0)
-    if fit_bias and not penalize_bias:
-        dead |= (X == X[:1]).all(axis=0)
+    if fit_bias and not penalize_bias:  # two reductions, no (n_samples, n_in) temporary
+        dead |= X.max(axis=0) == X.min(axis=0)
     if group_size is not None:
         dead = np.repeat(dead.reshape(-1, group_size).all(axis=1), group_size)
     return dead
