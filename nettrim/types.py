@@ -137,11 +137,11 @@ class LayerOutcome:
     info: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_solution(cls, solution: Solution, epsilon: float | np.ndarray, probes: int = 1) -> "LayerOutcome":
+    def from_solution(cls, solution: Solution, epsilon: float | np.ndarray) -> "LayerOutcome":
         """A solve as a method's answer; per-neuron budgets are reported by their layer total."""
         info = dict(solution.info)
         info.update(primal_residual=solution.primal_residual, dual_residual=solution.dual_residual,
-                    solve_time=solution.solve_time, probes=probes)
+                    solve_time=solution.solve_time)
         if np.ndim(epsilon) == 1:
             info["per_neuron"] = True
             epsilon = np.sqrt(np.sum(np.square(epsilon)))
@@ -194,7 +194,7 @@ class LayerReport:
         Wall time of the layer (its solves and the signals it needed).
     method : str
     info : dict
-        Solver details (``rho``, ``polished``, ``probes``, ...).
+        Solver details (``rho``, ``polished``, ``path`` of a target reached by the ℓ1 path, ...).
     certified_error : float
         ``sqrt(sum_active (ẑ - y)^2 + sum_inactive max(ẑ, 0)^2) / ||Y||_F``: the objective of
         the ReLU-aware fit, an upper bound of ``error_out`` that needs no ReLU to evaluate

@@ -4,6 +4,7 @@
 >>> problem = LayerProblem(X, Y, epsilon=0.05 * np.linalg.norm(Y))      # doctest: +SKIP
 >>> solution = solve(problem)                                           # doctest: +SKIP
 >>> solution.weight, solution.violation                                 # doctest: +SKIP
+>>> at_90 = solve_at_sparsity(lambda e: LayerProblem(X, Y, e), 0.9, epsilon=1.0)  # doctest: +SKIP
 
 This package never imports torch at module level.
 """
@@ -11,11 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from .path import solve_at_sparsity
 from .problem import LayerProblem
 from .settings import AdmmSettings
 from .solution import Solution
 
-__all__ = ["LayerProblem", "Solution", "AdmmSettings", "solve", "METHODS"]
+__all__ = ["LayerProblem", "Solution", "AdmmSettings", "solve", "solve_at_sparsity", "METHODS"]
 
 METHODS = ("admm", "cvxpy")
 

@@ -69,6 +69,9 @@ class Engine(Protocol):
     def violation(self, Q: Any) -> float:
         """Relative excess of ``Xa Q`` over the scaled constraints."""
 
+    def set_bounds(self, epsilon: np.ndarray, V: np.ndarray | None) -> None:
+        """New scaled budget(s) and inactive bound (a path's next program; ``Xa``, ``Y`` stay)."""
+
 
 class NumpyEngine:
     """:class:`Engine` on numpy arrays (``backend="numba"`` or ``"numpy"``).
@@ -140,6 +143,9 @@ class NumpyEngine:
 
     def violation(self, Q: np.ndarray) -> float:
         return relative_excess(self.Xa @ Q, self.Y, self.epsilon, relu=self.relu, upper=self.V)
+
+    def set_bounds(self, epsilon: np.ndarray, V: np.ndarray | None) -> None:
+        self.epsilon, self.V = epsilon, V
 
 
 def make_engine(backend: str, device: Any, dtype: np.dtype | None, problem: LayerProblem,

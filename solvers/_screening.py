@@ -17,8 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from .problem import LayerProblem
+from .solution import Solution
 
-__all__ = ["dead_inputs", "kept_columns", "without_inputs", "warm_start_without", "with_inputs"]
+__all__ = ["dead_inputs", "kept_columns", "without_inputs", "warm_start_without", "with_inputs", "restore_inputs"]
 
 
 def dead_inputs(X: np.ndarray, fit_bias: bool, penalize_bias: bool, group_size: int | None) -> np.ndarray:
@@ -67,3 +68,14 @@ def with_inputs(weight: np.ndarray, dead: np.ndarray) -> np.ndarray:
     if live.size:
         full[:, live] = weight
     return full
+
+
+def restore_inputs(problem: LayerProblem, solution: Solution, dead: np.ndarray | None) -> Solution:
+    """The answer of the program without the ``dead`` inputs as one of ``problem`` (zero
+    weights put back, objective and violation on the full program); ``info["screened"]``."""
+    if dead is not None and dead.any():
+        solution.weight = with_inputs(solution.weight, dead)
+        solution.objective = problem.objective(solution.weight, solution.bias)
+        solution.violation = problem.violation(solution.weight, solution.bias)
+    solution.info["screened"] = 0 if dead is None else int(dead.sum())
+    return solution

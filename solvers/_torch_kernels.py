@@ -383,3 +383,8 @@ class TorchEngine:
     def violation(self, Q: torch.Tensor) -> float:
         """Relative excess of ``Xa Q`` over the scaled constraints (float64; one sync)."""
         return relative_excess(self.Xa @ Q, self.Y, self.epsilon, inactive=self.inactive, upper=self.V)
+
+    def set_bounds(self, epsilon: np.ndarray, V: np.ndarray | None) -> None:
+        """New scaled budget(s) and inactive bound (a path's next program)."""
+        self.epsilon = torch.as_tensor(np.asarray(epsilon, dtype=np.float64), device=self.device)
+        self.V = None if V is None else self.asarray(V)

@@ -49,7 +49,7 @@ import numpy as np
 from ._engine import BACKENDS, Engine, make_engine
 from ._polish import Polisher, PolishResult
 from ._scaling import PreparedInput, ScaledData
-from ._screening import dead_inputs, warm_start_without, with_inputs, without_inputs
+from ._screening import dead_inputs, restore_inputs, warm_start_without, without_inputs
 from .problem import LayerProblem
 from .settings import AdmmSettings, resolve_dtype
 from .solution import Solution
@@ -229,15 +229,17 @@ class _Run:
     polished: PolishResult | None
 
 
-def _run(engine: Engine, state: _State, polisher: Polisher, settings: AdmmSettings) -> _Run:
+def _run(engine: Engine, state: _State, polisher: Polisher, settings: AdmmSettings, done: int = 0) -> _Run:
     """Iterate until a check stops the run (residuals met and the thresholded copy within
-    ``feasibility_tol``, or a certified polish) or ``max_iter``; a last polish then."""
+    ``feasibility_tol``, or a certified polish) or ``max_iter`` more iterations; a last
+    polish then. ``done``: iterations the state has already had (a path's earlier stages;
+    the rho and polish schedules count from the first). ``iterations`` counts them all."""
     status, polished, residuals_met_at = "max_iter", None, None
     residuals = _Residuals(np.inf, np.inf, False, None)
     debug = logger.isEnabledFor(logging.DEBUG)
-    iteration = 0
-    for iteration in range(1, settings.max_iter + 1):
-        check = iteration % settings.check_every == 0 or iteration == settings.max_iter
+    iteration, last = done, done + settings.max_iter
+    for iteration in range(done + 1, last + 1):
+        check = iteration % settings.check_every == 0 or iteration == last
         stats = _iterate(engine, state, settings.alpha, check)
         if not check:
             continue
@@ -329,29 +331,30 @@ def solve_admm(problem: LayerProblem, settings: AdmmSettings | None = None, *, w
     settings = (AdmmSettings() if settings is None else settings).replace(**overrides)
     started = time.perf_counter()
     dtype = resolve_dtype(dtype)
-    if prepared is not None and backend != "torch":  # make_engine refuses the torch case
-        prepared.check(problem, prepared.dtype if dtype is None else dtype, settings)
-        dead = prepared.dead
-    else:
-        dead = (dead_inputs(problem.X, problem.fit_bias, problem.penalize_bias, problem.group_size)
-                if settings.screen else None)
+    dead = screened_inputs(problem, settings, dtype, backend, prepared)
     if dead is None or not dead.any():
         solution = _solve(problem, settings, warm_start, dtype, backend, device, prepared)
-        solution.info["screened"] = 0
     else:  # the program without the inputs whose weights are zero at every optimum
-        reduced = without_inputs(problem, dead)
         if warm_start is not None:
             warm_start = warm_start_without(problem, dead, *_warm_parts(problem, warm_start))
-        solution = _solve(reduced, settings, warm_start, dtype, backend, device, prepared)
-        solution.weight = with_inputs(solution.weight, dead)
-        solution.objective = problem.objective(solution.weight, solution.bias)
-        solution.violation = problem.violation(solution.weight, solution.bias)
-        solution.info["screened"] = int(dead.sum())
+        solution = _solve(without_inputs(problem, dead), settings, warm_start, dtype, backend, device, prepared)
+    solution = restore_inputs(problem, solution, dead)
     solution.solve_time = time.perf_counter() - started
     logger.info("admm %s after %d iterations: objective %.6g, violation %.2e, %.3fs (%d inputs screened out)",
                 solution.status, solution.iterations, solution.objective, solution.violation, solution.solve_time,
                 solution.info["screened"])
     return solution
+
+
+def screened_inputs(problem: LayerProblem, settings: AdmmSettings, dtype: np.dtype | None, backend: str,
+                    prepared: PreparedInput | None) -> np.ndarray | None:
+    """The inputs to drop (:mod:`solvers._screening`; a prepared input's, checked against the
+    problem), or None when screening is off."""
+    if prepared is not None and backend != "torch":  # make_engine refuses the torch case
+        prepared.check(problem, prepared.dtype if dtype is None else dtype, settings)
+        return prepared.dead
+    return (dead_inputs(problem.X, problem.fit_bias, problem.penalize_bias, problem.group_size)
+            if settings.screen else None)
 
 
 def _solve(problem: LayerProblem, settings: AdmmSettings, warm_start: Any, dtype: np.dtype | None, backend: str,
@@ -364,15 +367,24 @@ def _solve(problem: LayerProblem, settings: AdmmSettings, warm_start: Any, dtype
     state = _start(problem, data, engine, settings, warm_start, dtype)
     polisher = Polisher(problem, data, settings)
     run = _run(engine, state, polisher, settings)
+    solution = _solution(problem, data, engine, state, dtype, run, polisher)
+    solution.solve_time = time.perf_counter() - started
+    solution.info.update(backend=backend, factor_time=factor_time, prepared=prepared is not None)
+    return solution
+
+
+def _solution(problem: LayerProblem, data: ScaledData, engine: Engine, state: _State, dtype: np.dtype, run: _Run,
+              polisher: Polisher) -> Solution:
+    """The :class:`~solvers.Solution` of a run (its ``solve_time`` and set-up facts are the caller's)."""
     weight, bias = _finish(problem, data, engine, state, dtype, run.polished)
     return Solution(
         weight=weight, bias=bias, status=run.status, iterations=run.iterations,
         objective=problem.objective(weight, bias), violation=problem.violation(weight, bias),
         primal_residual=float(run.residuals.primal_rel), dual_residual=float(run.residuals.dual_rel),
-        solve_time=time.perf_counter() - started, method="admm",
-        info={"rho": state.rho, "scale": data.scale, "centered": data.mean is not None, "backend": backend,
-              "device": engine.device_name, "dtype": dtype.name, "factor_time": factor_time,
-              "prepared": prepared is not None, "factorization": "gram" if engine.tall else "inversion-lemma",
+        solve_time=float("nan"), method="admm",
+        info={"rho": state.rho, "scale": data.scale, "centered": data.mean is not None,
+              "device": engine.device_name, "dtype": dtype.name,
+              "factorization": "gram" if engine.tall else "inversion-lemma",
               "polished": run.polished is not None, "polish_time": polisher.seconds,
               "polish_failed_flops": polisher.failed_flops, "iteration_flops": polisher.iteration_flops,
               "residuals_met_at": run.residuals_met_at,

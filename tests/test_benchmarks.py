@@ -83,3 +83,17 @@ def test_structured_then_unstructured_runs_split_the_kept_share_evenly():
     assert structured_kept == pytest.approx(0.1 ** 0.5)
     assert structured_kept * (1.0 - options["weight_sparsity"]) == pytest.approx(0.1)
     assert runs["nettrim-group"] == ("nettrim-group", {"unit": "weights"}, 0.9)
+
+
+def test_sparsity_path_benchmark_compares_both_ways_on_one_program(capsys):
+    sparsity_path = pytest.importorskip("sparsity_path")
+    from conftest import make_layer
+
+    problem, original = make_layer(n_samples=200, n_in=40, n_out=10, density=0.9, seed=1)
+    rows = sparsity_path.measure([("toy", "0", problem, original)], [0.5])
+    (row,) = rows
+    assert row["path_met"] and row["search_met"]
+    assert row["path_epsilon"] > 0 and row["single_iterations"] > 0
+    assert row["path_solve_equivalents"] == pytest.approx(row["path_seconds"] / row["single_seconds"])
+    sparsity_path.summary(rows)
+    assert "| 50% | 1 | 1 | 1 |" in capsys.readouterr().out

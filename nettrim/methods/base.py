@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from solvers import AdmmSettings, LayerProblem, Solution, solve
+from solvers import AdmmSettings, LayerProblem, Solution, solve, solve_at_sparsity
 
 from ..types import LayerOutcome, LayerTask
 
@@ -153,6 +153,14 @@ class LayerSolver:
         if self.name != "admm" or "dtype" in self.options:
             return self
         return self.with_options(dtype=np.asarray(task.X).dtype)
+
+    def at_sparsity(self, problem_at: Callable[[float], LayerProblem], sparsity: float, epsilon: float, *,
+                    warm_start: Any = None, **path_options: Any) -> Solution:
+        """:func:`solvers.path.solve_at_sparsity` with this solver (the ADMM warm-started)."""
+        options = dict(self.options)
+        if self.name == "admm":
+            options = {"warm_start": warm_start, **options}
+        return solve_at_sparsity(problem_at, sparsity, epsilon, method=self.name, **path_options, **options)
 
     def solve(self, problem: LayerProblem, *, warm_start: Any = None, max_iter: int | None = None) -> Solution:
         options = dict(self.options)

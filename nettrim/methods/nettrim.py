@@ -15,30 +15,27 @@ best within the layer's count of weights (:func:`choose_rows`; ``info["neurons_b
 never worse than either Hessian's rows taken whole. Neither Hessian wins everywhere
 (``benchmarks/compare_methods.py``); the fit is what closes the gap to the original output.
 
-``support='l1'`` searches the program's ``epsilon`` instead, so that the ℓ1 solution
-keeps the target fraction: the number of nonzeros of the ℓ1 solution falls as ``epsilon`` grows, so
-a bracket is found by stepping from the mode's budget (by factors 2 to 4, extrapolated
-from the last probes) and then narrowed by interpolation of ``log kept`` against
-``log epsilon`` until the kept fraction is within :data:`SPARSITY_TOLERANCE` of the
-target. Every solve is warm-started from the nearest one already made.
+``support='l1'`` moves the program's ``epsilon`` instead, until the ℓ1 solution keeps the
+target fraction (within :data:`SPARSITY_TOLERANCE`): a path in ``epsilon``
+(:func:`solvers.path.solve_at_sparsity`), one ADMM run continued from budget to budget,
+starting at the mode's budget; a layer whose target it cannot reach is reported with the
+reason (``info["why"]``).
 
 Below the floor (cascade mode: the error the original weights carry on the pruned input)
 the program with the cascade's inactive bound ``V`` is infeasible or nearly so, since any
 weight closer than the original must move the response at the inactive entries. There
 the bound is lifted: only the active entries are held within ``epsilon`` (the ReLU
 guarantee on the inactive entries is given up for that layer; its report shows the
-error). Such probes get a reduced iteration cap, and a probe that does not end feasible
-counts as "``epsilon`` too small".
+error).
 """
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from solvers import LayerProblem, Solution
+from solvers import LayerProblem
 
 from ._relu_obs import relu_obs_weights
 from .base import LayerOutcome, LayerSolver, LayerTask, Method
@@ -49,28 +46,18 @@ SUPPORTS = ("obs", "l1")
 
 logger = logging.getLogger(__name__)
 
-SPARSITY_TOLERANCE = 0.01  # the searched sparsity lands within 1 point of the target
-_MAX_PROBES = 40
-_SMALLEST_EPSILON = 1e-4  # relative to ||Y||_F: below this the search stops
-_PLATEAU = 0.005  # kept fractions this close at a 2-4x smaller epsilon ...
-_PLATEAU_BELOW = 0.02  # ... below this relative epsilon: no denser solution to find
-_PROBE_ITERATIONS = 1500  # iteration cap of a probe ...
-_FLOOR_PROBE_ITERATIONS = 500  # ... and of one below the floor, where it may be infeasible
+SPARSITY_TOLERANCE = 0.01  # the l1 path lands within 1 point of the target
 _LIFT = 1e3  # how far the inactive bound is lifted below the floor, in units of max |Y|
-_FEASIBLE_FACTOR = 10.0  # a probe not optimal, with violation above this times tol ...
-_PROBE_VIOLATION = 0.05  # ... and above this, is infeasible (a capped probe still tells the kept fraction)
 
 
-def _solve(task: LayerTask, epsilon: float, solver: LayerSolver, warm: tuple[np.ndarray, np.ndarray | None],
-           max_iter: int | None = None) -> Solution:
+def _problem(task: LayerTask, epsilon: float | np.ndarray) -> LayerProblem:
+    """The layer's program at ``epsilon`` (below the cascade floor, with the inactive bound lifted)."""
     upper = task.upper
     if upper is not None and np.any(np.asarray(epsilon) < task.floor):
         # below the cascade floor the original weights' bound on the inactive entries
         # makes the program infeasible or nearly so: lift it out of the way
         upper = upper + _LIFT * max(float(np.abs(task.Y).max()), 1.0)
-    problem = LayerProblem(task.X, task.Y, epsilon, relu=task.relu, upper=upper,
-                           fit_bias=task.bias is not None)
-    return solver.solve(problem, warm_start=warm, max_iter=max_iter)
+    return LayerProblem(task.X, task.Y, epsilon, relu=task.relu, upper=upper, fit_bias=task.bias is not None)
 
 
 def refit_support(task: LayerTask, weight: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -236,17 +223,19 @@ def prune_layer(task: LayerTask, *, sparsity: float | None, solver: LayerSolver 
     Returns
     -------
     LayerOutcome
-        With ``info["probes"]``, the number of solves the sparsity search made.
+        With ``support='l1'`` and a target, ``info`` holds the path
+        (:func:`solvers.path.solve_at_sparsity`: ``path``, ``path_iterations``,
+        ``target_met``, ``why``).
     """
     solver = LayerSolver() if solver is None else solver
-    warm = (task.weight, task.bias)
     NetTrimOptions(refit, support, damping)  # checked
     if sparsity is None:
-        outcome = LayerOutcome.from_solution(_solve(task, task.budget, solver, warm), task.budget)
+        solution = solver.solve(_problem(task, task.budget), warm_start=(task.weight, task.bias))
+        outcome = LayerOutcome.from_solution(solution, task.budget)
     elif support == "obs":
         outcome = _obs(task, sparsity, damping)
     else:
-        outcome = _search(task, 1.0 - sparsity, solver)
+        outcome = _path(task, sparsity, solver)
     if not refit:
         return outcome
     weight, bias = refit_support(task, outcome.weight, outcome.bias)
@@ -260,117 +249,17 @@ def prune_layer(task: LayerTask, *, sparsity: float | None, solver: LayerSolver 
                         iterations=outcome.iterations, violation=violation, info=info)
 
 
-def _log_kept(kept: float, size: int) -> float:
-    return math.log(kept + 0.5 / size)  # finite at kept = 0
-
-
-def _next_epsilon(points: list[tuple[float, float | None]], target_kept: float, size: int) -> float | None:
-    """The next ``epsilon`` to try, from the probes so far.
-
-    ``lo``: the largest epsilon that kept too much (or was infeasible); ``hi``: the smallest
-    that kept too little. With both, interpolate ``log kept`` linearly in ``log epsilon``
-    between them (kept against epsilon is close to a power law), kept inside the middle
-    60% of the bracket, or bisect geometrically when an end has no usable value (``lo``
-infeasible, or ``hi`` keeping nothing). With one side
-    only, extrapolate from the last two feasible probes, stepping by a factor 2 to 4.
-    None when the bracket has closed (the kept fraction jumps over the target there).
-    """
-    too_dense = [(e, k) for e, k in points if k is None or k > target_kept]
-    too_sparse = [(e, k) for e, k in points if k is not None and k <= target_kept]
-    lo = max(too_dense, key=lambda p: p[0]) if too_dense else None
-    hi = min(too_sparse, key=lambda p: p[0]) if too_sparse else None
-    goal = _log_kept(target_kept, size)
-    if lo is not None and hi is not None:
-        if hi[0] / lo[0] < 1.0 + 1e-3:
-            return None
-        if lo[1] is None or hi[1] == 0:  # no usable slope: bisect
-            return math.sqrt(lo[0] * hi[0])
-        a, b = _log_kept(lo[1], size), _log_kept(hi[1], size)
-        t = (goal - a) / (b - a) if b != a else 0.5
-        t = min(max(t, 0.2), 0.8)
-        return math.exp(math.log(lo[0]) + t * (math.log(hi[0]) - math.log(lo[0])))
-    last = points[-1]
-    step_up = hi is None  # everything so far kept too much: larger epsilon
-    feasible = [(e, k) for e, k in points if k is not None]
-    factor = 2.0
-    if len(feasible) >= 2:
-        (e1, k1), (e2, k2) = feasible[-2], feasible[-1]
-        slope = (_log_kept(k2, size) - _log_kept(k1, size)) / (math.log(e2) - math.log(e1)) if e1 != e2 else 0.0
-        if slope < 0:  # kept falls as epsilon grows, as it should
-            log_wanted = (goal - _log_kept(k2, size)) / slope  # log of the wanted epsilon ratio
-            log_factor = log_wanted if step_up else -log_wanted
-            factor = math.exp(min(max(log_factor + math.log(1.2), math.log(2.0)), math.log(4.0)))
-    return last[0] * factor if step_up else last[0] / factor
-
-
-def _plateau(points: list[tuple[float, float | None]], target_kept: float, scale: float) -> bool:
-    """Two small and smaller epsilons (below ``_PLATEAU_BELOW * ||Y||``), both feasible and
-    keeping too little, keeping nearly the same: the l1 solution does not get denser."""
-    feasible = [(e, k) for e, k in points if k is not None]
-    if len(feasible) < 2 or any(k > target_kept for _, k in feasible):
-        return False
-    (e1, k1), (e2, k2) = feasible[-2], feasible[-1]
-    return e2 < e1 < _PLATEAU_BELOW * scale and abs(k2 - k1) < _PLATEAU
-
-
-def _search(task: LayerTask, target_kept: float, solver: LayerSolver) -> LayerOutcome:
-    """Find ``epsilon`` whose solution keeps ``target_kept`` of the weights (within 1 point)."""
-    size = task.weight.size
-    cap = float(solver.max_iter)
-    # the ADMM stops at violation <= 5 tol; a probe that ends well beyond counts as infeasible
-    feasible_violation = max(_FEASIBLE_FACTOR * float(solver.tol), _PROBE_VIOLATION)
-    tried: list[tuple[float, Solution | None]] = []  # (epsilon, solution or None if infeasible)
-
-    def probe(epsilon: float) -> float | None:
-        """Kept fraction at ``epsilon``, or None when the probe ends infeasible."""
-        max_iter = None
-        if solver.name == "admm":  # a probe that has not converged by then is as good as infeasible
-            limit = _FLOOR_PROBE_ITERATIONS if epsilon < task.floor else _PROBE_ITERATIONS
-            max_iter = int(min(cap, limit))
-        feasible = [(e, s) for e, s in tried if s is not None]
-        warm = (task.weight, task.bias)
-        if feasible:
-            nearest = min(feasible, key=lambda item: abs(math.log(item[0] / epsilon)) if item[0] > 0 else math.inf)
-            warm = (nearest[1].weight, nearest[1].bias)
-        solution = _solve(task, epsilon, solver, warm, max_iter)
-        ok = solution.status == "optimal" or solution.violation <= feasible_violation
-        tried.append((epsilon, solution if ok else None))
-        kept = solution.nnz / size
-        logger.debug("%s: epsilon %.4g -> kept %.4f (%s, violation %.1e)", task.name, epsilon, kept,
-                     solution.status, solution.violation)
-        return kept if ok else None
-
+def _path(task: LayerTask, sparsity: float, solver: LayerSolver) -> LayerOutcome:
+    """The l1 program at the ``epsilon`` whose answer removes ``sparsity`` of the weights."""
     scale = task.scale if task.scale > 0 else 1.0
-    epsilon = task.budget if task.budget > 0 else 0.05 * scale
-    points: list[tuple[float, float | None]] = []  # (epsilon, kept or None when infeasible)
-    for _ in range(_MAX_PROBES):
-        kept = probe(epsilon)
-        points.append((epsilon, kept))
-        if kept is not None and abs(kept - target_kept) <= SPARSITY_TOLERANCE:
-            break
-        next_epsilon = _next_epsilon(points, target_kept, size)
-        if next_epsilon is None or not (_SMALLEST_EPSILON * scale < next_epsilon < 64 * scale + 2 * task.floor):
-            break
-        if _plateau(points, target_kept, scale):
-            logger.info("layer %r: the kept fraction stays near %.3f as epsilon shrinks; the l1 solution "
-                        "is sparser than the target here", task.name, points[-1][1])
-            break
-        epsilon = next_epsilon
-
-    feasible = [(e, s) for e, s in tried if s is not None]
-    if not feasible:
-        raise RuntimeError(f"layer {task.name!r}: no feasible solution found while searching epsilon "
-                           f"for sparsity {1 - target_kept:.3f}")
-    best_epsilon, best = min(feasible, key=lambda item: (abs(item[1].nnz / size - target_kept), item[0]))
-    if best.status != "optimal" and solver.name == "admm":  # a capped probe: finish it
-        finished = _solve(task, best_epsilon, solver, (best.weight, best.bias))
-        if finished.status == "optimal" and abs(finished.nnz / size - target_kept) <= max(
-                abs(best.nnz / size - target_kept), SPARSITY_TOLERANCE):
-            best = finished
-    if abs(best.nnz / size - target_kept) > SPARSITY_TOLERANCE:
-        logger.warning("layer %r: sparsity %.3f reached instead of %.3f after %d solves", task.name,
-                       1 - best.nnz / size, 1 - target_kept, len(tried))
-    return LayerOutcome.from_solution(best, best_epsilon, probes=len(tried))
+    start = task.budget if task.budget > 0 else 0.05 * scale
+    solution = solver.at_sparsity(lambda epsilon: _problem(task, epsilon), sparsity, start,
+                                  warm_start=(task.weight, task.bias), tolerance=SPARSITY_TOLERANCE,
+                                  max_epsilon=64.0 * scale + 2.0 * float(np.max(task.floor)))
+    if not solution.info["target_met"]:
+        logger.warning("layer %r: sparsity %.3f reached instead of %.3f: %s", task.name,
+                       1.0 - solution.nnz / solution.weight.size, sparsity, solution.info["why"])
+    return LayerOutcome.from_solution(solution, solution.info["epsilon"])
 
 
 METHOD = Method("nettrim", "layer", prune_layer, options=NetTrimOptions, needs_sparsity=False, budget_program=True,

@@ -1,0 +1,124 @@
+"""One ADMM run carried through a sequence of budgets (the stages of :mod:`solvers.path`).
+
+The input is screened, scaled and factored once, the iterates start once (from the warm
+start or the ridge solution), and each stage only sets the new scaled budget and inactive
+bound on the engine and iterates on from where the last stage stopped: the weights, the
+response, both scaled duals and ``rho`` carry over, and the rho and polishing schedules
+count iterations from the first stage. A search stage stops at a loose tolerance without
+polishing and reports the kept fraction of the thresholded iterate; a final stage runs
+the solver's own tolerance and polishing and returns a :class:`~solvers.Solution`.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import numpy as np
+
+from ._engine import make_engine
+from ._polish import Polisher
+from ._screening import restore_inputs, warm_start_without, without_inputs
+from .admm import _finish, _run, _solution, _start, _warm_parts, screened_inputs
+from .problem import LayerProblem
+from .settings import AdmmSettings, resolve_dtype
+from .solution import Solution
+
+__all__ = ["Continuation"]
+
+_STAGE_TOL = 1e-2  # a search stage's tolerance ...
+_STAGE_ITERATIONS = 1000  # ... and iteration cap
+_STAGE_INFEASIBLE = 1.0  # a search stage that stops short with a larger violation is infeasible
+_STAGE_VIOLATION = 0.05  # a final stage not optimal and violating by more is infeasible
+
+
+class Continuation:
+    """The ADMM state of one path, and its stages.
+
+    Parameters
+    ----------
+    first : LayerProblem
+        The program at the first budget; every later one must share its ``X``, ``Y`` and
+        bias (only ``epsilon`` and ``upper`` change).
+    settings, warm_start, dtype, backend, device, prepared, **overrides
+        As for :func:`solvers.admm.solve_admm`.
+
+    Attributes
+    ----------
+    iterations : int
+        The iterations of every stage so far.
+    """
+
+    def __init__(self, first: LayerProblem, settings: AdmmSettings | None = None, *, warm_start: Any = None,
+                 dtype: Any = None, backend: str = "numba", device: Any = None, prepared: Any = None,
+                 **overrides: Any) -> None:
+        started = time.perf_counter()
+        self.settings = (AdmmSettings() if settings is None else settings).replace(**overrides)
+        dtype = resolve_dtype(dtype)
+        self.first, self.backend, self.prepared = first, backend, prepared
+        self.dead = screened_inputs(first, self.settings, dtype, backend, prepared)
+        reduced = without_inputs(first, self.dead) if self.dead is not None and self.dead.any() else first
+        if warm_start is not None and reduced is not first:
+            warm_start = warm_start_without(first, self.dead, *_warm_parts(first, warm_start))
+        self.data, self.engine, self.dtype = make_engine(backend, device, dtype, reduced, self.settings, prepared)
+        self.reduced_first, self.warm_start = reduced, warm_start
+        self.state = _start(reduced, self.data, self.engine, self.settings, warm_start, self.dtype)
+        self.restart = False
+        self.iterations = 0
+        self.setup_time = time.perf_counter() - started
+
+    def _reduced(self, problem: LayerProblem) -> LayerProblem:
+        if problem.X is not self.first.X or problem.Y is not self.first.Y:
+            raise ValueError("problem_at: every budget's program must share the first one's X and Y")
+        if self.reduced_first is self.first:
+            return problem
+        reduced = copy.copy(self.reduced_first)  # its input is sliced once; the bounds are the new ones
+        reduced.epsilon, reduced.upper = problem.epsilon, problem.upper
+        return reduced
+
+    def _weights(self, reduced: LayerProblem) -> tuple[np.ndarray, np.ndarray | None]:
+        """The thresholded iterate as ``(weight, bias)`` of the reduced program, in its units."""
+        return _finish(reduced, self.data, self.engine, self.state, self.dtype, None)
+
+    def _set_bounds(self, reduced: LayerProblem) -> None:
+        data = self.data
+        data.epsilon = reduced.epsilon / data.scale
+        data.V = None if reduced.upper is None else (reduced.upper / data.scale).astype(self.dtype)
+        self.engine.set_bounds(data.epsilon, data.V)
+
+    def stage(self, problem: LayerProblem, final: bool) -> tuple[float | None, Solution | None]:
+        """Iterate on at ``problem``'s budget: ``(kept fraction or None when infeasible,
+        the Solution of a final stage or None)``."""
+        started = time.perf_counter()
+        reduced = self._reduced(problem)
+        self._set_bounds(reduced)
+        settings = self.settings
+        if not final:  # a linear layer's polish is cheap and gives the exact support: kept there
+            settings = settings.replace(tol=max(_STAGE_TOL, settings.tol), polish=settings.polish and not problem.relu,
+                                        max_iter=min(_STAGE_ITERATIONS, settings.max_iter))
+        if self.restart:  # after a stage that did not converge: fresh duals from the last good weights
+            self.state = _start(self.reduced_first, self.data, self.engine, self.settings, self.warm_start,
+                                self.dtype)
+        # each stage may move rho again from its first check (the wait doubles within a stage)
+        self.state.last_change, self.state.adapt_interval = self.iterations, settings.check_every
+        polisher = Polisher(reduced, self.data, settings)
+        run = _run(self.engine, self.state, polisher, settings, done=self.iterations)
+        self.iterations = run.iterations
+        # a stage that ran out of iterations may have been infeasible, and its duals grown
+        # without bound: the next stage starts afresh from the last converged stage's weights
+        self.restart = run.status != "optimal"
+        if not self.restart:
+            self.warm_start = self._weights(reduced)
+        if not final and run.polished is None:
+            # a stage stopped by its cap still reads the iterate's support, unless the iterate is
+            # far from feasible (more than twice the budget off): then the budget is too small
+            if run.status != "optimal" and self.engine.violation(self.state.Q) > _STAGE_INFEASIBLE:
+                return None, None
+            Q = self.engine.host(self.state.Q)[:reduced.n_in]
+            return float(np.count_nonzero(Q)) / (problem.n_in * problem.n_out), None
+        solution = _solution(reduced, self.data, self.engine, self.state, self.dtype, run, polisher)
+        solution = restore_inputs(problem, solution, self.dead)
+        solution.info.update(backend=self.backend, prepared=self.prepared is not None)
+        solution.solve_time = time.perf_counter() - started
+        feasible = solution.status == "optimal" or solution.violation <= _STAGE_VIOLATION
+        return (solution.nnz / solution.weight.size if feasible else None), solution

@@ -1,0 +1,342 @@
+"""A target sparsity as a path in ``epsilon``: one continued run instead of a search.
+
+The number of nonzeros of the program's answer falls as its budget ``epsilon`` grows, and
+``log kept`` is close to linear in ``log epsilon``. :func:`solve_at_sparsity` moves
+``epsilon`` until the answer keeps the target fraction of the weights:
+
+1. *Search stages.* At each ``epsilon`` the program is iterated to a loose tolerance
+   (1e-2; polished only on a layer without ReLU, where polishing is cheap and exact),
+   enough to read the kept fraction off the thresholded iterate. The next ``epsilon``
+   comes from the stages so far: while every stage kept too much (or too little), a step
+   by a factor 2 to 4 extrapolated from the last two; once the target is bracketed,
+   interpolation of ``log kept`` in ``log epsilon`` inside the bracket (bisection where
+   an end has no usable value). A step never goes past :func:`zero_budget`, where zero
+   weights are feasible and nothing is kept; it goes halfway there instead. The search
+   stops at a stage within half a point of the target.
+2. *Full stages.* The ``epsilon`` whose stage kept closest to the target is iterated to
+   the solver's own tolerance and polished. If that answer misses the target by more
+   than ``tolerance``, up to ``_FINAL_STAGES`` more full stages follow: secant steps from
+   the last full answer with the slope of the search stages nearby (held to a factor
+   0.8-1.25), then, once full answers bracket the target, interpolation among them.
+
+With the ADMM the stages are one run: the iterates (weights, response, both duals and
+``rho``) carry over from one ``epsilon`` to the next, and only the radius of the ball (and
+the cascade's inactive bound, through ``problem_at``) changes, so a stage near the last
+``epsilon`` costs a few dozen iterations, and the input is scaled, screened and factored
+once. A stage that runs out of iterations (an infeasible budget can make the duals grow
+without bound) makes the next one start afresh from the last converged stage's weights.
+
+When the target is not reached within ``tolerance``, ``info["why"]`` says why: the kept
+fraction jumps over the target between two budgets less than 0.1% apart; or the answers
+are not monotone in ``epsilon`` at the solver's accuracy; or the answer does not get
+denser as ``epsilon`` shrinks (it stays sparser than the target); or the full solve did
+not converge within ``max_iter``; or the budget left its range (``min_epsilon``,
+``max_epsilon``).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from .problem import LayerProblem
+from .solution import Solution
+
+__all__ = ["solve_at_sparsity", "next_epsilon", "zero_budget"]
+
+logger = logging.getLogger(__name__)
+
+_MAX_STAGES = 30
+_FINAL_STAGES = 3  # full stages after the first, when the first misses the target
+_PLATEAU = 0.005  # kept fractions this close ...
+_PLATEAU_STEP = 1.5  # ... at an epsilon at least this many times smaller ...
+_PLATEAU_BELOW = 0.02  # ... below this epsilon relative to ||Y||: no denser answer to find
+
+
+@dataclass
+class _Point:
+    """One stage: its ``epsilon``, kept fraction (None: infeasible), iterations, kind."""
+
+    epsilon: float
+    kept: float | None
+    iterations: int
+    final: bool
+    solution: Solution | None = field(default=None, repr=False)
+
+    def record(self) -> dict[str, Any]:
+        return {"epsilon": self.epsilon, "kept": self.kept, "iterations": self.iterations, "final": self.final}
+
+
+def _log_kept(kept: float, size: int) -> float:
+    return math.log(kept + 0.5 / size)  # finite at kept = 0
+
+
+def next_epsilon(points: list[tuple[float, float | None]], target_kept: float, size: int) -> float | None:
+    """The next ``epsilon`` to try, from ``(epsilon, kept)`` pairs (``kept`` None: infeasible).
+
+    ``lo``: the largest ``epsilon`` that kept too much (or was infeasible); ``hi``: the
+    smallest that kept too little. With both, ``log kept`` is interpolated linearly in
+    ``log epsilon`` between them, kept inside the middle 60% of the bracket, or the bracket
+    is bisected geometrically when an end has no usable value (``lo`` infeasible, ``hi``
+    keeping nothing). With one side only, the step extrapolates from the last two feasible
+    pairs, by a factor 2 to 4. None when the bracket has closed (less than 0.1% wide).
+    """
+    too_dense = [(e, k) for e, k in points if k is None or k > target_kept]
+    too_sparse = [(e, k) for e, k in points if k is not None and k <= target_kept]
+    lo = max(too_dense, key=lambda p: p[0]) if too_dense else None
+    hi = min(too_sparse, key=lambda p: p[0]) if too_sparse else None
+    goal = _log_kept(target_kept, size)
+    if lo is not None and hi is not None:
+        if hi[0] / lo[0] < 1.0 + 1e-3:
+            return None
+        if lo[1] is None or hi[1] == 0:  # no usable slope: bisect
+            return math.sqrt(lo[0] * hi[0])
+        a, b = _log_kept(lo[1], size), _log_kept(hi[1], size)
+        t = (goal - a) / (b - a) if b != a else 0.5
+        t = min(max(t, 0.2), 0.8)
+        return math.exp(math.log(lo[0]) + t * (math.log(hi[0]) - math.log(lo[0])))
+    last = points[-1]
+    step_up = hi is None  # everything so far kept too much: a larger epsilon
+    feasible = [(e, k) for e, k in points if k is not None]
+    factor = 2.0
+    if len(feasible) >= 2:
+        (e1, k1), (e2, k2) = feasible[-2], feasible[-1]
+        slope = (_log_kept(k2, size) - _log_kept(k1, size)) / (math.log(e2) - math.log(e1)) if e1 != e2 else 0.0
+        if slope < 0:  # kept falls as epsilon grows, as it should
+            log_wanted = (goal - _log_kept(k2, size)) / slope  # log of the wanted epsilon ratio
+            log_factor = log_wanted if step_up else -log_wanted
+            factor = math.exp(min(max(log_factor + math.log(1.2), math.log(2.0)), math.log(4.0)))
+    return last[0] * factor if step_up else last[0] / factor
+
+
+def zero_budget(problem: LayerProblem) -> float | None:
+    """The smallest layer budget at which zero weights are feasible, None when none is.
+
+    With ``W = 0`` the response is the bias alone, one constant per neuron: the mean of the
+    neuron's targets on its active rows, held at or below its inactive entries' bound
+    (``V``, 0 by default), or 0 without a bias. The budget is the norm of what is left. At
+    that budget and above, ``W = 0`` is the program's answer: nothing is kept. Only for one
+    layer budget and an unpenalised bias (a penalised one has a price of its own).
+    """
+    if problem.per_neuron or problem.penalize_bias:
+        return None
+    Y = problem.Y
+    active = problem.active
+    n_active = active.sum(axis=0)
+    if problem.fit_bias:
+        bias = np.where(n_active > 0, np.where(active, Y, 0.0).sum(axis=0) / np.maximum(n_active, 1), 0.0)
+    else:
+        bias = np.zeros(problem.n_out)
+    if problem.relu:
+        bound = np.zeros_like(Y) if problem.upper is None else problem.upper
+        lowest = np.where(active, np.inf, bound).min(axis=0)  # the inactive entries' tightest bound
+        if not problem.fit_bias and np.any(lowest < 0):
+            return None
+        bias = np.minimum(bias, lowest)
+    left = np.where(active, Y - bias, 0.0)
+    return float(np.linalg.norm(left))
+
+
+def _plateau(points: list[_Point], target_kept: float, scale: float) -> bool:
+    """The last two stages, at small and smaller budgets (below ``_PLATEAU_BELOW`` of
+    ``||Y||``), feasible, both sparser than the target and keeping nearly the same: the
+    answer does not get denser as ``epsilon`` shrinks."""
+    feasible = [p for p in points if p.kept is not None]
+    if len(feasible) < 2 or any(p.kept > target_kept for p in feasible):
+        return False
+    first, second = feasible[-2], feasible[-1]
+    return (second.epsilon * _PLATEAU_STEP <= first.epsilon < _PLATEAU_BELOW * scale
+            and abs(second.kept - first.kept) < _PLATEAU)
+
+
+def solve_at_sparsity(problem_at: Callable[[float], LayerProblem], sparsity: float, epsilon: float, *,
+                      method: str = "admm", tolerance: float = 0.01, min_epsilon: float | None = None,
+                      max_epsilon: float | None = None, **options: Any) -> Solution:
+    """Solve the program at the budget whose answer removes ``sparsity`` of the weights.
+
+    Parameters
+    ----------
+    problem_at : callable
+        ``epsilon -> LayerProblem``: the program at a budget (the same ``X``, ``Y`` and
+        bias for every budget; only ``epsilon`` and ``upper`` may change with it).
+    sparsity : float
+        Fraction of the weights to remove, in [0, 1).
+    epsilon : float
+        The first budget to try (absolute, > 0).
+    method : {'admm'}
+        The solver: the ADMM, whose stages continue one run (module docstring). The
+        cvxpy reference is refused: its interior-point answers have no exact zeros to count.
+    tolerance : float, default 0.01
+        How far the kept fraction may land from ``1 - sparsity``.
+    min_epsilon, max_epsilon : float, optional
+        The range of budgets searched: default ``1e-4 ||Y||_F`` and ``64 ||Y||_F``.
+    **options
+        The solver's options, as :func:`solvers.solve` takes them (``warm_start``,
+        ``tol``, ``dtype``, ...).
+
+    Returns
+    -------
+    Solution
+        The final stage's answer, at the budget ``info["epsilon"]``. Also in ``info``:
+        ``path`` (one record per stage: ``epsilon``, ``kept``, ``iterations``, ``final``),
+        ``path_iterations`` (all stages' iterations), ``target_met`` and, when it is not
+        met, ``why``. ``solve_time`` covers the whole path.
+    """
+    if method != "admm":
+        raise ValueError(f"method: got {method!r}; the path reads the support of each answer, which only the "
+                         f"ADMM gives exactly (interior-point answers have no exact zeros): use method='admm'")
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"sparsity: got {sparsity!r}, needs a fraction in [0, 1)")
+    if not (np.isscalar(epsilon) and epsilon > 0):
+        raise ValueError(f"epsilon: got {epsilon!r}, needs a positive number to start the path from")
+    started = time.perf_counter()
+    first = problem_at(float(epsilon))
+    scale = float(np.linalg.norm(first.Y)) or 1.0
+    lowest = 1e-4 * scale if min_epsilon is None else float(min_epsilon)
+    highest = 64.0 * scale if max_epsilon is None else float(max_epsilon)
+    target_kept = 1.0 - sparsity
+    size = first.n_in * first.n_out
+    from ._continuation import Continuation
+
+    stages = Continuation(first, **options)
+    points: list[_Point] = []
+    zero = zero_budget(first)
+    why = _search(stages, problem_at, points, float(epsilon), target_kept, size, scale, (lowest, highest), zero)
+    final, why_final = _finish(stages, problem_at, points, target_kept, size, tolerance, (lowest, highest), zero)
+    solution = final.solution
+    met = abs(solution.nnz / size - target_kept) <= tolerance
+    why = why_final or why or (f"the answer keeps {solution.nnz / size:.4f} of the weights at epsilon "
+                               f"{final.epsilon:.4g} after {sum(p.final for p in points)} full solves")
+    solution.info.update(epsilon=final.epsilon, path=[p.record() for p in points], target_met=met,
+                         path_iterations=stages.iterations, why=None if met else why)
+    solution.solve_time = time.perf_counter() - started
+    logger.info("path to sparsity %.3f: kept %.4f at epsilon %.4g after %d stages, %d iterations in all",
+                sparsity, solution.nnz / size, final.epsilon, len(points), stages.iterations)
+    return solution
+
+
+def _search(stages, problem_at, points: list[_Point], epsilon: float, target_kept: float, size: int,
+            scale: float, limits: tuple[float, float], zero: float | None) -> str | None:
+    """The search stages, from ``epsilon``, until one keeps within half a point of the
+    target or the path cannot go on (the reason, else None). A step to ``zero`` (the
+    :func:`zero_budget`) or beyond, where nothing is kept, goes halfway to it instead."""
+    for _ in range(_MAX_STAGES):
+        done = stages.iterations
+        kept, _solution = stages.stage(problem_at(epsilon), final=False)
+        points.append(_Point(epsilon, kept, stages.iterations - done, final=False))
+        logger.debug("path: epsilon %.4g -> kept %s", epsilon, kept)
+        if kept is not None and abs(kept - target_kept) <= 0.005:
+            return None
+        if _plateau(points, target_kept, scale):
+            return (f"the answer keeps at most {points[-1].kept:.4f} of the weights at epsilon down to "
+                    f"{points[-1].epsilon:.4g}; it does not get denser as epsilon shrinks")
+        readings = [(p.epsilon, p.kept) for p in points]
+        following = next_epsilon(readings, target_kept, size)
+        if following is None:
+            return _jump(readings, target_kept)
+        following = _short_of_zero(following, points, target_kept, zero)
+        if following is None:
+            return (f"the answer keeps more than the target up to epsilon {points[-1].epsilon:.6g}, within 0.1% of "
+                    f"{zero:.6g} where zero weights are feasible")
+        if not limits[0] < following < limits[1]:
+            return f"the budget left its range [{limits[0]:.4g}, {limits[1]:.4g}] at {following:.4g}"
+        epsilon = following
+    return f"{_MAX_STAGES} stages without reaching the target"
+
+
+def _short_of_zero(following: float, points: list[_Point], target_kept: float, zero: float | None) -> float | None:
+    """``following``, or, when it is at or beyond ``zero`` (where nothing is kept), the
+    geometric middle between ``zero`` and the largest budget that kept too much; None when
+    that budget is within 0.1% of ``zero``."""
+    if zero is None or following < zero:
+        return following
+    largest = max((p.epsilon for p in points if p.kept is None or p.kept > target_kept), default=points[-1].epsilon)
+    return None if zero / largest < 1.0 + 1e-3 else math.sqrt(largest * zero)
+
+
+def _jump(readings: list[tuple[float, float | None]], target_kept: float) -> str:
+    """Why the bracket closed: the kept fraction jumps over the target, or the readings
+    are not monotone in ``epsilon`` (a denser answer at the larger budget)."""
+    below = max(((e, k) for e, k in readings if k is None or k > target_kept), key=lambda r: r[0])
+    above = min(((e, k) for e, k in readings if k is not None and k <= target_kept), key=lambda r: r[0])
+    first = "infeasible" if below[1] is None else f"{below[1]:.4f}"
+    if below[0] > above[0]:
+        return (f"the answers are not monotone in epsilon at the solver's accuracy: {above[1]:.4f} kept at "
+                f"epsilon {above[0]:.6g}, {first} at {below[0]:.6g} (a smaller tol reads them closer)")
+    return (f"the kept fraction jumps from {first} at epsilon {below[0]:.6g} to {above[1]:.4f} at "
+            f"{above[0]:.6g}, over the target {target_kept:.4f}")
+
+
+def _full_step(points: list[_Point], target_kept: float, size: int) -> tuple[float | None, list]:
+    """The next budget after a full stage that missed, and the readings it came from.
+
+    Once the full stages' answers bracket the target, the search's interpolation among
+    them. Until then a secant step from the last full answer, with the slope of ``log
+    kept`` in ``log epsilon`` fitted (least squares) to the search stages within a factor
+    1.25 of its budget (2 if fewer), the step held to a factor 0.8-1.25: a search stage's loose support is
+    off by a few per cent, which decides little at a 2-4x step but much within the last one.
+    """
+    full = [(p.epsilon, p.kept) for p in points if p.final]
+    if any(k is None or k > target_kept for _, k in full) and any(k is not None and k <= target_kept
+                                                                    for _, k in full):
+        return next_epsilon(full, target_kept, size), full
+    epsilon, kept = full[-1]
+    up = kept is None or kept > target_kept
+    for window in (1.25, 2.0):  # the slope as local as the search stages allow
+        near = [(math.log(p.epsilon), _log_kept(p.kept, size)) for p in points
+                if not p.final and p.kept is not None and abs(math.log(p.epsilon / epsilon)) <= math.log(window)]
+        if len({e for e, _ in near}) >= 2:
+            break
+    factor = 1.1 if up else 1.0 / 1.1
+    if kept is not None and len({e for e, _ in near}) >= 2:
+        x, y = np.array(near).T
+        slope = float(np.polyfit(x, y, 1)[0])
+        if slope < 0:
+            factor = math.exp((_log_kept(target_kept, size) - _log_kept(kept, size)) / slope)
+    factor = min(max(factor, 1.0), 1.25) if up else min(max(factor, 0.8), 1.0)
+    return epsilon * factor, full
+
+
+def _finish(stages, problem_at, points: list[_Point], target_kept: float, size: int, tolerance: float,
+            limits: tuple[float, float], zero: float | None) -> tuple[_Point, str | None]:
+    """Full stages: at the search's best budget, then, while the answer misses the target
+    by more than ``tolerance``, at the budget the full stages so far point to. A full stage
+    that does not converge ends the path (another would cost as much again). Returns the
+    stage whose answer kept closest to the target (the last one when none was feasible)
+    and why the path ended short, if it did."""
+    feasible = [p for p in points if p.kept is not None]
+    epsilon = (min(feasible, key=lambda p: (abs(p.kept - target_kept), p.epsilon)) if feasible
+               else max(points, key=lambda p: p.epsilon)).epsilon
+    best, why = None, None
+    for _ in range(1 + _FINAL_STAGES):
+        done = stages.iterations
+        kept, solution = stages.stage(problem_at(epsilon), final=True)
+        point = _Point(epsilon, kept, stages.iterations - done, final=True, solution=solution)
+        points.append(point)
+        if kept is not None and (best is None or abs(kept - target_kept) < abs(best.kept - target_kept)):
+            best = point
+        if kept is not None and abs(kept - target_kept) <= tolerance:
+            break
+        if not solution.status.startswith("optimal"):
+            why = (f"the program at epsilon {epsilon:.4g} did not converge ({solution.status}, "
+                   f"violation {solution.violation:.2g})")
+            break
+        following, readings = _full_step(points, target_kept, size)
+        if following is not None and any(abs(following / p.epsilon - 1.0) < 1e-3 for p in points if p.final):
+            following = None
+        if following is None:
+            why = _jump(readings, target_kept)
+            break
+        following = _short_of_zero(following, points, target_kept, zero)
+        if following is None:
+            why = f"the answer keeps more than the target up to within 0.1% of epsilon {zero:.6g}"
+            break
+        if not limits[0] < following < limits[1]:
+            why = f"the budget left its range [{limits[0]:.4g}, {limits[1]:.4g}] at {following:.4g}"
+            break
+        epsilon = following
+    return (point if best is None else best), why

@@ -1,0 +1,136 @@
+"""The target sparsity as a path in epsilon (solvers.path): it reaches the target, its answer
+is the program's optimum at the budget it ends at (against cvxpy), and it says why when the
+target cannot be reached."""
+import numpy as np
+import pytest
+
+from conftest import make_layer
+from solvers import LayerProblem, solve, solve_at_sparsity
+from solvers.examples import planted_problem
+from solvers.path import next_epsilon, zero_budget
+
+
+def _at(problem, upper=None, dtype=None):
+    X = problem.X if dtype is None else problem.X.astype(dtype)
+    return lambda epsilon: LayerProblem(X, problem.Y, epsilon, relu=problem.relu, upper=upper,
+                                        fit_bias=problem.fit_bias)
+
+
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sparsity", [0.5, 0.7])
+def test_path_reaches_the_target_at_an_optimum_of_its_budget(relu, dtype, sparsity):
+    problem, original = make_layer(n_samples=200, n_in=40, n_out=10, relu=relu, density=0.9, seed=1)
+    at = _at(problem, dtype=dtype)
+    solution = solve_at_sparsity(at, sparsity, float(problem.epsilon), warm_start=original, dtype=dtype)
+    kept = solution.nnz / solution.weight.size
+    assert abs(kept - (1 - sparsity)) <= 0.01 + 1e-12
+    assert solution.info["target_met"] and solution.info["why"] is None
+    assert solution.status == "optimal"
+    final = at(solution.info["epsilon"])
+    assert final.violation(solution.weight, solution.bias) <= 5e-3 + (5e-3 if dtype == np.float32 else 0.0)
+    reference = solve(final, method="cvxpy")
+    assert solution.objective == pytest.approx(reference.objective, rel=2e-3)
+    # the record of the path: search stages, then at least one full one at the final budget
+    stages = solution.info["path"]
+    assert stages[-1]["final"] and stages[-1]["epsilon"] == solution.info["epsilon"]
+    assert solution.info["path_iterations"] == sum(stage["iterations"] for stage in stages)
+
+
+def test_path_through_the_cascade_bound_and_screened_inputs():
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((300, 48))
+    X[:, 3] = 0.0  # a dead input: its weights are zero at every budget
+    weight, bias = rng.standard_normal((10, 48)), 0.3 * rng.standard_normal(10)
+    Z = X @ weight.T + bias
+    Y, upper = np.maximum(Z, 0.0), Z + 0.3 * np.abs(rng.standard_normal(Z.shape))  # the original stays feasible
+    at = lambda epsilon: LayerProblem(X, Y, epsilon, upper=upper)  # noqa: E731
+    solution = solve_at_sparsity(at, 0.5, 0.1 * float(np.linalg.norm(Y)), warm_start=(weight, bias))
+    assert abs(solution.nnz / solution.weight.size - 0.5) <= 0.01 + 1e-12
+    assert solution.info["screened"] == 1 and not solution.weight[:, 3].any()
+    assert solution.violation <= 5e-3
+
+
+def test_scaling_data_and_budget_together_changes_nothing():
+    problem, original = make_layer(n_samples=100, n_in=15, n_out=4, density=0.9, seed=4)
+    base = solve_at_sparsity(_at(problem), 0.7, float(problem.epsilon), warm_start=original)
+    c = 8.0
+    scaled_problem = LayerProblem(c * problem.X, c * problem.Y, c * problem.epsilon)
+    scaled = solve_at_sparsity(_at(scaled_problem), 0.7, c * float(problem.epsilon),
+                               warm_start=(original[0], c * original[1]))
+    assert scaled.nnz == base.nnz
+    assert scaled.info["epsilon"] == pytest.approx(c * base.info["epsilon"], rel=1e-6)
+
+
+def test_a_target_denser_than_any_l1_answer_is_reported_with_its_reason():
+    # a planted sparse layer, well determined: at small budgets the l1 answer is the planted
+    # support (about 20% of the weights), so half the weights cannot be kept
+    problem, planted = planted_problem(400, 20, 4, density=0.2, epsilon=0.05, relu=False, seed=0)
+    solution = solve_at_sparsity(_at(problem), 0.5, float(problem.epsilon), warm_start=planted)
+    assert not solution.info["target_met"]
+    assert solution.nnz / solution.weight.size < 0.4
+    assert "does not get denser" in solution.info["why"]
+
+
+def test_torch_backend_walks_the_same_path():
+    pytest.importorskip("torch")
+    problem, original = make_layer(n_samples=120, n_in=20, n_out=5, density=0.9, seed=5)
+    numba = solve_at_sparsity(_at(problem), 0.7, float(problem.epsilon), warm_start=original)
+    torch_path = solve_at_sparsity(_at(problem), 0.7, float(problem.epsilon), warm_start=original,
+                                   backend="torch", device="cpu")
+    assert torch_path.nnz == numba.nnz
+    assert torch_path.info["epsilon"] == pytest.approx(numba.info["epsilon"], rel=1e-9)
+
+
+def test_inputs_are_not_modified():
+    problem, original = make_layer(n_samples=80, n_in=10, n_out=3, density=0.9, seed=6)
+    copies = [problem.X.copy(), problem.Y.copy(), original[0].copy(), original[1].copy()]
+    solve_at_sparsity(_at(problem), 0.6, float(problem.epsilon), warm_start=original)
+    for before, after in zip(copies, [problem.X, problem.Y, *original]):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_bad_arguments_are_refused():
+    problem, _ = make_layer()
+    with pytest.raises(ValueError, match="sparsity"):
+        solve_at_sparsity(_at(problem), 1.0, 1.0)
+    with pytest.raises(ValueError, match="epsilon"):
+        solve_at_sparsity(_at(problem), 0.5, 0.0)
+    with pytest.raises(ValueError, match="only the ADMM"):
+        solve_at_sparsity(_at(problem), 0.5, 1.0, method="cvxpy")
+    other = LayerProblem(problem.X.copy(), problem.Y, 1.0)
+    with pytest.raises(ValueError, match="share the first one's X"):
+        solve_at_sparsity(lambda e: problem if e == 1.0 else other, 0.99, 1.0)
+
+
+def test_next_epsilon_steps_then_interpolates_inside_the_bracket():
+    size = 1000
+    # everything kept too much: a larger budget, by a factor 2 to 4
+    step = next_epsilon([(1.0, 0.8)], 0.3, size)
+    assert step == pytest.approx(2.0)
+    following = next_epsilon([(1.0, 0.8), (2.0, 0.6)], 0.3, size)
+    assert 2.0 * 2.0 <= following <= 2.0 * 4.0 + 1e-12
+    # bracketed: inside the middle 60% of [lo, hi] on the log scale
+    inside = next_epsilon([(1.0, 0.5), (4.0, 0.1)], 0.3, size)
+    assert 1.0 * 4.0**0.2 <= inside <= 1.0 * 4.0**0.8
+    # an infeasible low end: geometric bisection
+    assert next_epsilon([(1.0, None), (4.0, 0.1)], 0.3, size) == pytest.approx(2.0)
+    # a bracket closed to 0.1%: nothing left to try
+    assert next_epsilon([(1.0, 0.5), (1.0005, 0.1)], 0.3, size) is None
+
+
+@pytest.mark.parametrize("relu,upper,fit_bias", [(True, False, True), (True, True, True), (False, False, True),
+                                                 (True, False, False)])
+def test_zero_budget_is_where_zero_weights_become_feasible(relu, upper, fit_bias):
+    problem, _ = make_layer(n_samples=70, n_in=8, n_out=4, relu=relu, upper=upper, fit_bias=fit_bias, seed=7)
+    zero = zero_budget(problem)
+    weight = np.zeros((problem.n_out, problem.n_in))
+    # the program at that budget is feasible with W = 0 ...
+    at = LayerProblem(problem.X, problem.Y, zero * (1 + 1e-9), relu=relu, upper=problem.upper, fit_bias=fit_bias)
+    if fit_bias:  # the program's optimum there is 0 (cvxpy's weights are zero up to its accuracy)
+        assert solve(at, method="cvxpy").objective <= 1e-6
+    else:
+        assert at.violation(weight, None) == 0.0
+    # ... and just below it, zero weights with any bias leave the budget: the answer keeps something
+    below = LayerProblem(problem.X, problem.Y, 0.98 * zero, relu=relu, upper=problem.upper, fit_bias=fit_bias)
+    assert solve(below, method="cvxpy").objective > 1e-3
