@@ -19,6 +19,7 @@ import numpy as np
 from ._engine import make_engine
 from ._polish import Polisher
 from ._screening import restore_inputs, warm_start_without, without_inputs
+from .path import warm_budget
 from .admm import _finish, _run, _solution, _start, _warm_parts, screened_inputs
 from .problem import LayerProblem
 from .settings import AdmmSettings, resolve_dtype
@@ -27,9 +28,9 @@ from .solution import Solution
 __all__ = ["Continuation"]
 
 _STAGE_TOL = 1e-2  # a search stage's tolerance ...
-_STAGE_ITERATIONS = 1000  # ... and iteration cap
-_STAGE_INFEASIBLE = 1.0  # a search stage that stops short with a larger violation is infeasible
-_STAGE_VIOLATION = 0.05  # a final stage not optimal and violating by more is infeasible
+_STAGE_ITERATIONS = 1000  # ... and iteration cap, where the warm start meets the budget ...
+_UNKNOWN_ITERATIONS = 300  # ... and below that budget, where the program may be infeasible
+_STAGE_VIOLATION = 0.05  # a stage that stops short with a larger violation reads as infeasible ...
 
 
 class Continuation:
@@ -58,9 +59,11 @@ class Continuation:
         self.first, self.backend, self.prepared = first, backend, prepared
         self.dead = screened_inputs(first, self.settings, dtype, backend, prepared)
         reduced = without_inputs(first, self.dead) if self.dead is not None and self.dead.any() else first
+        original_warm = warm_start
         if warm_start is not None and reduced is not first:
             warm_start = warm_start_without(first, self.dead, *_warm_parts(first, warm_start))
         self.data, self.engine, self.dtype = make_engine(backend, device, dtype, reduced, self.settings, prepared)
+        self.known_feasible = warm_budget(first, original_warm)
         self.reduced_first, self.warm_start = reduced, warm_start
         self.state = _start(reduced, self.data, self.engine, self.settings, warm_start, self.dtype)
         self.restart = False
@@ -88,14 +91,19 @@ class Continuation:
 
     def stage(self, problem: LayerProblem, final: bool) -> tuple[float | None, Solution | None]:
         """Iterate on at ``problem``'s budget: ``(kept fraction or None when infeasible,
-        the Solution of a final stage or None)``."""
+        the Solution of a final stage or None)``. A stage that stops short of the tolerance
+        with a violation above 5% reads as infeasible, unless the warm start meets the
+        budget (:func:`~solvers.path.warm_budget`): then the program only converges slowly,
+        and the stage reads the support it has."""
+        feasible = not problem.per_neuron and float(problem.epsilon) >= self.known_feasible
         started = time.perf_counter()
         reduced = self._reduced(problem)
         self._set_bounds(reduced)
         settings = self.settings
         if not final:  # a linear layer's polish is cheap and gives the exact support: kept there
+            cap = _STAGE_ITERATIONS if feasible else _UNKNOWN_ITERATIONS
             settings = settings.replace(tol=max(_STAGE_TOL, settings.tol), polish=settings.polish and not problem.relu,
-                                        max_iter=min(_STAGE_ITERATIONS, settings.max_iter))
+                                        max_iter=min(cap, settings.max_iter))
         if self.restart:  # after a stage that did not converge: fresh duals from the last good weights
             self.state = _start(self.reduced_first, self.data, self.engine, self.settings, self.warm_start,
                                 self.dtype)
@@ -110,9 +118,7 @@ class Continuation:
         if not self.restart:
             self.warm_start = self._weights(reduced)
         if not final and run.polished is None:
-            # a stage stopped by its cap still reads the iterate's support, unless the iterate is
-            # far from feasible (more than twice the budget off): then the budget is too small
-            if run.status != "optimal" and self.engine.violation(self.state.Q) > _STAGE_INFEASIBLE:
+            if not feasible and run.status != "optimal" and self.engine.violation(self.state.Q) > _STAGE_VIOLATION:
                 return None, None
             Q = self.engine.host(self.state.Q)[:reduced.n_in]
             return float(np.count_nonzero(Q)) / (problem.n_in * problem.n_out), None
@@ -120,5 +126,5 @@ class Continuation:
         solution = restore_inputs(problem, solution, self.dead)
         solution.info.update(backend=self.backend, prepared=self.prepared is not None)
         solution.solve_time = time.perf_counter() - started
-        feasible = solution.status == "optimal" or solution.violation <= _STAGE_VIOLATION
-        return (solution.nnz / solution.weight.size if feasible else None), solution
+        read = feasible or solution.status == "optimal" or solution.violation <= _STAGE_VIOLATION
+        return (solution.nnz / solution.weight.size if read else None), solution

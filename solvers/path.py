@@ -23,8 +23,12 @@ With the ADMM the stages are one run: the iterates (weights, response, both dual
 ``rho``) carry over from one ``epsilon`` to the next, and only the radius of the ball (and
 the cascade's inactive bound, through ``problem_at``) changes, so a stage near the last
 ``epsilon`` costs a few dozen iterations, and the input is scaled, screened and factored
-once. A stage that runs out of iterations (an infeasible budget can make the duals grow
-without bound) makes the next one start afresh from the last converged stage's weights.
+once. At or above :func:`warm_budget` (the budget the warm start meets) the program is
+feasible and a stage that runs out of iterations still reads its support; below it, one
+that stops short more than 5% over its budget reads as infeasible (after 300 iterations
+rather than 1,000). A stage that runs out of iterations (an infeasible budget can make
+the duals grow without bound) makes the next one start afresh from the last converged
+stage's weights.
 
 When the target is not reached within ``tolerance``, ``info["why"]`` says why: the kept
 fraction jumps over the target between two budgets less than 0.1% apart; or the answers
@@ -46,7 +50,7 @@ import numpy as np
 from .problem import LayerProblem
 from .solution import Solution
 
-__all__ = ["solve_at_sparsity", "next_epsilon", "zero_budget"]
+__all__ = ["solve_at_sparsity", "next_epsilon", "zero_budget", "warm_budget"]
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +143,23 @@ def zero_budget(problem: LayerProblem) -> float | None:
         bias = np.minimum(bias, lowest)
     left = np.where(active, Y - bias, 0.0)
     return float(np.linalg.norm(left))
+
+
+def warm_budget(problem: LayerProblem, warm_start: Any) -> float:
+    """The smallest layer budget the warm start meets (its error on the active entries),
+    or infinity when it breaks the inactive bound, there is none, or the budgets are per
+    neuron. At and above it the program is feasible: a stage there that stops short is
+    slow, not infeasible."""
+    if warm_start is None or problem.per_neuron:
+        return math.inf
+    weight, bias = warm_start if isinstance(warm_start, (tuple, list)) else (warm_start, None)
+    response = problem.response(weight, bias if problem.fit_bias else None)
+    active = problem.active
+    if problem.relu:
+        bound = 0.0 if problem.upper is None else problem.upper
+        if np.any(np.where(active, -np.inf, response - bound) > 0):
+            return math.inf
+    return float(np.linalg.norm(np.where(active, response - problem.Y, 0.0)))
 
 
 def _plateau(points: list[_Point], target_kept: float, scale: float) -> bool:
@@ -281,6 +302,9 @@ def _full_step(points: list[_Point], target_kept: float, size: int) -> tuple[flo
     off by a few per cent, which decides little at a 2-4x step but much within the last one.
     """
     full = [(p.epsilon, p.kept) for p in points if p.final]
+    if full[-1][1] is None:  # infeasible: between it and the search's sparser budgets
+        readings = [(p.epsilon, p.kept) for p in points]
+        return next_epsilon(readings, target_kept, size), readings
     if any(k is None or k > target_kept for _, k in full) and any(k is not None and k <= target_kept
                                                                     for _, k in full):
         return next_epsilon(full, target_kept, size), full
@@ -305,7 +329,8 @@ def _finish(stages, problem_at, points: list[_Point], target_kept: float, size: 
             limits: tuple[float, float], zero: float | None) -> tuple[_Point, str | None]:
     """Full stages: at the search's best budget, then, while the answer misses the target
     by more than ``tolerance``, at the budget the full stages so far point to. A full stage
-    that does not converge ends the path (another would cost as much again). Returns the
+    that does not converge ends the path (another would cost as much again), unless it
+    reads as infeasible: then the path goes on to a larger budget. Returns the
     stage whose answer kept closest to the target (the last one when none was feasible)
     and why the path ended short, if it did."""
     feasible = [p for p in points if p.kept is not None]
@@ -321,7 +346,7 @@ def _finish(stages, problem_at, points: list[_Point], target_kept: float, size: 
             best = point
         if kept is not None and abs(kept - target_kept) <= tolerance:
             break
-        if not solution.status.startswith("optimal"):
+        if not solution.status.startswith("optimal") and kept is not None:  # slow, not infeasible
             why = (f"the program at epsilon {epsilon:.4g} did not converge ({solution.status}, "
                    f"violation {solution.violation:.2g})")
             break

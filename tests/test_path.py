@@ -7,7 +7,7 @@ import pytest
 from conftest import make_layer
 from solvers import LayerProblem, solve, solve_at_sparsity
 from solvers.examples import planted_problem
-from solvers.path import next_epsilon, zero_budget
+from solvers.path import next_epsilon, warm_budget, zero_budget
 
 
 def _at(problem, upper=None, dtype=None):
@@ -134,3 +134,15 @@ def test_zero_budget_is_where_zero_weights_become_feasible(relu, upper, fit_bias
     # ... and just below it, zero weights with any bias leave the budget: the answer keeps something
     below = LayerProblem(problem.X, problem.Y, 0.98 * zero, relu=relu, upper=problem.upper, fit_bias=fit_bias)
     assert solve(below, method="cvxpy").objective > 1e-3
+
+
+def test_warm_budget_is_the_smallest_budget_the_warm_start_meets():
+    problem, (weight, bias) = make_layer(n_samples=80, n_in=10, n_out=4, seed=8)
+    shrunk = (0.9 * weight, 0.9 * bias)  # the inactive responses stay below 0, the active ones move
+    budget = warm_budget(problem, shrunk)
+    assert budget > 0
+    assert LayerProblem(problem.X, problem.Y, budget).violation(*shrunk) <= 1e-12
+    assert LayerProblem(problem.X, problem.Y, 0.99 * budget).violation(*shrunk) > 0
+    # a warm start that breaks the inactive bound meets no budget; none given, none known
+    assert warm_budget(problem, (weight, bias + 10.0)) == np.inf
+    assert warm_budget(problem, None) == np.inf
