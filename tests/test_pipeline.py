@@ -138,6 +138,14 @@ def test_bad_settings_get_clear_errors(digits, digits_model, kwargs, message):
         nettrim.prune(digits_model, digits.x_train[:50], progress=False, **kwargs)
 
 
+def test_l1_path_at_a_target_refuses_the_cvxpy_reference_by_layer():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 2))
+    with pytest.raises(ValueError, match="layer '0': support='l1' at a target sparsity .* solver='admm'"):
+        nettrim.prune(model, torch.randn(40, 5), sparsity=0.5, allocate=None, solver="cvxpy", progress=False,
+                      method_options={"support": "l1"})
+
+
 def test_cvxpy_reference_solver_runs_through_the_pipeline():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 2))

@@ -251,6 +251,10 @@ def prune_layer(task: LayerTask, *, sparsity: float | None, solver: LayerSolver 
 
 def _path(task: LayerTask, sparsity: float, solver: LayerSolver) -> LayerOutcome:
     """The l1 program at the ``epsilon`` whose answer removes ``sparsity`` of the weights."""
+    if solver.name != "admm":
+        raise ValueError(f"layer {task.name!r}: support='l1' at a target sparsity reads the support of each "
+                         f"answer, which only the ADMM gives exactly; got solver {solver.name!r}: use solver='admm' "
+                         f"(the default) or support='obs'")
     scale = task.scale if task.scale > 0 else 1.0
     start = task.budget if task.budget > 0 else 0.05 * scale
     solution = solver.at_sparsity(lambda epsilon: _problem(task, epsilon), sparsity, start,
