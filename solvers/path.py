@@ -12,7 +12,7 @@ The number of nonzeros of the program's answer falls as its budget ``epsilon`` g
    interpolation of ``log kept`` in ``log epsilon`` inside the bracket (bisection where
    an end has no usable value). A step never goes past :func:`zero_budget`, where zero
    weights are feasible and nothing is kept; it goes halfway there instead. The search
-   stops at a stage within half a point of the target.
+   stops at a stage within half the tolerance of the target.
 2. *Full stages.* The ``epsilon`` whose stage kept closest to the target is iterated to
    the solver's own tolerance and polished. If that answer misses the target by more
    than ``tolerance``, up to ``_FINAL_STAGES`` more full stages follow: secant steps from
@@ -226,7 +226,8 @@ def solve_at_sparsity(problem_at: Callable[[float], LayerProblem], sparsity: flo
     stages = Continuation(first, **options)
     points: list[_Point] = []
     zero = zero_budget(first)
-    why = _search(stages, problem_at, points, float(epsilon), target_kept, size, scale, (lowest, highest), zero)
+    why = _search(stages, problem_at, points, float(epsilon), target_kept, size, scale, (lowest, highest), zero,
+                  tolerance)
     final, why_final = _finish(stages, problem_at, points, target_kept, size, tolerance, (lowest, highest), zero)
     solution = final.solution
     met = abs(solution.nnz / size - target_kept) <= tolerance
@@ -241,16 +242,16 @@ def solve_at_sparsity(problem_at: Callable[[float], LayerProblem], sparsity: flo
 
 
 def _search(stages, problem_at, points: list[_Point], epsilon: float, target_kept: float, size: int,
-            scale: float, limits: tuple[float, float], zero: float | None) -> str | None:
-    """The search stages, from ``epsilon``, until one keeps within half a point of the
-    target or the path cannot go on (the reason, else None). A step to ``zero`` (the
+            scale: float, limits: tuple[float, float], zero: float | None, tolerance: float) -> str | None:
+    """The search stages, from ``epsilon``, until one keeps within half the ``tolerance`` of
+    the target or the path cannot go on (the reason, else None). A step to ``zero`` (the
     :func:`zero_budget`) or beyond, where nothing is kept, goes halfway to it instead."""
     for _ in range(_MAX_STAGES):
         done = stages.iterations
         kept, _solution = stages.stage(problem_at(epsilon), final=False)
         points.append(_Point(epsilon, kept, stages.iterations - done, final=False))
         logger.debug("path: epsilon %.4g -> kept %s", epsilon, kept)
-        if kept is not None and abs(kept - target_kept) <= 0.005:
+        if kept is not None and abs(kept - target_kept) <= tolerance / 2:
             return None
         if _plateau(points, target_kept, scale):
             return (f"the answer keeps at most {points[-1].kept:.4f} of the weights at epsilon down to "
