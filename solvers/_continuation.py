@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from ._budgets import warm_budget
 from ._engine import make_engine
 from ._polish import Polisher
 from ._screening import restore_inputs, warm_start_without, without_inputs
-from .path import warm_budget
 from .admm import _finish, _run, _solution, _start, _warm_parts, screened_inputs
 from .problem import LayerProblem
 from .settings import AdmmSettings, resolve_dtype
