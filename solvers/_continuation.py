@@ -53,7 +53,6 @@ class Continuation:
     def __init__(self, first: LayerProblem, settings: AdmmSettings | None = None, *, warm_start: Any = None,
                  dtype: Any = None, backend: str = "numba", device: Any = None, prepared: Any = None,
                  **overrides: Any) -> None:
-        started = time.perf_counter()
         self.settings = (AdmmSettings() if settings is None else settings).replace(**overrides)
         dtype = resolve_dtype(dtype)
         self.first, self.backend, self.prepared = first, backend, prepared
@@ -68,7 +67,6 @@ class Continuation:
         self.state = _start(reduced, self.data, self.engine, self.settings, warm_start, self.dtype)
         self.restart = False
         self.iterations = 0
-        self.setup_time = time.perf_counter() - started
 
     def _reduced(self, problem: LayerProblem) -> LayerProblem:
         if problem.X is not self.first.X or problem.Y is not self.first.Y:
@@ -93,7 +91,7 @@ class Continuation:
         """Iterate on at ``problem``'s budget: ``(kept fraction or None when infeasible,
         the Solution of a final stage or None)``. A stage that stops short of the tolerance
         with a violation above 5% reads as infeasible, unless the warm start meets the
-        budget (:func:`~solvers.path.warm_budget`): then the program only converges slowly,
+        budget (:func:`~solvers._budgets.warm_budget`): then the program only converges slowly,
         and the stage reads the support it has."""
         feasible = not problem.per_neuron and float(problem.epsilon) >= self.known_feasible
         started = time.perf_counter()

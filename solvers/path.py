@@ -168,6 +168,8 @@ def solve_at_sparsity(problem_at: Callable[[float], LayerProblem], sparsity: flo
                          f"ADMM gives exactly (interior-point answers have no exact zeros): use method='admm'")
     if not 0.0 <= sparsity < 1.0:
         raise ValueError(f"sparsity: got {sparsity!r}, needs a fraction in [0, 1)")
+    if not 0.0 < tolerance < 1.0:
+        raise ValueError(f"tolerance: got {tolerance!r}, needs a fraction in (0, 1) (0.01: within one point)")
     if not (np.isscalar(epsilon) and epsilon > 0):
         raise ValueError(f"epsilon: got {epsilon!r}, needs a positive number to start the path from")
     started = time.perf_counter()

@@ -35,6 +35,8 @@ def test_path_reaches_the_target_at_an_optimum_of_its_budget(relu, dtype, sparsi
     stages = solution.info["path"]
     assert stages[-1]["final"] and stages[-1]["epsilon"] == solution.info["epsilon"]
     assert solution.info["path_iterations"] == sum(stage["iterations"] for stage in stages)
+    # no stage goes to or past the budget where zero weights are feasible (nothing kept there)
+    assert all(stage["epsilon"] < zero_budget(final) for stage in stages)
 
 
 def test_path_through_the_cascade_bound_and_screened_inputs():
@@ -96,6 +98,8 @@ def test_bad_arguments_are_refused():
         solve_at_sparsity(_at(problem), 1.0, 1.0)
     with pytest.raises(ValueError, match="epsilon"):
         solve_at_sparsity(_at(problem), 0.5, 0.0)
+    with pytest.raises(ValueError, match="tolerance"):
+        solve_at_sparsity(_at(problem), 0.5, 1.0, tolerance=0.0)
     with pytest.raises(ValueError, match="only the ADMM"):
         solve_at_sparsity(_at(problem), 0.5, 1.0, method="cvxpy")
     other = LayerProblem(problem.X.copy(), problem.Y, 1.0)
@@ -146,3 +150,24 @@ def test_warm_budget_is_the_smallest_budget_the_warm_start_meets():
     # a warm start that breaks the inactive bound meets no budget; none given, none known
     assert warm_budget(problem, (weight, bias + 10.0)) == np.inf
     assert warm_budget(problem, None) == np.inf
+
+
+def test_an_infeasible_stage_reads_none_and_the_next_starts_afresh():
+    from solvers._continuation import Continuation
+
+    rng = np.random.default_rng(9)
+    X = rng.standard_normal((200, 12))
+    weight, bias = rng.standard_normal((3, 12)), rng.standard_normal(3)
+    Y = X @ weight.T + bias + 0.3 * rng.standard_normal((200, 3))  # no weights fit it exactly
+    at = lambda epsilon: LayerProblem(X, Y, epsilon, relu=False)  # noqa: E731
+    least = float(np.linalg.norm(Y - np.hstack([X, np.ones((200, 1))]) @ np.linalg.lstsq(
+        np.hstack([X, np.ones((200, 1))]), Y, rcond=None)[0]))
+    stages = Continuation(at(0.5 * least), warm_start=(weight, bias))
+    assert stages.known_feasible > least  # the warm start is not the least-squares fit
+    kept, _ = stages.stage(at(0.5 * least), final=False)  # below the least-squares error: infeasible
+    assert kept is None and stages.restart
+    budget = 1.5 * stages.known_feasible
+    kept, solution = stages.stage(at(budget), final=True)
+    assert not stages.restart and kept == solution.nnz / solution.weight.size
+    assert solution.status == "optimal" and solution.violation <= 5e-4
+    assert solution.objective == pytest.approx(solve(at(budget), method="cvxpy").objective, rel=1e-3)
