@@ -198,18 +198,27 @@ def _rescale_duals(carry: Any, rhs: Any, alpha: float, factor: float) -> None:
 
 
 def _adapt(engine: Engine, state: _State, residuals: _Residuals, iteration: int, settings: AdmmSettings) -> None:
-    """The rho rule after a check: balance the residuals once the hold is over and the
-    wait since the last change has passed (the wait doubles after each change)."""
-    if not (settings.rho == "auto" and settings.rho_adapt):
+    """The rho rule after a check, once the wait since the last change has passed (the wait
+    doubles after each change).
+
+    When both residuals met ``tol`` but the thresholded copy ``Q`` still leaves its budget
+    by more than ``feasibility_tol``, rho grows by ``violation / feasibility_tol`` (at most
+    ``rho_feasibility_step``): a larger rho weighs the splitting constraints ``A = Xa Theta``,
+    ``Q = Theta`` more against the objective, and the violation of ``Q`` is what the stop
+    still waits for. Otherwise, after the hold, rho balances the two residuals.
+    """
+    if not (settings.rho == "auto" and settings.rho_adapt) or iteration - state.last_change < state.adapt_interval:
         return
-    primal_rel, dual_rel = residuals.primal_rel, residuals.dual_rel
-    if not (dual_rel > 0 and primal_rel > 0 and iteration >= settings.rho_hold
-            and iteration - state.last_change >= state.adapt_interval):
-        return
-    ratio = np.sqrt(primal_rel / dual_rel)
-    if not (ratio > settings.rho_adapt_ratio or ratio < 1.0 / settings.rho_adapt_ratio):
-        return
-    new_rho = float(np.clip(state.rho * ratio, *settings.rho_bounds))
+    if residuals.met and residuals.violation > settings.feasibility_tol and settings.rho_feasibility_step > 1:
+        factor = min(settings.rho_feasibility_step, residuals.violation / settings.feasibility_tol)
+    else:
+        primal_rel, dual_rel = residuals.primal_rel, residuals.dual_rel
+        if not (dual_rel > 0 and primal_rel > 0 and iteration >= settings.rho_hold):
+            return
+        factor = np.sqrt(primal_rel / dual_rel)
+        if not (factor > settings.rho_adapt_ratio or factor < 1.0 / settings.rho_adapt_ratio):
+            return
+    new_rho = float(np.clip(state.rho * factor, *settings.rho_bounds))
     _rescale_duals(state.carry_a, state.B, settings.alpha, state.rho / new_rho)
     _rescale_duals(state.carry_q, state.C, settings.alpha, state.rho / new_rho)
     state.rho = new_rho

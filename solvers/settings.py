@@ -65,10 +65,18 @@ class AdmmSettings:
         Iterations during which ``rho='auto'`` stays at its start value: early residuals
         mislead the balancing.
     rho_adapt : bool, default True
-        Whether ``rho='auto'`` balances at all after the hold (False: the start value is
-        kept throughout).
+        Whether ``rho='auto'`` moves at all (balancing after the hold, and the
+        ``rho_feasibility_step``; False: the start value is kept throughout).
     rho_adapt_ratio : float, default 5.0
         The square-root ratio of the residuals beyond which rho moves (OSQP's default).
+    rho_feasibility_step : float, default 4.0
+        At a check where both residuals met ``tol`` but the returned (thresholded)
+        weight still leaves its budget by ``violation > feasibility_factor * tol``, rho
+        grows by ``violation / (feasibility_factor * tol)``, at most this factor (same
+        wait as the balancing; 1: never). The residuals measure the splitting, not the
+        violation of the exact zeros, and on ReLU layers that violation fell as slowly as
+        ``1/k`` at the balanced rho: on the suite's convolutions, thousands of iterations
+        after the residuals were met.
     rho_bounds : (float, float), default (1e-6, 1e6)
     center : bool, default True
         Centre the input when the bias is fitted and not penalised (an exact change of
@@ -115,6 +123,7 @@ class AdmmSettings:
     rho_hold: int = 200
     rho_adapt: bool = True
     rho_adapt_ratio: float = 5.0
+    rho_feasibility_step: float = 4.0
     rho_bounds: tuple[float, float] = (1e-6, 1e6)
     center: bool = True
     offset_scale_cap: float = 4.0
@@ -143,6 +152,10 @@ class AdmmSettings:
             value = getattr(self, name)
             if not (_number(value) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name}: got {value!r}, needs a finite number > 0")
+        if not (_number(self.rho_feasibility_step) and math.isfinite(self.rho_feasibility_step)
+                and self.rho_feasibility_step >= 1):
+            raise ValueError(f"rho_feasibility_step: got {self.rho_feasibility_step!r}, needs a finite number >= 1 "
+                             "(1: rho never grows for the returned weight's violation)")
         if not (_number(self.polish_backoff) and math.isfinite(self.polish_backoff) and self.polish_backoff >= 1):
             raise ValueError(f"polish_backoff: got {self.polish_backoff!r}, needs a finite number >= 1")
         if not (_number(self.polish_budget) and self.polish_budget >= 0):
