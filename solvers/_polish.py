@@ -84,8 +84,7 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
     leave the support, off-support weights whose subgradient exceeds its weight join it
     with the sign that lowers the objective (the worst few per neuron per round, at most
     a tenth of its support: letting all join at once cycles), bounds with negative
-    multipliers are
-    released and violated bounds become tight. A neuron whose restricted program is
+    multipliers are released and violated bounds become tight. A neuron whose restricted program is
     inconsistent loses its tight bounds; neurons whose supports cannot meet the budget
     gain the columns most correlated with their residuals and lose the weakest quarter
     of their tight bounds. Violated bounds join a few at a time (the worst first, at
@@ -120,30 +119,22 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
     Xa, Y = np.asarray(Xa, dtype=np.float64), np.asarray(Y, dtype=np.float64)
     V = None if V is None else np.asarray(V, dtype=np.float64)
     free = weights[:, None] == 0
-    support = (Q != 0) | free
-    signs = np.sign(Q)
-    active = Y > 0 if relu else None
+    support, signs, active = (Q != 0) | free, np.sign(Q), (Y > 0 if relu else None)
     work = Work() if work is None else work
     if moments is None:  # formed once per solve: a set-up, not charged to ``work``
         moments = Moments(Xa, Y, active)
     tight = None if tight is None else tight.copy()
-    reason = "no round"
-    cache: dict = {}
+    reason, cache = "no round", {}
     first_count = None  # mends needed in the first completed round
-
-    def failed(why: str) -> PolishResult:
-        return PolishResult(None, why, flops=work.flops)
-
     for round_index in range(rounds):
-        if round_index >= _STALL_ROUNDS and first_count is None:
-            return failed(reason + " (no restricted solution after several rounds)")
-        if round_index > 0 and work.flops > flops_limit:
-            return failed(f"{reason} (its share of the work is spent)")
+        stop = _stop_before(round_index, first_count, reason, work.flops, flops_limit)
+        if stop is not None:
+            return PolishResult(None, stop, flops=work.flops)
         outcome = restricted(moments, Xa, V, epsilon, support, signs, tight, weights, cache, work)
         if outcome[0] != "ok":
             stop, reason = mend_unsolvable(outcome, moments, cache, support, signs, tight)
             if stop:
-                return failed(reason)
+                return PolishResult(None, reason, flops=work.flops)
             continue
         _, Theta, nu, inverse_steps = outcome
         round_ = _Round(Xa, Y, V, epsilon, active, weights, free, support, signs, Theta, nu, inverse_steps, tight,
@@ -151,21 +142,28 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
         work.product(Xa.shape[0], Xa.shape[1], Y.shape[1])  # the round's response and gradient
         work.product(Xa.shape[1], Xa.shape[0], Y.shape[1])
         if not round_.needs_mending:
-            result = round_.certify(relu)
-            result.flops = work.flops
-            return result
-        count = round_.count
-        logger.debug("polish round %d: %d flipped, %d off-support excess, %d bounds released, %d violated, "
-                     "%.3g flops so far", round_index, round_.flipped.sum(), (round_.excess > 0).sum(),
-                     round_.n_released, round_.n_violated, work.flops)
+            return round_.certify(relu, work.flops)
+        round_.log(round_index, work.flops)
         if first_count is None:
-            first_count = count
-        elif round_index >= _STALL_ROUNDS and count > _STALL_FRACTION * first_count:
+            first_count = round_.count
+        elif round_index >= _STALL_ROUNDS and round_.count > _STALL_FRACTION * first_count:
             # the active set is not settling: the iterate is too far; the ADMM goes on
-            return failed(f"the active set is not settling ({count} changes left of {first_count})")
+            return PolishResult(None, f"the active set is not settling ({round_.count} changes left of "
+                                f"{first_count})", flops=work.flops)
         reason = round_.reason
         support, signs, tight = round_.mended()
-    return failed(reason)
+    return PolishResult(None, reason, flops=work.flops)
+
+
+def _stop_before(round_index: int, first_count: int | None, reason: str, flops: float,
+                 flops_limit: float) -> str | None:
+    """Why an attempt gives up before its next round (None: it goes on): no restricted
+    solution after several rounds, or the work allowed is spent (the first round always runs)."""
+    if round_index >= _STALL_ROUNDS and first_count is None:
+        return reason + " (no restricted solution after several rounds)"
+    if round_index > 0 and flops > flops_limit:
+        return f"{reason} (its share of the work is spent)"
+    return None
 
 
 class _Round:
@@ -243,8 +241,19 @@ class _Round:
                 "the subgradient condition fails off the support" if (self.excess > 0).any() else
                 "a tight bound has a negative multiplier or a free bound is violated")
 
-    def certify(self, relu: bool) -> PolishResult:
-        """The certificate for the full program, when no change is asked for."""
+    def log(self, round_index: int, flops: float) -> None:
+        logger.debug("polish round %d: %d flipped, %d off-support excess, %d bounds released, %d violated, "
+                     "%.3g flops so far", round_index, self.flipped.sum(), (self.excess > 0).sum(),
+                     self.n_released, self.n_violated, flops)
+
+    def certify(self, relu: bool, flops: float) -> PolishResult:
+        """The certificate for the full program, when no change is asked for (``flops``: the
+        attempt's work, reported with the result)."""
+        result = self._certificate(relu)
+        result.flops = flops
+        return result
+
+    def _certificate(self, relu: bool) -> PolishResult:
         tol, response = self.tol, self.response
         if relative_excess(response, self.Y, self.epsilon, relu=relu, upper=self.V) > tol:
             return PolishResult(None, "a constraint outside the restricted program is violated")

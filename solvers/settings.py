@@ -152,12 +152,10 @@ class AdmmSettings:
             value = getattr(self, name)
             if not (_number(value) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name}: got {value!r}, needs a finite number > 0")
-        if not (_number(self.rho_feasibility_step) and math.isfinite(self.rho_feasibility_step)
-                and self.rho_feasibility_step >= 1):
-            raise ValueError(f"rho_feasibility_step: got {self.rho_feasibility_step!r}, needs a finite number >= 1 "
-                             "(1: rho never grows for the returned weight's violation)")
-        if not (_number(self.polish_backoff) and math.isfinite(self.polish_backoff) and self.polish_backoff >= 1):
-            raise ValueError(f"polish_backoff: got {self.polish_backoff!r}, needs a finite number >= 1")
+        for name in ("rho_feasibility_step", "polish_backoff"):  # factors; 1 leaves things as they are
+            value = getattr(self, name)
+            if not (_number(value) and math.isfinite(value) and value >= 1):
+                raise ValueError(f"{name}: got {value!r}, needs a finite number >= 1")
         if not (_number(self.polish_budget) and self.polish_budget >= 0):
             raise ValueError(f"polish_budget: got {self.polish_budget!r}, needs a number >= 0 (inf: no limit)")
         for name in ("rho_hold", "polish_wait"):
