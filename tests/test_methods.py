@@ -66,6 +66,44 @@ def test_lobs_equals_brute_force_greedy_obs(bias):
 
 
 @pytest.mark.parametrize("bias", [True, False])
+def test_relu_obs_second_stage_equals_brute_force_greedy_obs(bias):
+    """Net-Trim's per-neuron OBS candidate: L-OBS down to twice the target's weights, then,
+    from those weights, each neuron's Hessian on its active rows and the entries it still
+    holds, the remaining removals allotted over the layer by the costs there, and each row's
+    share removed greedily, against removals tried one by one on the Hessians formed directly."""
+    from nettrim.methods._relu_obs import WIDEN, obs_candidates
+
+    task = _task(n_samples=120, n_in=9, n_out=5, seed=3, bias=bias, relu=True)
+    sparsity, damping = 0.75, 1e-3
+    candidates = obs_candidates(task, sparsity, damping)
+    start, _ = lobs.prune_path(task, [1.0 - WIDEN * (1.0 - sparsity), sparsity], damping)
+    Xa = np.hstack([task.X, np.ones((len(task.X), 1))]) if bias else task.X
+    rows, hessians, costs = [], [], []
+    for m in range(task.weight.shape[0]):
+        held = np.flatnonzero(start[0][m])
+        entries = np.append(held, task.weight.shape[1]) if bias else held
+        active = Xa[task.Y[:, m] > 0][:, entries]
+        H = active.T @ active / len(Xa)
+        H += damping * np.mean(np.diag(H)) * np.eye(len(H))
+        theta = np.append(start[0][m, held], start[1][m]) if bias else start[0][m, held]
+        rows.append((held, theta))
+        hessians.append(H)
+        costs += [(theta[q] ** 2 / (2 * np.linalg.inv(H)[q, q]), m) for q in range(held.size)]
+    n_left = round(sparsity * task.weight.size) - int(task.weight.size - sum(held.size for held, _ in rows))
+    counts = np.bincount([m for _, m in sorted(costs)[:n_left]], minlength=task.weight.shape[0])
+    weight, b = candidates["neuron"]
+    assert np.count_nonzero(weight) == task.weight.size - round(sparsity * task.weight.size)
+    for m, ((held, theta), H) in enumerate(zip(rows, hessians)):
+        expected, removed = _brute_force_greedy(theta, H, held.size, counts[m])
+        assert sorted(np.flatnonzero(weight[m] == 0)) == sorted(
+            set(range(task.weight.shape[1])) - set(held) | set(held[removed]))
+        np.testing.assert_allclose(weight[m, held], expected[:held.size], rtol=1e-5, atol=1e-7)  # float32 products
+        if bias:
+            assert b[m] == pytest.approx(expected[-1], rel=1e-5)
+    np.testing.assert_array_equal(candidates["layer"][0], lobs.prune_layer(task, sparsity=sparsity, damping=damping).weight)
+
+
+@pytest.mark.parametrize("bias", [True, False])
 def test_lobs_path_equals_one_prune_per_sparsity(bias):
     task = _task(n_in=12, n_out=5, bias=bias)
     sparsities = [0.25, 0.5, 0.5, 0.9, 1.0]

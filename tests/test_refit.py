@@ -137,19 +137,18 @@ def _task(relu=True, all_active=False, seed=11):
     return LayerTask("layer", X, Y, relu, weight, bias, budget=0.1 * np.linalg.norm(Y))
 
 
-@pytest.mark.parametrize("relu, all_active", [(False, False), (True, True)])
-def test_relu_obs_is_lobs_when_every_row_is_active(relu, all_active):
-    """The ReLU-aware Hessian of a neuron is that of its active rows: with every row active
-    (or no ReLU) it is L-OBS's shared Hessian, and the removals are L-OBS's."""
+def test_obs_candidates_without_relu_are_lobs():
+    """Without ReLU every row is active: the Hessians are the shared one, and the only
+    candidate is L-OBS's answer itself."""
     from nettrim.methods import lobs
-    from nettrim.methods._relu_obs import relu_obs_weights
+    from nettrim.methods._relu_obs import obs_candidates
 
-    task = _task(relu=relu, all_active=all_active)
-    weight, bias = relu_obs_weights(task, 0.6, 1e-4)
+    task = _task(relu=False)
+    candidates = obs_candidates(task, 0.6, 1e-4)
     expected = lobs.prune_layer(task, sparsity=0.6, damping=1e-4)
-    np.testing.assert_allclose(weight, expected.weight, rtol=1e-5, atol=1e-8)
-    np.testing.assert_array_equal(weight != 0, expected.weight != 0)
-    np.testing.assert_allclose(bias, expected.bias, rtol=1e-5, atol=1e-8)
+    assert list(candidates) == ["layer"]
+    np.testing.assert_array_equal(candidates["layer"][0], expected.weight)
+    np.testing.assert_array_equal(candidates["layer"][1], expected.bias)
 
 
 def test_nettrim_at_a_sparsity_keeps_the_better_fitted_support():
@@ -200,20 +199,26 @@ def test_rows_are_chosen_within_the_budget_and_never_worse_than_a_whole_candidat
 
 
 def test_neuron_inverse_hessians_in_batches_match_direct_inverses(monkeypatch):
-    """Each neuron's H_m^{-1} from its active rows, in batches of two matrices, against
-    numpy's inverse of the Hessian formed directly; a singular one is named by its neuron."""
+    """Each neuron's H_m^{-1} on the entries it holds, from its active rows, in batches of
+    two matrices, against numpy's inverse of the Hessian formed directly (the padding is the
+    identity); a singular one is named by its neuron."""
     from nettrim.methods import _relu_obs
 
     rng = np.random.default_rng(5)
     X = rng.standard_normal((200, 6))
     active = rng.random((200, 5)) < 0.5
+    entries = [np.array([0, 2, 5, 6]), np.array([1, 6]), np.arange(7), np.array([3, 4, 6]), np.array([6])]
     monkeypatch.setattr(_relu_obs, "_BATCH_BYTES", 2 * 8 * 7 * 7)  # two matrices a call: three calls
-    inverses = _relu_obs.neuron_inverse_hessians(X, active, True, 1e-4)
+    XaT = _relu_obs._augmented_transpose(X, True)
+    inverses = _relu_obs.neuron_inverse_hessians(XaT, active, entries, 7, 1e-4, np.arange(5))
     Xa = np.hstack([X, np.ones((200, 1))])
-    for m in range(5):
-        H = Xa[active[:, m]].T @ Xa[active[:, m]] / 200
-        H += 1e-4 * np.mean(np.diag(H)) * np.eye(7)
-        np.testing.assert_allclose(inverses[m], np.linalg.inv(H), rtol=1e-4, atol=1e-6)
+    for m, held in enumerate(entries):
+        rows = Xa[active[:, m]][:, held]
+        H = rows.T @ rows / 200
+        H += 1e-4 * np.mean(np.diag(H)) * np.eye(held.size)
+        np.testing.assert_allclose(inverses[m, :held.size, :held.size], np.linalg.inv(H), rtol=1e-4, atol=1e-6)
+        np.testing.assert_array_equal(inverses[m, held.size:, held.size:], np.eye(7 - held.size))
+        assert not inverses[m, :held.size, held.size:].any()
     singular = np.stack([np.eye(3), np.eye(3), np.zeros((3, 3))])
     with pytest.raises(np.linalg.LinAlgError, match="neuron 2 is not positive definite"):
         _relu_obs._cholesky_inverses(singular)
@@ -225,9 +230,12 @@ def test_relu_obs_in_chunks_of_neurons_gives_the_same_weights(monkeypatch):
     from nettrim.methods import _relu_obs
 
     task = _task(seed=13)
-    whole = _relu_obs.relu_obs_weights(task, 0.6, 1e-4)
-    monkeypatch.setattr(_relu_obs, "_INVERSE_BYTES", 2 * 8 * (task.weight.shape[1] + 1) ** 2)  # two neurons a chunk
-    assert len(_relu_obs._neuron_chunks(task.weight.shape[0], task.weight.shape[1] + 1)) == 3
-    chunked = _relu_obs.relu_obs_weights(task, 0.6, 1e-4)
+    whole = _relu_obs.obs_candidates(task, 0.6, 1e-4)["neuron"]
+    monkeypatch.setattr(_relu_obs, "_INVERSE_BYTES", 1)  # a chunk per neuron
+    formed = []
+    inverses = _relu_obs.neuron_inverse_hessians
+    monkeypatch.setattr(_relu_obs, "neuron_inverse_hessians", lambda *args: formed.append(args[-1]) or inverses(*args))
+    chunked = _relu_obs.obs_candidates(task, 0.6, 1e-4)["neuron"]
+    assert [neurons.tolist() for neurons in formed] == [[m] for m in range(task.weight.shape[0])] * 2
     np.testing.assert_array_equal(chunked[0], whole[0])
     np.testing.assert_array_equal(chunked[1], whole[1])

@@ -85,11 +85,19 @@ def greedy_obs_rows(theta: np.ndarray, hinv: np.ndarray, n_prunable: int, counts
 
 
 @njit(parallel=True, cache=True)
-def greedy_obs_rows_each(theta: np.ndarray, hinvs: np.ndarray, n_prunable: int, counts: np.ndarray) -> None:
-    """:func:`greedy_obs_rows` with an inverse Hessian of its own for each row
-    (``hinvs``: ``n_out x n_cols x n_cols``), as the ReLU-aware objective gives."""
+def greedy_obs_rows_each(theta: np.ndarray, hinvs: np.ndarray, widths: np.ndarray, n_fixed: int,
+                         counts: np.ndarray) -> None:
+    """:func:`greedy_obs_rows` with an inverse Hessian and a width of its own for each row,
+    as the ReLU-aware objective's second stage gives (:mod:`._relu_obs`).
+
+    Row ``m`` of ``theta`` (``n_out x n_cols``, in place) holds ``widths[m]`` prunable
+    entries, then ``n_fixed`` that stay (the bias), then padding that is never read;
+    ``hinvs[m]`` (``n_out x n_cols x n_cols``) is the inverse Hessian of those entries in
+    its leading rows and columns.
+    """
     for m in prange(theta.shape[0]):
-        _greedy_obs_row(theta[m], hinvs[m], n_prunable, counts[m])
+        n_held = widths[m] + n_fixed
+        _remove_greedily(theta[m], hinvs[m].copy(), np.arange(n_held), n_held, widths[m], counts[m])
 
 
 @njit(parallel=True, cache=True)

@@ -7,8 +7,9 @@ Surgeon removals and the weights from the ReLU-aware fit on that support
 (:func:`solvers.refit.relu_refit`: active entries matched, inactive ones kept at or below
 0, towards the original output on the input the layer is solved on, the program's
 constraints as a penalty). Two supports are tried: OBS with the Hessian of the program's
-ReLU-aware objective (:mod:`._relu_obs`: one per neuron, from the rows it is active on)
-and with the layer's shared ``X^T X`` (L-OBS's), each fitted. The fit's objective, a
+ReLU-aware objective (:mod:`._relu_obs`: one per neuron, from the rows it is active on,
+taking over from L-OBS once the layer keeps twice the target's weights) and with the
+layer's shared ``X^T X`` (L-OBS's), each fitted. The fit's objective, a
 certified bound of the layer's post-ReLU error, is a sum over neurons, and every neuron
 is fitted on its own, so each neuron takes the row of the Hessian that serves the layer
 best within the layer's count of weights (:func:`choose_rows`; ``info["neurons_by_hessian"]``):
@@ -37,7 +38,7 @@ import numpy as np
 
 from solvers import LayerProblem
 
-from ._relu_obs import relu_obs_weights
+from ._relu_obs import obs_candidates
 from .base import LayerOutcome, LayerSolver, LayerTask, Method
 
 __all__ = ["prune_layer", "refit_support", "choose_rows", "NetTrimOptions", "METHOD", "SPARSITY_TOLERANCE", "SUPPORTS"]
@@ -178,12 +179,7 @@ def _obs(task: LayerTask, sparsity: float, damping: float) -> LayerOutcome:
     Hessian whose fitted row serves the layer best under its count (:func:`choose_rows`)."""
     from solvers.refit import relu_refit
 
-    from .lobs import prune_layer as lobs_layer
-
-    candidates = {"neuron": relu_obs_weights(task, sparsity, damping)}
-    if task.relu:  # without ReLU every row is active: the two Hessians are the same
-        shared = lobs_layer(task, sparsity=sparsity, damping=damping)
-        candidates["layer"] = (shared.weight, shared.bias)
+    candidates = obs_candidates(task, sparsity, damping)  # without ReLU only L-OBS: the Hessians are the same
     fits = {hessian: relu_refit(task.X, task.Y, weight != 0, relu=task.relu, fit_bias=task.bias is not None,
                                 weight=weight, bias=bias) for hessian, (weight, bias) in candidates.items()}
     names = list(fits)
