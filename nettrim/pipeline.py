@@ -3,7 +3,8 @@
 For a layer method, :func:`prune` runs
 
 1. :func:`record_run`: copy the model, find its layers, open the work directory and the
-   activation store, record every layer's input and pre-activation (and, with
+   activation store, record every layer's input and pre-activation, weigh each layer's
+   neurons by how much the next layer reads them (:mod:`nettrim.consumers`) (and, with
    ``allocate='error'``, share the network's sparsity out among the layers);
 2. per layer, in the order they run: :func:`build_task` (the layer program of the mode,
    :mod:`nettrim.modes`, on the original or the pruned network's input), then the solve
@@ -24,9 +25,10 @@ import copy
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -34,6 +36,7 @@ from tqdm.auto import tqdm
 from . import schedule
 from .calibration import calibration_batches
 from .config import PruneConfig
+from .consumers import consumer_importance
 from .executors import Executor, open_executor
 from .graph import analyse
 from .layers import LayerHandle
@@ -81,6 +84,7 @@ class _Run:
     work_dir: WorkDir | None
     reference_out: torch.Tensor | None
     restored: dict[str, tuple[LayerOutcome, LayerReport]]
+    importance: dict[str, np.ndarray]
     reports: dict[str, LayerReport] = field(default_factory=dict)
     outcomes: dict[str, LayerOutcome] = field(default_factory=dict)
 
@@ -133,7 +137,7 @@ def record_run(model: nn.Module, calib: Any, config: PruneConfig) -> _Run:
         logger.info("resuming from %s: %d of %d layers already finished", config.work_dir, len(restored),
                     len(records))
     return _Run(config, pruned, batches, found, dense, records, store, work_dir,
-                network_outputs(pruned, batches), restored)
+                network_outputs(pruned, batches), restored, consumer_importance(pruned, records))
 
 
 def _allocated(config: PruneConfig, records: dict[str, LayerRecord]) -> PruneConfig:
@@ -158,6 +162,7 @@ def build_task(run: _Run, name: str) -> tuple[LayerTask, torch.Tensor]:
     else:
         X, changed = rec.input, False
     task = layer_task(rec, X, config.mode, config.epsilon, config.gamma, changed, per_neuron=config.split == "neuron")
+    task = replace(task, importance=run.importance.get(name))
     if config.method_spec.budget_program and config.layer_sparsity(name) is None and zero_weights_feasible(task):
         logger.warning("layer %r: its bias alone meets the budget %.4g (%.4f of ||Y||; the best error with zero "
                        "weights is %.4g), so it may lose every weight; lower epsilon to keep it",

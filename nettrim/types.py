@@ -66,6 +66,9 @@ class LayerTask:
         signals, the error they carry on the pruned input in cascade mode.
     upper : ndarray, shape (n_samples, n_out), or None
         Upper bound on inactive entries (cascade mode), None for 0.
+    importance : ndarray, shape (n_out,), or None
+        How much the next layer reads each output neuron, mean 1
+        (:func:`nettrim.consumers.consumer_importance`); None: every neuron alike.
     """
 
     name: str
@@ -77,6 +80,7 @@ class LayerTask:
     budget: float | np.ndarray
     floor: float | np.ndarray = 0.0
     upper: np.ndarray | None = None
+    importance: np.ndarray | None = None
 
     @property
     def scale(self) -> float:

@@ -65,18 +65,19 @@ def test_lobs_equals_brute_force_greedy_obs(bias):
             assert result.bias[m] == pytest.approx(expected[-1], abs=1e-9)
 
 
-@pytest.mark.parametrize("bias", [True, False])
-def test_relu_obs_second_stage_equals_brute_force_greedy_obs(bias):
-    """Net-Trim's per-neuron OBS candidate: L-OBS down to twice the target's weights, then,
-    from those weights, each neuron's Hessian on its active rows and the entries it still
-    holds, the remaining removals allotted over the layer by the costs there, and each row's
-    share removed greedily, against removals tried one by one on the Hessians formed directly."""
-    from nettrim.methods._relu_obs import WIDEN, obs_candidates
+@pytest.mark.parametrize("bias, widen", [(True, 2.0), (False, 2.0), (True, np.inf)])
+def test_relu_obs_second_stage_equals_brute_force_greedy_obs(bias, widen):
+    """Net-Trim's per-neuron OBS candidate: L-OBS down to ``widen`` times the target's weights
+    (none removed with ``inf``), then, from those weights, each neuron's Hessian on its
+    active rows and the entries it still holds, the remaining removals allotted over the
+    layer by the costs there, and each row's share removed greedily, against removals tried
+    one by one on the Hessians formed directly."""
+    from nettrim.methods._relu_obs import obs_candidates
 
     task = _task(n_samples=120, n_in=9, n_out=5, seed=3, bias=bias, relu=True)
     sparsity, damping = 0.75, 1e-3
-    candidates = obs_candidates(task, sparsity, damping)
-    start, _ = lobs.prune_path(task, [1.0 - WIDEN * (1.0 - sparsity), sparsity], damping)
+    candidates = obs_candidates(task, sparsity, damping, widen)
+    start, _ = lobs.prune_path(task, [max(0.0, 1.0 - widen * (1.0 - sparsity)), sparsity], damping)
     Xa = np.hstack([task.X, np.ones((len(task.X), 1))]) if bias else task.X
     rows, hessians, costs = [], [], []
     for m in range(task.weight.shape[0]):

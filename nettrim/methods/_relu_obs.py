@@ -20,20 +20,21 @@ ignores.
 The removals run in two stages (:func:`obs_candidates`):
 
 1. Greedy L-OBS (the shared Hessian, :func:`.lobs.prune_path`) removes weights until the
-   layer keeps :data:`WIDEN` times the target's count. The same pass goes on to the target:
+   layer keeps ``widen`` (:data:`WIDEN`, 2, by default) times the target's count. The same pass goes on to the target:
    L-OBS's own answer, the other candidate.
 2. From the first stage's weights, each neuron's Hessian is formed on the entries its row
-   still holds, the remaining removals are allotted over the layer by the costs there, and
-   each row removes its share greedily with its inverse downdated
-   (:func:`._lobs_kernels.greedy_obs_rows_each`).
+   still holds, the remaining removals are allotted over the layer by the costs there
+   (each neuron's times how much the next layer reads it, ``task.importance``, where the
+   graph tells: :mod:`nettrim.consumers`), and each row removes its share greedily with
+   its inverse downdated (:func:`._lobs_kernels.greedy_obs_rows_each`).
 
-The per-neuron Hessians are thus ``WIDEN * (1 - sparsity)`` of the full width on a side:
+The per-neuron Hessians are thus ``widen * (1 - sparsity)`` of the full width on a side:
 at 90% a fifth, for a twenty-fifth of the products and far less than that of the
-inverses. On the suite's layers the two stages also fit better than per-neuron OBS from
-the full width (``benchmarks/compare_methods.py``; the fit after the removals is the
-same): the obvious removals, which the shared Hessian ranks well, are out of the way
-before the per-neuron Hessians, formed on fewer rows than the shared one, decide the close
-ones. A layer without ReLU has every row active: the shared Hessian, L-OBS itself.
+inverses. On the suite's layers the two stages also give the layer a lower certified error
+than per-neuron OBS from the original weights at most points (``benchmarks/obs_widen.py``
+measures it). A per-neuron Hessian is estimated from its neuron's active rows, fewer than
+the shared one's; in two stages it only decides the removals closest to the target. A
+layer without ReLU has every row active: the shared Hessian, L-OBS itself.
 """
 from __future__ import annotations
 
@@ -122,6 +123,8 @@ def _per_neuron_stage(task: LayerTask, start: tuple[np.ndarray, np.ndarray | Non
                       damping: float) -> tuple[np.ndarray, np.ndarray | None]:
     """Stage 2 (module docstring): from the first stage's weights ``start``, the removals
     left to reach ``sparsity``, by greedy OBS with each neuron's Hessian on its entries.
+    The removals are allotted by the costs times ``task.importance`` (how much the next
+    layer reads each neuron) when the task has it.
 
     Row ``m`` of the working array holds the ``w_m`` weights its neuron still has, then its
     bias, then padding; when the inverse Hessians do not fit in ``_INVERSE_BYTES`` at once
@@ -149,6 +152,8 @@ def _per_neuron_stage(task: LayerTask, start: tuple[np.ndarray, np.ndarray | Non
         inverses = neuron_inverse_hessians(XaT, active, entries, n_cols, damping, neurons)
         diagonal = np.einsum("mii->mi", inverses)
         cost[neurons] = np.where(prunable[neurons], theta[neurons] ** 2 / (2.0 * diagonal), np.inf)
+    if task.importance is not None:  # the entries that may not go stay at inf
+        cost *= np.where(prunable, task.importance[:, None], 1.0)
     counts = _cheapest_counts(cost, int(round(sparsity * weight.size)) - int(n_out * n_in - widths.sum()))
     for neurons in chunks:
         if len(chunks) > 1:  # formed again: only one chunk is held at a time
@@ -162,13 +167,14 @@ def _per_neuron_stage(task: LayerTask, start: tuple[np.ndarray, np.ndarray | Non
     return pruned, (theta[np.arange(n_out), widths].copy() if fit_bias else None)
 
 
-def obs_candidates(task: LayerTask, sparsity: float,
-                   damping: float) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+def obs_candidates(task: LayerTask, sparsity: float, damping: float,
+                   widen: float = WIDEN) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
     """The layer pruned to ``sparsity`` by OBS, exact zeros on the removed entries and the
     rest compensated: ``'layer'``, greedy L-OBS (the shared Hessian), and, for a ReLU
     layer, ``'neuron'``, the two stages of the module docstring (the same L-OBS pass up to
-    :data:`WIDEN` times the target's weights, then a Hessian per neuron)."""
-    first = max(0.0, 1.0 - WIDEN * (1.0 - sparsity))
+    ``widen`` times the target's weights, then a Hessian per neuron; with ``widen = inf``
+    the first stage removes nothing)."""
+    first = max(0.0, 1.0 - widen * (1.0 - sparsity))
     (start, final) = prune_path(task, [first, sparsity], damping)
     if not task.relu:  # every row active: the shared Hessian, L-OBS itself
         return {"layer": final}

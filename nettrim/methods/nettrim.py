@@ -13,7 +13,11 @@ layer's shared ``X^T X`` (L-OBS's), each fitted. The fit's objective, a
 certified bound of the layer's post-ReLU error, is a sum over neurons, and every neuron
 is fitted on its own, so each neuron takes the row of the Hessian that serves the layer
 best within the layer's count of weights (:func:`choose_rows`; ``info["neurons_by_hessian"]``):
-never worse than either Hessian's rows taken whole. Neither Hessian wins everywhere
+never worse than either Hessian's rows taken whole. Where the next layer is known
+(``task.importance``, :mod:`nettrim.consumers`) each neuron's error counts as much as the
+next layer reads the neuron, in that choice and in the per-neuron candidate's allotment
+of removals: the network's output error, not the layer's, is what the rows should lower
+(``info["consumer_weighted"]``). Neither Hessian wins everywhere
 (``benchmarks/compare_methods.py``); the fit is what closes the gap to the original output.
 
 ``support='l1'`` moves the program's ``epsilon`` instead, until the ℓ1 solution keeps the
@@ -38,7 +42,7 @@ import numpy as np
 
 from solvers import LayerProblem
 
-from ._relu_obs import obs_candidates
+from ._relu_obs import WIDEN, obs_candidates
 from .base import LayerOutcome, LayerSolver, LayerTask, Method
 
 __all__ = ["prune_layer", "refit_support", "choose_rows", "NetTrimOptions", "METHOD", "SPARSITY_TOLERANCE", "SUPPORTS"]
@@ -106,11 +110,16 @@ class NetTrimOptions:
         fit (``'obs'``), or the ℓ1 program with ``epsilon`` searched (``'l1'``).
     damping : float, default 1e-4
         ``support='obs'``: the Hessians' damping, relative to their mean diagonal.
+    widen : float, default 2.0
+        ``support='obs'``: the Hessian per neuron takes over from L-OBS's shared one when the
+        layer keeps ``widen`` times the target's weights (:mod:`._relu_obs`); ``inf``: from
+        the original weights.
     """
 
     refit: bool = False
     support: str = "obs"
     damping: float = 1e-4
+    widen: float = WIDEN
 
     def __post_init__(self) -> None:
         if not isinstance(self.refit, bool):
@@ -119,6 +128,9 @@ class NetTrimOptions:
             raise ValueError(f"support: got {self.support!r}, needs one of {SUPPORTS}")
         if not isinstance(self.damping, (int, float)) or isinstance(self.damping, bool) or not self.damping >= 0:
             raise ValueError(f"damping: got {self.damping!r}, needs a number >= 0")
+        if not isinstance(self.widen, (int, float)) or isinstance(self.widen, bool) or not self.widen >= 1:
+            raise ValueError(f"widen: got {self.widen!r}, needs a number >= 1 (inf: the Hessian per neuron from the "
+                             f"original weights)")
 
 
 def choose_rows(objectives: np.ndarray, counts: np.ndarray, budget: int) -> np.ndarray:
@@ -174,18 +186,19 @@ def choose_rows(objectives: np.ndarray, counts: np.ndarray, budget: int) -> np.n
     return chosen
 
 
-def _obs(task: LayerTask, sparsity: float, damping: float) -> LayerOutcome:
+def _obs(task: LayerTask, sparsity: float, damping: float, widen: float) -> LayerOutcome:
     """Supports by greedy OBS, weights by the ReLU-aware fit; each neuron's row from the
     Hessian whose fitted row serves the layer best under its count (:func:`choose_rows`)."""
     from solvers.refit import relu_refit
 
-    candidates = obs_candidates(task, sparsity, damping)  # without ReLU only L-OBS: the Hessians are the same
+    candidates = obs_candidates(task, sparsity, damping, widen)  # without ReLU only L-OBS: the Hessians are the same
     fits = {hessian: relu_refit(task.X, task.Y, weight != 0, relu=task.relu, fit_bias=task.bias is not None,
                                 weight=weight, bias=bias) for hessian, (weight, bias) in candidates.items()}
     names = list(fits)
     counts = np.array([np.count_nonzero(fits[name].weight, axis=1) for name in names])
     budget = int(min(row.sum() for row in counts))
-    chosen = choose_rows(np.array([fits[name].objective for name in names]), counts, budget)
+    weights = np.ones(counts.shape[1]) if task.importance is None else task.importance
+    chosen = choose_rows(np.array([fits[name].objective for name in names]) * weights, counts, budget)
     weight = np.array(fits[names[0]].weight, copy=True)
     bias = None if fits[names[0]].bias is None else np.array(fits[names[0]].bias, copy=True)
     for index, name in enumerate(names[1:], start=1):
@@ -193,7 +206,8 @@ def _obs(task: LayerTask, sparsity: float, damping: float) -> LayerOutcome:
         weight[rows] = fits[name].weight[rows]
         if bias is not None:
             bias[rows] = fits[name].bias[rows]
-    info = {"support": "obs", "damping": damping, "refit": "relu",
+    info = {"support": "obs", "damping": damping, "widen": widen, "refit": "relu",
+            "consumer_weighted": task.importance is not None,
             "refit_steps": max(fit.steps for fit in fits.values()),
             "refit_converged": all(fit.converged for fit in fits.values()),
             "neurons_by_hessian": {name: int(np.sum(chosen == index)) for index, name in enumerate(names)},
@@ -202,7 +216,8 @@ def _obs(task: LayerTask, sparsity: float, damping: float) -> LayerOutcome:
 
 
 def prune_layer(task: LayerTask, *, sparsity: float | None, solver: LayerSolver | None = None,
-                refit: bool = False, support: str = "obs", damping: float = 1e-4) -> LayerOutcome:
+                refit: bool = False, support: str = "obs", damping: float = 1e-4,
+                widen: float = WIDEN) -> LayerOutcome:
     """Solve the layer's Net-Trim program (at the mode's budget, or for a target sparsity).
 
     Parameters
@@ -213,7 +228,7 @@ def prune_layer(task: LayerTask, *, sparsity: float | None, solver: LayerSolver 
     solver : LayerSolver, optional
         The solver and its options (default: the ADMM at its own defaults). The ADMM is
         warm-started from the original weights unless its options hold ``warm_start``.
-    refit, support, damping
+    refit, support, damping, widen
         See :class:`NetTrimOptions`.
 
     Returns
@@ -224,12 +239,12 @@ def prune_layer(task: LayerTask, *, sparsity: float | None, solver: LayerSolver 
         ``target_met``, ``why``).
     """
     solver = LayerSolver() if solver is None else solver
-    NetTrimOptions(refit, support, damping)  # checked
+    NetTrimOptions(refit, support, damping, widen)  # checked
     if sparsity is None:
         solution = solver.solve(_problem(task, task.budget), warm_start=(task.weight, task.bias))
         outcome = LayerOutcome.from_solution(solution, task.budget)
     elif support == "obs":
-        outcome = _obs(task, sparsity, damping)
+        outcome = _obs(task, sparsity, damping, widen)
     else:
         outcome = _path(task, sparsity, solver)
     if not refit:
