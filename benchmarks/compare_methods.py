@@ -26,7 +26,9 @@ fraction of the weights (:func:`structured_runs`) beside L-OBS and Net-Trim's de
 
 ``lobs+relu+alloc`` (run when asked for) shares the network target out the way Net-Trim's
 default does (``allocate="error"``); the rows that share it report the sparsity each layer
-got (``layers_kept``).
+got (``layers_kept``). ``nettrim-full-width`` (run when asked for) is Net-Trim's default
+with its per-neuron OBS candidate started from the original weights (``widen=inf``)
+instead of from L-OBS's at twice the target's count.
 
 Run:  python benchmarks/compare_methods.py [--quick] [--models digits-mlp,...] [--methods NAME,...]
 (default models: the whole suite)
@@ -54,7 +56,7 @@ from nettrim import examples  # noqa: E402
 from nettrim.graph import PRUNABLE, links  # noqa: E402
 
 SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95)
-LAYERWISE = (  # (label, method, method_options, refit, allocate); the +alloc ones run only when asked for
+LAYERWISE = (  # (label, method, method_options, refit, allocate); those in ON_REQUEST run only when asked for
     ("magnitude", "magnitude", {}, None, None), ("magnitude+relu", "magnitude", {}, "relu", None),
     ("sparsegpt", "sparsegpt", {}, None, None), ("sparsegpt+relu", "sparsegpt", {}, "relu", None),
     ("lobs-faithful", "lobs", {"faithful": True}, None, None),
@@ -62,7 +64,9 @@ LAYERWISE = (  # (label, method, method_options, refit, allocate); the +alloc on
     ("nettrim-l1", "nettrim", {"support": "l1"}, None, None),
     ("nettrim-l1+relu", "nettrim", {"support": "l1"}, "relu", None),
     ("nettrim-per-layer", "nettrim", {}, None, None), ("nettrim", "nettrim", {}, None, "auto"),
-    ("lobs+relu+alloc", "lobs", {}, "relu", "error"))
+    ("lobs+relu+alloc", "lobs", {}, "relu", "error"),
+    ("nettrim-full-width", "nettrim", {"widen": float("inf")}, None, "auto"))
+ON_REQUEST = ("lobs+relu+alloc", "nettrim-full-width")
 
 
 def cap_kept(model: torch.nn.Module, fraction: float) -> float:
@@ -169,7 +173,7 @@ def summarise(rows: list[dict], models: dict, sparsities) -> tuple[dict, dict]:
         for sparsity in (s for s in sparsities if s >= 0.7):
             point = [r for r in rows if r["model"] == name and r["target_sparsity"] == sparsity]
             ours = next((r for r in point if r["method"] == "nettrim"), None)
-            others = [r for r in point if r["method"] != "nettrim"]
+            others = [r for r in point if r["method"] not in ("nettrim", "nettrim-full-width")]  # not itself
             if ours is None or not others:
                 continue
             best_error = min(others, key=lambda r: r["output_error"])
@@ -192,9 +196,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(suite.MODELS), help="comma-separated names of the suite")
     parser.add_argument("--quick", action="store_true", help="one sparsity (0.9), for a smoke test")
-    parser.add_argument("--methods", default=",".join([label for label, *_ in LAYERWISE if "+alloc" not in label]
+    parser.add_argument("--methods", default=",".join([label for label, *_ in LAYERWISE if label not in ON_REQUEST]
                                                       + ["cap"]),
-                        help="comma-separated labels to run (default all but the +alloc ones)")
+                        help=f"comma-separated labels to run (default all but {', '.join(ON_REQUEST)})")
     parser.add_argument("--out", default=str(RESULTS / "compare_methods.csv"))
     args = parser.parse_args(argv)
     sparsities = (0.9,) if args.quick else SPARSITIES
