@@ -188,7 +188,8 @@ def choose_rows(objectives: np.ndarray, counts: np.ndarray, budget: int) -> np.n
 
 def _obs(task: LayerTask, sparsity: float, damping: float, widen: float) -> LayerOutcome:
     """Supports by greedy OBS, weights by the ReLU-aware fit; each neuron's row from the
-    Hessian whose fitted row serves the layer best under its count (:func:`choose_rows`)."""
+    Hessian whose fitted row serves the layer best under its count (:func:`choose_rows`),
+    each neuron's fitted error weighted by ``task.importance`` when the task has it."""
     from solvers.refit import relu_refit
 
     candidates = obs_candidates(task, sparsity, damping, widen)  # without ReLU only L-OBS: the Hessians are the same
@@ -197,8 +198,8 @@ def _obs(task: LayerTask, sparsity: float, damping: float, widen: float) -> Laye
     names = list(fits)
     counts = np.array([np.count_nonzero(fits[name].weight, axis=1) for name in names])
     budget = int(min(row.sum() for row in counts))
-    weights = np.ones(counts.shape[1]) if task.importance is None else task.importance
-    chosen = choose_rows(np.array([fits[name].objective for name in names]) * weights, counts, budget)
+    importance = np.ones(counts.shape[1]) if task.importance is None else task.importance
+    chosen = choose_rows(np.array([fits[name].objective for name in names]) * importance, counts, budget)
     weight = np.array(fits[names[0]].weight, copy=True)
     bias = None if fits[names[0]].bias is None else np.array(fits[names[0]].bias, copy=True)
     for index, name in enumerate(names[1:], start=1):
