@@ -69,6 +69,26 @@ def test_refit_handles_empty_supports_no_bias_and_collinear_columns():
     assert np.all(with_bias.objective <= fitted.objective + 1e-9)  # a free bias can only help
 
 
+@pytest.mark.parametrize("seed", [2, 3, 4])
+def test_refit_stops_when_the_objective_only_moves_by_round_off(seed):
+    """Exactly representable neurons with a third of their rows on the ReLU's boundary
+    (``w . x = 0``): at the optimum ``f`` is ~1e-30 and those rows flip in and out with
+    the rounding, each step lowering ``f`` by round-off. The refit stops there in a few
+    steps, converged, instead of running to ``max_steps``."""
+    rng = np.random.default_rng(seed)
+    n_samples, n_in, n_out = 600, 8, 4
+    weight = rng.standard_normal((n_out, n_in))
+    X = rng.standard_normal((n_samples, n_in))
+    for m in range(n_out):
+        rows = slice(m * n_samples // (3 * n_out), (m + 1) * n_samples // (3 * n_out))
+        X[rows] -= np.outer(X[rows] @ weight[m], weight[m]) / (weight[m] @ weight[m])
+    Y = np.maximum(X @ weight.T, 0.0)
+    start = weight + 1e-2 * rng.standard_normal(weight.shape)
+    fitted = relu_refit(X, Y, np.ones((n_out, n_in), dtype=bool), weight=start, bias=np.zeros(n_out))
+    assert fitted.converged and fitted.steps <= 5
+    assert np.all(fitted.objective <= 1e-20 * np.sum(Y**2, axis=0))
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_certificate_bounds_the_post_relu_error(seed):
     """For ANY weights, sqrt(sum f) with v = 0 bounds ||relu(X W^T + b) - Y|| from above."""
