@@ -84,10 +84,10 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
     leave the support, off-support weights whose subgradient exceeds its weight join it
     with the sign that lowers the objective (the worst few per neuron per round, at most
     a tenth of its support: letting all join at once cycles), bounds with negative
-    multipliers are released and violated bounds become tight. A neuron whose restricted program is
-    inconsistent loses its tight bounds; neurons whose supports cannot meet the budget
-    gain the columns most correlated with their residuals and lose the weakest quarter
-    of their tight bounds. Violated bounds join a few at a time (the worst first, at
+    multipliers are released and violated bounds become tight. A neuron whose restricted
+    program is inconsistent loses its tight bounds; neurons whose supports cannot meet
+    the budget gain the columns most correlated with their residuals and lose the
+    weakest quarter of their tight bounds. Violated bounds join a few at a time (the worst first, at
     most a quarter of the neuron's support per round).
 
     Parameters

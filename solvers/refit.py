@@ -26,8 +26,9 @@ of the current point, the quadratic model is least squares on ``R`` towards
 support; a backtracking line search on ``f`` keeps every step a descent, and the method
 stops when the rows no longer change (the point then minimises ``f`` exactly) or the
 relative decrease of ``f`` falls below ``tol`` (or below round-off, ``1e-14`` of the larger
-of ``||y||^2`` and ``f`` at the start); a step that does not lower ``f`` is not taken. Neurons are processed in chunks of similar support width, all the neurons of a
-chunk together: the responses are one dense product with the whole input, each neuron's
+of ``||y||^2`` and ``f`` at the start); a step that does not lower ``f`` is not taken.
+Neurons are processed in chunks of similar support width, all the neurons of a chunk
+together: the responses are one dense product with the whole input, each neuron's
 normal equations on its active rows are formed once (from its support's rows of the
 transposed input), each step adds the few inactive rows above their bound, and the
 systems, padded to the chunk's width, are solved by one batched LU factorisation.

@@ -43,7 +43,7 @@ import numpy as np
 
 from ..types import LayerTask
 from ._lobs_kernels import greedy_obs_rows_each
-from .lobs import prune_path
+from .lobs import cheapest, prune_path
 
 __all__ = ["obs_candidates", "neuron_inverse_hessians", "WIDEN"]
 
@@ -111,15 +111,6 @@ def _neuron_chunks(n_out: int, n_cols: int) -> list[np.ndarray]:
     return [np.arange(start, min(start + size, n_out)) for start in range(0, n_out, size)]
 
 
-def _cheapest_counts(cost: np.ndarray, n_remove: int) -> np.ndarray:
-    """How many of each row's entries are among the ``n_remove`` cheapest of ``cost``
-    (``inf`` where an entry may not be removed)."""
-    chosen = np.zeros(cost.shape, dtype=bool)
-    if n_remove > 0:
-        chosen.ravel()[np.argsort(cost, axis=None, kind="stable")[:n_remove]] = True
-    return chosen.sum(axis=1).astype(np.int64)
-
-
 def _per_neuron_stage(task: LayerTask, start: tuple[np.ndarray, np.ndarray | None], sparsity: float,
                       damping: float) -> tuple[np.ndarray, np.ndarray | None]:
     """Stage 2 (module docstring): from the first stage's weights ``start``, the removals
@@ -155,7 +146,7 @@ def _per_neuron_stage(task: LayerTask, start: tuple[np.ndarray, np.ndarray | Non
         cost[neurons] = np.where(prunable[neurons], theta[neurons] ** 2 / (2.0 * diagonal), np.inf)
     if task.importance is not None:  # the entries that may not go stay at inf
         cost *= np.where(prunable, task.importance[:, None], 1.0)
-    counts = _cheapest_counts(cost, int(round(sparsity * weight.size)) - int(n_out * n_in - widths.sum()))
+    counts = cheapest(cost, int(round(sparsity * weight.size)) - int(n_out * n_in - widths.sum()))[1]
     for neurons in chunks:
         if len(chunks) > 1:  # formed again: only one chunk is held at a time
             inverses = neuron_inverse_hessians(XaT, active, entries, n_cols, damping, neurons)
@@ -176,7 +167,7 @@ def obs_candidates(task: LayerTask, sparsity: float, damping: float,
     ``widen`` times the target's weights, then a Hessian per neuron; with ``widen = inf``
     the first stage removes nothing)."""
     first = max(0.0, 1.0 - widen * (1.0 - sparsity))
-    (start, final) = prune_path(task, [first, sparsity], damping)
+    start, final = prune_path(task, [first, sparsity], damping)
     if not task.relu:  # every row active: the shared Hessian, L-OBS itself
         return {"layer": final}
     return {"neuron": _per_neuron_stage(task, start, sparsity, damping), "layer": final}

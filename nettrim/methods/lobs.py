@@ -29,7 +29,7 @@ import numpy as np
 from ._lobs_kernels import greedy_obs_path, greedy_obs_rows
 from .base import LayerOutcome, LayerTask, Method, require_sparsity
 
-__all__ = ["prune_layer", "prune_path", "inverse_hessian", "removal_counts", "LobsOptions", "METHOD"]
+__all__ = ["prune_layer", "prune_path", "inverse_hessian", "removal_counts", "cheapest", "LobsOptions", "METHOD"]
 
 
 def inverse_hessian(X: np.ndarray, fit_bias: bool, damping: float) -> np.ndarray:
@@ -54,11 +54,15 @@ def removal_counts(weight: np.ndarray, hinv_diag: np.ndarray, sparsity: float) -
     mask of those weights and the count per row.
     """
     cost = weight**2 / (2.0 * np.broadcast_to(hinv_diag, weight.shape))
-    n_remove = int(round(sparsity * weight.size))
-    chosen = np.zeros(weight.shape, dtype=bool)
-    if n_remove:
-        order = np.argsort(cost, axis=None, kind="stable")[:n_remove]
-        chosen.ravel()[order] = True
+    return cheapest(cost, int(round(sparsity * weight.size)))
+
+
+def cheapest(cost: np.ndarray, n_remove: int) -> tuple[np.ndarray, np.ndarray]:
+    """The mask of the ``n_remove`` smallest entries of ``cost`` (ties by position; ``inf``
+    marks an entry that may not go) and how many of each row it holds."""
+    chosen = np.zeros(cost.shape, dtype=bool)
+    if n_remove > 0:
+        chosen.ravel()[np.argsort(cost, axis=None, kind="stable")[:n_remove]] = True
     return chosen, chosen.sum(axis=1).astype(np.int64)
 
 
