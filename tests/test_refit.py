@@ -218,9 +218,9 @@ def test_rows_are_chosen_within_the_budget_and_never_worse_than_a_whole_candidat
     np.testing.assert_array_equal(choose_rows(objectives, alike, 15), np.argmin(objectives, axis=0))
 
 
-def test_neuron_inverse_hessians_in_batches_match_direct_inverses(monkeypatch):
-    """Each neuron's H_m^{-1} on the entries it holds, from its active rows, in batches of
-    two matrices, against numpy's inverse of the Hessian formed directly (the padding is the
+def test_neuron_inverse_hessians_match_direct_inverses():
+    """Each neuron's H_m^{-1} on the entries it holds (each at its own width), from its
+    active rows, against numpy's inverse of the Hessian formed directly (the padding is the
     identity); a singular one is named by its neuron."""
     from nettrim.methods import _relu_obs
 
@@ -228,9 +228,8 @@ def test_neuron_inverse_hessians_in_batches_match_direct_inverses(monkeypatch):
     X = rng.standard_normal((200, 6))
     active = rng.random((200, 5)) < 0.5
     entries = [np.array([0, 2, 5, 6]), np.array([1, 6]), np.arange(7), np.array([3, 4, 6]), np.array([6])]
-    monkeypatch.setattr(_relu_obs, "_BATCH_BYTES", 2 * 8 * 7 * 7)  # two matrices a call: three calls
-    XaT = _relu_obs._augmented_transpose(X, True)
-    inverses = _relu_obs.neuron_inverse_hessians(XaT, active, entries, 7, 1e-4, np.arange(5))
+    inverses = _relu_obs.neuron_inverse_hessians(_relu_obs._augmented(X, True), active, entries, 7, 1e-4,
+                                                 np.arange(5))
     Xa = np.hstack([X, np.ones((200, 1))])
     for m, held in enumerate(entries):
         rows = Xa[active[:, m]][:, held]
@@ -240,8 +239,8 @@ def test_neuron_inverse_hessians_in_batches_match_direct_inverses(monkeypatch):
         np.testing.assert_array_equal(inverses[m, held.size:, held.size:], np.eye(7 - held.size))
         assert not inverses[m, :held.size, held.size:].any()
     singular = np.stack([np.eye(3), np.eye(3), np.zeros((3, 3))])
-    with pytest.raises(np.linalg.LinAlgError, match="neuron 2 is not positive definite"):
-        _relu_obs._cholesky_inverses(singular)
+    with pytest.raises(np.linalg.LinAlgError, match="neuron 7 is not positive definite"):
+        _relu_obs._cholesky_inverses(singular, np.array([3, 3, 3]), np.array([5, 6, 7]))
 
 
 def test_relu_obs_in_chunks_of_neurons_gives_the_same_weights(monkeypatch):

@@ -49,59 +49,63 @@ __all__ = ["obs_candidates", "neuron_inverse_hessians", "WIDEN"]
 
 WIDEN = 2.0  # the first stage keeps this many times the target's weights
 _INVERSE_BYTES = 2**30  # the neurons' inverse Hessians held at once (in chunks beyond this)
-_BATCH_BYTES = 64 * 2**20  # the matrices inverted by one batched call
 
 
-def _augmented_transpose(X: np.ndarray, fit_bias: bool) -> np.ndarray:
-    """``[X, 1]^T`` in float32."""
+def _augmented(X: np.ndarray, fit_bias: bool) -> np.ndarray:
+    """``[X, 1]`` in float32, rows contiguous."""
     X = np.asarray(X, dtype=np.float32)
-    return np.vstack([X.T, np.ones((1, X.shape[0]), dtype=np.float32)]) if fit_bias else np.ascontiguousarray(X.T)
+    return np.hstack([X, np.ones((X.shape[0], 1), dtype=np.float32)]) if fit_bias else np.ascontiguousarray(X)
 
 
-def neuron_inverse_hessians(XaT: np.ndarray, active: np.ndarray, entries: list[np.ndarray], n_cols: int,
+def neuron_inverse_hessians(Xa: np.ndarray, active: np.ndarray, entries: list[np.ndarray], n_cols: int,
                             damping: float, neurons: np.ndarray) -> np.ndarray:
     """``H_m^{-1}`` of the ``neurons`` on their ``entries`` (``len x n_cols x n_cols``, float64).
 
-    ``XaT`` is ``[X, 1]^T`` (:func:`_augmented_transpose`), ``active`` the ``(n_samples, n_out)``
-    mask of ``Y > 0`` and ``entries[m]`` the rows of ``XaT`` neuron ``m`` holds (its bias
-    last, when fitted). Neuron ``m``'s inverse sits in the leading ``len(entries[m])`` rows
-    and columns; the rest, padding, is the identity. The products are formed in float32
-    (they only rank and compensate removals; the ReLU-aware fit that follows is float64),
-    the damping and the inverses in float64. Each inverse depends on its neuron's rows
-    only, so any chunking gives the same.
+    ``Xa`` is ``[X, 1]`` (:func:`_augmented`), ``active`` the ``(n_samples, n_out)`` mask of
+    ``Y > 0`` and ``entries[m]`` the columns of ``Xa`` neuron ``m`` holds (its bias last,
+    when fitted). Neuron ``m``'s inverse sits in the leading ``len(entries[m])`` rows and
+    columns; the rest, padding, is the identity. The products are formed in float32 (they
+    only rank and compensate removals; the ReLU-aware fit that follows is float64), from
+    the neuron's active rows gathered first (whole rows: the cheaper copy) and then its
+    columns; the damping and the inverses in float64. Each inverse depends on its
+    neuron's rows only, so any chunking gives the same.
     """
-    n_samples = XaT.shape[1]
+    n_samples = Xa.shape[0]
     hessians = np.zeros((neurons.size, n_cols, n_cols))
     for k, m in enumerate(neurons):
         held = entries[m]
-        rows = XaT[held][:, active[:, m]]
+        rows = Xa[active[:, m]][:, held]
         block = hessians[k, :held.size, :held.size]
-        block[...] = rows @ rows.T
+        block[...] = rows.T @ rows
         block /= n_samples
         diagonal = np.einsum("ii->i", block)  # a writable view: the diagonal itself
         delta = damping * diagonal.mean() if held.size else 0.0
         diagonal += delta if delta > 0 else 1e-12
         padding = np.arange(held.size, n_cols)
         hessians[k, padding, padding] = 1.0
-    return _cholesky_inverses(hessians)
+    return _cholesky_inverses(hessians, np.array([entries[m].size for m in neurons]), neurons)
 
 
-def _cholesky_inverses(matrices: np.ndarray) -> np.ndarray:
-    """Inverses of symmetric positive definite matrices (in place), by batched Cholesky
-    factors and inverses from them (``torch.linalg.cholesky_ex``, ``torch.cholesky_inverse``:
-    half the work of a general inverse, and one call for many small matrices instead of a
-    loop whose overhead would dominate them)."""
-    import torch
+def _cholesky_inverses(matrices: np.ndarray, sizes: np.ndarray, neurons: np.ndarray) -> np.ndarray:
+    """Invert, in place, the leading ``sizes[k]`` rows and columns of each symmetric positive
+    definite ``matrices[k]``, the Hessian of neuron ``neurons[k]`` (the rest, the padding, is
+    left as it is): LAPACK's Cholesky factor and the inverse from it (``potrf``, ``potri``:
+    half the work of a general inverse), each matrix at its own size, so that a few wide
+    rows do not make every neuron pay for their width."""
+    from scipy.linalg import lapack
 
-    n_cols = matrices.shape[-1]
-    size = max(1, _BATCH_BYTES // (8 * n_cols * n_cols))
-    for start in range(0, matrices.shape[0], size):
-        batch = torch.from_numpy(matrices[start:start + size])
-        factor, info = torch.linalg.cholesky_ex(batch)
-        if bool((info != 0).any()):
-            index = start + int(torch.nonzero(info)[0, 0])
-            raise np.linalg.LinAlgError(f"the Hessian of neuron {index} is not positive definite")
-        batch.copy_(torch.cholesky_inverse(factor))
+    potrf, potri = lapack.get_lapack_funcs(("potrf", "potri"), (matrices,))
+    for k, size in enumerate(sizes):
+        if size == 0:
+            continue
+        block = np.array(matrices[k, :size, :size], order="F")
+        factor, info = potrf(block, lower=True, overwrite_a=True, clean=False)
+        if info == 0:
+            inverse, info = potri(factor, lower=True, overwrite_c=True)
+        if info != 0:
+            raise np.linalg.LinAlgError(f"the Hessian of neuron {neurons[k]} is not positive definite")
+        lower = np.tril(inverse)
+        matrices[k, :size, :size] = lower + np.tril(lower, -1).T  # potri fills the lower triangle only
     return matrices
 
 
@@ -128,20 +132,20 @@ def _per_neuron_stage(task: LayerTask, start: tuple[np.ndarray, np.ndarray | Non
     n_out, n_in = weight.shape
     held = [np.flatnonzero(row) for row in weight]
     widths = np.array([columns.size for columns in held], dtype=np.int64)
-    entries = [np.append(columns, n_in) if fit_bias else columns for columns in held]  # row n_in of XaT: the 1s
+    entries = [np.append(columns, n_in) if fit_bias else columns for columns in held]  # column n_in of Xa: the 1s
     n_cols = int(widths.max(initial=0)) + fit_bias
     theta = np.zeros((n_out, n_cols))
     for m, columns in enumerate(held):
         theta[m, :columns.size] = weight[m, columns]
         if fit_bias:
             theta[m, columns.size] = bias[m]
-    active, XaT = np.asarray(task.Y) > 0, _augmented_transpose(task.X, fit_bias)
+    active, Xa = np.asarray(task.Y) > 0, _augmented(task.X, fit_bias)
     chunks = _neuron_chunks(n_out, n_cols)
     inverses = None
     cost = np.full((n_out, n_cols), np.inf)
     prunable = np.arange(n_cols)[None, :] < widths[:, None]
     for neurons in chunks:
-        inverses = neuron_inverse_hessians(XaT, active, entries, n_cols, damping, neurons)
+        inverses = neuron_inverse_hessians(Xa, active, entries, n_cols, damping, neurons)
         diagonal = np.einsum("mii->mi", inverses)
         cost[neurons] = np.where(prunable[neurons], theta[neurons] ** 2 / (2.0 * diagonal), np.inf)
     if task.importance is not None:  # the entries that may not go stay at inf
@@ -149,7 +153,7 @@ def _per_neuron_stage(task: LayerTask, start: tuple[np.ndarray, np.ndarray | Non
     counts = cheapest(cost, int(round(sparsity * weight.size)) - int(n_out * n_in - widths.sum()))[1]
     for neurons in chunks:
         if len(chunks) > 1:  # formed again: only one chunk is held at a time
-            inverses = neuron_inverse_hessians(XaT, active, entries, n_cols, damping, neurons)
+            inverses = neuron_inverse_hessians(Xa, active, entries, n_cols, damping, neurons)
         rows = np.ascontiguousarray(theta[neurons])
         greedy_obs_rows_each(rows, np.ascontiguousarray(inverses), widths[neurons], int(fit_bias), counts[neurons])
         theta[neurons] = rows
