@@ -31,7 +31,9 @@ Neurons are processed in chunks of similar support width, all the neurons of a c
 together: the responses are one dense product with the whole input, each neuron's
 normal equations on its active rows are formed once (from its support's rows of the
 transposed input), each step adds the few inactive rows above their bound, and the
-systems, padded to the chunk's width, are solved by one batched LU factorisation.
+systems, padded to the chunk's width, are solved by one batched LU factorisation. Refits of
+the same layer on nested supports (a greedy path's) can share those equations: one on the
+widest support keeps them (:class:`ActiveSystems`) and the others read theirs off them.
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["RefitResult", "relu_refit", "refit_objective", "certified_error"]
+__all__ = ["RefitResult", "ActiveSystems", "relu_refit", "refit_objective", "certified_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +68,8 @@ class RefitResult:
     converged : bool
         Every neuron stopped with its rows settled or its decrease below ``tol``.
     info : dict
+    systems : ActiveSystems or None
+        The normal equations of the active rows, with ``keep_systems=True``.
     """
 
     weight: np.ndarray
@@ -74,6 +78,40 @@ class RefitResult:
     steps: int
     converged: bool
     info: dict = field(default_factory=dict)
+    systems: ActiveSystems | None = None
+
+
+@dataclass
+class ActiveSystems:
+    """Every neuron's normal equations on its active rows, over its support, kept by one
+    refit (``relu_refit(..., keep_systems=True)``) for refits of the same ``X`` and ``Y`` on
+    supports inside those (a greedy path's supports are nested): a neuron's equations are
+    then read off these instead of formed again, the costly part of a refit.
+
+    Attributes
+    ----------
+    columns : list of ndarray
+        Neuron ``m``'s support ``S_m`` (column indices, ascending).
+    gram : list of ndarray
+        ``[X, 1]_{Omega_m S_m}^T [X, 1]_{Omega_m S_m}`` (the column of 1s last, when the bias is fitted).
+    rhs : list of ndarray
+        ``[X, 1]_{Omega_m S_m}^T y_{Omega_m}``.
+    """
+
+    columns: list[np.ndarray]
+    gram: list[np.ndarray]
+    rhs: list[np.ndarray]
+
+    def restricted(self, m: int, columns: np.ndarray, fit_bias: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Neuron ``m``'s equations on ``columns`` (ascending, inside ``S_m``), and the bias."""
+        held = self.columns[m]
+        index = np.searchsorted(held, columns)
+        if np.any(index >= held.size) or np.any(held[np.minimum(index, held.size - 1)] != columns):
+            raise ValueError(f"systems: neuron {m}'s support is not inside the one the systems were formed on; "
+                             f"form them on the widest support (keep_systems=True) and refit narrower ones")
+        if fit_bias:
+            index = np.append(index, held.size)
+        return self.gram[m][np.ix_(index, index)], self.rhs[m][index]
 
 
 def refit_objective(X: np.ndarray, Y: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, *,
@@ -129,8 +167,9 @@ class _Chunk:
     """
 
     def __init__(self, X: np.ndarray, XT: np.ndarray, Y: np.ndarray, V: np.ndarray | None, support: np.ndarray,
-                 neurons: np.ndarray, relu: bool, fit_bias: bool) -> None:
+                 neurons: np.ndarray, relu: bool, fit_bias: bool, systems: ActiveSystems | None = None) -> None:
         self.X, self.XT, self.neurons, self.relu, self.fit_bias = X, XT, neurons, relu, fit_bias
+        self.systems = systems
         width = int(support[neurons].sum(axis=1).max(initial=0))
         self.width, n_cols = width, width + fit_bias
         self.columns = [np.flatnonzero(support[m]) for m in neurons]
@@ -152,11 +191,9 @@ class _Chunk:
             block = np.ascontiguousarray(self.X[rows][:, self.columns[k]].T)
         else:  # most rows: the support's rows of the transposed input, then the rows
             block = self.XT[self.columns[k]][:, rows]
-        index = np.arange(self.columns[k].size)
         if self.fit_bias:
             block = np.vstack([block, np.ones((1, block.shape[1]))])
-            index = np.append(index, self.width)
-        return block, index
+        return block, self._index(k)
 
     def _add_rows(self, k: int, rows: np.ndarray, gram: np.ndarray, rhs: np.ndarray) -> None:
         """Add the normal equations of neuron ``k``'s ``rows`` to its ``gram`` and ``rhs``."""
@@ -164,16 +201,33 @@ class _Chunk:
         gram[np.ix_(index, index)] += block @ block.T
         rhs[index] += block @ self.target[k, rows]
 
+    def _index(self, k: int) -> np.ndarray:
+        """Where neuron ``k``'s support and bias sit in the padded system."""
+        index = np.arange(self.columns[k].size)
+        return np.append(index, self.width) if self.fit_bias else index
+
     def _active_system(self) -> tuple[np.ndarray, np.ndarray]:
-        """``X_{Omega,S}^T X_{Omega,S}`` and ``X_{Omega,S}^T y_Omega`` of every neuron, formed once."""
+        """``X_{Omega,S}^T X_{Omega,S}`` and ``X_{Omega,S}^T y_Omega`` of every neuron, formed
+        once (read off ``systems`` when given)."""
         if self._system is None:
             n_cols = self.valid.shape[1]
             gram = np.zeros((self.neurons.size, n_cols, n_cols))
             rhs = np.zeros((self.neurons.size, n_cols))
-            for k in range(self.neurons.size):
-                self._add_rows(k, np.flatnonzero(self.active[k]), gram[k], rhs[k])
+            for k, m in enumerate(self.neurons):
+                if self.systems is None:
+                    self._add_rows(k, np.flatnonzero(self.active[k]), gram[k], rhs[k])
+                else:
+                    index = self._index(k)
+                    gram[k][np.ix_(index, index)], rhs[k][index] = self.systems.restricted(m, self.columns[k],
+                                                                                           self.fit_bias)
             self._system = gram, rhs
         return self._system
+
+    def kept_systems(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Each neuron's active equations without the padding (:class:`ActiveSystems`)."""
+        gram, rhs = self._active_system()
+        index = [self._index(k) for k in range(self.neurons.size)]
+        return [gram[k][np.ix_(i, i)] for k, i in enumerate(index)], [rhs[k][i] for k, i in enumerate(index)]
 
     def dense(self, theta: np.ndarray, neurons: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Weights ``(c, n_in)`` and biases ``(c,)`` of the chunk's ``neurons`` from their coefficients."""
@@ -265,7 +319,8 @@ def _descend(chunk: _Chunk, theta: np.ndarray, tol: float, max_steps: int) -> tu
 
 def relu_refit(X: np.ndarray, Y: np.ndarray, support: np.ndarray, *, relu: bool = True,
                upper: np.ndarray | None = None, fit_bias: bool = True, weight: np.ndarray | None = None,
-               bias: np.ndarray | None = None, tol: float = 1e-10, max_steps: int = 50) -> RefitResult:
+               bias: np.ndarray | None = None, tol: float = 1e-10, max_steps: int = 50,
+               systems: ActiveSystems | None = None, keep_systems: bool = False) -> RefitResult:
     """Refit every neuron on its support (module docstring).
 
     Parameters
@@ -289,6 +344,12 @@ def relu_refit(X: np.ndarray, Y: np.ndarray, support: np.ndarray, *, relu: bool 
     tol : float, default 1e-10
         A neuron stops once a step lowers its ``f`` by less than ``tol`` relative.
     max_steps : int, default 50
+    systems : ActiveSystems, optional
+        The active rows' normal equations kept by a refit of the same ``X``, ``Y`` and
+        ``relu`` on a support that holds this one (read off instead of formed again).
+    keep_systems : bool, default False
+        Return this refit's active equations in ``systems`` (``n_out`` matrices of the
+        support's width squared), for refits on narrower supports.
 
     Returns
     -------
@@ -306,8 +367,9 @@ def relu_refit(X: np.ndarray, Y: np.ndarray, support: np.ndarray, *, relu: bool 
     objective = np.zeros(n_out)
     steps, converged = 0, True
     XT = np.ascontiguousarray(X.T)
+    kept = ActiveSystems([np.empty(0, dtype=np.int64)] * n_out, [np.empty((0, 0))] * n_out, [np.empty(0)] * n_out)
     for neurons in _chunks(support, X.shape[0]):
-        chunk = _Chunk(X, XT, Y, V, support, neurons, relu, fit_bias)
+        chunk = _Chunk(X, XT, Y, V, support, neurons, relu, fit_bias, systems)
         theta = chunk.start(None if weight is None else np.asarray(weight, dtype=np.float64),
                             None if bias is None else np.asarray(bias, dtype=np.float64))
         if relu:
@@ -319,6 +381,10 @@ def relu_refit(X: np.ndarray, Y: np.ndarray, support: np.ndarray, *, relu: bool 
         if fit_bias:
             new_bias[neurons] = chunk_bias
         objective[neurons] = chunk.objective(chunk.response(theta))
+        if keep_systems:
+            grams, rhs = chunk.kept_systems()
+            for k, m in enumerate(neurons):
+                kept.columns[m], kept.gram[m], kept.rhs[m] = chunk.columns[k], grams[k], rhs[k]
     if not converged:
         logger.info("relu_refit: some neurons still decreasing after %d steps", max_steps)
-    return RefitResult(new_weight, new_bias, objective, steps, converged)
+    return RefitResult(new_weight, new_bias, objective, steps, converged, systems=kept if keep_systems else None)

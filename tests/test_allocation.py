@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import nettrim
+from nettrim import allocation
 from nettrim.allocation import GRID, ErrorCurves, allocate, share_out
 from nettrim.record import record
 
@@ -48,6 +49,29 @@ def test_unfitted_points_are_scaled_by_the_ratio_of_the_fitted_ones(digits, digi
         with pytest.raises(ValueError, match="grid: got"):
             ErrorCurves(record(digits_model, digits.x_train[:300]), grid)
     assert curves.bracket(0.85) == (0.8, 0.9) and curves.bracket(0.9) == (0.8, 0.9, 0.95) and curves.bracket(0.2) == (0.5,) and curves.bracket(0.98) == (0.95, 0.98)
+
+
+def test_points_fitted_together_match_points_fitted_alone(digits, digits_model, monkeypatch):
+    """Fitted together, the narrower points read their equations off the widest point's
+    (the path's supports are nested); the errors are those of fitting each alone, and
+    over the memory budget nothing is kept."""
+    from solvers import refit
+
+    records = record(digits_model, digits.x_train[:300])
+    together, alone = ErrorCurves(records), ErrorCurves(records)
+    calls = []
+    fit = refit.relu_refit
+    monkeypatch.setattr(refit, "relu_refit", lambda *a, **k: calls.append(k["systems"] is not None) or fit(*a, **k))
+    for name in records:
+        together.fit(name, [0.9, 0.5, 0.7])
+        for sparsity in (0.5, 0.7, 0.9):
+            alone.fit(name, [sparsity])
+        assert together.fitted[name] == pytest.approx(alone.fitted[name], rel=1e-9)
+    assert calls[:3] == [False, True, True] and not any(calls[3:6])
+    monkeypatch.setattr(allocation, "_SYSTEMS_BYTES", 0)
+    calls.clear()
+    ErrorCurves(records).fit(next(iter(records)), [0.5, 0.7])
+    assert calls == [False, False]
 
 
 def test_the_shares_are_chosen_on_fitted_points(digits, digits_model):
