@@ -10,7 +10,8 @@ of the row is
 
 (the second is the inverse of ``H`` restricted to ``S \\setminus \\{q\\}``, padded with a
 zero row and column for ``q``). Each row repeats: pick the remaining prunable entry with
-the smallest cost, remove it, update.
+the smallest cost, remove it, update. The row and ``P`` are held compactly, the entries
+still in the row first, so every update runs over contiguous memory.
 """
 from __future__ import annotations
 
@@ -23,46 +24,62 @@ __all__ = ["greedy_obs_rows", "greedy_obs_rows_each", "greedy_obs_path"]
 @njit(cache=True)
 def _remove_greedily(w: np.ndarray, P: np.ndarray, alive: np.ndarray, n_alive: int, n_prunable: int,
                      count: int) -> int:
-    """Remove ``count`` more entries of ``w`` (in place) among its first ``n_prunable``, greedily.
+    """Remove ``count`` more entries of a row (in place) among its first ``n_prunable``, greedily.
 
-    ``P`` is the inverse Hessian restricted to the entries still in the row, ``alive[:n_alive]``
-    (downdated in place, each removal costing ``O(n_alive^2)``). Returns the new ``n_alive``.
+    The row is held compactly: ``w[:n_alive]`` are the weights still in it, ``alive[:n_alive]``
+    the entries they are (``alive[k]`` is ``w[k]``'s column in the full row), and
+    ``P[:n_alive, :n_alive]`` the inverse Hessian restricted to them. A removal downdates
+    that block (``O(n_alive^2)``, contiguous rows) and moves the last entry into the
+    removed one's place, so the block stays leading and dense. Returns the new ``n_alive``.
     """
     for _ in range(count):
         best, best_at = np.inf, -1
         for k in range(n_alive):
-            q = alive[k]
-            if q < n_prunable:
-                cost = w[q] * w[q] / P[q, q]
+            if alive[k] < n_prunable:
+                cost = w[k] * w[k] / P[k, k]
                 if cost < best:
                     best, best_at = cost, k
         if best_at < 0:
             break
-        q = alive[best_at]
+        q = best_at
         pqq = P[q, q]
         factor = w[q] / pqq
-        column = np.empty(n_alive)
+        column = P[q, :n_alive].copy()  # P is symmetric: row q is column q
         for k in range(n_alive):
-            column[k] = P[alive[k], q]
-        for k in range(n_alive):
-            w[alive[k]] -= factor * column[k]
+            w[k] -= factor * column[k]
         for a in range(n_alive):
             scale = column[a] / pqq
             if scale != 0.0:
-                i = alive[a]
+                row = P[a]
                 for b in range(n_alive):
-                    P[i, alive[b]] -= scale * column[b]
-        w[q] = 0.0
-        alive[best_at] = alive[n_alive - 1]
+                    row[b] -= scale * column[b]
+        last = n_alive - 1  # the last entry takes the removed one's place
+        w[q], w[last] = w[last], 0.0
+        alive[q], alive[last] = alive[last], alive[q]
+        for k in range(n_alive):
+            P[q, k] = P[last, k]
+        for k in range(n_alive):
+            P[k, q] = P[k, last]
         n_alive -= 1
     return n_alive
+
+
+@njit(cache=True)
+def _scatter(compact: np.ndarray, alive: np.ndarray, n_alive: int, row: np.ndarray) -> None:
+    """Write a compact row back into ``row``: ``compact[k]`` at ``alive[k]``, zeros elsewhere."""
+    row[:] = 0.0
+    for k in range(n_alive):
+        row[alive[k]] = compact[k]
 
 
 @njit(cache=True)
 def _greedy_obs_row(w: np.ndarray, hinv: np.ndarray, n_prunable: int, count: int) -> None:
     """Remove ``count`` entries of ``w`` (in place) among its first ``n_prunable``, greedily,
     starting from the inverse Hessian ``hinv`` of the whole row (copied)."""
-    _remove_greedily(w, hinv.copy(), np.arange(w.shape[0]), w.shape[0], n_prunable, count)
+    alive = np.arange(w.shape[0])
+    compact = w.copy()
+    n_alive = _remove_greedily(compact, hinv.copy(), alive, w.shape[0], n_prunable, count)
+    _scatter(compact, alive, n_alive, w)
 
 
 @njit(parallel=True, cache=True)
@@ -97,7 +114,7 @@ def greedy_obs_rows_each(theta: np.ndarray, hinvs: np.ndarray, widths: np.ndarra
     """
     for m in prange(theta.shape[0]):
         n_held = widths[m] + n_fixed
-        _remove_greedily(theta[m], hinvs[m].copy(), np.arange(n_held), n_held, widths[m], counts[m])
+        _greedy_obs_row(theta[m, :n_held], hinvs[m, :n_held, :n_held], widths[m], counts[m])
 
 
 @njit(parallel=True, cache=True)
@@ -120,5 +137,5 @@ def greedy_obs_path(theta: np.ndarray, hinv: np.ndarray, n_prunable: int, counts
         for level in range(n_levels):
             n_alive = _remove_greedily(w, P, alive, n_alive, n_prunable, counts[level, m] - done)
             done = max(done, counts[level, m])
-            levels[level, m] = w
+            _scatter(w, alive, n_alive, levels[level, m])
     return levels
