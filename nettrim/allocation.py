@@ -23,9 +23,9 @@ and its two neighbours), scales the unfitted points of its curve
 by the fitted-over-unfitted ratio of the nearest fitted ones (interpolated between
 them), and allocates again; a layer whose share leaves its fitted bracket is fitted
 there too, until no share moves to an unfitted bracket (at most :data:`_ROUNDS` rounds).
-The points a layer fits at once share the work: the path's supports are nested, so the
-widest point's fit keeps each neuron's normal equations and the narrower points' fits
-read theirs off them (:class:`solvers.refit.ActiveSystems`).
+The points a layer fits at once share the work: the path's supports are nested, so each
+neuron's normal equations are formed once, on the widest point's support, and every
+point's fit reads its own off them (:func:`solvers.refit.active_systems`).
 
 The pruning then runs with the per-layer sparsities (any layer method, either mode).
 """
@@ -48,7 +48,6 @@ ALLOCATIONS = ("auto", None, "error")
 GRID = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
 _ROUNDS = 3  # rounds of fits at the shares' brackets (module docstring)
 _STEP = 0.005  # the sparsities allocate() chooses from: multiples of this up to the grid's last point
-_SYSTEMS_BYTES = 2**30  # a layer's normal equations kept from one fit for the next (ErrorCurves.fit)
 
 
 def _stored(weight: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -109,24 +108,23 @@ class ErrorCurves:
     def fit(self, name: str, sparsities: Iterable[float]) -> None:
         """Fit layer ``name``'s path weights at the grid points ``sparsities`` (once each).
 
-        The path's supports are nested, so the widest point's fit keeps its neurons'
-        normal equations (:class:`solvers.refit.ActiveSystems`) and the narrower points'
-        fits read theirs off them, while they fit in :data:`_SYSTEMS_BYTES`."""
-        from solvers.refit import relu_refit
+        The path's supports are nested, so the neurons' normal equations are formed once,
+        on the widest point's support (:func:`solvers.refit.active_systems`), and every
+        point's fit reads its own off them (while they fit in :data:`solvers.refit.SYSTEMS_BYTES`)."""
+        from solvers.refit import active_systems, relu_refit
 
         wanted = sorted(s for s in sparsities if s != 0 and s not in self.fitted[name])
         if not wanted:
             return
         task = self._task(name)
-        widths = np.count_nonzero(self._paths[name][wanted[0]][0], axis=1) + 1
-        keep = len(wanted) > 1 and 8 * int(np.sum(widths.astype(np.int64) ** 2)) <= _SYSTEMS_BYTES
-        systems, widest = None, self._paths[name][wanted[0]][0] != 0
-        for sparsity in wanted:  # the widest support first
+        fit_bias = task.bias is not None
+        widest = self._paths[name][wanted[0]][0] != 0
+        systems = active_systems(task.X, task.Y, widest, relu=task.relu, fit_bias=fit_bias) if len(wanted) > 1 else None
+        for sparsity in wanted:
             weight, bias = self._paths[name][sparsity]
             support = (weight != 0) & widest  # nested, even where a kept weight is exactly 0
-            result = relu_refit(task.X, task.Y, support, relu=task.relu, fit_bias=task.bias is not None,
-                                weight=weight, bias=bias, systems=systems, keep_systems=keep and systems is None)
-            systems = result.systems if systems is None else systems
+            result = relu_refit(task.X, task.Y, support, relu=task.relu, fit_bias=fit_bias,
+                                weight=weight, bias=bias, systems=systems)
             self.fitted[name][sparsity] = float(np.sqrt(result.objective.sum())) / max(task.scale, 1e-300)
 
     def fit_all(self) -> None:

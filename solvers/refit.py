@@ -32,8 +32,9 @@ together: the responses are one dense product with the whole input, each neuron'
 normal equations on its active rows are formed once (from its support's rows of the
 transposed input), each step adds the few inactive rows above their bound, and the
 systems, padded to the chunk's width, are solved by one batched LU factorisation. Refits of
-the same layer on nested supports (a greedy path's) can share those equations: one on the
-widest support keeps them (:class:`ActiveSystems`) and the others read theirs off them.
+the same layer on supports inside one support (a greedy path's nested supports, or
+several candidates' within their union) can share those equations: formed once on that
+support (:func:`active_systems`), each refit reads its own off them.
 """
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["RefitResult", "ActiveSystems", "relu_refit", "refit_objective", "certified_error"]
+__all__ = ["RefitResult", "ActiveSystems", "active_systems", "SYSTEMS_BYTES", "relu_refit", "refit_objective",
+           "certified_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ _CHUNK_BYTES = 256 * 2**20  # the per-row arrays and padded systems of one chunk
 _RIDGE = 1e-12  # relative to the mean diagonal of a Gram matrix: keeps a collinear support solvable
 _BACKTRACKS = 30
 _ROUNDING = 1e-14  # a decrease of f below this much of max(||y||^2, f at the start) is round-off, not progress
+SYSTEMS_BYTES = 2**30  # active_systems forms no more than this
 
 
 @dataclass
@@ -68,8 +71,6 @@ class RefitResult:
     converged : bool
         Every neuron stopped with its rows settled or its decrease below ``tol``.
     info : dict
-    systems : ActiveSystems or None
-        The normal equations of the active rows, with ``keep_systems=True``.
     """
 
     weight: np.ndarray
@@ -78,15 +79,12 @@ class RefitResult:
     steps: int
     converged: bool
     info: dict = field(default_factory=dict)
-    systems: ActiveSystems | None = None
 
 
 @dataclass
 class ActiveSystems:
-    """Every neuron's normal equations on its active rows, over its support, kept by one
-    refit (``relu_refit(..., keep_systems=True)``) for refits of the same ``X`` and ``Y`` on
-    supports inside those (a greedy path's supports are nested): a neuron's equations are
-    then read off these instead of formed again, the costly part of a refit.
+    """Every neuron's normal equations on its active rows over a support (:func:`active_systems`):
+    refits of the same ``X`` and ``Y`` on supports inside it read theirs off these.
 
     Attributes
     ----------
@@ -108,7 +106,7 @@ class ActiveSystems:
         index = np.searchsorted(held, columns)
         if np.any(index >= held.size) or np.any(held[np.minimum(index, held.size - 1)] != columns):
             raise ValueError(f"systems: neuron {m}'s support is not inside the one the systems were formed on; "
-                             f"form them on the widest support (keep_systems=True) and refit narrower ones")
+                             f"form them (active_systems) on a support that holds every one refitted with them")
         if fit_bias:
             index = np.append(index, held.size)
         return self.gram[m][np.ix_(index, index)], self.rhs[m][index]
@@ -223,12 +221,6 @@ class _Chunk:
             self._system = gram, rhs
         return self._system
 
-    def kept_systems(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Each neuron's active equations without the padding (:class:`ActiveSystems`)."""
-        gram, rhs = self._active_system()
-        index = [self._index(k) for k in range(self.neurons.size)]
-        return [gram[k][np.ix_(i, i)] for k, i in enumerate(index)], [rhs[k][i] for k, i in enumerate(index)]
-
     def dense(self, theta: np.ndarray, neurons: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Weights ``(c, n_in)`` and biases ``(c,)`` of the chunk's ``neurons`` from their coefficients."""
         weight = np.zeros((neurons.size, self.X.shape[1]))
@@ -314,13 +306,10 @@ def _descend(chunk: _Chunk, theta: np.ndarray, tol: float, max_steps: int) -> tu
     return theta, step_count, False
 
 
-
-
-
 def relu_refit(X: np.ndarray, Y: np.ndarray, support: np.ndarray, *, relu: bool = True,
                upper: np.ndarray | None = None, fit_bias: bool = True, weight: np.ndarray | None = None,
                bias: np.ndarray | None = None, tol: float = 1e-10, max_steps: int = 50,
-               systems: ActiveSystems | None = None, keep_systems: bool = False) -> RefitResult:
+               systems: ActiveSystems | None = None) -> RefitResult:
     """Refit every neuron on its support (module docstring).
 
     Parameters
@@ -345,11 +334,8 @@ def relu_refit(X: np.ndarray, Y: np.ndarray, support: np.ndarray, *, relu: bool 
         A neuron stops once a step lowers its ``f`` by less than ``tol`` relative.
     max_steps : int, default 50
     systems : ActiveSystems, optional
-        The active rows' normal equations kept by a refit of the same ``X``, ``Y`` and
-        ``relu`` on a support that holds this one (read off instead of formed again).
-    keep_systems : bool, default False
-        Return this refit's active equations in ``systems`` (``n_out`` matrices of the
-        support's width squared), for refits on narrower supports.
+        The active rows' normal equations (:func:`active_systems`) of the same ``X``, ``Y``
+        and ``relu`` on a support that holds this one: read off instead of formed again.
 
     Returns
     -------
@@ -367,7 +353,6 @@ def relu_refit(X: np.ndarray, Y: np.ndarray, support: np.ndarray, *, relu: bool 
     objective = np.zeros(n_out)
     steps, converged = 0, True
     XT = np.ascontiguousarray(X.T)
-    kept = ActiveSystems([np.empty(0, dtype=np.int64)] * n_out, [np.empty((0, 0))] * n_out, [np.empty(0)] * n_out)
     for neurons in _chunks(support, X.shape[0]):
         chunk = _Chunk(X, XT, Y, V, support, neurons, relu, fit_bias, systems)
         theta = chunk.start(None if weight is None else np.asarray(weight, dtype=np.float64),
@@ -381,10 +366,35 @@ def relu_refit(X: np.ndarray, Y: np.ndarray, support: np.ndarray, *, relu: bool 
         if fit_bias:
             new_bias[neurons] = chunk_bias
         objective[neurons] = chunk.objective(chunk.response(theta))
-        if keep_systems:
-            grams, rhs = chunk.kept_systems()
-            for k, m in enumerate(neurons):
-                kept.columns[m], kept.gram[m], kept.rhs[m] = chunk.columns[k], grams[k], rhs[k]
     if not converged:
         logger.info("relu_refit: some neurons still decreasing after %d steps", max_steps)
-    return RefitResult(new_weight, new_bias, objective, steps, converged, systems=kept if keep_systems else None)
+    return RefitResult(new_weight, new_bias, objective, steps, converged)
+
+
+def active_systems(X: np.ndarray, Y: np.ndarray, support: np.ndarray, *, relu: bool = True,
+                   fit_bias: bool = True, max_bytes: int | None = None) -> ActiveSystems | None:
+    """Every neuron's normal equations on its active rows over ``support``, formed once for
+    the refits (:func:`relu_refit`, ``systems=``) on supports inside it.
+
+    They take ``8 * sum_m (|S_m| + 1)^2`` bytes; beyond ``max_bytes`` (default
+    :data:`SYSTEMS_BYTES`) they are not formed and None is returned (each refit then forms
+    its own, a chunk of neurons at a time). The other arguments are those of
+    :func:`relu_refit`.
+    """
+    support = np.asarray(support, dtype=bool)
+    needed = 8 * int(np.sum((support.sum(axis=1, dtype=np.int64) + 1) ** 2))
+    if needed > (SYSTEMS_BYTES if max_bytes is None else max_bytes):
+        return None
+    X = np.asarray(X, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64)
+    n_out = support.shape[0]
+    systems = ActiveSystems([np.empty(0, dtype=np.int64)] * n_out, [np.empty((0, 0))] * n_out, [np.empty(0)] * n_out)
+    XT = np.ascontiguousarray(X.T)
+    for neurons in _chunks(support, X.shape[0]):
+        chunk = _Chunk(X, XT, Y, None, support, neurons, relu, fit_bias)
+        gram, rhs = chunk._active_system()
+        for k, m in enumerate(neurons):  # without the padding
+            index = chunk._index(k)
+            systems.columns[m], systems.rhs[m] = chunk.columns[k], rhs[k][index]
+            systems.gram[m] = gram[k][np.ix_(index, index)]
+    return systems

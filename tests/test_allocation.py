@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 
 import nettrim
-from nettrim import allocation
 from nettrim.allocation import GRID, ErrorCurves, allocate, share_out
 from nettrim.record import record
 
@@ -52,9 +51,9 @@ def test_unfitted_points_are_scaled_by_the_ratio_of_the_fitted_ones(digits, digi
 
 
 def test_points_fitted_together_match_points_fitted_alone(digits, digits_model, monkeypatch):
-    """Fitted together, the narrower points read their equations off the widest point's
-    (the path's supports are nested); the errors are those of fitting each alone, and
-    over the memory budget nothing is kept."""
+    """Fitted together, the points read their equations off those formed once on the
+    widest point's support (the path's supports are nested); the errors are those of
+    fitting each alone, and over the memory budget nothing is formed ahead."""
     from solvers import refit
 
     records = record(digits_model, digits.x_train[:300])
@@ -67,8 +66,8 @@ def test_points_fitted_together_match_points_fitted_alone(digits, digits_model, 
         for sparsity in (0.5, 0.7, 0.9):
             alone.fit(name, [sparsity])
         assert together.fitted[name] == pytest.approx(alone.fitted[name], rel=1e-9)
-    assert calls[:3] == [False, True, True] and not any(calls[3:6])
-    monkeypatch.setattr(allocation, "_SYSTEMS_BYTES", 0)
+    assert calls[:3] == [True, True, True] and not any(calls[3:6])
+    monkeypatch.setattr(refit, "SYSTEMS_BYTES", 0)
     calls.clear()
     ErrorCurves(records).fit(next(iter(records)), [0.5, 0.7])
     assert calls == [False, False]

@@ -58,25 +58,27 @@ def test_refit_with_an_inactive_bound_and_without_relu():
 
 
 @pytest.mark.parametrize("relu,fit_bias", [(True, True), (True, False), (False, True)])
-def test_refit_on_a_narrower_support_reads_the_kept_systems(relu, fit_bias):
-    """Normal equations kept by the refit on a wide support give, on supports inside it,
-    the same refit as forming them (the allocation's nested path supports); a support
-    outside it is refused by name."""
+def test_refits_read_their_equations_off_systems_formed_on_a_wider_support(relu, fit_bias):
+    """Normal equations formed once on a wide support give, on supports inside it (the
+    allocation's nested path supports, the candidates' within their union), the same
+    refit as forming them; a support outside it is refused by name."""
+    from solvers.refit import active_systems
+
     X, Y, wide, _ = _layer(6, n_in=12, n_out=5, density=0.8)
-    kept = relu_refit(X, Y, wide, relu=relu, fit_bias=fit_bias, keep_systems=True)
-    assert [columns.tolist() for columns in kept.systems.columns] == [np.flatnonzero(row).tolist() for row in wide]
+    systems = active_systems(X, Y, wide, relu=relu, fit_bias=fit_bias)
+    assert [columns.tolist() for columns in systems.columns] == [np.flatnonzero(row).tolist() for row in wide]
     narrow = wide & (np.random.default_rng(6).random(wide.shape) < 0.6)
     narrow[0] = False  # an empty support too
-    formed = relu_refit(X, Y, narrow, relu=relu, fit_bias=fit_bias)
-    read = relu_refit(X, Y, narrow, relu=relu, fit_bias=fit_bias, systems=kept.systems)
-    np.testing.assert_allclose(read.objective, formed.objective, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(read.weight, formed.weight, rtol=1e-8, atol=1e-10)
-    assert formed.systems is None
+    for support in (wide, narrow):
+        formed = relu_refit(X, Y, support, relu=relu, fit_bias=fit_bias)
+        read = relu_refit(X, Y, support, relu=relu, fit_bias=fit_bias, systems=systems)
+        np.testing.assert_allclose(read.objective, formed.objective, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(read.weight, formed.weight, rtol=1e-8, atol=1e-10)
     outside = narrow.copy()
     m = int(np.flatnonzero((~wide).any(axis=1))[0])
     outside[m, np.flatnonzero(~wide[m])[0]] = True
     with pytest.raises(ValueError, match=f"neuron {m}'s support is not inside"):
-        relu_refit(X, Y, outside, relu=relu, fit_bias=fit_bias, systems=kept.systems)
+        relu_refit(X, Y, outside, relu=relu, fit_bias=fit_bias, systems=systems)
 
 
 def test_refit_handles_empty_supports_no_bias_and_collinear_columns():

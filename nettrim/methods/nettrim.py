@@ -189,12 +189,19 @@ def choose_rows(objectives: np.ndarray, counts: np.ndarray, budget: int) -> np.n
 def _obs(task: LayerTask, sparsity: float, damping: float, widen: float) -> LayerOutcome:
     """Supports by greedy OBS, weights by the ReLU-aware fit; each neuron's row from the
     Hessian whose fitted row serves the layer best under its count (:func:`choose_rows`),
-    each neuron's fitted error weighted by ``task.importance`` when the task has it."""
-    from solvers.refit import relu_refit
+    each neuron's fitted error weighted by ``task.importance`` when the task has it. The
+    candidates' supports overlap, so the fits read their normal equations off those
+    formed once on the union (:func:`solvers.refit.active_systems`)."""
+    from solvers.refit import active_systems, relu_refit
 
     candidates = obs_candidates(task, sparsity, damping, widen)  # without ReLU only L-OBS: the Hessians are the same
-    fits = {hessian: relu_refit(task.X, task.Y, weight != 0, relu=task.relu, fit_bias=task.bias is not None,
-                                weight=weight, bias=bias) for hessian, (weight, bias) in candidates.items()}
+    fit_bias = task.bias is not None
+    systems = None
+    if len(candidates) > 1:  # the candidates' supports overlap: their equations formed once, on the union
+        union = np.logical_or.reduce([weight != 0 for weight, _ in candidates.values()])
+        systems = active_systems(task.X, task.Y, union, relu=task.relu, fit_bias=fit_bias)
+    fits = {hessian: relu_refit(task.X, task.Y, weight != 0, relu=task.relu, fit_bias=fit_bias, weight=weight,
+                                bias=bias, systems=systems) for hessian, (weight, bias) in candidates.items()}
     names = list(fits)
     counts = np.array([np.count_nonzero(fits[name].weight, axis=1) for name in names])
     budget = int(min(row.sum() for row in counts))
