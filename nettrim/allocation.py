@@ -10,7 +10,10 @@ One fraction for every layer hurts where a layer is small or carries much of the
    (:func:`.methods.lobs.prune_path`). The error of a layer at ``s``, ``e_l(s)``, is the
    square root of the ReLU-aware objective (:func:`solvers.refit.refit_objective`, a
    certified bound of the post-ReLU error), relative to ``||Y_l||_F``, of those weights
-   after the ReLU-aware fit (:func:`solvers.refit.relu_refit`) on their support.
+   after the ReLU-aware fit (:func:`solvers.refit.relu_refit`) on their support. Where
+   the next layer is known, each neuron's objective counts as much as that layer reads
+   the neuron (``importance``, :mod:`nettrim.consumers`, mean 1): the error the layer
+   passes on, not its own.
 2. :func:`allocate`: the sparsities ``s_l`` that minimise ``sum_l e_l(s_l)^2`` (``e_l^2``
    interpolated linearly between the grid's points) while the network keeps at most the
    target number of weights, by a Lagrange multiplier on the weights kept, bisected.
@@ -66,6 +69,9 @@ class ErrorCurves:
         The recorded layers (original signals).
     grid : tuple of float
         Sparsities, ascending, starting at 0.
+    importance : mapping of layer name to ndarray (n_out,), optional
+        Each neuron's weight in its layer's error (:mod:`nettrim.consumers`); a layer
+        without one weighs its neurons alike.
 
     The path's weights at every point of the grid are kept for the fits (in float32, about
     ``len(grid) - 1`` copies of the network's weights in 4 bytes each); a layer's signals
@@ -79,7 +85,8 @@ class ErrorCurves:
         ``e_l`` after the ReLU-aware fit, at the points fitted so far.
     """
 
-    def __init__(self, records: Mapping[str, LayerRecord], grid: tuple[float, ...] = GRID) -> None:
+    def __init__(self, records: Mapping[str, LayerRecord], grid: tuple[float, ...] = GRID,
+                 importance: Mapping[str, np.ndarray] | None = None) -> None:
         from solvers.refit import refit_objective
 
         from .methods.lobs import prune_path
@@ -89,17 +96,25 @@ class ErrorCurves:
                 or self.grid[-1] >= 1.0:
             raise ValueError(f"grid: got {list(grid)}, needs sparsities increasing from 0 and below 1")
         self._records = records
+        self._importance = {name: np.ones(rec.weight.shape[0]) if importance is None or importance.get(name) is None
+                            else np.asarray(importance[name], dtype=np.float64) for name, rec in records.items()}
+        self._scales: dict[str, float] = {}
         self._paths: dict[str, dict[float, tuple[np.ndarray, np.ndarray | None]]] = {}
         self.unfitted: dict[str, np.ndarray] = {}
         self.fitted: dict[str, dict[float, float]] = {}
         pruned = [s for s in self.grid if s > 0]
         for name in records:
             task = self._task(name)  # one layer's signals at a time
+            self._scales[name] = task.scale
             path = {s: _stored(weight, bias) for s, (weight, bias) in zip(pruned, prune_path(task, pruned))}
             X, Y = np.asarray(task.X, dtype=np.float64), np.asarray(task.Y, dtype=np.float64)  # once, not per point
-            errors = [0.0 if s == 0 else float(np.sqrt(refit_objective(X, Y, *path[s], relu=task.relu).sum()))
-                      / max(task.scale, 1e-300) for s in self.grid]
+            errors = [0.0 if s == 0 else self._error(name, refit_objective(X, Y, *path[s], relu=task.relu))
+                      for s in self.grid]
             self._paths[name], self.unfitted[name], self.fitted[name] = path, np.array(errors), {}
+
+    def _error(self, name: str, objective: np.ndarray) -> float:
+        """``e_l``: the square root of the neurons' objectives, weighted, relative to ``||Y_l||_F``."""
+        return float(np.sqrt(np.dot(objective, self._importance[name]))) / max(self._scales[name], 1e-300)
 
     def _task(self, name: str) -> LayerTask:
         rec = self._records[name]
@@ -125,7 +140,7 @@ class ErrorCurves:
             support = (weight != 0) & widest  # nested, even where a kept weight is exactly 0
             result = relu_refit(task.X, task.Y, support, relu=task.relu, fit_bias=fit_bias,
                                 weight=weight, bias=bias, systems=systems)
-            self.fitted[name][sparsity] = float(np.sqrt(result.objective.sum())) / max(task.scale, 1e-300)
+            self.fitted[name][sparsity] = self._error(name, result.objective)
 
     def fit_all(self) -> None:
         """Fit every layer at every point of the grid."""
@@ -164,14 +179,15 @@ class ErrorCurves:
 
 
 def share_out(records: Mapping[str, LayerRecord], sparsity: float, grid: tuple[float, ...] = GRID,
-              curves: ErrorCurves | None = None) -> dict[str, float]:
+              curves: ErrorCurves | None = None,
+              importance: Mapping[str, np.ndarray] | None = None) -> dict[str, float]:
     """Per-layer sparsities for the network target ``sparsity`` (module docstring): allocated
     on the unfitted curves, then again after each round of fits at the shares' brackets.
 
     ``curves``: the layers' :class:`ErrorCurves` on ``grid``, to reuse or inspect (made
-    here when None; the fits made here are added to it).
+    here, with ``importance``, when None; the fits made here are added to it).
     """
-    curves = ErrorCurves(records, grid) if curves is None else curves
+    curves = ErrorCurves(records, grid, importance) if curves is None else curves
     sizes = {name: rec.weight.numel() for name, rec in records.items()}
     shares = allocate(curves.curves(), sizes, sparsity, grid)
     for _ in range(_ROUNDS):

@@ -130,22 +130,24 @@ def record_run(model: nn.Module, calib: Any, config: PruneConfig) -> _Run:
     if store.on_disk:
         logger.info("activations: %s", store)
     suggest_sampling(records, config.max_positions)
+    importance = consumer_importance(pruned, records)
     if config.allocation is not None:
-        config = _allocated(config, records)
+        config = _allocated(config, records, importance)
     restored = work_dir.finished(list(records)) if work_dir is not None and config.resume else {}
     if restored:
         logger.info("resuming from %s: %d of %d layers already finished", config.work_dir, len(restored),
                     len(records))
     return _Run(config, pruned, batches, found, dense, records, store, work_dir,
-                network_outputs(pruned, batches), restored, consumer_importance(pruned, records))
+                network_outputs(pruned, batches), restored, importance)
 
 
-def _allocated(config: PruneConfig, records: dict[str, LayerRecord]) -> PruneConfig:
+def _allocated(config: PruneConfig, records: dict[str, LayerRecord],
+               importance: dict[str, np.ndarray]) -> PruneConfig:
     """Step 1b (``allocate='error'``, Net-Trim's ``'auto'``): the network target shared out
-    among the layers."""
+    among the layers, each neuron's error weighted by how much the next layer reads it."""
     from .allocation import share_out
 
-    shares = share_out(records, float(config.sparsity))
+    shares = share_out(records, float(config.sparsity), importance=importance)
     logger.info("sparsity %s shared out by error: %s", config.sparsity,
                 ", ".join(f"{name} {share:.3f}" for name, share in shares.items()))
     return config.replace(sparsity=shares, allocate=None)

@@ -73,6 +73,34 @@ def test_points_fitted_together_match_points_fitted_alone(digits, digits_model, 
     assert calls == [False, False]
 
 
+def test_each_neuron_counts_in_its_layer_error_as_much_as_the_next_layer_reads_it(digits, digits_model):
+    """With consumer weights ``c`` a layer's error is ``sqrt(sum_m c_m f_m) / ||Y||``,
+    before and after the fit; weights of 1 change nothing, and the pipeline passes the
+    consumer weights of the model (the hidden layers have them, the last layer does not)."""
+    from nettrim.consumers import consumer_importance
+    from solvers.refit import refit_objective
+
+    records = record(digits_model, digits.x_train[:300])
+    first = next(iter(records))
+    n_out = records[first].weight.shape[0]
+    weights = np.where(np.arange(n_out) % 2 == 0, 2.0, 0.0)  # even neurons count twice, odd ones not at all
+    plain, alike = ErrorCurves(records), ErrorCurves(records, importance={first: np.ones(n_out)})
+    weighted = ErrorCurves(records, importance={first: weights})
+    assert all(np.array_equal(alike.unfitted[name], plain.unfitted[name]) for name in records)
+    task = weighted._task(first)
+    weight, bias = weighted._paths[first][0.7]
+    objective = refit_objective(task.X, task.Y, weight, bias, relu=task.relu)
+    expected = np.sqrt(np.dot(objective, weights)) / task.scale
+    assert weighted.unfitted[first][GRID.index(0.7)] == pytest.approx(expected, rel=1e-9)
+    for name in records:
+        weighted.fit(name, [0.7])
+        plain.fit(name, [0.7])
+    assert weighted.fitted[first][0.7] != pytest.approx(plain.fitted[first][0.7], rel=1e-6)
+    assert all(weighted.fitted[name] == plain.fitted[name] for name in list(records)[1:])  # no weights given there
+    importance = consumer_importance(digits_model, records)
+    assert set(importance) == set(list(records)[:-1])
+
+
 def test_the_shares_are_chosen_on_fitted_points(digits, digits_model):
     records = record(digits_model, digits.x_train[:300])
     curves = ErrorCurves(records)
@@ -115,8 +143,14 @@ def test_net_trim_shares_a_network_target_out_by_default_and_the_baselines_do_no
     assert nettrim.PruneConfig(method="cap", sparsity=0.5).allocation is None
 
 
-def test_the_default_net_trim_prune_meets_the_network_target(digits, digits_model):
+def test_the_default_net_trim_prune_meets_the_network_target(digits, digits_model, monkeypatch):
+    from nettrim import allocation
+
+    given = []
+    share_out = allocation.share_out
+    monkeypatch.setattr(allocation, "share_out", lambda *a, **k: given.append(k["importance"]) or share_out(*a, **k))
     result = nettrim.prune(digits_model, digits.x_train[:300], sparsity=0.8, progress=False)
+    assert set(given[0]) == set(list(result.layers)[:-1])  # the curves weigh by the consumer weights
     assert isinstance(result.sparsity, dict) and set(result.sparsity) == set(result.layers)
     assert 0.18 <= result.kept <= 0.2 + 1e-9
     shares = sorted(result.sparsity.values())
