@@ -17,7 +17,8 @@ layer with no single consumer (the last one, a residual branch) gets none: every
 counts alike. Net-Trim's default at a target sparsity weights each neuron's fitted error
 by ``c_m`` when it allots the removals and chooses the rows
 (:mod:`nettrim.methods.nettrim`), so a neuron the consumer barely reads gives up weights
-first.
+first; the network target is shared out on error curves weighted the same way
+(:mod:`nettrim.allocation`), so a layer's share follows the error it passes on.
 """
 from __future__ import annotations
 
