@@ -306,6 +306,14 @@ def _descend(chunk: _Chunk, theta: np.ndarray, tol: float, max_steps: int) -> tu
     return theta, step_count, False
 
 
+def _checked(X: np.ndarray, Y: np.ndarray, support: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``X``, ``Y`` in float64 and ``support`` as booleans, their shapes checked."""
+    X, Y, support = np.asarray(X, dtype=np.float64), np.asarray(Y, dtype=np.float64), np.asarray(support, dtype=bool)
+    if support.ndim != 2 or X.ndim != 2 or X.shape[1] != support.shape[1] or Y.shape != (X.shape[0], support.shape[0]):
+        raise ValueError(f"support: got shape {support.shape} for X {X.shape} and Y {Y.shape}; needs (n_out, n_in)")
+    return X, Y, support
+
+
 def relu_refit(X: np.ndarray, Y: np.ndarray, support: np.ndarray, *, relu: bool = True,
                upper: np.ndarray | None = None, fit_bias: bool = True, weight: np.ndarray | None = None,
                bias: np.ndarray | None = None, tol: float = 1e-10, max_steps: int = 50,
@@ -341,12 +349,8 @@ def relu_refit(X: np.ndarray, Y: np.ndarray, support: np.ndarray, *, relu: bool 
     -------
     RefitResult
     """
-    X = np.asarray(X, dtype=np.float64)
-    Y = np.asarray(Y, dtype=np.float64)
-    support = np.asarray(support, dtype=bool)
+    X, Y, support = _checked(X, Y, support)
     n_out, n_in = support.shape
-    if X.shape[1] != n_in or Y.shape != (X.shape[0], n_out):
-        raise ValueError(f"support: got shape {support.shape} for X {X.shape} and Y {Y.shape}; needs (n_out, n_in)")
     V = None if upper is None or not relu else np.asarray(upper, dtype=np.float64)
     new_weight = np.zeros((n_out, n_in))
     new_bias = np.zeros(n_out) if fit_bias else None
@@ -376,17 +380,13 @@ def active_systems(X: np.ndarray, Y: np.ndarray, support: np.ndarray, *, relu: b
     """Every neuron's normal equations on its active rows over ``support``, formed once for
     the refits (:func:`relu_refit`, ``systems=``) on supports inside it.
 
-    They take ``8 * sum_m (|S_m| + 1)^2`` bytes; beyond ``max_bytes`` (default
-    :data:`SYSTEMS_BYTES`) they are not formed and None is returned (each refit then forms
-    its own, a chunk of neurons at a time). The other arguments are those of
-    :func:`relu_refit`.
+    They take ``8 * sum_m (|S_m| + 1)^2`` bytes; beyond ``max_bytes`` (default :data:`SYSTEMS_BYTES`)
+    None is returned and each refit forms its own. The other arguments are :func:`relu_refit`'s.
     """
-    support = np.asarray(support, dtype=bool)
+    X, Y, support = _checked(X, Y, support)
     needed = 8 * int(np.sum((support.sum(axis=1, dtype=np.int64) + 1) ** 2))
     if needed > (SYSTEMS_BYTES if max_bytes is None else max_bytes):
         return None
-    X = np.asarray(X, dtype=np.float64)
-    Y = np.asarray(Y, dtype=np.float64)
     n_out = support.shape[0]
     systems = ActiveSystems([np.empty(0, dtype=np.int64)] * n_out, [np.empty((0, 0))] * n_out, [np.empty(0)] * n_out)
     XT = np.ascontiguousarray(X.T)

@@ -79,6 +79,9 @@ def test_refits_read_their_equations_off_systems_formed_on_a_wider_support(relu,
     outside[m, np.flatnonzero(~wide[m])[0]] = True
     with pytest.raises(ValueError, match=f"neuron {m}'s support is not inside"):
         relu_refit(X, Y, outside, relu=relu, fit_bias=fit_bias, systems=systems)
+    for refit in (relu_refit, active_systems):  # a support of the wrong shape is named
+        with pytest.raises(ValueError, match=r"support: got shape \(12, 5\)"):
+            refit(X, Y, wide.T, relu=relu, fit_bias=fit_bias)
 
 
 def test_refit_handles_empty_supports_no_bias_and_collinear_columns():
