@@ -4,13 +4,19 @@ Net-Trim's default at a target sparsity shares the target out among the layers b
 error curves (``nettrim.allocation``). A curve's points are the errors of each layer's
 greedy L-OBS weights after the ReLU-aware fit; :func:`nettrim.allocation.share_out` fits
 only the points next to each layer's share (a first allocation on the unfitted errors,
-then rounds of fits where the shares fall). This benchmark measures what that gives up:
-for every model of the suite (its layers recorded on the calibration data, at the
-default rows) and every target, the shares of ``share_out`` against those of the
-allocation on curves fitted at every point, the largest difference of a layer's share,
-the objective ``sum_l e_l(s_l)^2`` of both on the fully fitted curves, the fits made, and the time of each (the L-OBS passes, common to both, counted in both).
+then rounds of fits where the shares fall), and measures the curves on at most
+``nettrim.allocation.ROWS`` rows of each layer's signals. This benchmark measures what
+both give up: for every model of the suite (its layers recorded on the calibration data,
+at the default rows) and every target, the shares of ``share_out`` (at its default rows,
+and on every row) against those of the allocation on curves fitted at every point on
+every row, the largest difference of a layer's share, the objective ``sum_l e_l(s_l)^2``
+of each on those fully fitted curves, the fits made, and the time of each (the L-OBS
+passes, common to all, counted in each).
 
-Run:  python benchmarks/allocation_fits.py [--models digits-mlp,...]
+Every curve weighs each neuron's error by the consumer weights (``nettrim.consumers``), as
+the default does.
+
+Run:  python benchmarks/allocation_fits.py [--models digits-mlp,...] [--rows 4096]
 Writes benchmarks/results/allocation_fits.csv and .meta.json.
 """
 from __future__ import annotations
@@ -29,7 +35,8 @@ from _common import RESULTS, ROOT, compile_cost, machine_info, write_results
 
 sys.path.insert(0, str(ROOT))
 import suite  # noqa: E402
-from nettrim.allocation import GRID, ErrorCurves, allocate, share_out  # noqa: E402
+from nettrim.allocation import GRID, ROWS, ErrorCurves, allocate, share_out  # noqa: E402
+from nettrim.consumers import consumer_importance  # noqa: E402
 from nettrim.record import record  # noqa: E402
 
 TARGETS = (0.5, 0.7, 0.8, 0.9, 0.95)
@@ -40,11 +47,12 @@ def objective(shares: dict[str, float], curves: dict[str, np.ndarray]) -> float:
     return sum(float(np.interp(share, GRID, curves[layer] ** 2)) for layer, share in shares.items())
 
 
-def compare(name: str, bench: suite.Benchmark, targets: tuple[float, ...]) -> list[dict]:
+def compare(name: str, bench: suite.Benchmark, targets: tuple[float, ...], rows_read: int) -> list[dict]:
     records = record(bench.model, bench.data.x_train, max_positions="auto")
+    importance = consumer_importance(bench.model, records)
     sizes = {layer: rec.weight.numel() for layer, rec in records.items()}
     started = time.perf_counter()
-    every = ErrorCurves(records)
+    every = ErrorCurves(records, importance=importance, max_rows=None)
     every.fit_all()
     fitted_curves = every.curves()
     every_seconds = time.perf_counter() - started
@@ -52,29 +60,40 @@ def compare(name: str, bench: suite.Benchmark, targets: tuple[float, ...]) -> li
     for target in targets:
         full = allocate(fitted_curves, sizes, target)
         started = time.perf_counter()
-        curves = ErrorCurves(records)
+        curves = ErrorCurves(records, importance=importance, max_rows=rows_read)
         shares = share_out(records, target, curves=curves)
         seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        shares_every_row = share_out(records, target,
+                                     curves=ErrorCurves(records, importance=importance, max_rows=None))
+        seconds_every_row = time.perf_counter() - started
         total = sum(sizes.values())
         rows.append({
-            "model": name, "target_sparsity": target, "layers": len(records),
+            "model": name, "target_sparsity": target, "layers": len(records), "rows": rows_read,
             "same_shares": shares == full,
             "largest_share_difference": max(abs(shares[layer] - full[layer]) for layer in records),
             "objective_every": objective(full, fitted_curves),
             "objective_share_out": objective(shares, fitted_curves),
+            "same_shares_every_row": shares_every_row == full,
+            "objective_share_out_every_row": objective(shares_every_row, fitted_curves),
             "kept_share_out": sum(sizes[layer] * (1 - shares[layer]) for layer in records) / total,
             "fits": sum(len(curves.fitted[layer]) for layer in records),
             "fits_every": (len(GRID) - 1) * len(records),
-            "seconds_share_out": seconds, "seconds_every": every_seconds})
+            "seconds_share_out": seconds, "seconds_share_out_every_row": seconds_every_row,
+            "seconds_every": every_seconds})
         row = rows[-1]
-        print(f"{name:<14} {target:5.2f} same {str(row['same_shares']):5} diff {row['largest_share_difference']:.3f} "
-              f"fits {row['fits']:3d}/{row['fits_every']:3d} {seconds:6.2f} s vs {every_seconds:6.2f} s", flush=True)
+        print(f"{name:<14} {target:5.2f} same {str(row['same_shares']):5} (every row: "
+              f"{str(row['same_shares_every_row']):5}) diff {row['largest_share_difference']:.3f} "
+              f"objective {row['objective_share_out'] / max(row['objective_every'], 1e-300):.4f}x "
+              f"fits {row['fits']:3d}/{row['fits_every']:3d} {seconds:6.2f} s (every row {seconds_every_row:6.2f} s) "
+              f"vs {every_seconds:6.2f} s", flush=True)
     return rows
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(suite.MODELS), help="comma-separated names of the suite")
+    parser.add_argument("--rows", type=int, default=ROWS, help="rows the curves of share_out are measured on")
     parser.add_argument("--out", default=str(RESULTS / "allocation_fits.csv"))
     args = parser.parse_args(argv)
     info = machine_info()
@@ -84,13 +103,20 @@ def main(argv: list[str] | None = None) -> None:
     share_out(record(warm.model, warm.data.x_train[:200]), 0.8)  # the numba kernels, before any timing
     rows = []
     for name, bench in benches.items():
-        rows.extend(compare(name, bench, TARGETS))
+        rows.extend(compare(name, bench, TARGETS, args.rows))
     same = sum(row["same_shares"] for row in rows)
+    same_every_row = sum(row["same_shares_every_row"] for row in rows)
     ratio = statistics.median(row["seconds_share_out"] / row["seconds_every"] for row in rows)
-    print(f"same shares at {same} of {len(rows)} points; time of share_out over fitting every point: "
-          f"median {ratio:.2f}")
-    meta = {**info, "targets": list(TARGETS), "grid": list(GRID), "same_shares": f"{same} of {len(rows)}",
-            "median_time_ratio": ratio,
+    rows_ratio = statistics.median(row["seconds_share_out"] / row["seconds_share_out_every_row"] for row in rows)
+    objective_ratio = statistics.median(row["objective_share_out"] / max(row["objective_every"], 1e-300)
+                                        for row in rows)
+    print(f"same shares at {same} of {len(rows)} points ({same_every_row} on every row); share_out's objective "
+          f"over the fully fitted allocation's: median {objective_ratio:.4f}; time of share_out over fitting every "
+          f"point on every row: median {ratio:.2f}; at {args.rows} rows over every row: median {rows_ratio:.2f}")
+    meta = {**info, "targets": list(TARGETS), "grid": list(GRID), "rows": args.rows,
+            "same_shares": f"{same} of {len(rows)}", "same_shares_every_row": f"{same_every_row} of {len(rows)}",
+            "median_time_ratio": ratio, "median_rows_time_ratio": rows_ratio,
+            "median_objective_ratio": objective_ratio,
             "sizes": {name: f"{suite.MODELS[name].description}; {len(bench.data.x_train)} calibration"
                       for name, bench in benches.items()}}
     print(f"wrote {write_results(args.out, rows, meta)} (+ .meta.json)")

@@ -30,10 +30,18 @@ The points a layer fits at once share the work: the path's supports are nested, 
 neuron's normal equations are formed once, on the widest point's support, and every
 point's fit reads its own off them (:func:`solvers.refit.active_systems`).
 
-The pruning then runs with the per-layer sparsities (any layer method, either mode).
+The curves are measured on at most :data:`ROWS` rows of each layer's signals, evenly
+spaced over its calibration rows (the path's Hessian, the errors and the fits alike): the
+shares depend on the curves' shape, not on their last digits, while the L-OBS path and
+the fits cost in proportion to the rows (a convolution is recorded at 10,000 rows by
+default).
+
+The pruning then runs with the per-layer sparsities (any layer method, either mode), on
+every row.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable, Mapping
 
@@ -43,12 +51,13 @@ from .modes import layer_task
 from .record import LayerRecord
 from .types import LayerTask
 
-__all__ = ["GRID", "ALLOCATIONS", "ErrorCurves", "share_out", "allocate"]
+__all__ = ["GRID", "ROWS", "ALLOCATIONS", "ErrorCurves", "share_out", "allocate"]
 
 logger = logging.getLogger(__name__)
 
 ALLOCATIONS = ("auto", None, "error")
 GRID = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
+ROWS = 4096  # the rows of a layer's signals the curves are measured on (module docstring)
 _ROUNDS = 3  # rounds of fits at the shares' brackets (module docstring)
 _STEP = 0.005  # the sparsities allocate() chooses from: multiples of this up to the grid's last point
 
@@ -72,6 +81,9 @@ class ErrorCurves:
     importance : mapping of layer name to ndarray (n_out,), optional
         Each neuron's weight in its layer's error (:mod:`nettrim.consumers`); a layer
         without one weighs its neurons alike.
+    max_rows : int or None, default :data:`ROWS`
+        The rows of each layer's signals the curves are measured on: a layer with more
+        is read at ``max_rows`` rows evenly spaced over them. None: every row.
 
     The path's weights at every point of the grid are kept for the fits (in float32, about
     ``len(grid) - 1`` copies of the network's weights in 4 bytes each); a layer's signals
@@ -86,7 +98,7 @@ class ErrorCurves:
     """
 
     def __init__(self, records: Mapping[str, LayerRecord], grid: tuple[float, ...] = GRID,
-                 importance: Mapping[str, np.ndarray] | None = None) -> None:
+                 importance: Mapping[str, np.ndarray] | None = None, max_rows: int | None = ROWS) -> None:
         from solvers.refit import refit_objective
 
         from .methods.lobs import prune_path
@@ -95,6 +107,9 @@ class ErrorCurves:
         if not self.grid or self.grid[0] != 0.0 or any(b <= a for a, b in zip(self.grid, self.grid[1:])) \
                 or self.grid[-1] >= 1.0:
             raise ValueError(f"grid: got {list(grid)}, needs sparsities increasing from 0 and below 1")
+        if max_rows is not None and not (isinstance(max_rows, (int, np.integer)) and max_rows >= 1):
+            raise ValueError(f"max_rows: got {max_rows!r}, needs an integer >= 1, or None for every row")
+        self.max_rows = max_rows
         self._records = records
         self._importance = {name: np.ones(rec.weight.shape[0]) if importance is None or importance.get(name) is None
                             else np.asarray(importance[name], dtype=np.float64) for name, rec in records.items()}
@@ -117,8 +132,14 @@ class ErrorCurves:
         return float(np.sqrt(np.dot(objective, self._importance[name]))) / max(self._scales[name], 1e-300)
 
     def _task(self, name: str) -> LayerTask:
+        """Layer ``name``'s signals, at most :attr:`max_rows` rows of them, evenly spaced."""
         rec = self._records[name]
-        return layer_task(rec, rec.input, "parallel", 0.0, 1.0, False)
+        task = layer_task(rec, rec.input, "parallel", 0.0, 1.0, False)
+        n_samples = task.X.shape[0]
+        if self.max_rows is None or n_samples <= self.max_rows:
+            return task
+        rows = np.unique(np.linspace(0, n_samples - 1, self.max_rows).round().astype(np.int64))
+        return dataclasses.replace(task, X=np.ascontiguousarray(task.X[rows]), Y=np.ascontiguousarray(task.Y[rows]))
 
     def fit(self, name: str, sparsities: Iterable[float]) -> None:
         """Fit layer ``name``'s path weights at the grid points ``sparsities`` (once each).

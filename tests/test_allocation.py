@@ -33,6 +33,23 @@ def test_error_curves_start_at_zero_and_grow_and_the_fit_lowers_them(digits, dig
         assert curve[1:] == pytest.approx([curves.fitted[name][s] for s in GRID[1:]])
 
 
+def test_error_curves_read_at_most_max_rows_evenly_spaced_rows(digits, digits_model):
+    x = digits.x_train[:300]
+    rows = np.unique(np.linspace(0, 299, 120).round().astype(int))
+    sampled = ErrorCurves(record(digits_model, x), max_rows=120)
+    alone = ErrorCurves(record(digits_model, x[rows]))  # an MLP's rows are its samples
+    name = next(iter(alone.unfitted))
+    sampled.fit(name, [0.8])
+    alone.fit(name, [0.8])
+    for other in alone.unfitted:
+        np.testing.assert_allclose(sampled.unfitted[other], alone.unfitted[other], rtol=1e-9)
+    assert sampled.fitted[name][0.8] == pytest.approx(alone.fitted[name][0.8], rel=1e-9)
+    every = ErrorCurves(record(digits_model, x), max_rows=None)
+    assert not np.allclose(every.unfitted[name], sampled.unfitted[name])  # the rows do matter
+    with pytest.raises(ValueError, match="max_rows"):
+        ErrorCurves(record(digits_model, x), max_rows=0)
+
+
 def test_unfitted_points_are_scaled_by_the_ratio_of_the_fitted_ones(digits, digits_model):
     curves = ErrorCurves(record(digits_model, digits.x_train[:300]))
     name = next(iter(curves.unfitted))
