@@ -107,7 +107,8 @@ class ErrorCurves:
         if not self.grid or self.grid[0] != 0.0 or any(b <= a for a, b in zip(self.grid, self.grid[1:])) \
                 or self.grid[-1] >= 1.0:
             raise ValueError(f"grid: got {list(grid)}, needs sparsities increasing from 0 and below 1")
-        if max_rows is not None and not (isinstance(max_rows, (int, np.integer)) and max_rows >= 1):
+        counted = isinstance(max_rows, (int, np.integer)) and not isinstance(max_rows, bool)
+        if not (max_rows is None or (counted and max_rows >= 1)):
             raise ValueError(f"max_rows: got {max_rows!r}, needs an integer >= 1, or None for every row")
         self.max_rows = max_rows
         self._records = records

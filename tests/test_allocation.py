@@ -46,8 +46,9 @@ def test_error_curves_read_at_most_max_rows_evenly_spaced_rows(digits, digits_mo
     assert sampled.fitted[name][0.8] == pytest.approx(alone.fitted[name][0.8], rel=1e-9)
     every = ErrorCurves(record(digits_model, x), max_rows=None)
     assert not np.allclose(every.unfitted[name], sampled.unfitted[name])  # the rows do matter
-    with pytest.raises(ValueError, match="max_rows"):
-        ErrorCurves(record(digits_model, x), max_rows=0)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="max_rows"):
+            ErrorCurves(record(digits_model, x), max_rows=bad)
 
 
 def test_unfitted_points_are_scaled_by_the_ratio_of_the_fitted_ones(digits, digits_model):
