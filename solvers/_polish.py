@@ -139,8 +139,7 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
         _, Theta, nu, inverse_steps = outcome
         round_ = _Round(Xa, Y, V, epsilon, active, weights, free, support, signs, Theta, nu, inverse_steps, tight,
                         tol)
-        work.product(Xa.shape[0], Xa.shape[1], Y.shape[1])  # the round's response and gradient
-        work.product(Xa.shape[1], Xa.shape[0], Y.shape[1])
+        round_.charge(work)
         if not round_.needs_mending:
             return round_.certify(relu, work.flops)
         round_.log(round_index, work.flops)
@@ -213,6 +212,12 @@ class _Round:
             violated[:, m] = False
             violated[keep, m] = True
         self.violated = violated
+
+    def charge(self, work: Work) -> None:
+        """Add the round's two products, its response ``Xa Theta`` and gradient ``Xa^T N``, to ``work``."""
+        n_samples, n_cols = self.response.shape[0], self.gradient.shape[0]
+        work.product(n_samples, n_cols, self.response.shape[1])
+        work.product(n_cols, n_samples, self.response.shape[1])
 
     @property
     def mend_bounds(self) -> bool:
