@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from ._bounded import bounded_restricted, mend_budget
 from ._restricted import Moments, Work, mend_unsolvable, restricted
 from .problem import relative_excess
 
@@ -74,7 +75,7 @@ def can_polish(problem) -> bool:
 
 def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndarray, relu: bool,
            Q: np.ndarray, tight: np.ndarray | None, weights: np.ndarray, tol: float,
-           rounds: int = 12, moments: Moments | None = None, work: Work | None = None,
+           rounds: int = 40, moments: Moments | None = None, work: Work | None = None,
            flops_limit: float = np.inf) -> PolishResult:
     """Try to turn the ADMM's iterate into the exact, certified optimum.
 
@@ -130,18 +131,36 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
         stop = _stop_before(round_index, first_count, reason, work.flops, flops_limit)
         if stop is not None:
             return PolishResult(None, stop, flops=work.flops)
-        outcome = restricted(moments, Xa, V, epsilon, support, signs, tight, weights, cache, work)
+        if relu:
+            outcome = bounded_restricted(moments, np.ascontiguousarray(Xa), V, epsilon, support, signs, weights,
+                                         work, cache, tol)
+        else:
+            outcome = restricted(moments, Xa, V, epsilon, support, signs, tight, weights, cache, work)
         if outcome[0] != "ok":
+            if relu:
+                reason = ("the bounds admit no point on the support" if outcome[0] == "kkt"
+                          else "the support cannot meet the budget")
+                if outcome[0] == "kkt" or not mend_budget(moments, cache, support, signs, outcome[1]):
+                    return PolishResult(None, reason, flops=work.flops)
+                continue
             stop, reason = mend_unsolvable(outcome, moments, cache, support, signs, tight)
             if stop:
                 return PolishResult(None, reason, flops=work.flops)
             continue
         _, Theta, nu, inverse_steps = outcome
+        if relu:
+            support = (Theta != 0) | free
+            tight = np.where(nu > 0, nu, 0.0)
         round_ = _Round(Xa, Y, V, epsilon, active, weights, free, support, signs, Theta, nu, inverse_steps, tight,
                         tol)
         round_.charge(work)
         if not round_.needs_mending:
             return round_.certify(relu, work.flops)
+        if relu and not (round_.flipped.any() or round_.mend_bounds):
+            gap = round_.relative_gap()
+            logger.debug("polish round %d: relative duality gap %.3g", round_index, gap)
+            if gap <= tol:
+                return round_.certify(relu, work.flops)
         round_.log(round_index, work.flops)
         if first_count is None:
             first_count = round_.count
@@ -150,7 +169,7 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
             return PolishResult(None, f"the active set is not settling ({round_.count} changes left of "
                                 f"{first_count})", flops=work.flops)
         reason = round_.reason
-        support, signs, tight = round_.mended()
+        support, signs, tight = round_.mended(every=relu)
     return PolishResult(None, reason, flops=work.flops)
 
 
@@ -186,7 +205,7 @@ class _Round:
         N = (self.response - Y) * inverse_steps
         if active is not None:
             N[~active] = 0.0 if nu is None else nu[~active]
-        self.gradient = Xa.T @ N
+        self.gradient, self.N = Xa.T @ N, N
         self.bound = np.broadcast_to(weights[:, None], signs.shape)
         self.outside = ~support
         self.excess = np.where(self.outside, np.abs(self.gradient) - self.bound * (1.0 + tol), -np.inf)
@@ -212,6 +231,33 @@ class _Round:
             violated[:, m] = False
             violated[keep, m] = True
         self.violated = violated
+
+    def relative_gap(self) -> float:
+        """The relative duality gap ``(P - D) / P`` of the round's point.
+
+        The dual of the program is ``max y^T z - eps ||z|| - h^T nu`` over ``nu >= 0`` and
+        ``|M^T z - E^T nu|_j <= w_j`` (per neuron; the layer ball takes ``eps ||Z||_F``). The
+        round's multipliers give ``z = -N`` on the active entries and ``nu = N`` on the
+        inactive ones, whose constraint is ``|g_j| <= w_j``: each neuron's are divided by
+        its largest ``|g_j| / w_j`` (when above 1), which makes them feasible, so ``D`` is a
+        lower bound of the optimum and the gap bounds how far ``P`` is from it.
+        """
+        penalised = self.bound > 0
+        if (self.bound[~penalised].size and np.abs(self.gradient[~penalised]).max()
+                > self.tol * max(1.0, float(self.bound.max()))):
+            return np.inf  # an unpenalised weight is not stationary: no dual point from these multipliers
+        ratio = np.where(penalised, np.abs(self.gradient) / np.where(penalised, self.bound, 1.0), 0.0)
+        shrink = 1.0 / np.maximum(1.0, ratio.max(axis=0))
+        active = np.ones(self.Y.shape, dtype=bool) if self.active is None else self.active
+        Z = np.where(active, -self.N, 0.0) * shrink
+        upper = 0.0 if self.V is None else self.V
+        dual = float(np.sum(Z * self.Y)) - float(np.sum(np.where(active, 0.0, self.N * upper) * shrink))
+        if np.ndim(self.epsilon) == 1:
+            dual -= float(self.epsilon @ np.linalg.norm(Z, axis=0))
+        else:
+            dual -= float(self.epsilon) * float(np.linalg.norm(Z))
+        primal = float(np.sum(self.bound * np.abs(self.Theta)))
+        return (primal - dual) / max(primal, 1e-300)
 
     def charge(self, work: Work) -> None:
         """Add the round's two products, its response ``Xa Theta`` and gradient ``Xa^T N``, to ``work``."""
@@ -275,11 +321,12 @@ class _Round:
         ratio = np.abs(self.gradient[self.outside]) / self.bound[self.outside]
         return PolishResult(self.Theta, "certified", float(ratio.max()) if ratio.size else 0.0)
 
-    def mended(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """The next round's support, signs and tight bounds (an active-set step)."""
+    def mended(self, every: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The next round's support, signs and tight bounds (an active-set step). ``every``:
+        every off-support weight whose subgradient exceeds its weight joins."""
         joining = self.excess > 0
         limit = np.maximum(1, self.support.sum(axis=0) // 10)  # a few per neuron: joining all at once cycles
-        for m in np.flatnonzero(joining.sum(axis=0) > limit):
+        for m in np.flatnonzero(joining.sum(axis=0) > limit) if not every else ():
             rows = np.flatnonzero(joining[:, m])
             joining[rows[np.argsort(-self.excess[rows, m])[limit[m]:]], m] = False
         support = (self.support & ~self.flipped) | joining
