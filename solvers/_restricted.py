@@ -1,19 +1,20 @@
-"""The program restricted to a support, in closed form (the rounds of :mod:`solvers._polish`).
+"""A linear layer's program restricted to a support, in closed form (the rounds of
+:mod:`solvers._polish`), and the cost model of polishing.
 
-For one neuron, with ``M`` the rows ``Omega_m`` and columns ``S_m`` of the scaled input,
-``E`` the rows ``T_m`` whose bound is taken as an equality, and ``w sigma`` the signed l1
-weights, the restricted program
+For one neuron, with ``M`` the rows and columns ``S_m`` of the scaled input and ``w sigma``
+the signed l1 weights, the restricted program
 
 .. math::
 
     \\min_\\theta (w \\sigma)^T \\theta \\quad \\text{s.t.} \\quad
-    \\|M \\theta - y\\|^2 \\le \\varepsilon^2, \\quad E \\theta = h
+    \\|M \\theta - y\\|^2 \\le \\varepsilon^2
 
-has ``theta = theta_0 + t theta_1`` from two solves of one KKT matrix, and its residual is
-``a + c t^2``; the budget gives ``t``. :class:`Moments` keeps the second moments that the
-KKT matrices are cut from; :func:`restricted` solves every neuron (again only where its
-support, signs or tight bounds changed) and :func:`mend_unsolvable` changes the program
-when it has no answer.
+has ``theta = theta_0 + t theta_1`` (``G theta_0 = b`` and ``G theta_1 = -w sigma`` with
+``G = M^T M``, ``b = M^T y``), and its residual is ``a + c t^2``; the budget gives ``t``.
+:class:`Moments` keeps the second moments that ``G`` is cut from (each neuron's on its
+active rows, which a ReLU layer's polish in :mod:`solvers._bounded` reads too);
+:func:`restricted` solves every neuron (again only where its support or signs changed)
+and :func:`mend_unsolvable` changes the program when it has no answer.
 """
 from __future__ import annotations
 
@@ -25,7 +26,6 @@ __all__ = ["Moments", "Work", "restricted", "mend_unsolvable"]
 
 logger = logging.getLogger(__name__)
 
-_DROP_TIGHT = 0.25  # fraction of a neuron's tight bounds released when its support misses the budget
 _BUDGET_MEND = 0.25  # fraction of the neurons (furthest from Y first) mended when a layer ball is missed
 _SOLVE_COST = 8.0  # a flop of a small dense solve, in flops of a large product (see Work)
 _SMALL_SOLVE = 1e6  # the flops a dense solve counts at least: the overhead of a call
@@ -55,33 +55,20 @@ class Work:
         self.flops += _SOLVE_COST * max(2.0 * size**3 / 3.0 + 2.0 * size**2 * n_rhs, _SMALL_SOLVE)
 
 
-def _kkt_solve(G: np.ndarray, E: np.ndarray, rhs_top: np.ndarray, rhs_bottom: np.ndarray, work: Work,
-               least_squares: bool = False):
-    """Solve ``[[G, E^T], [E, 0]] [x; mu] = [rhs_top; rhs_bottom]`` for several right-hand sides.
-
-    LU; None when the matrix is singular or the answer does not solve the system (repeated
-    tight rows, from duplicate samples). ``least_squares=True``: minimum-norm least
-    squares instead, which always answers; the caller's certificate decides whether the
-    answer is good.
-    """
-    n_vars, n_eq = G.shape[0], E.shape[0]
-    K = np.zeros((n_vars + n_eq, n_vars + n_eq))
-    K[:n_vars, :n_vars] = G
-    K[n_vars:, :n_vars] = E
-    K[:n_vars, n_vars:] = E.T
-    rhs = np.vstack([rhs_top, rhs_bottom])
-    work.solve(n_vars + n_eq, rhs.shape[1] * (3 if least_squares else 1))  # an SVD costs a few solves
-    if least_squares:
-        solution = np.linalg.lstsq(K, rhs, rcond=None)[0]
-    else:
-        try:
-            solution = np.linalg.solve(K, rhs)
-        except np.linalg.LinAlgError:
-            return None
-        if not (np.all(np.isfinite(solution)) and
-                np.linalg.norm(K @ solution - rhs) <= 1e-8 * max(np.linalg.norm(rhs), 1e-300)):
-            return None
-    return solution[:n_vars], solution[n_vars:]
+def _solve(G: np.ndarray, rhs: np.ndarray, work: Work) -> np.ndarray:
+    """Solve ``G x = rhs`` (several right-hand sides); minimum-norm least squares when ``G``
+    is singular (a support column that is zero on the rows), which the caller's
+    certificate then judges."""
+    work.solve(G.shape[0], rhs.shape[1])
+    try:
+        solution = np.linalg.solve(G, rhs)
+        if (np.all(np.isfinite(solution))
+                and np.linalg.norm(G @ solution - rhs) <= 1e-8 * max(np.linalg.norm(rhs), 1e-300)):
+            return solution
+    except np.linalg.LinAlgError:
+        pass
+    work.solve(G.shape[0], 3 * rhs.shape[1])  # an SVD costs a few solves
+    return np.linalg.lstsq(G, rhs, rcond=None)[0]
 
 
 class Moments:
@@ -124,63 +111,37 @@ class Moments:
         return gram[np.ix_(columns, columns)]
 
 
-def _neuron_kkt(moments, Xa, V, columns, tight_rows, linear, m, work):
-    """One neuron's two KKT solutions ``(theta_0, mu_0)`` and ``(theta_1, nu_1)``."""
+def _neuron_fit(moments, columns, linear, m, work):
+    """One neuron's two solutions ``theta_0`` and ``theta_1`` and its ``a`` and ``c``."""
     G = moments.neuron(m, columns, work)
     b = moments.moment[columns, m]
-    E = Xa[np.ix_(tight_rows, columns)]
-    h = np.zeros(tight_rows.size) if V is None else V[tight_rows, m]
-    solved = _kkt_solve(G, E, np.column_stack([b, -linear]), np.column_stack([h, np.zeros_like(h)]), work)
-    if solved is None and tight_rows.size > 1:  # the same bound twice (duplicate samples)?
-        _, first = np.unique(np.column_stack([E, h]), axis=0, return_index=True)
-        first.sort()
-        tight_rows, E, h = tight_rows[first], E[first], h[first]
-        solved = _kkt_solve(G, E, np.column_stack([b, -linear]), np.column_stack([h, np.zeros_like(h)]), work)
-    if solved is None:
-        solved = _kkt_solve(G, E, np.column_stack([b, -linear]), np.column_stack([h, np.zeros_like(h)]), work,
-                            least_squares=True)
-    x, mu = solved
+    x = _solve(G, np.column_stack([b, -linear]), work)
     theta0, theta1 = x[:, 0], x[:, 1]
     a = max(float(theta0 @ G @ theta0 - 2.0 * b @ theta0 + moments.y_sq[m]), 0.0)  # ||M theta0 - y||^2
     c = float(-linear @ theta1)
-    return tight_rows, theta0, theta1, mu[:, 0], mu[:, 1], a, c
+    return theta0, theta1, a, c
 
 
-def _neuron_part(moments, Xa, V, support, signs, tight, weights, cache, m, work):
-    """Solve neuron ``m``'s restricted KKT systems into ``cache[m]`` unless already there."""
-    key = (support[:, m].tobytes(), signs[:, m].tobytes(), b"" if tight is None else (tight[:, m] > 0).tobytes())
-    if m not in cache or cache[m][0] != key:
-        columns = np.flatnonzero(support[:, m])
-        tight_rows = np.flatnonzero(tight[:, m] > 0) if tight is not None else np.empty(0, dtype=int)
-        if tight_rows.size > columns.size:  # at most one equality per unknown: the strongest
-            tight_rows = np.sort(tight_rows[np.argsort(-tight[tight_rows, m])[: columns.size]])
-        linear = weights[columns] * signs[columns, m]
-        cache[m] = (key, (columns, *_neuron_kkt(moments, Xa, V, columns, tight_rows, linear, m, work)))
+def restricted(moments, Xa, epsilon, support, signs, weights, cache, work):
+    """Closed-form optimum of a linear layer's program restricted to ``support``.
 
-
-def restricted(moments, Xa, V, epsilon, support, signs, tight, weights, cache, work):
-    """Closed-form optimum of the program restricted to ``support`` and ``tight``.
-
-    Returns ``("ok", Theta, nu, inverse_steps)`` with ``inverse_steps = 1 / t = 2 lambda``
-    per neuron, or ``("kkt", neurons)`` when those neurons' restricted programs are
-    inconsistent, or ``("budget", neurons)`` when their supports cannot meet the budget.
-    ``cache`` keeps each neuron's KKT solution between rounds; only neurons whose support,
-    signs or tight bounds changed are solved again. The solves' cost is added to ``work``.
+    Returns ``("ok", Theta, None, inverse_steps)`` with ``inverse_steps = 1 / t = 2 lambda``
+    per neuron (no bound has a multiplier), or ``("budget", neurons)`` when their supports
+    cannot meet the budget. ``cache`` keeps each neuron's solution between rounds; only
+    neurons whose support or signs changed are solved again. The solves' cost is added to
+    ``work``.
     """
     n_cols, n_out = support.shape
     per_neuron = epsilon.ndim == 1
-    parts, inconsistent = [], []
     for m in range(n_out):
-        _neuron_part(moments, Xa, V, support, signs, tight, weights, cache, m, work)
-    for m in range(n_out):
-        part = cache[m][1]
-        if part[-1] < -1e-9 * max(1.0, abs(part[-2])):
-            inconsistent.append(m)
-        parts.append(part)
-    if inconsistent:
-        return "kkt", inconsistent
-    a_values = np.array([part[-2] for part in parts])
-    c_values = np.maximum(np.array([part[-1] for part in parts]), 0.0)
+        key = (support[:, m].tobytes(), signs[:, m].tobytes())
+        if m not in cache or cache[m][0] != key:
+            columns = np.flatnonzero(support[:, m])
+            linear = weights[columns] * signs[columns, m]
+            cache[m] = (key, (columns, *_neuron_fit(moments, columns, linear, m, work)))
+    parts = [cache[m][1] for m in range(n_out)]
+    a_values = np.array([part[3] for part in parts])
+    c_values = np.maximum(np.array([part[4] for part in parts]), 0.0)
     if per_neuron:
         budgets, a_ref, c_ref = epsilon**2, a_values, c_values
     else:
@@ -194,15 +155,11 @@ def restricted(moments, Xa, V, epsilon, support, signs, tight, weights, cache, w
         return "budget", list(worst[a_values[worst] > 0])
     # t = sqrt((budget - a) / c); no penalised weight (c = 0): the ball is not binding, 1/t = 0
     inverse_steps = np.where(c_ref > 0, np.sqrt(c_ref / np.maximum(budgets - a_ref, 1e-300)), 0.0)
-
     Theta = np.zeros((n_cols, n_out))
-    nu = np.zeros((Xa.shape[0], n_out)) if tight is not None else None
-    for m, (columns, tight_rows, theta0, theta1, mu0, nu1, _, _) in enumerate(parts):
+    for m, (columns, theta0, theta1, _, _) in enumerate(parts):
         step = 1.0 / inverse_steps[m] if inverse_steps[m] > 0 else 0.0
         Theta[columns, m] = theta0 + step * theta1
-        if nu is not None:
-            nu[tight_rows, m] = mu0 * inverse_steps[m] + nu1
-    return "ok", Theta, nu, inverse_steps
+    return "ok", Theta, None, inverse_steps
 
 
 def _correlated_columns(moments, support, Theta_fit, m, count):
@@ -223,31 +180,20 @@ def _correlated_columns(moments, support, Theta_fit, m, count):
     return best, np.sign(correlation[best])
 
 
-def mend_unsolvable(outcome, moments, cache, support, signs, tight) -> tuple[bool, str]:
-    """Change the restricted program after :func:`restricted` found no answer (in place).
-
-    Inconsistent neurons lose their tight bounds; neurons that cannot meet the budget lose
-    the weakest quarter of theirs and gain the columns most correlated with their
-    residuals. Returns whether polishing must stop, and why the round failed.
-    """
-    kind, neurons = outcome
-    reason = "inconsistent restricted program" if kind == "kkt" else "the support cannot meet the budget"
+def mend_unsolvable(outcome, moments, cache, support, signs) -> tuple[bool, str]:
+    """Change a linear layer's restricted program after :func:`restricted` found no answer
+    (in place): the neurons that cannot meet the budget gain the columns most correlated
+    with their residuals. Returns whether polishing must stop, and why the round failed."""
+    _, neurons = outcome
+    reason = "the support cannot meet the budget"
     logger.debug("polish round: %s for %d neurons", reason, len(neurons))
     for m in neurons:
-        if kind == "kkt":
-            if tight is None or not (tight[:, m] > 0).any():
-                return True, reason
-            tight[:, m] = 0.0
-            continue
-        columns, used_rows, theta0 = cache[m][1][:3]
-        if used_rows.size:
-            weakest = used_rows[np.argsort(tight[used_rows, m])[: max(1, int(_DROP_TIGHT * used_rows.size))]]
-            tight[weakest, m] = 0.0
+        columns, theta0 = cache[m][1][:2]
         fit = np.zeros(support.shape[0])
         fit[columns] = theta0
         count = max(2, int(0.1 * support[:, m].sum()))
         added, added_signs = _correlated_columns(moments, support, fit, m, count)
-        if added.size == 0 and not used_rows.size:  # nothing left to change for this neuron
+        if added.size == 0:  # nothing left to change for this neuron
             return True, reason
         support[added, m] = True
         signs[added, m] = added_signs

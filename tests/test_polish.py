@@ -24,10 +24,7 @@ def test_the_optimal_support_is_certified(per_neuron, upper):
     reference = solve(problem, method="cvxpy")
     Xa, weights = _data(problem)
     Q = np.vstack([reference.weight.T, reference.bias])
-    response = Xa @ Q
-    bound = 0.0 if problem.upper is None else problem.upper
-    tight = np.where(~problem.active & (response > bound - 1e-6), 1.0, 0.0)
-    result = polish(Xa, problem.Y, problem.upper, problem.epsilon, True, Q, tight, weights, 1e-6)
+    result = polish(Xa, problem.Y, problem.upper, problem.epsilon, True, Q, weights, 1e-6)
     assert result.reason == "certified"
     assert result.certificate <= 1 + 1e-6
     assert _objective(problem, result.Theta) == pytest.approx(reference.objective, rel=1e-7)
@@ -41,10 +38,9 @@ def _corrupted(seed, keep, add):
     Xa, weights = _data(problem)
     rng = np.random.default_rng(seed)
     Q = np.vstack([reference.weight.T, reference.bias])
-    tight = np.where(~problem.active & (Xa @ Q > -1e-6), 1.0, 0.0)
     Q[:-1] *= rng.random(Q[:-1].shape) < keep
     Q[:-1] += (Q[:-1] == 0) * (rng.random(Q[:-1].shape) < add) * rng.standard_normal(Q[:-1].shape)
-    result = polish(Xa, problem.Y, None, problem.epsilon, True, Q, tight, weights, 1e-6)
+    result = polish(Xa, problem.Y, None, problem.epsilon, True, Q, weights, 1e-6)
     return problem, reference, result
 
 
@@ -67,7 +63,7 @@ def test_linear_layers_are_polished_too():
     reference = solve(problem, method="cvxpy")
     Xa, weights = _data(problem)
     Q = np.vstack([reference.weight.T, reference.bias])
-    result = polish(Xa, problem.Y, None, problem.epsilon, False, Q, None, weights, 1e-6)
+    result = polish(Xa, problem.Y, None, problem.epsilon, False, Q, weights, 1e-6)
     assert result.reason == "certified"
     assert _objective(problem, result.Theta) == pytest.approx(reference.objective, rel=1e-7)
 
@@ -124,10 +120,9 @@ def test_an_attempt_gives_up_once_its_work_is_past_the_limit():
     reference = solve(problem, method="cvxpy")
     Xa, weights = _data(problem)
     Q = np.vstack([reference.weight.T, reference.bias])
-    tight = np.where(~problem.active & (Xa @ Q > -1e-6), 1.0, 0.0)
     Q[:-1] *= np.random.default_rng(0).random(Q[:-1].shape) < 0.6  # far from the optimum: several rounds
-    unlimited = polish(Xa, problem.Y, None, problem.epsilon, True, Q, tight, weights, 1e-6)
-    limited = polish(Xa, problem.Y, None, problem.epsilon, True, Q, tight, weights, 1e-6, flops_limit=0.0)
+    unlimited = polish(Xa, problem.Y, None, problem.epsilon, True, Q, weights, 1e-6)
+    limited = polish(Xa, problem.Y, None, problem.epsilon, True, Q, weights, 1e-6, flops_limit=0.0)
     assert limited.Theta is None and "share of the work is spent" in limited.reason
     assert 0 < limited.flops < unlimited.flops
 
