@@ -36,7 +36,7 @@ import numpy as np
 from ._ldp import _dual_qp
 from ._restricted import Work
 
-__all__ = ["bounded_restricted", "mend_bounded"]
+__all__ = ["bounded_restricted", "mend_bounded", "first_round_flops"]
 
 _ROOT_STEPS = 40  # evaluations of f(t) at most per round
 _ROOT_TOL = 0.1  # t is taken once f(t) is within this times tol below the budget (a gap of about as much)
@@ -100,6 +100,7 @@ class _Neuron:
                                                 + entered * (8.0 * (k + 1) + k))
         scale = -residual[k]
         if not (np.linalg.norm(residual) > _INFEASIBLE and scale > 0):
+            self.why = "the bounds admit no point on the support"
             return None
         multipliers = mu / scale
         theta = theta_u + linalg.solve_triangular(self.L.T, residual[:k] / scale, lower=False)
@@ -135,6 +136,7 @@ class _Idle:
 
     def at(self, t: float, work: Work):
         if not self.feasible:
+            self.why = "the bounds admit no point on the support"
             return None
         return self.theta.copy(), np.zeros(self.rows.size), 0.0, 0.0
 
@@ -155,17 +157,18 @@ def _step(t, f, gamma, budget, low, high, zero_tried):
     return 4.0 * max(t, low, 1e-300)
 
 
-def bounded_restricted(moments, Xa, V, epsilon, support, signs, weights, work, cache, tol):
+def bounded_restricted(moments, Xa, V, epsilon, support, signs, weights, work, cache, tol,
+                       flops_limit=np.inf):
     """Optimum of the program restricted to ``support`` (its signs kept) with every inactive
     bound an inequality.
 
     Returns ``("ok", Theta, nu, inverse_steps)`` like :func:`solvers._restricted.restricted`
     (``nu`` the bounds' multipliers per sample, ``inverse_steps = 1 / t``; weights that the
-    sign bounds hold at zero are exact zeros), ``("kkt", neurons)`` when those neurons'
-    bounds admit no point on their support, or ``("budget", neurons)`` when their supports
-    cannot meet the budget (for a layer ball: the neurons furthest from ``Y``). ``cache``
-    keeps each neuron's program (and active bounds) between rounds while its support and
-    signs stay.
+    sign bounds hold at zero are exact zeros), ``("budget", neurons)`` when their supports
+    cannot meet the budget (for a layer ball: the neurons furthest from ``Y``), or
+    ``("stop", why)`` when the attempt cannot go on: a neuron's bounds admit no point on
+    its support, or ``work`` went past ``flops_limit`` (checked after each neuron). ``cache`` keeps each neuron's program (and
+    active bounds) between rounds while its support and signs stay.
     """
     from scipy import linalg
 
@@ -204,13 +207,12 @@ def bounded_restricted(moments, Xa, V, epsilon, support, signs, weights, work, c
     results = [None] * n_out
     pending, zero_tried = np.ones(budget.size, dtype=bool), np.zeros(budget.size, dtype=bool)
     for _ in range(_ROOT_STEPS):
-        failed = []
         for m in np.flatnonzero(pending[group]):
             results[m] = neurons[m].at(float(t[group[m]]), work)
             if results[m] is None:
-                failed.append(m)
-        if failed:
-            return "kkt", failed
+                return "stop", neurons[m].why
+            if work.flops > flops_limit:
+                return "stop", "its share of the work is spent"
         f = np.bincount(group, [r[2] for r in results], minlength=budget.size)
         gamma = np.bincount(group, [r[3] for r in results], minlength=budget.size)
         met = (f <= budget) & (f >= budget * (1.0 - _ROOT_TOL * tol))  # feasible, and the ball nearly tight
@@ -240,6 +242,16 @@ def bounded_restricted(moments, Xa, V, epsilon, support, signs, weights, work, c
     return "ok", Theta, nu, inverse_steps
 
 
+def first_round_flops(active, support) -> float:
+    """The cost model's estimate of a first round from ``support``: per neuron with ``k``
+    unknowns and ``r`` inactive samples, about ``k`` bounds enter, each priced among
+    ``8 (k + 1)`` candidates and factored in (``9 k^3``), and a few passes over the bounds
+    (``4 r k``), at ``_SCALAR_COST``; a few evaluations of ``t``."""
+    k = support.sum(axis=0).astype(float)
+    rows = (~active).sum(axis=0).astype(float)
+    return 3.0 * _SCALAR_COST * float(np.sum(9.0 * k**3 + 4.0 * rows * k))
+
+
 def _over_budget(groups, group, results, per_neuron, n_out):
     """The neurons to mend when ``groups`` cannot meet their budgets: every neuron of a
     neuron's own ball; for the layer ball, the quarter furthest from ``Y``."""
@@ -255,13 +267,13 @@ def mend_bounded(outcome, moments, cache, support, signs) -> tuple[bool, str]:
     """Change the restricted program after :func:`bounded_restricted` found no answer (in
     place): neurons whose supports cannot meet the budget gain the off-support columns most
     correlated with the residual of their unbounded fit (a tenth of the support, at least
-    two). Bounds that admit no point on the support stop the attempt. Returns whether
-    polishing must stop, and why the round failed."""
+    two); a ``("stop", why)`` outcome stops the attempt. Returns whether polishing must
+    stop, and why the round failed."""
     from ._restricted import _correlated_columns
 
     kind, neurons = outcome
-    if kind == "kkt":
-        return True, "the bounds admit no point on the support"
+    if kind == "stop":
+        return True, neurons  # why it stopped
     added_any = False
     for m in neurons:
         neuron = cache[m][1]

@@ -150,6 +150,8 @@ def _dual_qp(Xa, rows, h, cols, positions, signs, L, theta_u, warm_order, warm_F
     Returns ``(mu, residual, order, F_rows, candidates)``: ``residual = C_P^T mu_P - e``;
     with ``s = -residual[k] > 0`` the point is ``u = residual[:k] / s`` and the bounds'
     multipliers are ``mu / s``; ``order`` the passive bounds and ``F_rows`` their ``-F``.
+    The iterations are capped (a few per unknown); the certificate of the polish judges
+    the answer either way.
     """
     k = cols.size
     width = k + 1

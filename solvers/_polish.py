@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from ._bounded import bounded_restricted, mend_bounded
+from ._bounded import bounded_restricted, first_round_flops, mend_bounded
 from ._restricted import Moments, Work, mend_unsolvable, restricted
 from .problem import relative_excess
 
@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 _STALL_ROUNDS = 4  # after this many rounds, stop unless the changes needed fell below ...
 _STALL_FRACTION = 0.25  # ... this fraction of the first round's
+_ATTEMPT_FLOOR = 2e9  # a ReLU layer's attempt may always take this much work (a fraction of a second)
 
 
 @dataclass
@@ -75,7 +76,7 @@ def can_polish(problem) -> bool:
 
 
 def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndarray, relu: bool,
-           Q: np.ndarray, weights: np.ndarray, tol: float, rounds: int = 40, moments: Moments | None = None,
+           Q: np.ndarray, weights: np.ndarray, tol: float, rounds: int = 40, moments: Any = None,
            work: Work | None = None, flops_limit: float = np.inf) -> PolishResult:
     """Try to turn the ADMM's iterate into the exact, certified optimum.
 
@@ -101,14 +102,17 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
         Tolerance of the certificate (relative).
     rounds : int
         Active-set rounds before giving up.
-    moments : Moments, optional
-        The second moments of the data, to reuse across attempts within one solve.
+    moments : Moments or callable, optional
+        The second moments of the data, to reuse across attempts within one solve (or a
+        function that gives them, called only when a round is to run).
     work : Work, optional
         Where the attempt's floating-point operations are added up (a new counter if
         None; the result's ``flops`` is its total either way).
     flops_limit : float, default inf
         The attempt gives up after a round that takes ``work`` beyond this many
-        operations (the first round always runs).
+        operations (a linear layer's first round always runs); a ReLU layer's gives up
+        within a round too, and is not made when the cost model expects its first round
+        to cost more.
     """
     # float64 throughout (no copies when the ADMM ran in float64)
     Xa, Y = np.ascontiguousarray(Xa, dtype=np.float64), np.asarray(Y, dtype=np.float64)
@@ -116,8 +120,12 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
     free = weights[:, None] == 0
     support, signs, active = (Q != 0) | free, np.sign(Q), (Y > 0 if relu else None)
     work = Work() if work is None else work
+    if relu and first_round_flops(active, support) > flops_limit:
+        return PolishResult(None, "the support is too large to polish within its share of the work")
     if moments is None:  # formed once per solve: a set-up, not charged to ``work``
         moments = Moments(Xa, Y, active)
+    elif callable(moments):
+        moments = moments()
     reason, cache, dual_bound = "no round", {}, -np.inf
     first_count = None  # mends needed in the first completed round
     for round_index in range(rounds):
@@ -125,7 +133,8 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
         if stop is not None:
             return PolishResult(None, stop, flops=work.flops)
         if relu:
-            outcome = bounded_restricted(moments, Xa, V, epsilon, support, signs, weights, work, cache, tol)
+            outcome = bounded_restricted(moments, Xa, V, epsilon, support, signs, weights, work, cache, tol,
+                                         flops_limit)
         else:
             outcome = restricted(moments, Xa, epsilon, support, signs, weights, cache, work)
         if outcome[0] != "ok":
@@ -295,7 +304,7 @@ class _Round:
 class Polisher:
     """Polishing attempts on host copies of the iterate (float64), and their schedule.
 
-    The float64 data and the per-neuron second moments are formed at the first attempt
+    The float64 data and the per-neuron second moments are formed when first needed
     and kept for the others; ``seconds`` adds up the time of every attempt. Work is
     counted in floating-point operations of a fixed cost model
     (:class:`~solvers._restricted.Work`; an ADMM iteration is its two products and the
@@ -341,15 +350,21 @@ class Polisher:
         self.next_at, self.wait = iteration + self.wait, int(round(self.settings.polish_backoff * self.wait))
 
     def _float64(self) -> dict[str, Any]:
-        """The float64 data and the moments, formed once per solve for every attempt (their
-        work is not charged to the attempts: it is a set-up, like the ADMM's factorisation)."""
+        """The float64 data, formed once per solve for every attempt."""
         if not self._cache:
             data = self.data
             self._cache.update(Xa=data.Xa.astype(np.float64, copy=False), Y=data.Y.astype(np.float64, copy=False),
                                V=None if data.V is None else data.V.astype(np.float64, copy=False))
-            self._cache["moments"] = Moments(self._cache["Xa"], self._cache["Y"],
-                                             (data.Y > 0) if self.problem.relu else None)
         return self._cache
+
+    def _moments(self) -> Moments:
+        """The per-neuron second moments, formed at the first attempt that runs a round and
+        kept for the others (their work is not charged to the attempts: a set-up, like the
+        ADMM's factorisation)."""
+        cache = self._float64()
+        if "moments" not in cache:
+            cache["moments"] = Moments(cache["Xa"], cache["Y"], (self.data.Y > 0) if self.problem.relu else None)
+        return cache["moments"]
 
     def attempt(self, engine, state, iteration: int | None = None) -> PolishResult:
         """One attempt at the ADMM's current iterate ``state`` (its engine's arrays brought
@@ -360,7 +375,9 @@ class Polisher:
         cache = self._float64()
         Q_host = engine.host(state.Q)
         limit = self.allowance(iteration) if self.budgeted and iteration is not None else np.inf
+        if self.problem.relu:  # one attempt's share, whether or not others failed (small layers: a floor)
+            limit = min(limit, max(self.settings.polish_limit * self.iteration_flops, _ATTEMPT_FLOOR))
         result = polish(cache["Xa"], cache["Y"], cache["V"], self.data.epsilon, self.problem.relu, Q_host,
-                        state.penalized, self.settings.tol, moments=cache["moments"], work=work, flops_limit=limit)
+                        state.penalized, self.settings.tol, moments=self._moments, work=work, flops_limit=limit)
         self.seconds += time.perf_counter() - started
         return result

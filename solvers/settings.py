@@ -55,9 +55,11 @@ class AdmmSettings:
     check_every : int, default 25
         Iterations between convergence checks.
     polish : bool, default True
-        Solve the program restricted to the ADMM's support in closed form once the
+        Solve the program restricted to the ADMM's support exactly (a linear layer's in
+        closed form, a ReLU layer's with its inactive bounds as inequalities) once the
         relative primal residual is below ``polish_start`` (from iteration
-        ``polish_wait``), and stop when the result is certified optimal; a failed attempt
+        ``polish_wait``), and stop when the result is certified optimal (the optimality
+        conditions, or on a ReLU layer a relative duality gap within ``tol``); a failed attempt
         is retried ``polish_wait``, then ``polish_backoff`` times as many, ... iterations
         later, while the failed attempts are within ``polish_budget``.
     rho_start_factor : float, default 2.0
@@ -103,10 +105,17 @@ class AdmmSettings:
         cheap and certify early; they keep the backoff alone.) Work is
         counted in floating-point operations of a fixed cost model (an iteration: its two
         products ``Xa^T B`` and ``Xa Theta`` and the weight step's small product; an
-        attempt: its dense solves and two products per round, the moments formed once
-        per solve not included;
+        attempt: its dense solves, the compiled loops of a ReLU layer's dual and two
+        products per round, the moments formed once per solve not included;
         :class:`solvers._restricted.Work`), so which attempts run never depends on the
         machine's speed. ``inf``: no limit.
+    polish_limit : float, default 400
+        On a ReLU layer, the work one polishing attempt may take, in ADMM iterations of
+        the cost model: an attempt whose first round the model expects to cost more is
+        not made (the support is too large; a later iterate is sparser), and one that
+        goes past it gives up (a small layer's attempt may always take 2e9 operations).
+        Certified attempts on the suite took 20-300 (a first convolution certified at
+        iteration 50 saves hundreds of iterations); ``inf``: no limit.
     screen : bool, default True
         Drop before iterating the inputs whose weights are zero at every optimum: columns
         of ``X`` that are zero on every sample, and, with a fitted unpenalised bias,
@@ -134,6 +143,7 @@ class AdmmSettings:
     polish_wait: int = 50
     polish_backoff: float = 2.0
     polish_budget: float = 0.1
+    polish_limit: float = 400.0
     screen: bool = True
 
     def __post_init__(self) -> None:
@@ -156,8 +166,10 @@ class AdmmSettings:
             value = getattr(self, name)
             if not (_number(value) and math.isfinite(value) and value >= 1):
                 raise ValueError(f"{name}: got {value!r}, needs a finite number >= 1")
-        if not (_number(self.polish_budget) and self.polish_budget >= 0):
-            raise ValueError(f"polish_budget: got {self.polish_budget!r}, needs a number >= 0 (inf: no limit)")
+        for name in ("polish_budget", "polish_limit"):
+            value = getattr(self, name)
+            if not (_number(value) and value >= 0):
+                raise ValueError(f"{name}: got {value!r}, needs a number >= 0 (inf: no limit)")
         for name in ("rho_hold", "polish_wait"):
             value = getattr(self, name)
             if not (_integer(value) and value >= 0):

@@ -4,6 +4,7 @@ import pytest
 
 from conftest import make_layer
 from solvers import solve
+from solvers._bounded import first_round_flops
 from solvers._polish import PolishResult, Work, can_polish, polish
 
 
@@ -122,7 +123,9 @@ def test_an_attempt_gives_up_once_its_work_is_past_the_limit():
     Q = np.vstack([reference.weight.T, reference.bias])
     Q[:-1] *= np.random.default_rng(0).random(Q[:-1].shape) < 0.6  # far from the optimum: several rounds
     unlimited = polish(Xa, problem.Y, None, problem.epsilon, True, Q, weights, 1e-6)
-    limited = polish(Xa, problem.Y, None, problem.epsilon, True, Q, weights, 1e-6, flops_limit=0.0)
+    # enough for the first round to be tried (the model's estimate of it), not for the attempt
+    estimate = first_round_flops(problem.active, (Q != 0) | (weights[:, None] == 0))
+    limited = polish(Xa, problem.Y, None, problem.epsilon, True, Q, weights, 1e-6, flops_limit=2 * estimate)
     assert limited.Theta is None and "share of the work is spent" in limited.reason
     assert 0 < limited.flops < unlimited.flops
 
@@ -139,3 +142,24 @@ def test_the_cost_model_counts_products_and_solves():
     work = Work()
     work.solve(3, 1)  # a small solve costs its overhead
     assert work.flops == _SOLVE_COST * _SMALL_SOLVE
+
+
+def test_a_relu_attempt_is_held_to_polish_limit():
+    """On a ReLU layer, an attempt whose first round the cost model expects to cost more
+    than ``polish_limit`` iterations (and more than a small layer's floor) is not made, nor
+    are the per-neuron moments formed; the ADMM then stops on its own test. A negative
+    limit is refused."""
+    from solvers import AdmmSettings
+
+    problem, original = make_layer(n_samples=1000, n_in=150, n_out=16, epsilon=0.05, seed=3)
+    held = solve(problem, warm_start=original, tol=1e-3, polish_limit=1.0)
+    assert not held.info["polished"] and held.status == "optimal" and held.violation <= 5e-3
+    free = solve(problem, warm_start=original, tol=1e-3, polish_limit=float("inf"))
+    assert free.info["polished"] and free.iterations < held.iterations
+    Xa, weights = _data(problem)
+    Q = np.vstack([original[0].T, original[1]])
+    result = polish(Xa, problem.Y, None, problem.epsilon, True, Q, weights, 1e-3, flops_limit=1.0,
+                    moments=lambda: pytest.fail("the moments of an attempt that is not made"))
+    assert result.Theta is None and "too large" in result.reason and result.flops == 0
+    with pytest.raises(ValueError, match="polish_limit"):
+        AdmmSettings(polish_limit=-1.0)
