@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._ldp import _dual_qp
+from ._ldp import _dual_qp, _row_norms
 from ._restricted import Work
 
 __all__ = ["bounded_restricted", "mend_bounded", "first_round_flops"]
@@ -68,6 +68,7 @@ class _Neuron:
         work.solve(k, 3)
         self.rows = np.flatnonzero(~moments.active[:, m]).astype(np.int64)
         self.h = np.zeros(self.rows.size) if V is None else np.ascontiguousarray(V[self.rows, m])
+        self.norms = _row_norms(Xa, self.rows, self.columns)
         self.positions = np.flatnonzero(weights[columns] > 0).astype(np.int64)  # the weights' sign bounds
         self.signs = np.ascontiguousarray(signs[self.positions], dtype=np.float64)
         self.theta_b = linalg.cho_solve((self.L, True), self.b)
@@ -90,8 +91,8 @@ class _Neuron:
         theta_u = self.theta_b - t * self.theta_c
         warm = self.order.size
         mu, residual, order, F_passive, self.candidates = _dual_qp(
-            self.Xa, self.rows, self.h, self.columns, self.positions, self.signs, self.L, theta_u, self.order,
-            self.F_passive, self.candidates)
+            self.Xa, self.norms, self.rows, self.h, self.columns, self.positions, self.signs, self.L, theta_u,
+            self.order, self.F_passive, self.candidates)
         self.order, self.F_passive = order, F_passive
         # two passes over the bounds, and per entering bound a pass over the candidates and its
         # row's solve; compiled scalar loops, counted at _SCALAR_COST flops of a large product

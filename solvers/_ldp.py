@@ -18,9 +18,12 @@ is ``s (E_i theta - h_i)``: it enters exactly when the current point violates it
 method is a dual active-set method, and the bounds that enter are the active ones,
 usually far fewer than the samples.
 
-:func:`_dual_qp` never forms ``C``: a bound's row ``F_i`` is solved when it enters, and
-the gradients that price the bounds are read from the samples in place
-(:func:`_gradients`).
+:func:`_dual_qp` never forms ``C``: a bound's row ``F_i`` is solved when it enters. The
+gradients that price the bounds are ``E_i w + h_i rho_k`` for one direction ``w``
+(:func:`_direction`): a product with the samples for all of them (:func:`_price_all`), or
+with the gathered rows of the likeliest few (:func:`_candidate_rows`). The passive rows'
+Gram matrix is held as a Cholesky factor, extended by a row when a bound enters
+(:func:`_append`) and updated by a rank-one step when one leaves (:func:`_delete`).
 """
 from __future__ import annotations
 
@@ -94,55 +97,122 @@ def _fit(Cp, R, size):
 
 
 @njit(cache=True)
-def _drop(Cp, R, order, size, keep):
-    """Refactor without the passive rows where ``keep`` is False; the new size."""
-    kept_rows, kept_order = Cp[:size][keep].copy(), order[:size][keep].copy()
-    new_size = 0
-    for j in range(kept_order.size):
-        grown = _append(Cp, R, new_size, kept_rows[j])
-        if grown > new_size:
-            order[new_size] = kept_order[j]
-        new_size = grown
-    return new_size
+def _delete(Cp, R, order, size, j):
+    """Remove passive row ``j`` from ``Cp``, ``order`` and the factor ``R`` (in place).
+
+    The rows before ``j`` keep their factor. With ``T`` the trailing factor (rows and
+    columns after ``j``) and ``x`` the column ``j`` below the diagonal, the trailing Gram
+    matrix without row ``j`` is ``T T^T + x x^T``: its factor is ``T`` after a rank-one
+    update (one rotation per column, ``O((size - j)^2)``). Returns the new size."""
+    n = size - j - 1
+    x = R[j + 1:size, j].copy()
+    for a in range(n):
+        p = j + 1 + a
+        d = R[p, p]
+        r = np.sqrt(d * d + x[a] * x[a])
+        c, s = r / d, x[a] / d
+        R[p, p] = r
+        for b in range(a + 1, n):
+            q = j + 1 + b
+            R[q, p] = (R[q, p] + s * x[b]) / c
+            x[b] = c * x[b] - s * R[q, p]
+    for p in range(j, size - 1):
+        Cp[p] = Cp[p + 1]
+        order[p] = order[p + 1]
+        for q in range(j):
+            R[p, q] = R[p + 1, q]
+        for q in range(j, p + 1):
+            R[p, q] = R[p + 1, q + 1]
+    return size - 1
 
 
 @njit(cache=True)
-def _gradients(Xa, rows, h, cols, positions, signs, L, theta_u, residual, indices):
-    """The gradients ``-C_i (C_P^T mu_P - e)`` of the bounds ``indices`` and the scale each
-    is compared with. For a bound, ``gradient = s (E_i theta - h_i)`` with ``s > 0``: it is
-    positive exactly where the current point violates the bound."""
-    k = cols.size
-    w = _backward(L, residual[:k]) - residual[k] * theta_u
+def _drop(Cp, R, order, size, keep):
+    """Remove the passive rows where ``keep`` is False; the new size."""
+    for j in range(size - 1, -1, -1):
+        if not keep[j]:
+            size = _delete(Cp, R, order, size, j)
+    return size
+
+
+@njit(cache=True)
+def _row_norms(Xa, rows, cols):
+    """The norms of the sample bounds' rows ``E_i`` (the samples ``rows`` on the columns ``cols``)."""
+    norms = np.empty(rows.size)
+    for i in range(rows.size):
+        square = 0.0
+        for j in range(cols.size):
+            square += Xa[rows[i], cols[j]] ** 2
+        norms[i] = np.sqrt(square)
+    return norms
+
+
+@njit(cache=True)
+def _direction(L, theta_u, residual):
+    """``w = L^{-T} rho_{:k} - rho_k theta_u``: a bound's gradient is ``E_i w + h_i rho_k``."""
+    k = theta_u.size
+    return _backward(L, residual[:k]) - residual[k] * theta_u
+
+
+@njit(cache=True)
+def _price_all(Xa, norms, rows, h, cols, positions, signs, w, bias):
+    """The gradients ``-C_i (C_P^T mu_P - e)`` of every bound and the scale each is compared
+    with, for the direction ``w`` and ``bias = rho_k`` (:func:`_direction`). A bound's
+    gradient is ``s (E_i theta - h_i)`` with ``s > 0``: positive exactly where the current
+    point violates it. The samples' products are one product with ``Xa``."""
     w_norm = np.sqrt(np.dot(w, w))
-    gradient, scale = np.empty(indices.size), np.empty(indices.size)
-    for position in range(indices.size):
-        i = indices[position]
-        if i < rows.size:  # a sample: read in place, no copy of the row
-            value, square, row = 0.0, 0.0, rows[i]
-            for j in range(k):
-                x = Xa[row, cols[j]]
-                value += x * w[j]
-                square += x * x
-            gradient[position] = value + h[i] * residual[k]
-            scale[position] = np.sqrt(square) * w_norm + abs(h[i] * residual[k])
-        else:  # the sign bound of one weight
-            j = positions[i - rows.size]
-            gradient[position] = -signs[i - rows.size] * w[j]
-            scale[position] = w_norm
+    w_full = np.zeros(Xa.shape[1])
+    for j in range(cols.size):
+        w_full[cols[j]] = w[j]
+    products = Xa @ w_full
+    n_bounds = rows.size + positions.size
+    gradient, scale = np.empty(n_bounds), np.empty(n_bounds)
+    for i in range(rows.size):
+        gradient[i] = products[rows[i]] + h[i] * bias
+        scale[i] = norms[i] * w_norm + abs(h[i] * bias)
+    for position in range(positions.size):
+        gradient[rows.size + position] = -signs[position] * w[positions[position]]
+        scale[rows.size + position] = w_norm
     return gradient, scale
 
 
 @njit(cache=True)
-def _dual_qp(Xa, rows, h, cols, positions, signs, L, theta_u, warm_order, warm_F, candidates):
+def _candidate_rows(Xa, norms, rows, h, cols, positions, signs, candidates):
+    """The rows ``E_i``, bounds and row norms of the bounds ``candidates``, gathered once so
+    that pricing them is one product."""
+    E = np.empty((candidates.size, cols.size))
+    bounds, row_norms = np.zeros(candidates.size), np.ones(candidates.size)
+    for position in range(candidates.size):
+        i = candidates[position]
+        E[position] = _bound_row(Xa, rows, cols, positions, signs, i)
+        if i < rows.size:
+            bounds[position], row_norms[position] = h[i], norms[i]
+    return E, bounds, row_norms
+
+
+@njit(cache=True)
+def _entering(indices, gradient, scale, passive, skipped):
+    """The bound among ``indices`` (neither passive nor skipped) with the largest gradient
+    above its round-off scale; -1 when none."""
+    best, value = -1, 0.0
+    for position in range(indices.size):
+        i = indices[position]
+        if not passive[i] and not skipped[i] and gradient[position] > max(1e-10 * scale[position], value):
+            best, value = i, gradient[position]
+    return best
+
+
+@njit(cache=True)
+def _dual_qp(Xa, norms, rows, h, cols, positions, signs, L, theta_u, warm_order, warm_F, candidates):
     """The least-distance program of one neuron by Lawson-Hanson non-negative least squares.
 
     Bound ``i`` is the row ``C_i = [-F_i, -r_i]`` with ``F_i = (L^{-1} E_i^T)^T`` and
     ``r_i = h_i - E_i theta_u``; ``min ||C^T mu - e||, mu >= 0`` is solved without forming
-    ``C``: a bound's row is made when it enters, and the gradients that decide which enters
-    are those of :func:`_gradients`, priced among ``candidates`` (the bounds nearest to
-    entering at the last full pass) and confirmed by a full pass over all of them at the
-    end. The passive rows' least-squares fit is a Cholesky factor of their Gram matrix,
-    extended as a bound enters and refactored when one leaves.
+    ``C``: a bound's row is made when it enters, and the bound that enters is the one with
+    the largest gradient among ``candidates`` (the bounds nearest to entering at the last
+    full pass), or among all of them (a full pass) when no candidate qualifies; the end is
+    confirmed by a full pass. ``norms`` are the sample bounds' row norms
+    (:func:`_row_norms`), the scale that tells a gradient from round-off.
 
     The warm start is the previous call's passive bounds ``warm_order`` with their rows
     ``-F`` (``warm_F``), which do not depend on ``theta_u``.
@@ -187,26 +257,25 @@ def _dual_qp(Xa, rows, h, cols, positions, signs, L, theta_u, warm_order, warm_F
     residual = Cp[:size].T @ mu[order[:size]]
     residual[k] -= 1.0
     skipped = np.zeros(n_bounds, dtype=np.bool_)
-    everything = np.arange(n_bounds)
+    E_candidates, h_candidates, norm_candidates = _candidate_rows(Xa, norms, rows, h, cols, positions, signs,
+                                                                  candidates)
     for _ in range(4 * width + 10):
         if size == width:
             break
+        passive = np.zeros(n_bounds, dtype=np.bool_)
+        passive[order[:size]] = True
+        w, bias = _direction(L, theta_u, residual), residual[k]
         best = -1
-        for full_pass in range(2):  # the candidates first; a full pass when none enters
-            indices = everything if full_pass else candidates
-            gradient, scale = _gradients(Xa, rows, h, cols, positions, signs, L, theta_u, residual, indices)
-            passive = np.zeros(n_bounds, dtype=np.bool_)
-            passive[order[:size]] = True
-            value = 0.0
-            for position in range(indices.size):
-                i = indices[position]
-                if (not passive[i] and not skipped[i] and gradient[position] > 1e-10 * scale[position]
-                        and gradient[position] > value):
-                    best, value = i, gradient[position]
-            if full_pass:
-                candidates = indices[np.argsort(-gradient)[: 8 * width]]
-            if best >= 0:
-                break
+        if candidates.size:  # the candidates first, one product; a full pass when none enters
+            w_norm = np.sqrt(np.dot(w, w))
+            best = _entering(candidates, E_candidates @ w + h_candidates * bias,
+                             norm_candidates * w_norm + np.abs(h_candidates * bias), passive, skipped)
+        if best < 0:
+            gradient, scale = _price_all(Xa, norms, rows, h, cols, positions, signs, w, bias)
+            best = _entering(np.arange(n_bounds), gradient, scale, passive, skipped)
+            candidates = np.argsort(-gradient)[: 8 * width]
+            E_candidates, h_candidates, norm_candidates = _candidate_rows(Xa, norms, rows, h, cols, positions,
+                                                                          signs, candidates)
         if best < 0:
             break
         grown = _append(Cp, R, size, row_of(best, -_forward(L, _bound_row(Xa, rows, cols, positions, signs, best))))

@@ -50,6 +50,8 @@ logger = logging.getLogger(__name__)
 _STALL_ROUNDS = 4  # after this many rounds, stop unless the changes needed fell below ...
 _STALL_FRACTION = 0.25  # ... this fraction of the first round's
 _ATTEMPT_FLOOR = 2e9  # a ReLU layer's attempt may always take this much work (a fraction of a second)
+_GAP_ROUNDS = 2  # a ReLU attempt gives up when its duality gap fell by less than ...
+_GAP_FACTOR = 0.8  # ... this factor over this many rounds
 
 
 @dataclass
@@ -126,7 +128,7 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
         moments = Moments(Xa, Y, active)
     elif callable(moments):
         moments = moments()
-    reason, cache, dual_bound = "no round", {}, -np.inf
+    reason, cache, dual_bound, gaps = "no round", {}, -np.inf, []
     first_count = None  # mends needed in the first completed round
     for round_index in range(rounds):
         stop = _stop_before(round_index, first_count, reason, work.flops, flops_limit)
@@ -147,10 +149,15 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
             support = (Theta != 0) | free
         round_ = _Round(Xa, Y, V, epsilon, active, weights, free, support, signs, Theta, nu, inverse_steps, tol)
         round_.charge(work)
-        if round_.settled(relu, dual_bound):
+        # any round's multipliers bound the optimum: the best one certifies later rounds
+        gaps.append(round_.gap(dual_bound) if relu and not round_.flipped.any() else np.inf)
+        if round_.settled(relu, gaps[-1]):
             return round_.certify(relu, work.flops)
-        if relu:  # any round's multipliers bound the optimum: the best one certifies later rounds
+        if relu:
             dual_bound = max(dual_bound, round_.dual_bound())
+            if len(gaps) > _GAP_ROUNDS and gaps[-1] > _GAP_FACTOR * gaps[-1 - _GAP_ROUNDS]:
+                return PolishResult(None, f"the duality gap stalls at {gaps[-1]:.2g} (tol {tol:.2g})",
+                                    flops=work.flops)
         round_.log(round_index, work.flops)
         if first_count is None:
             first_count = round_.count
@@ -239,17 +246,19 @@ class _Round:
     def needs_mending(self) -> bool:
         return bool(self.flipped.any() or (self.excess > 0).any())
 
-    def settled(self, relu: bool, dual_bound: float = -np.inf) -> bool:
-        """Whether to stop mending: nothing to change, or (ReLU) the relative duality gap
-        ``(P - D) / P`` within ``tol``, with ``D`` the best lower bound of the optimum known
-        (``dual_bound``, from earlier rounds, or this round's)."""
+    def settled(self, relu: bool, gap: float = np.inf) -> bool:
+        """Whether to stop mending: nothing to change, or (ReLU, no sign flipped) the
+        relative duality gap (:meth:`gap`) within ``tol``."""
         if not self.needs_mending:
             return True
-        if not relu or self.flipped.any():
-            return False
+        return relu and not self.flipped.any() and gap <= self.tol
+
+    def gap(self, dual_bound: float = -np.inf) -> float:
+        """The relative duality gap ``(P - D) / P`` with ``D`` the better of ``dual_bound``
+        (the best lower bound of the optimum from earlier rounds) and this round's bound."""
         gap = (self.primal - max(dual_bound, self.dual_bound())) / max(self.primal, 1e-300)
         logger.debug("polish round: relative duality gap %.3g", gap)
-        return gap <= self.tol
+        return gap
 
     @property
     def count(self) -> int:

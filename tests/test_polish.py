@@ -163,3 +163,23 @@ def test_a_relu_attempt_is_held_to_polish_limit():
     assert result.Theta is None and "too large" in result.reason and result.flops == 0
     with pytest.raises(ValueError, match="polish_limit"):
         AdmmSettings(polish_limit=-1.0)
+
+
+def test_a_relu_attempt_whose_duality_gap_stalls_gives_up(monkeypatch):
+    """A ReLU attempt whose relative duality gap shrinks by less than ``_GAP_FACTOR`` over
+    ``_GAP_ROUNDS`` rounds gives up and says so; one whose gap keeps shrinking goes on."""
+    import solvers._polish as module
+
+    problem, _ = make_layer(n_samples=120, n_in=15, n_out=4, seed=21)
+    reference = solve(problem, method="cvxpy")
+    Xa, weights = _data(problem)
+    Q = np.vstack([reference.weight.T, reference.bias])
+    gaps = iter([0.5, 0.45, 0.41, 0.38, 0.35])
+    monkeypatch.setattr(module._Round, "gap", lambda self, dual_bound=-np.inf: next(gaps))
+    monkeypatch.setattr(module._Round, "needs_mending", property(lambda self: True))
+    result = polish(Xa, problem.Y, None, problem.epsilon, True, Q, weights, 1e-6)
+    assert result.Theta is None and "duality gap stalls" in result.reason
+    shrinking = iter(0.5 ** np.arange(2, 60))
+    monkeypatch.setattr(module._Round, "gap", lambda self, dual_bound=-np.inf: next(shrinking))
+    result = polish(Xa, problem.Y, None, problem.epsilon, True, Q, weights, 1e-6, rounds=12)
+    assert result.Theta is None and "stalls" not in result.reason
