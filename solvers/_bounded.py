@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._ldp import _dual_qp, _row_norms
+from ._ldp import _dual_qp
 from ._restricted import Work
 
 __all__ = ["bounded_restricted", "mend_bounded", "first_round_flops"]
@@ -41,6 +41,7 @@ __all__ = ["bounded_restricted", "mend_bounded", "first_round_flops"]
 _ROOT_STEPS = 40  # evaluations of f(t) at most per round
 _ROOT_TOL = 0.1  # t is taken once f(t) is within this times tol below the budget (a gap of about as much)
 _INFEASIBLE = 1e-10  # NNLS residual below which the bounds admit no point
+_CONFIRM_ROUNDS = 4  # batched checks of the neurons' answers before the kernel checks its own
 _SCALAR_COST = 30.0  # a flop of the compiled least-distance loops, in flops of a large product (see Work)
 
 
@@ -53,7 +54,7 @@ class _Neuron:
     at the previous call.
     """
 
-    def __init__(self, moments, Xa, V, columns, signs, weights, m, work) -> None:
+    def __init__(self, moments, Xa, V, columns, signs, weights, m, work, squares) -> None:
         from scipy import linalg
 
         self.columns, self.m = columns.astype(np.int64), m
@@ -68,7 +69,7 @@ class _Neuron:
         work.solve(k, 3)
         self.rows = np.flatnonzero(~moments.active[:, m]).astype(np.int64)
         self.h = np.zeros(self.rows.size) if V is None else np.ascontiguousarray(V[self.rows, m])
-        self.norms = _row_norms(Xa, self.rows, self.columns)
+        self.norms = np.sqrt(squares[self.rows])  # ||E_i||: sum_j Xa[i, j]^2 over the support
         self.positions = np.flatnonzero(weights[columns] > 0).astype(np.int64)  # the weights' sign bounds
         self.signs = np.ascontiguousarray(signs[self.positions], dtype=np.float64)
         self.theta_b = linalg.cho_solve((self.L, True), self.b)
@@ -78,27 +79,29 @@ class _Neuron:
         self.order, self.F_passive = np.empty(0, dtype=np.int64), np.empty((0, k))
         self.candidates = np.empty(0, dtype=np.int64)
 
-    def at(self, t: float, work: Work):
+    def at(self, t: float, work: Work, confirm: bool = True):
         """``(theta, multipliers, f, gamma)`` at ``t``, or None when the bounds admit no point.
 
         ``multipliers`` are those of the sample bounds in the quadratic program (``t`` times
         the program's); ``f = ||M theta - y||^2`` and ``gamma`` its curvature in ``t^2``
-        while the active bounds stay.
+        while the active bounds stay. With ``confirm`` False a warm-started call stops once
+        none of its candidate bounds enters; :func:`_confirm` then checks every bound.
         """
         from scipy import linalg
 
         k = self.columns.size
         theta_u = self.theta_b - t * self.theta_c
         warm = self.order.size
-        mu, residual, order, F_passive, self.candidates = _dual_qp(
+        mu, residual, order, F_passive, self.candidates, passes = _dual_qp(
             self.Xa, self.norms, self.rows, self.h, self.columns, self.positions, self.signs, self.L, theta_u,
-            self.order, self.F_passive, self.candidates)
-        self.order, self.F_passive = order, F_passive
-        # two passes over the bounds, and per entering bound a pass over the candidates and its
-        # row's solve; compiled scalar loops, counted at _SCALAR_COST flops of a large product
+            self.order, self.F_passive, self.candidates, confirm)
+        self.order, self.F_passive, self.residual, self.theta_u = order, F_passive, residual, theta_u
+        # per entering bound: the candidates' product (8 (k + 1) rows), and compiled scalar
+        # loops (its row's solve, the factor's update, the fit: about 3 k^2 at _SCALAR_COST);
+        # a full pass is a product with every sample
         entered = max(order.size - warm, 0) + 1
-        work.flops += _SCALAR_COST * 2.0 * k * (2.0 * (self.rows.size + self.positions.size)
-                                                + entered * (8.0 * (k + 1) + k))
+        work.flops += (2.0 * k * entered * (8.0 * (k + 1) + 3.0 * _SCALAR_COST * k)
+                       + passes * 2.0 * self.Xa.shape[0] * self.Xa.shape[1])
         scale = -residual[k]
         if not (np.linalg.norm(residual) > _INFEASIBLE and scale > 0):
             self.why = "the bounds admit no point on the support"
@@ -120,6 +123,70 @@ class _Neuron:
         return theta, multipliers[: self.rows.size], f, float(projected @ projected)
 
 
+    def direction(self) -> tuple[np.ndarray, float]:
+        """``(w, rho_k)`` of the last call: a sample bound's gradient is ``E_i w + h_i rho_k``."""
+        from scipy import linalg
+
+        k = self.columns.size
+        w = linalg.solve_triangular(self.L.T, self.residual[:k], lower=False) - self.residual[k] * self.theta_u
+        return w, float(self.residual[k])
+
+    def violated(self, products: np.ndarray, w: np.ndarray, bias: float) -> bool:
+        """Whether a bound outside the last answer's passive set should enter, from
+        ``products = Xa w_full`` (every sample); if so its candidates become the bounds with
+        the largest gradients (the same test and choice as the kernel's full pass)."""
+        w_norm = float(np.linalg.norm(w))
+        gradient = np.concatenate([products[self.rows] + self.h * bias, -self.signs * w[self.positions]])
+        scale = np.concatenate([self.norms * w_norm + np.abs(self.h * bias), np.full(self.positions.size, w_norm)])
+        entering = gradient > 1e-10 * scale
+        entering[self.order] = False
+        if not entering.any():
+            return False
+        self.candidates = np.argsort(-gradient)[: 8 * (self.columns.size + 1)]
+        return True
+
+
+def _confirm(neurons, indices, Xa, t, group, results, work) -> str | None:
+    """Check the unconfirmed answers of ``neurons[indices]`` against every bound, one product
+    for all of them, and solve again those where a bound should enter (from the bounds
+    with the largest gradients), until none should; the last of ``_CONFIRM_ROUNDS`` rounds
+    has the kernel confirm its own answers. Returns why the attempt stops, or None."""
+    indices = [m for m in indices if isinstance(neurons[m], _Neuron)]
+    for round_index in range(_CONFIRM_ROUNDS):
+        if not indices:
+            return None
+        directions = [neurons[m].direction() for m in indices]
+        W = np.zeros((Xa.shape[1], len(indices)))
+        for j, (m, (w, _)) in enumerate(zip(indices, directions)):
+            W[neurons[m].columns, j] = w
+        products = Xa @ W
+        work.product(Xa.shape[0], Xa.shape[1], len(indices))
+        indices = [m for j, (m, (w, bias)) in enumerate(zip(indices, directions))
+                   if neurons[m].violated(products[:, j], w, bias)]
+        for m in indices:
+            results[m] = neurons[m].at(float(t[group[m]]), work, confirm=round_index == _CONFIRM_ROUNDS - 1)
+            if results[m] is None:
+                return neurons[m].why
+    return None
+
+
+def _first_candidates(neurons, Xa, t, group, work) -> None:
+    """Candidates for the neurons that start with none (no bound active before): the bounds
+    that their unbounded fits ``theta_u(t)`` violate most (``w = theta_u``, ``rho_k = -1``
+    with no passive bound), priced for all of them in one product."""
+    fresh = [m for m, neuron in enumerate(neurons)
+             if isinstance(neuron, _Neuron) and neuron.candidates.size == 0 and neuron.order.size == 0]
+    if not fresh:
+        return
+    W = np.zeros((Xa.shape[1], len(fresh)))
+    for j, m in enumerate(fresh):
+        W[neurons[m].columns, j] = neurons[m].theta_b - float(t[group[m]]) * neurons[m].theta_c
+    products = Xa @ W
+    work.product(Xa.shape[0], Xa.shape[1], len(fresh))
+    for j, m in enumerate(fresh):
+        neurons[m].violated(products[:, j], W[neurons[m].columns, j], -1.0)
+
+
 class _Idle:
     """A neuron with no active sample: no ball, only its bounds. Zero weights are optimal
     when they are feasible: an unpenalised bias (if any) at the lowest bound, at most 0."""
@@ -135,7 +202,7 @@ class _Idle:
         if free.size and lowest < 0.0:
             self.theta[free[0]] = lowest / float(Xa[0, columns[free[0]]])
 
-    def at(self, t: float, work: Work):
+    def at(self, t: float, work: Work, confirm: bool = True):
         if not self.feasible:
             self.why = "the bounds admit no point on the support"
             return None
@@ -168,8 +235,11 @@ def bounded_restricted(moments, Xa, V, epsilon, support, signs, weights, work, c
     sign bounds hold at zero are exact zeros), ``("budget", neurons)`` when their supports
     cannot meet the budget (for a layer ball: the neurons furthest from ``Y``), or
     ``("stop", why)`` when the attempt cannot go on: a neuron's bounds admit no point on
-    its support, or ``work`` went past ``flops_limit`` (checked after each neuron). ``cache`` keeps each neuron's program (and
-    active bounds) between rounds while its support and signs stay.
+    its support, or ``work`` went past ``flops_limit`` (checked after each neuron).
+    ``cache`` keeps each neuron's program (and active bounds) between rounds while its
+    support and signs stay. The neurons' answers at each ``t`` are checked against every
+    bound together (:func:`_confirm`), and the bounds' row norms and first candidates are
+    priced for all neurons at once.
     """
     from scipy import linalg
 
@@ -177,7 +247,7 @@ def bounded_restricted(moments, Xa, V, epsilon, support, signs, weights, work, c
     per_neuron = epsilon.ndim == 1
     group = np.arange(n_out) if per_neuron else np.zeros(n_out, dtype=int)
     budget = epsilon**2 if per_neuron else np.array([float(epsilon) ** 2])
-    neurons = []
+    neurons, squares = [], None
     for m in range(n_out):
         columns = np.flatnonzero(support[:, m])
         key = (columns.tobytes(), signs[columns, m].tobytes())
@@ -186,7 +256,10 @@ def bounded_restricted(moments, Xa, V, epsilon, support, signs, weights, work, c
                 cache[m] = (key, _Idle(Xa, V, columns, weights, m))
                 neurons.append(cache[m][1])
                 continue
-            neuron = _Neuron(moments, Xa, V, columns, signs[columns, m], weights, m, work)
+            if squares is None:  # the bounds' row norms of every neuron formed this round: one product
+                squares = (Xa * Xa) @ support.astype(np.float64)
+                work.product(Xa.shape[0], n_cols, n_out)
+            neuron = _Neuron(moments, Xa, V, columns, signs[columns, m], weights, m, work, squares[:, m])
             if m in cache:  # the same samples' bounds: start from those active before (rows of F change)
                 before = cache[m][1]
                 neuron.order = before.order[before.order < before.rows.size]
@@ -204,16 +277,21 @@ def bounded_restricted(moments, Xa, V, epsilon, support, signs, weights, work, c
                                                                np.maximum(gamma_sum, 1e-300)), 1.0)
     if "t" in cache:  # the previous round's steps: close once the support settles
         t = cache["t"].copy()
+    _first_candidates(neurons, Xa, t, group, work)
     low, high = np.zeros(budget.size), np.full(budget.size, np.inf)
     results = [None] * n_out
     pending, zero_tried = np.ones(budget.size, dtype=bool), np.zeros(budget.size, dtype=bool)
     for _ in range(_ROOT_STEPS):
-        for m in np.flatnonzero(pending[group]):
-            results[m] = neurons[m].at(float(t[group[m]]), work)
+        solved = np.flatnonzero(pending[group])
+        for m in solved:
+            results[m] = neurons[m].at(float(t[group[m]]), work, confirm=False)
             if results[m] is None:
                 return "stop", neurons[m].why
             if work.flops > flops_limit:
                 return "stop", "its share of the work is spent"
+        why = _confirm(neurons, solved, Xa, t, group, results, work)
+        if why is not None:
+            return "stop", why
         f = np.bincount(group, [r[2] for r in results], minlength=budget.size)
         gamma = np.bincount(group, [r[3] for r in results], minlength=budget.size)
         met = (f <= budget) & (f >= budget * (1.0 - _ROOT_TOL * tol))  # feasible, and the ball nearly tight
@@ -246,11 +324,12 @@ def bounded_restricted(moments, Xa, V, epsilon, support, signs, weights, work, c
 def first_round_flops(active, support) -> float:
     """The cost model's estimate of a first round from ``support``: per neuron with ``k``
     unknowns and ``r`` inactive samples, about ``k`` bounds enter, each priced among
-    ``8 (k + 1)`` candidates and factored in (``9 k^3``), and a few passes over the bounds
-    (``4 r k``), at ``_SCALAR_COST``; a few evaluations of ``t``."""
+    ``8 (k + 1)`` candidates (a product) and factored in (about ``3 k^2`` at
+    ``_SCALAR_COST``, see :meth:`_Neuron.at`), and a few passes over the bounds
+    (``4 r k``); a few evaluations of ``t``."""
     k = support.sum(axis=0).astype(float)
     rows = (~active).sum(axis=0).astype(float)
-    return 3.0 * _SCALAR_COST * float(np.sum(9.0 * k**3 + 4.0 * rows * k))
+    return 3.0 * float(np.sum(2.0 * k * k * (8.0 * (k + 1.0) + 3.0 * _SCALAR_COST * k) + 4.0 * rows * k))
 
 
 def _over_budget(groups, group, results, per_neuron, n_out):

@@ -136,18 +136,6 @@ def _drop(Cp, R, order, size, keep):
 
 
 @njit(cache=True)
-def _row_norms(Xa, rows, cols):
-    """The norms of the sample bounds' rows ``E_i`` (the samples ``rows`` on the columns ``cols``)."""
-    norms = np.empty(rows.size)
-    for i in range(rows.size):
-        square = 0.0
-        for j in range(cols.size):
-            square += Xa[rows[i], cols[j]] ** 2
-        norms[i] = np.sqrt(square)
-    return norms
-
-
-@njit(cache=True)
 def _direction(L, theta_u, residual):
     """``w = L^{-T} rho_{:k} - rho_k theta_u``: a bound's gradient is ``E_i w + h_i rho_k``."""
     k = theta_u.size
@@ -203,7 +191,7 @@ def _entering(indices, gradient, scale, passive, skipped):
 
 
 @njit(cache=True)
-def _dual_qp(Xa, norms, rows, h, cols, positions, signs, L, theta_u, warm_order, warm_F, candidates):
+def _dual_qp(Xa, norms, rows, h, cols, positions, signs, L, theta_u, warm_order, warm_F, candidates, confirm):
     """The least-distance program of one neuron by Lawson-Hanson non-negative least squares.
 
     Bound ``i`` is the row ``C_i = [-F_i, -r_i]`` with ``F_i = (L^{-1} E_i^T)^T`` and
@@ -212,14 +200,19 @@ def _dual_qp(Xa, norms, rows, h, cols, positions, signs, L, theta_u, warm_order,
     the largest gradient among ``candidates`` (the bounds nearest to entering at the last
     full pass), or among all of them (a full pass) when no candidate qualifies; the end is
     confirmed by a full pass. ``norms`` are the sample bounds' row norms
-    (:func:`_row_norms`), the scale that tells a gradient from round-off.
+    (``||E_i||``), the scale that tells a gradient from round-off.
 
     The warm start is the previous call's passive bounds ``warm_order`` with their rows
     ``-F`` (``warm_F``), which do not depend on ``theta_u``.
 
-    Returns ``(mu, residual, order, F_rows, candidates)``: ``residual = C_P^T mu_P - e``;
-    with ``s = -residual[k] > 0`` the point is ``u = residual[:k] / s`` and the bounds'
-    multipliers are ``mu / s``; ``order`` the passive bounds and ``F_rows`` their ``-F``.
+    With ``confirm`` False the end is not confirmed when candidates were given: the method
+    stops once none of them enters, and the caller prices every bound (for many neurons
+    in one product) and calls again, warm-started, if one should enter.
+
+    Returns ``(mu, residual, order, F_rows, candidates, passes)``: ``residual = C_P^T mu_P
+    - e``; with ``s = -residual[k] > 0`` the point is ``u = residual[:k] / s`` and the
+    bounds' multipliers are ``mu / s``; ``order`` the passive bounds and ``F_rows`` their
+    ``-F``; ``passes`` the full passes made.
     The iterations are capped (a few per unknown); the certificate of the polish judges
     the answer either way.
     """
@@ -257,6 +250,7 @@ def _dual_qp(Xa, norms, rows, h, cols, positions, signs, L, theta_u, warm_order,
     residual = Cp[:size].T @ mu[order[:size]]
     residual[k] -= 1.0
     skipped = np.zeros(n_bounds, dtype=np.bool_)
+    passes = 0
     E_candidates, h_candidates, norm_candidates = _candidate_rows(Xa, norms, rows, h, cols, positions, signs,
                                                                   candidates)
     for _ in range(4 * width + 10):
@@ -270,7 +264,10 @@ def _dual_qp(Xa, norms, rows, h, cols, positions, signs, L, theta_u, warm_order,
             w_norm = np.sqrt(np.dot(w, w))
             best = _entering(candidates, E_candidates @ w + h_candidates * bias,
                              norm_candidates * w_norm + np.abs(h_candidates * bias), passive, skipped)
+        if best < 0 and candidates.size and not confirm:
+            break  # the caller confirms the answer (one product for many neurons)
         if best < 0:
+            passes += 1
             gradient, scale = _price_all(Xa, norms, rows, h, cols, positions, signs, w, bias)
             best = _entering(np.arange(n_bounds), gradient, scale, passive, skipped)
             candidates = np.argsort(-gradient)[: 8 * width]
@@ -306,4 +303,4 @@ def _dual_qp(Xa, norms, rows, h, cols, positions, signs, L, theta_u, warm_order,
             skipped[:] = False
         residual = Cp[:size].T @ mu[order[:size]]
         residual[k] -= 1.0
-    return mu, residual, order[:size].copy(), Cp[:size, :k].copy(), candidates
+    return mu, residual, order[:size].copy(), Cp[:size, :k].copy(), candidates, passes

@@ -7,7 +7,7 @@ import pytest
 from conftest import make_layer
 from solvers import solve
 from solvers._bounded import bounded_restricted
-from solvers._ldp import _dual_qp, _row_norms
+from solvers._ldp import _dual_qp
 from solvers._polish import _Round
 from solvers._restricted import Moments, Work
 
@@ -45,8 +45,8 @@ def test_the_least_distance_kernel_solves_the_quadratic_program(seed):
     case = _kernel_case(seed)
     Xa, rows, h, cols, positions, signs, L, theta_u = case
     empty = (np.empty(0, np.int64), np.empty((0, cols.size)), np.empty(0, np.int64))
-    kernel_case = (Xa, _row_norms(Xa, rows, cols), *case[1:])
-    mu, residual, order, F_rows, candidates = _dual_qp(*kernel_case, *empty)
+    kernel_case = (Xa, np.linalg.norm(Xa[np.ix_(rows, cols)], axis=1), *case[1:])
+    mu, residual, order, F_rows, candidates, _ = _dual_qp(*kernel_case, *empty, True)
     E, bounds, C = _explicit(*case)
     target = np.zeros(cols.size + 1)
     target[-1] = 1.0
@@ -59,7 +59,7 @@ def test_the_least_distance_kernel_solves_the_quadratic_program(seed):
     G = L @ L.T
     assert np.allclose(G @ (theta - theta_u) + E.T @ multipliers, 0.0, atol=1e-8)  # stationarity
     assert np.allclose(multipliers * (E @ theta - bounds), 0.0, atol=1e-8)  # complementarity
-    again = _dual_qp(*kernel_case, order, F_rows, candidates)
+    again = _dual_qp(*kernel_case, order, F_rows, candidates, True)
     assert np.allclose(again[1], residual, atol=1e-12) and set(again[2]) == set(order)
 
 
