@@ -42,6 +42,7 @@ _ROOT_STEPS = 40  # evaluations of f(t) at most per round
 _ROOT_TOL = 0.1  # t is taken once f(t) is within this times tol below the budget (a gap of about as much)
 _INFEASIBLE = 1e-10  # NNLS residual below which the bounds admit no point
 _CONFIRM_ROUNDS = 4  # batched checks of the neurons' answers before the kernel checks its own
+_CALL_COST = 1e7  # the fixed cost of one neuron's solve at one t (Python and dispatch), in flops of a product
 _SCALAR_COST = 30.0  # a flop of the compiled least-distance loops, in flops of a large product (see Work)
 
 
@@ -100,7 +101,7 @@ class _Neuron:
         # loops (its row's solve, the factor's update, the fit: about 3 k^2 at _SCALAR_COST);
         # a full pass is a product with every sample
         entered = max(order.size - warm, 0) + 1
-        work.flops += (2.0 * k * entered * (8.0 * (k + 1) + 3.0 * _SCALAR_COST * k)
+        work.flops += (_CALL_COST + 2.0 * k * entered * (8.0 * (k + 1) + 3.0 * _SCALAR_COST * k)
                        + passes * 2.0 * self.Xa.shape[0] * self.Xa.shape[1])
         scale = -residual[k]
         if not (np.linalg.norm(residual) > _INFEASIBLE and scale > 0):
@@ -142,7 +143,8 @@ class _Neuron:
         entering[self.order] = False
         if not entering.any():
             return False
-        self.candidates = np.argsort(-gradient)[: 8 * (self.columns.size + 1)]
+        count = min(8 * (self.columns.size + 1), gradient.size)
+        self.candidates = np.argpartition(-gradient, count - 1)[:count]  # the largest, in any order
         return True
 
 
@@ -326,10 +328,11 @@ def first_round_flops(active, support) -> float:
     unknowns and ``r`` inactive samples, about ``k`` bounds enter, each priced among
     ``8 (k + 1)`` candidates (a product) and factored in (about ``3 k^2`` at
     ``_SCALAR_COST``, see :meth:`_Neuron.at`), and a few passes over the bounds
-    (``4 r k``); a few evaluations of ``t``."""
+    (``4 r k``); a few evaluations of ``t``, each at ``_CALL_COST`` per neuron."""
     k = support.sum(axis=0).astype(float)
     rows = (~active).sum(axis=0).astype(float)
-    return 3.0 * float(np.sum(2.0 * k * k * (8.0 * (k + 1.0) + 3.0 * _SCALAR_COST * k) + 4.0 * rows * k))
+    return 3.0 * float(np.sum(_CALL_COST + 2.0 * k * k * (8.0 * (k + 1.0) + 3.0 * _SCALAR_COST * k)
+                              + 4.0 * rows * k))
 
 
 def _over_budget(groups, group, results, per_neuron, n_out):

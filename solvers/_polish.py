@@ -49,8 +49,8 @@ logger = logging.getLogger(__name__)
 
 _STALL_ROUNDS = 4  # after this many rounds, stop unless the changes needed fell below ...
 _STALL_FRACTION = 0.25  # ... this fraction of the first round's
-_ATTEMPT_FLOOR = 2e9  # a ReLU layer's attempt may always take this much work (a fraction of a second)
-_GAP_ROUNDS = 2  # a ReLU attempt gives up when its duality gap fell by less than ...
+_ATTEMPT_FLOOR = 1e10  # a ReLU layer's attempt may always take this much work (a fraction of a second)
+_GAP_ROUNDS = 1  # a ReLU attempt gives up when its duality gap fell by less than ...
 _GAP_FACTOR = 0.8  # ... this factor over this many rounds
 
 

@@ -151,7 +151,7 @@ def test_a_relu_attempt_is_held_to_polish_limit():
     limit is refused."""
     from solvers import AdmmSettings
 
-    problem, original = make_layer(n_samples=1000, n_in=150, n_out=16, epsilon=0.05, seed=3)
+    problem, original = make_layer(n_samples=1500, n_in=250, n_out=32, epsilon=0.05, seed=3)
     held = solve(problem, warm_start=original, tol=1e-3, polish_limit=1.0)
     assert not held.info["polished"] and held.status == "optimal" and held.violation <= 5e-3
     free = solve(problem, warm_start=original, tol=1e-3, polish_limit=float("inf"))
