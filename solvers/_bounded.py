@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._ldp import _dual_qp
+from ._ldp import _bound_gradients, _dual_qp
 from ._restricted import Work
 
 __all__ = ["bounded_restricted", "mend_bounded", "first_round_flops"]
@@ -123,7 +123,6 @@ class _Neuron:
             projected = projected - F_active.T @ coefficients
         return theta, multipliers[: self.rows.size], f, float(projected @ projected)
 
-
     def direction(self) -> tuple[np.ndarray, float]:
         """``(w, rho_k)`` of the last call: a sample bound's gradient is ``E_i w + h_i rho_k``."""
         from scipy import linalg
@@ -136,9 +135,8 @@ class _Neuron:
         """Whether a bound outside the last answer's passive set should enter, from
         ``products = Xa w_full`` (every sample); if so its candidates become the bounds with
         the largest gradients (the same test and choice as the kernel's full pass)."""
-        w_norm = float(np.linalg.norm(w))
-        gradient = np.concatenate([products[self.rows] + self.h * bias, -self.signs * w[self.positions]])
-        scale = np.concatenate([self.norms * w_norm + np.abs(self.h * bias), np.full(self.positions.size, w_norm)])
+        gradient, scale = _bound_gradients(products, self.norms, self.rows, self.h, self.positions, self.signs, w,
+                                           bias)
         entering = gradient > 1e-10 * scale
         entering[self.order] = False
         if not entering.any():
@@ -227,28 +225,12 @@ def _step(t, f, gamma, budget, low, high, zero_tried):
     return 4.0 * max(t, low, 1e-300)
 
 
-def bounded_restricted(moments, Xa, V, epsilon, support, signs, weights, work, cache, tol,
-                       flops_limit=np.inf):
-    """Optimum of the program restricted to ``support`` (its signs kept) with every inactive
-    bound an inequality.
-
-    Returns ``("ok", Theta, nu, inverse_steps)`` like :func:`solvers._restricted.restricted`
-    (``nu`` the bounds' multipliers per sample, ``inverse_steps = 1 / t``; weights that the
-    sign bounds hold at zero are exact zeros), ``("budget", neurons)`` when their supports
-    cannot meet the budget (for a layer ball: the neurons furthest from ``Y``), or
-    ``("stop", why)`` when the attempt cannot go on: a neuron's bounds admit no point on
-    its support, or ``work`` went past ``flops_limit`` (checked after each neuron).
-    ``cache`` keeps each neuron's program (and active bounds) between rounds while its
-    support and signs stay. The neurons' answers at each ``t`` are checked against every
-    bound together (:func:`_confirm`), and the bounds' row norms and first candidates are
-    priced for all neurons at once.
-    """
+def _formed_neurons(moments, Xa, V, support, signs, weights, work, cache) -> list:
+    """Each neuron's program on its support: from ``cache`` while its support and signs
+    stay, else formed (warm-started from the bounds active before on the same samples)."""
     from scipy import linalg
 
     n_cols, n_out = support.shape
-    per_neuron = epsilon.ndim == 1
-    group = np.arange(n_out) if per_neuron else np.zeros(n_out, dtype=int)
-    budget = epsilon**2 if per_neuron else np.array([float(epsilon) ** 2])
     neurons, squares = [], None
     for m in range(n_out):
         columns = np.flatnonzero(support[:, m])
@@ -270,6 +252,30 @@ def bounded_restricted(moments, Xa, V, epsilon, support, signs, weights, work, c
                 neuron.candidates = before.candidates[before.candidates < before.rows.size]
             cache[m] = (key, neuron)
         neurons.append(cache[m][1])
+    return neurons
+
+
+def bounded_restricted(moments, Xa, V, epsilon, support, signs, weights, work, cache, tol,
+                       flops_limit=np.inf):
+    """Optimum of the program restricted to ``support`` (its signs kept) with every inactive
+    bound an inequality.
+
+    Returns ``("ok", Theta, nu, inverse_steps)`` like :func:`solvers._restricted.restricted`
+    (``nu`` the bounds' multipliers per sample, ``inverse_steps = 1 / t``; weights that the
+    sign bounds hold at zero are exact zeros), ``("budget", neurons)`` when their supports
+    cannot meet the budget (for a layer ball: the neurons furthest from ``Y``), or
+    ``("stop", why)`` when the attempt cannot go on: a neuron's bounds admit no point on
+    its support, or ``work`` went past ``flops_limit`` (checked after each neuron).
+    ``cache`` keeps each neuron's program (and active bounds) between rounds while its
+    support and signs stay. The neurons' answers at each ``t`` are checked against every
+    bound together (:func:`_confirm`), and the bounds' row norms and first candidates are
+    priced for all neurons at once.
+    """
+    n_cols, n_out = support.shape
+    per_neuron = epsilon.ndim == 1
+    group = np.arange(n_out) if per_neuron else np.zeros(n_out, dtype=int)
+    budget = epsilon**2 if per_neuron else np.array([float(epsilon) ** 2])
+    neurons = _formed_neurons(moments, Xa, V, support, signs, weights, work, cache)
     # start: the step that meets the budget when no bound is active
     unbounded_f = np.array([max(n.y_sq - n.b @ n.theta_b, 0.0) for n in neurons])
     unbounded_gamma = np.array([n.c_tilde @ n.c_tilde for n in neurons])

@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["_dual_qp"]
+__all__ = ["_bound_gradients", "_dual_qp"]
 
 
 @njit(cache=True)
@@ -144,15 +144,21 @@ def _direction(L, theta_u, residual):
 
 @njit(cache=True)
 def _price_all(Xa, norms, rows, h, cols, positions, signs, w, bias):
-    """The gradients ``-C_i (C_P^T mu_P - e)`` of every bound and the scale each is compared
-    with, for the direction ``w`` and ``bias = rho_k`` (:func:`_direction`). A bound's
-    gradient is ``s (E_i theta - h_i)`` with ``s > 0``: positive exactly where the current
-    point violates it. The samples' products are one product with ``Xa``."""
-    w_norm = np.sqrt(np.dot(w, w))
+    """The gradients of every bound and their scales (:func:`_bound_gradients`), the
+    samples' products by one product with ``Xa``."""
     w_full = np.zeros(Xa.shape[1])
     for j in range(cols.size):
         w_full[cols[j]] = w[j]
-    products = Xa @ w_full
+    return _bound_gradients(Xa @ w_full, norms, rows, h, positions, signs, w, bias)
+
+
+@njit(cache=True)
+def _bound_gradients(products, norms, rows, h, positions, signs, w, bias):
+    """The gradients ``-C_i (C_P^T mu_P - e)`` of every bound and the scale each is compared
+    with, for the direction ``w`` and ``bias = rho_k`` (:func:`_direction`), from
+    ``products = Xa w`` (every sample). A bound's gradient is ``s (E_i theta - h_i)`` with
+    ``s > 0``: positive exactly where the current point violates it."""
+    w_norm = np.sqrt(np.dot(w, w))
     n_bounds = rows.size + positions.size
     gradient, scale = np.empty(n_bounds), np.empty(n_bounds)
     for i in range(rows.size):
@@ -176,6 +182,47 @@ def _candidate_rows(Xa, norms, rows, h, cols, positions, signs, candidates):
         if i < rows.size:
             bounds[position], row_norms[position] = h[i], norms[i]
     return E, bounds, row_norms
+
+
+@njit(cache=True)
+def _ldp_row(Xa, rows, h, cols, positions, signs, theta_u, i, F_row):
+    """Bound ``i``'s row ``C_i = [-F_i, -r_i]``, from ``-F_i`` (``F_row``) and
+    ``r_i = h_i - E_i theta_u``."""
+    k = cols.size
+    E = _bound_row(Xa, rows, cols, positions, signs, i)
+    row = np.empty(k + 1)
+    row[:k] = F_row
+    row[k] = -((h[i] if i < rows.size else 0.0) - np.dot(E, theta_u))
+    return row
+
+
+@njit(cache=True)
+def _settle(Cp, R, order, mu, size, skipped):
+    """Lawson-Hanson's inner loop after a bound entered: while the passive rows' fit has a
+    non-positive coefficient, step ``mu`` towards the fit as far as it stays non-negative
+    and drop the rows that reach zero (``skipped`` bounds become eligible again). Sets
+    ``mu`` to the final fit; returns the new size."""
+    for _inner in range(Cp.shape[0] + 2):
+        z = _fit(Cp, R, size)
+        if np.all(z > 0):
+            for j in range(size):
+                mu[order[j]] = z[j]
+            break
+        step = 1.0
+        for j in range(size):
+            if z[j] <= 0:
+                current = mu[order[j]]
+                step = min(step, current / (current - z[j]) if current - z[j] > 0 else 0.0)
+        keep = np.ones(size, dtype=np.bool_)
+        for j in range(size):
+            i = order[j]
+            mu[i] += step * (z[j] - mu[i])
+            if mu[i] <= 1e-15 * max(1.0, abs(z[j])):
+                mu[i] = 0.0
+                keep[j] = False
+        size = _drop(Cp, R, order, size, keep)
+        skipped[:] = False
+    return size
 
 
 @njit(cache=True)
@@ -225,16 +272,10 @@ def _dual_qp(Xa, norms, rows, h, cols, positions, signs, L, theta_u, warm_order,
     size = 0
     mu = np.zeros(n_bounds)
 
-    def row_of(i, F_row):
-        E = _bound_row(Xa, rows, cols, positions, signs, i)
-        row = np.empty(width)
-        row[:k] = F_row
-        row[k] = -((h[i] if i < rows.size else 0.0) - np.dot(E, theta_u))
-        return row
-
     for position in range(warm_order.size):  # warm start: the fit on the given rows ...
         if size < width:
-            grown = _append(Cp, R, size, row_of(warm_order[position], warm_F[position]))
+            grown = _append(Cp, R, size, _ldp_row(Xa, rows, h, cols, positions, signs, theta_u, warm_order[position],
+                                                  warm_F[position]))
             if grown > size:
                 order[size] = warm_order[position]
             size = grown
@@ -275,32 +316,14 @@ def _dual_qp(Xa, norms, rows, h, cols, positions, signs, L, theta_u, warm_order,
                                                                           signs, candidates)
         if best < 0:
             break
-        grown = _append(Cp, R, size, row_of(best, -_forward(L, _bound_row(Xa, rows, cols, positions, signs, best))))
+        F_row = -_forward(L, _bound_row(Xa, rows, cols, positions, signs, best))
+        grown = _append(Cp, R, size, _ldp_row(Xa, rows, h, cols, positions, signs, theta_u, best, F_row))
         if grown == size:  # dependent on the passive rows: not a direction
             skipped[best] = True
             continue
         order[size] = best
         size = grown
-        for _inner in range(width + 2):
-            z = _fit(Cp, R, size)
-            if np.all(z > 0):
-                for j in range(size):
-                    mu[order[j]] = z[j]
-                break
-            step = 1.0
-            for j in range(size):
-                if z[j] <= 0:
-                    current = mu[order[j]]
-                    step = min(step, current / (current - z[j]) if current - z[j] > 0 else 0.0)
-            keep = np.ones(size, dtype=np.bool_)
-            for j in range(size):
-                i = order[j]
-                mu[i] += step * (z[j] - mu[i])
-                if mu[i] <= 1e-15 * max(1.0, abs(z[j])):
-                    mu[i] = 0.0
-                    keep[j] = False
-            size = _drop(Cp, R, order, size, keep)
-            skipped[:] = False
+        size = _settle(Cp, R, order, mu, size, skipped)
         residual = Cp[:size].T @ mu[order[:size]]
         residual[k] -= 1.0
     return mu, residual, order[:size].copy(), Cp[:size, :k].copy(), candidates, passes

@@ -63,6 +63,47 @@ def test_the_least_distance_kernel_solves_the_quadratic_program(seed):
     assert np.allclose(again[1], residual, atol=1e-12) and set(again[2]) == set(order)
 
 
+def test_an_unconfirmed_answer_is_caught_by_the_layer_check():
+    """With ``confirm=False`` and candidates that leave out the bounds the unbounded point
+    violates, the kernel stops without them; the layer's check (:func:`_bound_gradients`
+    on ``Xa w``, as ``_Neuron.violated`` uses it) finds one that should enter, and a call
+    from those candidates reaches the confirmed answer."""
+    from solvers._ldp import _bound_gradients
+
+    case = _kernel_case(0, n_rows=400, k=6)
+    Xa, rows, h, cols, positions, signs, L, theta_u = case
+    norms = np.linalg.norm(Xa[np.ix_(rows, cols)], axis=1)
+    kernel_case = (Xa, norms, *case[1:])
+    violated = np.flatnonzero(Xa[np.ix_(rows, cols)] @ theta_u > h)
+    assert violated.size > 1
+    quiet = np.setdiff1d(np.arange(rows.size), violated)[:10].astype(np.int64)  # none of them violated
+    empty = (np.empty(0, np.int64), np.empty((0, cols.size)))
+    mu, residual, order, _, _, passes = _dual_qp(*kernel_case, *empty, quiet, False)
+    assert passes == 0 and order.size == 0  # stopped on its candidates alone: theta_u unchanged
+
+    def entering(residual, order):
+        w = np.linalg.solve(L.T, residual[:-1]) - residual[-1] * theta_u
+        w_full = np.zeros(Xa.shape[1])
+        w_full[cols] = w
+        gradient, scale = _bound_gradients(Xa @ w_full, norms, rows, h, positions, signs, w, float(residual[-1]))
+        should = gradient > 1e-10 * scale
+        should[order] = False
+        return np.flatnonzero(should), np.argsort(-gradient)[: 8 * (cols.size + 1)]
+
+    found, candidates = entering(residual, order)
+    assert set(found[found < rows.size]) == set(violated)
+    confirmed = _dual_qp(*kernel_case, *empty, np.empty(0, np.int64), True)
+    warm = empty
+    for _ in range(10):  # as the layer's check does: solve from the largest gradients until none should enter
+        answer = _dual_qp(*kernel_case, *warm, candidates, False)
+        found, candidates = entering(answer[1], answer[2])
+        if found.size == 0:
+            break
+        warm = (answer[2], answer[3])
+    assert found.size == 0
+    assert np.allclose(answer[1], confirmed[1], atol=1e-10)
+
+
 def _cvxpy_restricted(problem, support, signs):
     """The program restricted to ``support`` with the signs ``signs``, by cvxpy (the bias free)."""
     import cvxpy as cp
