@@ -42,7 +42,12 @@ _ROOT_STEPS = 40  # evaluations of f(t) at most per round
 _ROOT_TOL = 0.1  # t is taken once f(t) is within this times tol below the budget (a gap of about as much)
 _INFEASIBLE = 1e-10  # NNLS residual below which the bounds admit no point
 _CONFIRM_ROUNDS = 4  # batched checks of the neurons' answers before the kernel checks its own
-_CALL_COST = 1e7  # the fixed cost of one neuron's solve at one t (Python and dispatch), in flops of a product
+# one neuron's solve at one t, in flops of a large product (fitted to the timed attempts
+# of eight of the suite's ReLU programs, each within 30%): a fixed part (Python, dispatch) ...
+_CALL_COST = 1e7
+_BOUND_COST = 1e4  # ... a part per sample bound (the kernel's per-bound arrays and checks) ...
+_UNKNOWN_COST = 1e6  # ... per unknown ...
+_WARM_COST = 300.0  # ... and the warm start's factor, rebuilt row by row: per unit of size^2 (k + 1)
 _SCALAR_COST = 30.0  # a flop of the compiled least-distance loops, in flops of a large product (see Work)
 
 
@@ -97,11 +102,12 @@ class _Neuron:
             self.Xa, self.norms, self.rows, self.h, self.columns, self.positions, self.signs, self.L, theta_u,
             self.order, self.F_passive, self.candidates, confirm)
         self.order, self.F_passive, self.residual, self.theta_u = order, F_passive, residual, theta_u
-        # per entering bound: the candidates' product (8 (k + 1) rows), and compiled scalar
-        # loops (its row's solve, the factor's update, the fit: about 3 k^2 at _SCALAR_COST);
-        # a full pass is a product with every sample
+        # a call's own cost and its warm start's; per entering bound: the candidates' product
+        # (8 (k + 1) rows), and compiled scalar loops (its row's solve, the factor's update,
+        # the fit: about 3 k^2 at _SCALAR_COST); a full pass is a product with every sample
         entered = max(order.size - warm, 0) + 1
-        work.flops += (_CALL_COST + 2.0 * k * entered * (8.0 * (k + 1) + 3.0 * _SCALAR_COST * k)
+        work.flops += (_CALL_COST + _BOUND_COST * self.rows.size + _UNKNOWN_COST * k
+                       + _WARM_COST * warm**2 * (k + 1) + 2.0 * k * entered * (8.0 * (k + 1) + 3.0 * _SCALAR_COST * k)
                        + passes * 2.0 * self.Xa.shape[0] * self.Xa.shape[1])
         scale = -residual[k]
         if not (np.linalg.norm(residual) > _INFEASIBLE and scale > 0):
@@ -334,11 +340,12 @@ def first_round_flops(active, support) -> float:
     unknowns and ``r`` inactive samples, about ``k`` bounds enter, each priced among
     ``8 (k + 1)`` candidates (a product) and factored in (about ``3 k^2`` at
     ``_SCALAR_COST``, see :meth:`_Neuron.at`), and a few passes over the bounds
-    (``4 r k``); a few evaluations of ``t``, each at ``_CALL_COST`` per neuron."""
+    (``4 r k``); a few evaluations of ``t``, each at a call's own cost per neuron and a
+    warm start of about ``k / 2`` bounds."""
     k = support.sum(axis=0).astype(float)
     rows = (~active).sum(axis=0).astype(float)
-    return 3.0 * float(np.sum(_CALL_COST + 2.0 * k * k * (8.0 * (k + 1.0) + 3.0 * _SCALAR_COST * k)
-                              + 4.0 * rows * k))
+    return 3.0 * float(np.sum(_CALL_COST + _BOUND_COST * rows + _UNKNOWN_COST * k
+                              + _WARM_COST * (k / 2.0) ** 2 * (k + 1.0) + 2.0 * k * k * (8.0 * (k + 1.0) + 3.0 * _SCALAR_COST * k) + 4.0 * rows * k))
 
 
 def _over_budget(groups, group, results, per_neuron, n_out):

@@ -4,7 +4,8 @@ The input is screened, scaled and factored once, the iterates start once (from t
 start or the ridge solution), and each stage only sets the new scaled budget and inactive
 bound on the engine and iterates on from where the last stage stopped: the weights, the
 response, both scaled duals and ``rho`` carry over, and the rho and polishing schedules
-count iterations from the first stage. A search stage stops at a loose tolerance without
+count iterations from the first stage (failed polishing attempts are held to one
+allowance over the whole path). A search stage stops at a loose tolerance without
 polishing and reports the kept fraction of the thresholded iterate; a final stage runs
 the solver's own tolerance and polishing and returns a :class:`~solvers.Solution`.
 """
@@ -67,6 +68,7 @@ class Continuation:
         self.state = _start(reduced, self.data, self.engine, self.settings, warm_start, self.dtype)
         self.restart = False
         self.iterations = 0
+        self.polisher: Polisher | None = None  # one for every stage: failed attempts count over the path
 
     def _reduced(self, problem: LayerProblem) -> LayerProblem:
         if problem.X is not self.first.X or problem.Y is not self.first.Y:
@@ -107,7 +109,11 @@ class Continuation:
                                 self.dtype)
         # each stage may move rho again from its first check (the wait doubles within a stage)
         self.state.last_change, self.state.adapt_interval = self.iterations, settings.check_every
-        polisher = Polisher(reduced, self.data, settings)
+        if self.polisher is None:
+            self.polisher = Polisher(reduced, self.data, settings)
+        else:
+            self.polisher.stage(reduced, settings)
+        polisher = self.polisher
         run = _run(self.engine, self.state, polisher, settings, done=self.iterations)
         self.iterations = run.iterations
         # a stage that ran out of iterations may have been infeasible, and its duals grown

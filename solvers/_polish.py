@@ -52,6 +52,10 @@ _STALL_FRACTION = 0.25  # ... this fraction of the first round's
 _ATTEMPT_FLOOR = 1e10  # a ReLU layer's attempt may always take this much work (a fraction of a second)
 _GAP_ROUNDS = 1  # a ReLU attempt gives up when its duality gap fell by less than ...
 _GAP_FACTOR = 0.8  # ... this factor over this many rounds
+_FIRST_GAP = 0.75  # ... or when its first round leaves a larger gap (the support is far from the optimum's)
+_CONVERGING = 0.15  # a ReLU round that cut the gap by this factor or more may take the attempt past its limit ...
+_EXTENSION = 2.0  # ... up to this many times it
+_ELEMENT_COST = 300.0  # an iteration's elementwise passes over the response, per entry, in flops of a product
 
 
 @dataclass
@@ -114,7 +118,11 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
         The attempt gives up after a round that takes ``work`` beyond this many
         operations (a linear layer's first round always runs); a ReLU layer's gives up
         within a round too, and is not made when the cost model expects its first round
-        to cost more.
+        to cost more. A ReLU round that cut the duality gap by ``_CONVERGING`` or more
+        lets the next one run up to ``_EXTENSION`` times the limit: an active set that
+        is settling is worth finishing. A ReLU attempt also gives up when its first
+        round leaves a gap above ``_FIRST_GAP``, or when a round shrinks the gap by less
+        than ``_GAP_FACTOR``.
     """
     # float64 throughout (no copies when the ADMM ran in float64)
     Xa, Y = np.ascontiguousarray(Xa, dtype=np.float64), np.asarray(Y, dtype=np.float64)
@@ -130,13 +138,13 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
         moments = moments()
     reason, cache, dual_bound, gaps = "no round", {}, -np.inf, []
     first_count = None  # mends needed in the first completed round
+    limit = flops_limit  # raised for the next round of a ReLU attempt that converges fast
     for round_index in range(rounds):
-        stop = _stop_before(round_index, first_count, reason, work.flops, flops_limit)
+        stop = _stop_before(round_index, first_count, reason, work.flops, limit)
         if stop is not None:
             return PolishResult(None, stop, flops=work.flops)
         if relu:
-            outcome = bounded_restricted(moments, Xa, V, epsilon, support, signs, weights, work, cache, tol,
-                                         flops_limit)
+            outcome = bounded_restricted(moments, Xa, V, epsilon, support, signs, weights, work, cache, tol, limit)
         else:
             outcome = restricted(moments, Xa, epsilon, support, signs, weights, cache, work)
         if outcome[0] != "ok":
@@ -155,9 +163,14 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
             return round_.certify(relu, work.flops)
         if relu:
             dual_bound = max(dual_bound, round_.dual_bound())
+            if len(gaps) == 1 and gaps[0] > _FIRST_GAP:
+                return PolishResult(None, f"the first round leaves a duality gap of {gaps[0]:.2g}",
+                                    flops=work.flops)
             if len(gaps) > _GAP_ROUNDS and gaps[-1] > _GAP_FACTOR * gaps[-1 - _GAP_ROUNDS]:
                 return PolishResult(None, f"the duality gap stalls at {gaps[-1]:.2g} (tol {tol:.2g})",
                                     flops=work.flops)
+            converging = len(gaps) > 1 and gaps[-1] <= _CONVERGING * gaps[-2]
+            limit = _EXTENSION * flops_limit if converging else flops_limit
         round_.log(round_index, work.flops)
         if first_count is None:
             first_count = round_.count
@@ -316,8 +329,10 @@ class Polisher:
     The float64 data and the per-neuron second moments are formed when first needed
     and kept for the others; ``seconds`` adds up the time of every attempt. Work is
     counted in floating-point operations of a fixed cost model
-    (:class:`~solvers._restricted.Work`; an ADMM iteration is its two products and the
-    weight step's small one), so that which attempts run never depends on the machine:
+    (:class:`~solvers._restricted.Work`; an ADMM iteration is its two products, the
+    weight step's small one and its elementwise passes over the response at
+    ``_ELEMENT_COST`` per entry, which on a layer of few inputs take longer than the
+    products), so that which attempts run never depends on the machine:
     on a ReLU layer, once an attempt has failed, failed attempts may take at most
     ``polish_budget`` times the ADMM's work so far. (A ReLU layer's attempts solve a
     quadratic program per neuron and round; a linear layer's are cheap and certify within
@@ -333,7 +348,8 @@ class Polisher:
         self.failed_flops = 0.0  # the work of the attempts that did not certify
         n_cols = problem.n_in + problem.fit_bias
         n_samples, n_out = problem.n_samples, problem.n_out
-        self.iteration_flops = 4.0 * n_samples * n_cols * n_out + 2.0 * min(n_samples, n_cols) ** 2 * n_out
+        self.iteration_flops = (4.0 * n_samples * n_cols * n_out + 2.0 * min(n_samples, n_cols) ** 2 * n_out
+                                + _ELEMENT_COST * n_samples * n_out)
         self._cache: dict[str, Any] = {}
 
     @property
@@ -353,17 +369,31 @@ class Polisher:
         return (self.enabled and primal_rel <= self.settings.polish_start and iteration >= self.next_at
                 and (not self.budgeted or self.allowance(iteration) >= 0))
 
+    def last_due(self, iteration: int) -> bool:
+        """Whether to make a last attempt after a run that did not converge: polishing is on
+        and the failed attempts are within budget (no wait, no residual test)."""
+        return self.enabled and (not self.budgeted or self.allowance(iteration) >= 0)
+
     def failed(self, iteration: int, attempt: PolishResult) -> None:
         """Count a failed attempt's work and schedule the next one (the backoff)."""
         self.failed_flops += attempt.flops
         self.next_at, self.wait = iteration + self.wait, int(round(self.settings.polish_backoff * self.wait))
 
+    def stage(self, problem, settings) -> None:
+        """Go on with the next stage of a path (:mod:`solvers._continuation`): its program
+        (a new budget and bound on the same data) and settings. The failed attempts' work
+        and the backoff carry over, so that the allowance covers the whole path, as it
+        does one solve; the float64 data and the moments stay."""
+        self.problem, self.settings = problem, settings
+        self.enabled = settings.polish and can_polish(problem) and problem.group_size is None
+
     def _float64(self) -> dict[str, Any]:
-        """The float64 data, formed once per solve for every attempt."""
+        """The float64 data, formed once per solve for every attempt (the bound ``V``,
+        which a path's stages change, is read afresh)."""
+        data = self.data
         if not self._cache:
-            data = self.data
-            self._cache.update(Xa=data.Xa.astype(np.float64, copy=False), Y=data.Y.astype(np.float64, copy=False),
-                               V=None if data.V is None else data.V.astype(np.float64, copy=False))
+            self._cache.update(Xa=data.Xa.astype(np.float64, copy=False), Y=data.Y.astype(np.float64, copy=False))
+        self._cache["V"] = None if data.V is None else data.V.astype(np.float64, copy=False)
         return self._cache
 
     def _moments(self) -> Moments:
@@ -375,15 +405,15 @@ class Polisher:
             cache["moments"] = Moments(cache["Xa"], cache["Y"], (self.data.Y > 0) if self.problem.relu else None)
         return cache["moments"]
 
-    def attempt(self, engine, state, iteration: int | None = None) -> PolishResult:
+    def attempt(self, engine, state, iteration: int) -> PolishResult:
         """One attempt at the ADMM's current iterate ``state`` (its engine's arrays brought
         to the host). After a failed one, it gives up after a round that takes the failed
-        attempts' work past the allowance at ``iteration`` (None: no limit)."""
+        attempts' work past the allowance at ``iteration``."""
         started = time.perf_counter()
         work = Work()
         cache = self._float64()
         Q_host = engine.host(state.Q)
-        limit = self.allowance(iteration) if self.budgeted and iteration is not None else np.inf
+        limit = self.allowance(iteration) if self.budgeted else np.inf
         if self.problem.relu:  # one attempt's share, whether or not others failed (small layers: a floor)
             limit = min(limit, max(self.settings.polish_limit * self.iteration_flops, _ATTEMPT_FLOOR))
         result = polish(cache["Xa"], cache["Y"], cache["V"], self.data.epsilon, self.problem.relu, Q_host,

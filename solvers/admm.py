@@ -241,7 +241,7 @@ class _Run:
 def _run(engine: Engine, state: _State, polisher: Polisher, settings: AdmmSettings, done: int = 0) -> _Run:
     """Iterate until a check stops the run (residuals met and the thresholded copy within
     ``feasibility_tol``, or a certified polish) or ``max_iter`` more iterations; a last
-    polish then. ``done``: iterations the state has already had (a path's earlier stages;
+    polish then (within the failed attempts' allowance). ``done``: iterations the state has already had (a path's earlier stages;
     the rho and polish schedules count from the first). ``iterations`` counts them all."""
     status, polished, residuals_met_at = "max_iter", None, None
     residuals = _Residuals(np.inf, np.inf, False, None)
@@ -269,8 +269,8 @@ def _run(engine: Engine, state: _State, polisher: Polisher, settings: AdmmSettin
                 break
             polisher.failed(iteration, attempt)
         _adapt(engine, state, residuals, iteration, settings)
-    if status != "optimal" and polisher.enabled:
-        attempt = polisher.attempt(engine, state)
+    if status != "optimal" and polisher.last_due(iteration):
+        attempt = polisher.attempt(engine, state, iteration)
         if attempt.Theta is not None:
             polished, status = attempt, "optimal"
     return _Run(status, iteration, residuals, residuals_met_at, polished)

@@ -99,23 +99,27 @@ class AdmmSettings:
         The factor by which the wait before the next attempt grows after each failure.
     polish_budget : float, default 0.1
         On a ReLU layer, the work failed polishing attempts may take in all, as a fraction
-        of the ADMM's work so far. The first attempt always runs to its end; after a
-        failure, an attempt starts only while the failed ones are within the budget, and
-        gives up after a round that takes them past it. (A linear layer's attempts are
-        cheap and certify early; they keep the backoff alone.) Work is
-        counted in floating-point operations of a fixed cost model (an iteration: its two
-        products ``Xa^T B`` and ``Xa Theta`` and the weight step's small product; an
-        attempt: its dense solves, the compiled loops of a ReLU layer's dual and two
-        products per round, the moments formed once per solve not included;
-        :class:`solvers._restricted.Work`), so which attempts run never depends on the
-        machine's speed. ``inf``: no limit.
+        of the ADMM's work so far. The first attempt is held to ``polish_limit`` alone;
+        after a failure, an attempt starts only while the failed ones are within the
+        budget (the last attempt of a run that did not converge too), and gives up after
+        a round that takes them past it; the stages of a path in epsilon
+        (:func:`solvers.solve_at_sparsity`) share one budget. (A linear layer's attempts
+        are cheap and certify early; they keep the backoff alone.) Work is counted in
+        floating-point operations of a fixed cost model (an iteration: its two products
+        ``Xa^T B`` and ``Xa Theta``, the weight step's small product and its elementwise
+        passes over the response; an attempt: its dense solves, each neuron's solve of a
+        ReLU layer's dual at each step, and two products per round, the moments formed
+        once per solve not included; :class:`solvers._restricted.Work`), so which attempts
+        run never depends on the machine's speed. ``inf``: no limit.
     polish_limit : float, default 400
         On a ReLU layer, the work one polishing attempt may take, in ADMM iterations of
         the cost model: an attempt whose first round the model expects to cost more is
         not made (the support is too large; a later iterate is sparser), and one that
-        goes past it gives up (a small layer's attempt may always take 2e9 operations).
-        Certified attempts on the suite took 20-300 (a first convolution certified at
-        iteration 50 saves hundreds of iterations); ``inf``: no limit.
+        goes past it gives up (a small layer's attempt may always take 1e10 operations),
+        unless its last round cut the duality gap by a factor of about 7: then it may
+        take up to twice as much. Certified attempts at the suite's budgets took 100-540
+        (a first convolution certified at iteration 50 saves hundreds of iterations);
+        ``inf``: no limit.
     screen : bool, default True
         Drop before iterating the inputs whose weights are zero at every optimum: columns
         of ``X`` that are zero on every sample, and, with a fitted unpenalised bias,

@@ -171,3 +171,29 @@ def test_an_infeasible_stage_reads_none_and_the_next_starts_afresh():
     assert not stages.restart and kept == solution.nnz / solution.weight.size
     assert solution.status == "optimal" and solution.violation <= 5e-4
     assert solution.objective == pytest.approx(solve(at(budget), method="cvxpy").objective, rel=1e-3)
+
+
+def test_failed_polishing_is_held_to_one_allowance_over_the_stages(monkeypatch):
+    """The stages of a path share one polishing schedule: once an attempt has failed, the
+    next final stage's attempts are held to the allowance of the whole path (a failure
+    that took more than it leaves no attempt), where a fresh schedule would try at once."""
+    import solvers._polish as polishing
+    from solvers._continuation import Continuation
+
+    problem, original = make_layer(n_samples=150, n_in=10, n_out=3, seed=4)
+    at = _at(problem)
+    attempts = []
+
+    def failing(*args, **kwargs):
+        attempts.append(kwargs["flops_limit"])
+        return polishing.PolishResult(None, "made to fail", flops=1e30)
+
+    monkeypatch.setattr(polishing, "polish", failing)
+    stages = Continuation(at(problem.epsilon), warm_start=original, max_iter=200)
+    stages.stage(at(problem.epsilon), final=True)
+    first = len(attempts)
+    assert first >= 1 and stages.polisher.failed_flops >= 1e30
+    polisher = stages.polisher
+    _, solution = stages.stage(at(1.2 * problem.epsilon), final=True)
+    assert stages.polisher is polisher and len(attempts) == first  # the allowance is spent
+    assert solution.info["polish_failed_flops"] >= 1e30

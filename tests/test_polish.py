@@ -95,13 +95,15 @@ def test_failed_attempts_stay_within_the_polish_budget():
     """On a ReLU layer, after the first failure, an attempt starts only while the failed
     ones took at most polish_budget times the ADMM's work so far; a linear layer keeps the
     backoff alone."""
+    import solvers._polish as module
     from solvers import AdmmSettings
     from solvers._polish import Polisher
 
     problem, _ = make_layer(n_samples=60, n_in=8, n_out=3, seed=2)
     polisher = Polisher(problem, None, AdmmSettings(polish_wait=50, polish_backoff=1, polish_budget=0.1))
     unit = polisher.iteration_flops
-    assert unit == 4 * 60 * 9 * 3 + 2 * 9**2 * 3  # two products and the weight step's small one
+    # two products, the weight step's small one and the elementwise passes over the response
+    assert unit == 4 * 60 * 9 * 3 + 2 * 9**2 * 3 + module._ELEMENT_COST * 60 * 3
     assert polisher.due(0.01, 50)  # the first attempt: no failure yet
     assert not polisher.due(0.5, 50)  # ... but not before the residual is small
     polisher.failed(50, PolishResult(None, "failed", flops=30 * unit))
@@ -167,7 +169,8 @@ def test_a_relu_attempt_is_held_to_polish_limit():
 
 def test_a_relu_attempt_whose_duality_gap_stalls_gives_up(monkeypatch):
     """A ReLU attempt whose relative duality gap shrinks by less than ``_GAP_FACTOR`` over
-    ``_GAP_ROUNDS`` rounds gives up and says so; one whose gap keeps shrinking goes on."""
+    ``_GAP_ROUNDS`` rounds, or whose first round leaves a gap above ``_FIRST_GAP``, gives
+    up and says so; one whose gap keeps shrinking goes on."""
     import solvers._polish as module
 
     problem, _ = make_layer(n_samples=120, n_in=15, n_out=4, seed=21)
@@ -179,6 +182,10 @@ def test_a_relu_attempt_whose_duality_gap_stalls_gives_up(monkeypatch):
     monkeypatch.setattr(module._Round, "needs_mending", property(lambda self: True))
     result = polish(Xa, problem.Y, None, problem.epsilon, True, Q, weights, 1e-6)
     assert result.Theta is None and "duality gap stalls" in result.reason
+    gaps = iter([0.9, 0.1])  # a first round this far from the optimum: no second one
+    monkeypatch.setattr(module._Round, "gap", lambda self, dual_bound=-np.inf: next(gaps))
+    result = polish(Xa, problem.Y, None, problem.epsilon, True, Q, weights, 1e-6)
+    assert result.Theta is None and "first round leaves a duality gap of 0.9" in result.reason
     shrinking = iter(0.5 ** np.arange(2, 60))
     monkeypatch.setattr(module._Round, "gap", lambda self, dual_bound=-np.inf: next(shrinking))
     result = polish(Xa, problem.Y, None, problem.epsilon, True, Q, weights, 1e-6, rounds=12)
