@@ -53,8 +53,7 @@ _ATTEMPT_FLOOR = 1e10  # a ReLU layer's attempt may always take this much work (
 _GAP_ROUNDS = 1  # a ReLU attempt gives up when its duality gap fell by less than ...
 _GAP_FACTOR = 0.8  # ... this factor over this many rounds
 _FIRST_GAP = 0.75  # ... or when its first round leaves a larger gap (the support is far from the optimum's)
-_CONVERGING = 0.15  # a ReLU round that cut the gap by this factor or more may take the attempt past its limit ...
-_EXTENSION = 2.0  # ... up to this many times it
+_EXTENSION = 2.0  # a ReLU attempt expected to certify within this many times its limit may go on past it
 _ELEMENT_COST = 300.0  # an iteration's elementwise passes over the response, per entry, in flops of a product
 
 
@@ -118,9 +117,9 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
         The attempt gives up after a round that takes ``work`` beyond this many
         operations (a linear layer's first round always runs); a ReLU layer's gives up
         within a round too, and is not made when the cost model expects its first round
-        to cost more. A ReLU round that cut the duality gap by ``_CONVERGING`` or more
-        lets the next one run up to ``_EXTENSION`` times the limit: an active set that
-        is settling is worth finishing. A ReLU attempt also gives up when its first
+        to cost more. A ReLU attempt that, at its last round's rate of convergence,
+        would certify within ``_EXTENSION`` times the limit may go on past it
+        (:func:`_extended_limit`). A ReLU attempt also gives up when its first
         round leaves a gap above ``_FIRST_GAP``, or when a round shrinks the gap by less
         than ``_GAP_FACTOR``.
     """
@@ -136,10 +135,11 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
         moments = Moments(Xa, Y, active)
     elif callable(moments):
         moments = moments()
-    reason, cache, dual_bound, gaps = "no round", {}, -np.inf, []
+    reason, cache, dual_bound, gaps, counts = "no round", {}, -np.inf, [], []
     first_count = None  # mends needed in the first completed round
-    limit = flops_limit  # raised for the next round of a ReLU attempt that converges fast
+    limit = flops_limit  # raised for a ReLU attempt expected to certify soon (_extended_limit)
     for round_index in range(rounds):
+        round_start = work.flops
         stop = _stop_before(round_index, first_count, reason, work.flops, limit)
         if stop is not None:
             return PolishResult(None, stop, flops=work.flops)
@@ -169,8 +169,8 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
             if len(gaps) > _GAP_ROUNDS and gaps[-1] > _GAP_FACTOR * gaps[-1 - _GAP_ROUNDS]:
                 return PolishResult(None, f"the duality gap stalls at {gaps[-1]:.2g} (tol {tol:.2g})",
                                     flops=work.flops)
-            converging = len(gaps) > 1 and gaps[-1] <= _CONVERGING * gaps[-2]
-            limit = _EXTENSION * flops_limit if converging else flops_limit
+            counts.append(round_.count)
+            limit = _extended_limit(gaps, counts, tol, work.flops, work.flops - round_start, flops_limit)
         round_.log(round_index, work.flops)
         if first_count is None:
             first_count = round_.count
@@ -181,6 +181,29 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
         reason = round_.reason
         support, signs = round_.mended(every=relu)
     return PolishResult(None, reason, flops=work.flops)
+
+
+def _extended_limit(gaps: list[float], counts: list[int], tol: float, flops: float, round_flops: float,
+                    flops_limit: float) -> float:
+    """The work a ReLU attempt may take, given its rounds' duality gaps and changes asked
+    for so far: ``_EXTENSION`` times ``flops_limit`` when, at the last round's rate of
+    convergence and cost, it would certify within that (an attempt this close is worth
+    finishing; rounds vary in cost, so the whole extension is granted), else
+    ``flops_limit``. The rounds still needed are the fewer of two projections, each at
+    the last round's ratio to the one before: the gap's to ``tol``, and the changes'
+    to none (an active-set method ends once its set is right, often sooner than the
+    gap's rate says)."""
+    needed = [_rounds_to(gaps, tol) if gaps[-1] > tol else 0.0, _rounds_to(counts, 1.0)]
+    expected = flops + min(needed) * round_flops
+    return _EXTENSION * flops_limit if expected <= _EXTENSION * flops_limit else flops_limit
+
+
+def _rounds_to(values: list[float], target: float) -> float:
+    """Rounds for the last of ``values`` to fall to ``target`` at its last ratio (at least
+    one; ``inf`` when it does not fall)."""
+    if len(values) < 2 or not 0.0 < values[-1] < values[-2] or not np.isfinite(values[-2]):
+        return np.inf
+    return max(1.0, np.ceil(np.log(target / values[-1]) / np.log(values[-1] / values[-2]) - 1e-9))
 
 
 def _stop_before(round_index: int, first_count: int | None, reason: str, flops: float,

@@ -190,3 +190,23 @@ def test_a_relu_attempt_whose_duality_gap_stalls_gives_up(monkeypatch):
     monkeypatch.setattr(module._Round, "gap", lambda self, dual_bound=-np.inf: next(shrinking))
     result = polish(Xa, problem.Y, None, problem.epsilon, True, Q, weights, 1e-6, rounds=12)
     assert result.Theta is None and "stalls" not in result.reason
+
+
+def test_an_attempt_expected_to_certify_soon_may_go_past_its_limit():
+    """At the last round's rate of convergence (of the gap to tol, or of the changes asked
+    for to none) and cost, an attempt that would certify within _EXTENSION times its
+    limit may take that much; one converging too slowly, or not converging, keeps it."""
+    from solvers._polish import _EXTENSION, _extended_limit
+
+    limit, far = 100.0, [400, 300, 250]  # changes that fall too slowly to decide
+    # the gap 1e-2 -> 1e-3 per round: one more round (cost 30) reaches tol 1e-4
+    assert _extended_limit([1e-1, 1e-2, 1e-3], far, 1e-4, 110.0, 30.0, limit) == _EXTENSION * limit
+    assert _extended_limit([1e-1, 1e-2], far[:2], 1e-4, 140.0, 30.0, limit) == _EXTENSION * limit  # two rounds
+    assert _extended_limit([1e-1, 1e-2], far[:2], 1e-4, 150.0, 30.0 * _EXTENSION, limit) == limit  # 270 > 200
+    assert _extended_limit([2e-3, 1e-3], far[:2], 1e-4, 110.0, 30.0, limit) == limit  # four rounds: 230
+    assert _extended_limit([1e-3, 2e-3], far[:2], 1e-4, 110.0, 30.0, limit) == limit  # growing
+    assert _extended_limit([np.inf, 1e-3], far[:2], 1e-4, 110.0, 30.0, limit) == limit  # no rate yet
+    assert _extended_limit([1e-3], far[:1], 1e-4, 50.0, 30.0, limit) == limit
+    # the changes 300 -> 30: about two rounds to none, whatever the gap's rate
+    assert _extended_limit([2e-3, 1e-3], [300, 30], 1e-4, 110.0, 30.0, limit) == _EXTENSION * limit
+    assert _extended_limit([2e-3, 1e-3], [30, 300], 1e-4, 110.0, 30.0, limit) == limit
