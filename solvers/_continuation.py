@@ -19,7 +19,7 @@ import numpy as np
 
 from ._budgets import warm_budget
 from ._engine import make_engine
-from ._polish import Polisher
+from ._polisher import Polisher
 from ._screening import restore_inputs, warm_start_without, without_inputs
 from .admm import _finish, _run, _solution, _start, _warm_parts, screened_inputs
 from .problem import LayerProblem

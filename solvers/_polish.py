@@ -25,14 +25,12 @@ value bounds the optimum from below (:meth:`_Round.dual_bound`, the best over th
 attempt's rounds); a relative gap within ``tol`` certifies the answer even where
 degenerate bounds leave the multipliers not unique.
 
-:class:`Polisher` runs the attempts for the ADMM: when to try, and how much work failed
-attempts may take (``AdmmSettings.polish_budget``, counted by the cost model of
-:class:`~solvers._restricted.Work`, never by a clock).
+:class:`solvers._polisher.Polisher` runs the attempts for the ADMM: when to try, and how
+much work they may take.
 """
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,19 +40,17 @@ from ._bounded import bounded_restricted, first_round_flops, mend_bounded
 from ._restricted import Moments, Work, mend_unsolvable, restricted
 from .problem import relative_excess
 
-__all__ = ["polish", "can_polish", "PolishResult", "Polisher", "Moments", "Work"]
+__all__ = ["polish", "can_polish", "PolishResult", "Moments", "Work"]
 
 logger = logging.getLogger(__name__)
 
 
 _STALL_ROUNDS = 4  # after this many rounds, stop unless the changes needed fell below ...
 _STALL_FRACTION = 0.25  # ... this fraction of the first round's
-_ATTEMPT_FLOOR = 1e10  # a ReLU layer's attempt may always take this much work (a fraction of a second)
 _GAP_ROUNDS = 1  # a ReLU attempt gives up when its duality gap fell by less than ...
 _GAP_FACTOR = 0.8  # ... this factor over this many rounds
 _FIRST_GAP = 0.75  # ... or when its first round leaves a larger gap (the support is far from the optimum's)
 _EXTENSION = 2.0  # a ReLU attempt expected to certify within this many times its limit may go on past it
-_ELEMENT_COST = 300.0  # an iteration's elementwise passes over the response, per entry, in flops of a product
 
 
 @dataclass
@@ -344,102 +340,3 @@ class _Round:
         support = (self.support & ~self.flipped) | joining
         signs = np.where(joining, -np.sign(self.gradient), self.signs)
         return support, signs
-
-
-class Polisher:
-    """Polishing attempts on host copies of the iterate (float64), and their schedule.
-
-    The float64 data and the per-neuron second moments are formed when first needed
-    and kept for the others; ``seconds`` adds up the time of every attempt. Work is
-    counted in floating-point operations of a fixed cost model
-    (:class:`~solvers._restricted.Work`; an ADMM iteration is its two products, the
-    weight step's small one and its elementwise passes over the response at
-    ``_ELEMENT_COST`` per entry, which on a layer of few inputs take longer than the
-    products), so that which attempts run never depends on the machine:
-    on a ReLU layer, once an attempt has failed, failed attempts may take at most
-    ``polish_budget`` times the ADMM's work so far. (A ReLU layer's attempts solve a
-    quadratic program per neuron and round; a linear layer's are cheap and certify within
-    two attempts on the suite; they keep the backoff alone.)
-    """
-
-    def __init__(self, problem, data, settings) -> None:
-        self.problem, self.data, self.settings = problem, data, settings
-        # the certificate is that of the l1 program; the group program stops on the ADMM's tolerance
-        self.enabled = settings.polish and can_polish(problem) and problem.group_size is None
-        self.next_at, self.wait = settings.polish_wait, settings.polish_wait  # the wait grows after a failure
-        self.seconds = 0.0
-        self.failed_flops = 0.0  # the work of the attempts that did not certify
-        n_cols = problem.n_in + problem.fit_bias
-        n_samples, n_out = problem.n_samples, problem.n_out
-        self.iteration_flops = (4.0 * n_samples * n_cols * n_out + 2.0 * min(n_samples, n_cols) ** 2 * n_out
-                                + _ELEMENT_COST * n_samples * n_out)
-        self._cache: dict[str, Any] = {}
-
-    @property
-    def budgeted(self) -> bool:
-        """Whether the next attempt is held to ``polish_budget``: on a ReLU layer, once an
-        attempt has failed."""
-        return self.problem.relu and self.failed_flops > 0
-
-    def allowance(self, iteration: int) -> float:
-        """The work failed attempts may still take at ``iteration`` (``polish_budget``
-        times the work of the iterations so far, less what they took already)."""
-        return self.settings.polish_budget * iteration * self.iteration_flops - self.failed_flops
-
-    def due(self, primal_rel: float, iteration: int) -> bool:
-        """Whether to attempt at this check: the relative primal residual is small enough, the
-        wait since the last failure is over and the failed attempts are within budget."""
-        return (self.enabled and primal_rel <= self.settings.polish_start and iteration >= self.next_at
-                and (not self.budgeted or self.allowance(iteration) >= 0))
-
-    def last_due(self, iteration: int) -> bool:
-        """Whether to make a last attempt after a run that did not converge: polishing is on
-        and the failed attempts are within budget (no wait, no residual test)."""
-        return self.enabled and (not self.budgeted or self.allowance(iteration) >= 0)
-
-    def failed(self, iteration: int, attempt: PolishResult) -> None:
-        """Count a failed attempt's work and schedule the next one (the backoff)."""
-        self.failed_flops += attempt.flops
-        self.next_at, self.wait = iteration + self.wait, int(round(self.settings.polish_backoff * self.wait))
-
-    def stage(self, problem, settings) -> None:
-        """Go on with the next stage of a path (:mod:`solvers._continuation`): its program
-        (a new budget and bound on the same data) and settings. The failed attempts' work
-        and the backoff carry over, so that the allowance covers the whole path, as it
-        does one solve; the float64 data and the moments stay."""
-        self.problem, self.settings = problem, settings
-        self.enabled = settings.polish and can_polish(problem) and problem.group_size is None
-
-    def _float64(self) -> dict[str, Any]:
-        """The float64 data, formed once per solve for every attempt (the bound ``V``,
-        which a path's stages change, is read afresh)."""
-        data = self.data
-        if not self._cache:
-            self._cache.update(Xa=data.Xa.astype(np.float64, copy=False), Y=data.Y.astype(np.float64, copy=False))
-        self._cache["V"] = None if data.V is None else data.V.astype(np.float64, copy=False)
-        return self._cache
-
-    def _moments(self) -> Moments:
-        """The per-neuron second moments, formed at the first attempt that runs a round and
-        kept for the others (their work is not charged to the attempts: a set-up, like the
-        ADMM's factorisation)."""
-        cache = self._float64()
-        if "moments" not in cache:
-            cache["moments"] = Moments(cache["Xa"], cache["Y"], (self.data.Y > 0) if self.problem.relu else None)
-        return cache["moments"]
-
-    def attempt(self, engine, state, iteration: int) -> PolishResult:
-        """One attempt at the ADMM's current iterate ``state`` (its engine's arrays brought
-        to the host). After a failed one, it gives up after a round that takes the failed
-        attempts' work past the allowance at ``iteration``."""
-        started = time.perf_counter()
-        work = Work()
-        cache = self._float64()
-        Q_host = engine.host(state.Q)
-        limit = self.allowance(iteration) if self.budgeted else np.inf
-        if self.problem.relu:  # one attempt's share, whether or not others failed (small layers: a floor)
-            limit = min(limit, max(self.settings.polish_limit * self.iteration_flops, _ATTEMPT_FLOOR))
-        result = polish(cache["Xa"], cache["Y"], cache["V"], self.data.epsilon, self.problem.relu, Q_host,
-                        state.penalized, self.settings.tol, moments=self._moments, work=work, flops_limit=limit)
-        self.seconds += time.perf_counter() - started
-        return result

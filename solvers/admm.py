@@ -30,7 +30,7 @@ its support is solved exactly and certified (:mod:`solvers._polish`).
 Before iterating, :func:`solve_admm` drops the inputs whose weights are zero at every
 optimum (:mod:`solvers._screening`). The solve itself is a short loop over named stages:
 :func:`_start` (the starting point and rho), :func:`_iterate` (one iteration),
-:func:`_check` (residuals and the stopping test), :class:`~solvers._polish.Polisher`
+:func:`_check` (residuals and the stopping test), :class:`~solvers._polisher.Polisher`
 (polishing attempts, their schedule and their budget), :func:`_adapt` (the rho rule),
 :func:`_run` (the loop over them) and :func:`_finish` (the :class:`~solvers.Solution`). The array work is done by an engine
 (:mod:`solvers._engine`: numpy/numba here, torch in :mod:`solvers._torch_kernels`), the
@@ -47,7 +47,8 @@ from typing import Any
 import numpy as np
 
 from ._engine import BACKENDS, Engine, make_engine
-from ._polish import Polisher, PolishResult
+from ._polish import PolishResult
+from ._polisher import Polisher
 from ._scaling import PreparedInput, ScaledData
 from ._screening import dead_inputs, restore_inputs, warm_start_without, without_inputs
 from .problem import LayerProblem

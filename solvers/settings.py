@@ -116,8 +116,8 @@ class AdmmSettings:
         the cost model: an attempt whose first round the model expects to cost more is
         not made (the support is too large; a later iterate is sparser), and one that
         goes past it gives up (a small layer's attempt may always take 1e10 operations),
-        unless its last round cut the duality gap by a factor of about 7: then it may
-        take up to twice as much. Certified attempts at the suite's budgets took 100-540
+        unless, at its last round's rate of convergence and cost, it would certify within
+        twice as much: then it may take that. Certified attempts at the suite's budgets took 100-540
         (a first convolution certified at iteration 50 saves hundreds of iterations);
         ``inf``: no limit.
     screen : bool, default True

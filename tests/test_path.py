@@ -178,6 +178,7 @@ def test_failed_polishing_is_held_to_one_allowance_over_the_stages(monkeypatch):
     next final stage's attempts are held to the allowance of the whole path (a failure
     that took more than it leaves no attempt), where a fresh schedule would try at once."""
     import solvers._polish as polishing
+    import solvers._polisher as schedule
     from solvers._continuation import Continuation
 
     problem, original = make_layer(n_samples=150, n_in=10, n_out=3, seed=4)
@@ -188,7 +189,7 @@ def test_failed_polishing_is_held_to_one_allowance_over_the_stages(monkeypatch):
         attempts.append(kwargs["flops_limit"])
         return polishing.PolishResult(None, "made to fail", flops=1e30)
 
-    monkeypatch.setattr(polishing, "polish", failing)
+    monkeypatch.setattr(schedule, "polish", failing)
     stages = Continuation(at(problem.epsilon), warm_start=original, max_iter=200)
     stages.stage(at(problem.epsilon), final=True)
     first = len(attempts)

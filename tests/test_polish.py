@@ -77,7 +77,7 @@ def test_can_polish_needs_a_positive_budget_where_there_are_entries():
 
 def test_the_wait_between_failed_attempts_grows_by_the_backoff():
     from solvers import AdmmSettings
-    from solvers._polish import Polisher
+    from solvers._polisher import Polisher
 
     problem, _ = make_layer(n_samples=60, n_in=8, n_out=3, seed=2)
     for backoff, expected in ((2.0, [50, 100, 200, 400]), (4.0, [50, 100, 300, 1100])):
@@ -95,9 +95,9 @@ def test_failed_attempts_stay_within_the_polish_budget():
     """On a ReLU layer, after the first failure, an attempt starts only while the failed
     ones took at most polish_budget times the ADMM's work so far; a linear layer keeps the
     backoff alone."""
-    import solvers._polish as module
+    import solvers._polisher as module
     from solvers import AdmmSettings
-    from solvers._polish import Polisher
+    from solvers._polisher import Polisher
 
     problem, _ = make_layer(n_samples=60, n_in=8, n_out=3, seed=2)
     polisher = Polisher(problem, None, AdmmSettings(polish_wait=50, polish_backoff=1, polish_budget=0.1))
