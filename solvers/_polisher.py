@@ -13,7 +13,7 @@ import numpy as np
 
 from ._polish import Moments, PolishResult, Work, can_polish, polish
 
-__all__ = ["Polisher"]
+__all__ = ["Polisher", "PolishResult"]
 
 _ATTEMPT_FLOOR = 1e10  # a ReLU layer's attempt may always take this much work (a fraction of a second)
 _ELEMENT_COST = 300.0  # an iteration's elementwise passes over the response, per entry, in flops of a product

@@ -32,10 +32,10 @@ optimum (:mod:`solvers._screening`). The solve itself is a short loop over named
 :func:`_start` (the starting point and rho), :func:`_iterate` (one iteration),
 :func:`_check` (residuals and the stopping test), :class:`~solvers._polisher.Polisher`
 (polishing attempts, their schedule and their budget), :func:`_adapt` (the rho rule),
-:func:`_run` (the loop over them) and :func:`_finish` (the :class:`~solvers.Solution`). The array work is done by an engine
-(:mod:`solvers._engine`: numpy/numba here, torch in :mod:`solvers._torch_kernels`), the
-data are scaled by :mod:`solvers._scaling`, and every number of the rule is a field of
-:class:`~solvers.settings.AdmmSettings`.
+:func:`_run` (the loop over them) and :func:`_finish` (the :class:`~solvers.Solution`).
+The array work is done by an engine (:mod:`solvers._engine`: numpy/numba here, torch in
+:mod:`solvers._torch_kernels`), the data are scaled by :mod:`solvers._scaling`, and
+every number of the rule is a field of :class:`~solvers.settings.AdmmSettings`.
 """
 from __future__ import annotations
 
@@ -47,8 +47,7 @@ from typing import Any
 import numpy as np
 
 from ._engine import BACKENDS, Engine, make_engine
-from ._polish import PolishResult
-from ._polisher import Polisher
+from ._polisher import Polisher, PolishResult
 from ._scaling import PreparedInput, ScaledData
 from ._screening import dead_inputs, restore_inputs, warm_start_without, without_inputs
 from .problem import LayerProblem
@@ -242,8 +241,8 @@ class _Run:
 def _run(engine: Engine, state: _State, polisher: Polisher, settings: AdmmSettings, done: int = 0) -> _Run:
     """Iterate until a check stops the run (residuals met and the thresholded copy within
     ``feasibility_tol``, or a certified polish) or ``max_iter`` more iterations; a last
-    polish then (within the failed attempts' allowance). ``done``: iterations the state has already had (a path's earlier stages;
-    the rho and polish schedules count from the first). ``iterations`` counts them all."""
+    polish then, within the allowance. ``done``: iterations the state already had (a path's
+    earlier stages; the rho and polish schedules count from the first); ``iterations`` counts all."""
     status, polished, residuals_met_at = "max_iter", None, None
     residuals = _Residuals(np.inf, np.inf, False, None)
     debug = logger.isEnabledFor(logging.DEBUG)
