@@ -113,8 +113,7 @@ class Continuation:
             self.polisher = Polisher(reduced, self.data, settings)
         else:
             self.polisher.stage(reduced, settings)
-        polisher = self.polisher
-        run = _run(self.engine, self.state, polisher, settings, done=self.iterations)
+        run = _run(self.engine, self.state, self.polisher, settings, done=self.iterations)
         self.iterations = run.iterations
         # a stage that ran out of iterations may have been infeasible, and its duals grown
         # without bound: the next stage starts afresh from the last converged stage's weights
@@ -126,7 +125,7 @@ class Continuation:
                 return None, None
             Q = self.engine.host(self.state.Q)[:reduced.n_in]
             return float(np.count_nonzero(Q)) / (problem.n_in * problem.n_out), None
-        solution = _solution(reduced, self.data, self.engine, self.state, self.dtype, run, polisher)
+        solution = _solution(reduced, self.data, self.engine, self.state, self.dtype, run, self.polisher)
         solution = restore_inputs(problem, solution, self.dead)
         solution.info.update(backend=self.backend, prepared=self.prepared is not None)
         solution.solve_time = time.perf_counter() - started

@@ -113,11 +113,8 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
         The attempt gives up after a round that takes ``work`` beyond this many
         operations (a linear layer's first round always runs); a ReLU layer's gives up
         within a round too, and is not made when the cost model expects its first round
-        to cost more. A ReLU attempt that, at its last round's rate of convergence,
-        would certify within ``_EXTENSION`` times the limit may go on past it
-        (:func:`_extended_limit`). A ReLU attempt also gives up when its first
-        round leaves a gap above ``_FIRST_GAP``, or when a round shrinks the gap by less
-        than ``_GAP_FACTOR``.
+        to cost more; one about to certify may go past it (:func:`_extended_limit`), one
+        whose duality gap says it will not gives up (:func:`_gap_stop`).
     """
     # float64 throughout (no copies when the ADMM ran in float64)
     Xa, Y = np.ascontiguousarray(Xa, dtype=np.float64), np.asarray(Y, dtype=np.float64)
@@ -127,10 +124,8 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
     work = Work() if work is None else work
     if relu and first_round_flops(active, support) > flops_limit:
         return PolishResult(None, "the support is too large to polish within its share of the work")
-    if moments is None:  # formed once per solve: a set-up, not charged to ``work``
-        moments = Moments(Xa, Y, active)
-    elif callable(moments):
-        moments = moments()
+    # formed once per solve (or given as a function that forms them): a set-up, not charged to ``work``
+    moments = Moments(Xa, Y, active) if moments is None else moments() if callable(moments) else moments
     reason, cache, dual_bound, gaps, counts = "no round", {}, -np.inf, [], []
     first_count = None  # mends needed in the first completed round
     limit = flops_limit  # raised for a ReLU attempt expected to certify soon (_extended_limit)
@@ -159,24 +154,39 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
             return round_.certify(relu, work.flops)
         if relu:
             dual_bound = max(dual_bound, round_.dual_bound())
-            if len(gaps) == 1 and gaps[0] > _FIRST_GAP:
-                return PolishResult(None, f"the first round leaves a duality gap of {gaps[0]:.2g}",
-                                    flops=work.flops)
-            if len(gaps) > _GAP_ROUNDS and gaps[-1] > _GAP_FACTOR * gaps[-1 - _GAP_ROUNDS]:
-                return PolishResult(None, f"the duality gap stalls at {gaps[-1]:.2g} (tol {tol:.2g})",
-                                    flops=work.flops)
             counts.append(round_.count)
+            stop = _gap_stop(gaps, tol)
+            if stop is not None:
+                return PolishResult(None, stop, flops=work.flops)
             limit = _extended_limit(gaps, counts, tol, work.flops, work.flops - round_start, flops_limit)
         round_.log(round_index, work.flops)
-        if first_count is None:
-            first_count = round_.count
-        elif round_index >= _STALL_ROUNDS and round_.count > _STALL_FRACTION * first_count:
-            # the active set is not settling: the iterate is too far; the ADMM goes on
-            return PolishResult(None, f"the active set is not settling ({round_.count} changes left of "
-                                f"{first_count})", flops=work.flops)
+        first_count = round_.count if first_count is None else first_count
+        stop = _settling_stop(round_index, first_count, round_.count)
+        if stop is not None:
+            return PolishResult(None, stop, flops=work.flops)
         reason = round_.reason
         support, signs = round_.mended(every=relu)
     return PolishResult(None, reason, flops=work.flops)
+
+
+def _settling_stop(round_index: int, first_count: int, count: int) -> str | None:
+    """Why an attempt gives up after a round that asks for ``count`` changes (None: it goes
+    on): after ``_STALL_ROUNDS`` rounds, more than ``_STALL_FRACTION`` of the first round's
+    are left, so the active set is not settling (the iterate is too far; the ADMM goes on)."""
+    if round_index >= _STALL_ROUNDS and count > _STALL_FRACTION * first_count:
+        return f"the active set is not settling ({count} changes left of {first_count})"
+    return None
+
+
+def _gap_stop(gaps: list[float], tol: float) -> str | None:
+    """Why a ReLU attempt gives up after its rounds' relative duality gaps ``gaps`` (None:
+    it goes on): its first round left one above ``_FIRST_GAP``, or the gap fell by less
+    than ``_GAP_FACTOR`` over the last ``_GAP_ROUNDS`` rounds."""
+    if len(gaps) == 1 and gaps[0] > _FIRST_GAP:
+        return f"the first round leaves a duality gap of {gaps[0]:.2g}"
+    if len(gaps) > _GAP_ROUNDS and gaps[-1] > _GAP_FACTOR * gaps[-1 - _GAP_ROUNDS]:
+        return f"the duality gap stalls at {gaps[-1]:.2g} (tol {tol:.2g})"
+    return None
 
 
 def _extended_limit(gaps: list[float], counts: list[int], tol: float, flops: float, round_flops: float,

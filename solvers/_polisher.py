@@ -36,9 +36,8 @@ class Polisher:
     """
 
     def __init__(self, problem, data, settings) -> None:
-        self.problem, self.data, self.settings = problem, data, settings
-        # the certificate is that of the l1 program; the group program stops on the ADMM's tolerance
-        self.enabled = settings.polish and can_polish(problem) and problem.group_size is None
+        self.data = data
+        self.stage(problem, settings)
         self.next_at, self.wait = settings.polish_wait, settings.polish_wait  # the wait grows after a failure
         self.seconds = 0.0
         self.failed_flops = 0.0  # the work of the attempts that did not certify
@@ -62,8 +61,7 @@ class Polisher:
     def due(self, primal_rel: float, iteration: int) -> bool:
         """Whether to attempt at this check: the relative primal residual is small enough, the
         wait since the last failure is over and the failed attempts are within budget."""
-        return (self.enabled and primal_rel <= self.settings.polish_start and iteration >= self.next_at
-                and (not self.budgeted or self.allowance(iteration) >= 0))
+        return self.last_due(iteration) and primal_rel <= self.settings.polish_start and iteration >= self.next_at
 
     def last_due(self, iteration: int) -> bool:
         """Whether to make a last attempt after a run that did not converge: polishing is on
@@ -81,16 +79,19 @@ class Polisher:
         and the backoff carry over, so that the allowance covers the whole path, as it
         does one solve; the float64 data and the moments stay."""
         self.problem, self.settings = problem, settings
+        # the certificate is that of the l1 program; the group program stops on the ADMM's tolerance
         self.enabled = settings.polish and can_polish(problem) and problem.group_size is None
 
     def _float64(self) -> dict[str, Any]:
-        """The float64 data, formed once per solve for every attempt (the bound ``V``,
-        which a path's stages change, is read afresh)."""
-        data = self.data
-        if not self._cache:
-            self._cache.update(Xa=data.Xa.astype(np.float64, copy=False), Y=data.Y.astype(np.float64, copy=False))
-        self._cache["V"] = None if data.V is None else data.V.astype(np.float64, copy=False)
-        return self._cache
+        """The float64 data, formed once per solve for every attempt (the bound ``V``
+        again when a path's stage has set a new one)."""
+        data, cache = self.data, self._cache
+        if not cache:
+            cache.update(Xa=data.Xa.astype(np.float64, copy=False), Y=data.Y.astype(np.float64, copy=False))
+        if "V" not in cache or cache["V_source"] is not data.V:
+            cache["V_source"] = data.V
+            cache["V"] = None if data.V is None else data.V.astype(np.float64, copy=False)
+        return cache
 
     def _moments(self) -> Moments:
         """The per-neuron second moments, formed at the first attempt that runs a round and
