@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._ldp import _bound_gradients, _dual_qp
+from ._lapack import cho_solve_lower, cholesky_lower, solve_lower, solve_lower_transposed
+from ._ldp import _answer, _bound_gradients, _candidate_rows, _dual_qp
 from ._restricted import Work
 
 __all__ = ["bounded_restricted", "mend_bounded", "first_round_flops"]
@@ -61,29 +62,34 @@ class _Neuron:
     """
 
     def __init__(self, moments, Xa, V, columns, signs, weights, m, work, squares) -> None:
-        from scipy import linalg
-
         self.columns, self.m = columns.astype(np.int64), m
         self.Xa = Xa  # C-contiguous float64 (one compiled signature of the kernels)
         k = columns.size
         G = moments.neuron(m, columns, work)
         # a tiny ridge keeps G definite when a support column is (nearly) zero on the active rows
-        G = G + (1e-10 * max(float(np.max(np.diag(G), initial=0.0)), 1e-300)) * np.eye(k)
+        G[np.diag_indices(k)] += 1e-10 * max(float(G.diagonal().max(initial=0.0)), 1e-300)
         self.G, self.b, self.y_sq = G, moments.moment[columns, m], float(moments.y_sq[m])
         self.linear = weights[columns] * signs
-        self.L = np.ascontiguousarray(linalg.cholesky(G, lower=True))
+        self.L = np.ascontiguousarray(cholesky_lower(G))
         work.solve(k, 3)
         self.rows = np.flatnonzero(~moments.active[:, m]).astype(np.int64)
         self.h = np.zeros(self.rows.size) if V is None else np.ascontiguousarray(V[self.rows, m])
         self.norms = np.sqrt(squares[self.rows])  # ||E_i||: sum_j Xa[i, j]^2 over the support
         self.positions = np.flatnonzero(weights[columns] > 0).astype(np.int64)  # the weights' sign bounds
         self.signs = np.ascontiguousarray(signs[self.positions], dtype=np.float64)
-        self.theta_b = linalg.cho_solve((self.L, True), self.b)
-        self.theta_c = linalg.cho_solve((self.L, True), self.linear)
-        self.c_tilde = linalg.solve_triangular(self.L, self.linear, lower=True)
+        self.theta_b = cho_solve_lower(self.L, self.b)
+        self.theta_c = cho_solve_lower(self.L, self.linear)
+        self.c_tilde = solve_lower(self.L, self.linear)
         # the warm start of the next call: the active bounds, their rows of -F, the candidates
         self.order, self.F_passive = np.empty(0, dtype=np.int64), np.empty((0, k))
-        self.candidates = np.empty(0, dtype=np.int64)
+        self.use_candidates(np.empty(0, dtype=np.int64))
+
+    def use_candidates(self, candidates: np.ndarray) -> None:
+        """The bounds the next call prices first, with their rows gathered once (kept while
+        they stay the candidates)."""
+        self.candidates = candidates
+        self.candidate_rows = _candidate_rows(self.Xa, self.norms, self.rows, self.h, self.columns, self.positions,
+                                              self.signs, candidates)
 
     def at(self, t: float, work: Work, confirm: bool = True):
         """``(theta, multipliers, f, gamma)`` at ``t``, or None when the bounds admit no point.
@@ -93,14 +99,12 @@ class _Neuron:
         while the active bounds stay. With ``confirm`` False a warm-started call stops once
         none of its candidate bounds enters; :func:`_confirm` then checks every bound.
         """
-        from scipy import linalg
-
         k = self.columns.size
         theta_u = self.theta_b - t * self.theta_c
         warm = self.order.size
-        mu, residual, order, F_passive, self.candidates, passes = _dual_qp(
+        mu, residual, order, F_passive, self.candidates, self.candidate_rows, passes = _dual_qp(
             self.Xa, self.norms, self.rows, self.h, self.columns, self.positions, self.signs, self.L, theta_u,
-            self.order, self.F_passive, self.candidates, confirm)
+            self.order, self.F_passive, self.candidates, self.candidate_rows, confirm)
         self.order, self.F_passive, self.residual, self.theta_u = order, F_passive, residual, theta_u
         # a call's own cost and its warm start's; per entering bound: the candidates' product
         # (8 (k + 1) rows), and compiled scalar loops (its row's solve, the factor's update,
@@ -109,32 +113,18 @@ class _Neuron:
         work.flops += (_CALL_COST + _BOUND_COST * self.rows.size + _UNKNOWN_COST * k
                        + _WARM_COST * warm**2 * (k + 1) + 2.0 * k * entered * (8.0 * (k + 1) + 3.0 * _SCALAR_COST * k)
                        + passes * 2.0 * self.Xa.shape[0] * self.Xa.shape[1])
-        scale = -residual[k]
-        if not (np.linalg.norm(residual) > _INFEASIBLE and scale > 0):
+        ok, theta, multipliers, f, gamma = _answer(mu, residual, order, F_passive, self.rows.size, self.positions,
+                                                   self.L, self.G, self.b, self.y_sq, theta_u, self.c_tilde,
+                                                   _INFEASIBLE)
+        if not ok:
             self.why = "the bounds admit no point on the support"
             return None
-        multipliers = mu / scale
-        theta = theta_u + linalg.solve_triangular(self.L.T, residual[:k] / scale, lower=False)
-        held = self.positions[order[order >= self.rows.size] - self.rows.size]  # sign bounds at zero
-        theta[held] = 0.0
-        f = max(float(theta @ self.G @ theta - 2.0 * self.b @ theta + self.y_sq), 0.0)
-        projected = self.c_tilde
-        if order.size:  # the part of c~ outside the span of the active rows of F
-            F_active = F_passive
-            try:
-                factor = linalg.cho_factor(F_active @ F_active.T, lower=True, check_finite=False)
-                coefficients = linalg.cho_solve(factor, F_active @ projected, check_finite=False)
-            except linalg.LinAlgError:
-                coefficients = np.linalg.lstsq(F_active.T, projected, rcond=None)[0]
-            projected = projected - F_active.T @ coefficients
-        return theta, multipliers[: self.rows.size], f, float(projected @ projected)
+        return theta, multipliers, f, gamma
 
     def direction(self) -> tuple[np.ndarray, float]:
         """``(w, rho_k)`` of the last call: a sample bound's gradient is ``E_i w + h_i rho_k``."""
-        from scipy import linalg
-
         k = self.columns.size
-        w = linalg.solve_triangular(self.L.T, self.residual[:k], lower=False) - self.residual[k] * self.theta_u
+        w = solve_lower_transposed(self.L, self.residual[:k]) - self.residual[k] * self.theta_u
         return w, float(self.residual[k])
 
     def violated(self, products: np.ndarray, w: np.ndarray, bias: float) -> bool:
@@ -148,7 +138,7 @@ class _Neuron:
         if not entering.any():
             return False
         count = min(8 * (self.columns.size + 1), gradient.size)
-        self.candidates = np.argpartition(-gradient, count - 1)[:count]  # the largest, in any order
+        self.use_candidates(np.argpartition(-gradient, count - 1)[:count])  # the largest, in any order
         return True
 
 
@@ -234,8 +224,6 @@ def _step(t, f, gamma, budget, low, high, zero_tried):
 def _formed_neurons(moments, Xa, V, support, signs, weights, work, cache) -> list:
     """Each neuron's program on its support: from ``cache`` while its support and signs
     stay, else formed (warm-started from the bounds active before on the same samples)."""
-    from scipy import linalg
-
     n_cols, n_out = support.shape
     neurons, squares = [], None
     for m in range(n_out):
@@ -253,9 +241,9 @@ def _formed_neurons(moments, Xa, V, support, signs, weights, work, cache) -> lis
             if m in cache:  # the same samples' bounds: start from those active before (rows of F change)
                 before = cache[m][1]
                 neuron.order = before.order[before.order < before.rows.size]
-                neuron.F_passive = -linalg.solve_triangular(
-                    neuron.L, neuron.Xa[np.ix_(neuron.rows[neuron.order], neuron.columns)].T, lower=True).T.copy()
-                neuron.candidates = before.candidates[before.candidates < before.rows.size]
+                rows = neuron.Xa[neuron.rows[neuron.order]][:, neuron.columns]
+                neuron.F_passive = -solve_lower(neuron.L, rows.T).T  # C-ordered (LAPACK's answer is Fortran's)
+                neuron.use_candidates(before.candidates[before.candidates < before.rows.size])
             cache[m] = (key, neuron)
         neurons.append(cache[m][1])
     return neurons

@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["_bound_gradients", "_dual_qp"]
+__all__ = ["_answer", "_bound_gradients", "_candidate_rows", "_dual_qp"]
 
 
 @njit(cache=True)
@@ -174,13 +174,17 @@ def _bound_gradients(products, norms, rows, h, positions, signs, w, bias):
 def _candidate_rows(Xa, norms, rows, h, cols, positions, signs, candidates):
     """The rows ``E_i``, bounds and row norms of the bounds ``candidates``, gathered once so
     that pricing them is one product."""
-    E = np.empty((candidates.size, cols.size))
+    E = np.zeros((candidates.size, cols.size))
     bounds, row_norms = np.zeros(candidates.size), np.ones(candidates.size)
     for position in range(candidates.size):
         i = candidates[position]
-        E[position] = _bound_row(Xa, rows, cols, positions, signs, i)
         if i < rows.size:
+            sample = rows[i]
+            for j in range(cols.size):
+                E[position, j] = Xa[sample, cols[j]]
             bounds[position], row_norms[position] = h[i], norms[i]
+        else:
+            E[position, positions[i - rows.size]] = -signs[i - rows.size]
     return E, bounds, row_norms
 
 
@@ -238,7 +242,8 @@ def _entering(indices, gradient, scale, passive, skipped):
 
 
 @njit(cache=True)
-def _dual_qp(Xa, norms, rows, h, cols, positions, signs, L, theta_u, warm_order, warm_F, candidates, confirm):
+def _dual_qp(Xa, norms, rows, h, cols, positions, signs, L, theta_u, warm_order, warm_F, candidates, candidate_rows,
+             confirm):
     """The least-distance program of one neuron by Lawson-Hanson non-negative least squares.
 
     Bound ``i`` is the row ``C_i = [-F_i, -r_i]`` with ``F_i = (L^{-1} E_i^T)^T`` and
@@ -250,16 +255,19 @@ def _dual_qp(Xa, norms, rows, h, cols, positions, signs, L, theta_u, warm_order,
     (``||E_i||``), the scale that tells a gradient from round-off.
 
     The warm start is the previous call's passive bounds ``warm_order`` with their rows
-    ``-F`` (``warm_F``), which do not depend on ``theta_u``.
+    ``-F`` (``warm_F``), which do not depend on ``theta_u``. ``candidate_rows`` are the
+    candidates' rows, bounds and row norms (:func:`_candidate_rows`), kept by the caller
+    while the candidates stay.
 
     With ``confirm`` False the end is not confirmed when candidates were given: the method
     stops once none of them enters, and the caller prices every bound (for many neurons
     in one product) and calls again, warm-started, if one should enter.
 
-    Returns ``(mu, residual, order, F_rows, candidates, passes)``: ``residual = C_P^T mu_P
-    - e``; with ``s = -residual[k] > 0`` the point is ``u = residual[:k] / s`` and the
-    bounds' multipliers are ``mu / s``; ``order`` the passive bounds and ``F_rows`` their
-    ``-F``; ``passes`` the full passes made.
+    Returns ``(mu, residual, order, F_rows, candidates, candidate_rows, passes)``:
+    ``residual = C_P^T mu_P - e``; with ``s = -residual[k] > 0`` the point is
+    ``u = residual[:k] / s`` and the bounds' multipliers are ``mu / s``; ``order`` the
+    passive bounds and ``F_rows`` their ``-F``; the candidates of the last full pass (or
+    those given) with their rows; ``passes`` the full passes made.
     The iterations are capped (a few per unknown); the certificate of the polish judges
     the answer either way.
     """
@@ -292,8 +300,7 @@ def _dual_qp(Xa, norms, rows, h, cols, positions, signs, L, theta_u, warm_order,
     residual[k] -= 1.0
     skipped = np.zeros(n_bounds, dtype=np.bool_)
     passes = 0
-    E_candidates, h_candidates, norm_candidates = _candidate_rows(Xa, norms, rows, h, cols, positions, signs,
-                                                                  candidates)
+    E_candidates, h_candidates, norm_candidates = candidate_rows
     for _ in range(4 * width + 10):
         if size == width:
             break
@@ -326,4 +333,51 @@ def _dual_qp(Xa, norms, rows, h, cols, positions, signs, L, theta_u, warm_order,
         size = _settle(Cp, R, order, mu, size, skipped)
         residual = Cp[:size].T @ mu[order[:size]]
         residual[k] -= 1.0
-    return mu, residual, order[:size].copy(), Cp[:size, :k].copy(), candidates, passes
+    return (mu, residual, order[:size].copy(), Cp[:size, :k].copy(), candidates,
+            (E_candidates, h_candidates, norm_candidates), passes)
+
+
+@njit(cache=True)
+def _positive_solve(A, b):
+    """``A^{-1} b`` by Cholesky for a symmetric positive definite ``A``; ``(False, b)`` when a
+    pivot is not positive (``A`` singular at round-off)."""
+    n = b.size
+    R = np.zeros((n, n))
+    for j in range(n):
+        pivot = A[j, j] - np.dot(R[j, :j], R[j, :j])
+        if not pivot > 1e-14 * max(A[j, j], 1e-300):
+            return False, b
+        R[j, j] = np.sqrt(pivot)
+        for i in range(j + 1, n):
+            R[i, j] = (A[i, j] - np.dot(R[i, :j], R[j, :j])) / R[j, j]
+    return True, _backward(R, _forward(R, b))
+
+
+@njit(cache=True)
+def _answer(mu, residual, order, F_rows, n_rows, positions, L, G, b, y_sq, theta_u, c_tilde, infeasible):
+    """The restricted quadratic program's answer from its least-distance program's
+    (:func:`_dual_qp`): ``(ok, theta, multipliers, f, gamma)``.
+
+    With ``s = -residual[k]``: ``theta = theta_u + L^{-T} residual[:k] / s`` (the weights
+    whose sign bounds are passive exactly 0), the sample bounds' multipliers ``mu / s``,
+    ``f = theta^T G theta - 2 b^T theta + ||y||^2`` (``||M theta - y||^2``) and
+    ``gamma = ||P c~||^2``, ``P`` the projection onto the null space of the passive rows
+    ``F`` (``F_rows`` holds ``-F``; the sign does not matter). ``ok`` is False when the
+    residual's norm is at most ``infeasible`` or ``s <= 0``: the bounds admit no point.
+    """
+    k = theta_u.size
+    scale = -residual[k]
+    if not (np.sqrt(np.dot(residual, residual)) > infeasible and scale > 0):
+        return False, theta_u, mu[:n_rows], 0.0, 0.0
+    theta = theta_u + _backward(L, residual[:k] / scale)
+    for j in range(order.size):
+        if order[j] >= n_rows:
+            theta[positions[order[j] - n_rows]] = 0.0
+    f = max(np.dot(theta, G @ theta) - 2.0 * np.dot(b, theta) + y_sq, 0.0)
+    projected = c_tilde
+    if order.size:
+        solved, coefficients = _positive_solve(F_rows @ F_rows.T, F_rows @ c_tilde)
+        if not solved:  # dependent rows: the least-squares coefficients
+            coefficients = np.linalg.lstsq(F_rows.T, c_tilde)[0]
+        projected = c_tilde - F_rows.T @ coefficients
+    return True, theta, mu[:n_rows] / scale, f, np.dot(projected, projected)

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 _BUDGET_MEND = 0.25  # fraction of the neurons (furthest from Y first) mended when a layer ball is missed
 _SOLVE_COST = 8.0  # a flop of a small dense solve, in flops of a large product (see Work)
 _SMALL_SOLVE = 1e6  # the flops a dense solve counts at least: the overhead of a call
+_FORMS = 4  # times a neuron's program is formed in a solve's polishing, about (supports change between rounds)
 
 
 class Work:
@@ -74,41 +75,70 @@ def _solve(G: np.ndarray, rhs: np.ndarray, work: Work) -> np.ndarray:
 class Moments:
     """Each neuron's second moments on its active rows, computed once per solve.
 
-    ``gram[m] = Xa_{Omega_m}^T Xa_{Omega_m}`` (all neurons at once when ``n_out n_cols^2``
-    floats fit in ``memory`` bytes, else gathered neuron by neuron on demand),
-    ``moment[:, m] = Xa_{Omega_m}^T y_m`` and ``y_sq[m] = ||y_{Omega_m}||^2``, so a
-    restricted least-squares fit costs ``O(|S_m|^3)`` instead of a pass over the samples.
+    ``moment[:, m] = Xa_{Omega_m}^T y_m`` and ``y_sq[m] = ||y_{Omega_m}||^2`` for every
+    neuron; ``G = M^T M`` on a support (:meth:`neuron`) is cut from a Gram matrix over every
+    column (one for a linear layer; for a ReLU layer, neuron ``m``'s over its active rows
+    ``Xa_{Omega_m}^T Xa_{Omega_m}``, formed the first time the neuron asks), or gathered from
+    the support's columns (from a transposed copy of ``Xa``), whichever costs less: a neuron's Gram over every column costs
+    ``min(|Omega_m|, n - |Omega_m|) n_cols^2`` (from ``Xa^T Xa``, less the rows on the
+    smaller side), a gathered one ``|Omega_m| k^2`` each time the neuron's program is formed
+    (about ``_FORMS`` times a solve). On a support of a tenth of the columns the gathered
+    ones cost tens of times less. The Gram matrices held stay within ``memory`` bytes.
     """
 
     def __init__(self, Xa: np.ndarray, Y: np.ndarray, active: np.ndarray | None, memory: float = 256e6) -> None:
-        self.Xa, self.active = Xa, active
-        n_samples, n_cols, n_out = Xa.shape[0], Xa.shape[1], Y.shape[1]
+        self.Xa, self.active, self.memory = Xa, active, memory
         masked = Y if active is None else np.where(active, Y, 0.0)
         self.moment = Xa.T @ masked
         self.y_sq = np.einsum("pm,pm->m", masked, masked)
-        self.gram = None
-        if active is None:
-            self.gram = Xa.T @ Xa  # one Gram for every neuron
-        elif n_out * n_cols**2 * 8 <= memory:
-            self.gram = np.empty((n_out, n_cols, n_cols))
-            full = Xa.T @ Xa
-            for m in range(n_out):
-                n_active = np.count_nonzero(active[:, m])
-                if 2 * n_active > n_samples:  # fewer rows to subtract
-                    rows = Xa[~active[:, m]]
-                    np.subtract(full, rows.T @ rows, out=self.gram[m])
-                else:
-                    rows = Xa[active[:, m]]
-                    np.matmul(rows.T, rows, out=self.gram[m])
+        self.gram = Xa.T @ Xa if active is None else None  # a linear layer: one Gram for every neuron
+        self._full: np.ndarray | None = None  # Xa^T Xa of a ReLU layer, formed when a neuron's Gram needs it
+        self._transposed: np.ndarray | None = None  # Xa^T, C-ordered: a support's columns are its rows
+        self._grams: dict[int, np.ndarray] = {}  # neuron -> its Gram over every column
+
+    def _held(self, m: int, k: int) -> np.ndarray | None:
+        """Neuron ``m``'s Gram over every column on its active rows, formed now when that
+        costs less than gathering a support of ``k`` columns about ``_FORMS`` times (and fits
+        in ``memory``); None when gathering is the cheaper."""
+        if self.gram is not None:
+            return self.gram
+        if m in self._grams:
+            return self._grams[m]
+        n_samples, n_cols = self.Xa.shape
+        n_active = int(np.count_nonzero(self.active[:, m]))
+        whole = min(n_active, n_samples - n_active) * n_cols**2
+        if whole >= _FORMS * n_active * k**2 or 8 * n_cols**2 * (len(self._grams) + 2) > self.memory:
+            return None
+        if self._full is None:
+            self._full = self.Xa.T @ self.Xa
+        if 2 * n_active > n_samples:  # fewer rows to subtract
+            rows = self.Xa[~self.active[:, m]]
+            self._grams[m] = self._full - rows.T @ rows
+        else:
+            rows = self.Xa[self.active[:, m]]
+            self._grams[m] = rows.T @ rows
+        return self._grams[m]
 
     def neuron(self, m: int, columns: np.ndarray, work: Work) -> np.ndarray:
-        """``M^T M`` for neuron ``m`` restricted to ``columns`` (its cost added to ``work``)."""
-        if self.gram is None:
-            M = self.Xa[np.ix_(np.flatnonzero(self.active[:, m]), columns)]
-            work.product(M.shape[1], M.shape[0], M.shape[1])
-            return M.T @ M
-        gram = self.gram if self.gram.ndim == 2 else self.gram[m]
-        return gram[np.ix_(columns, columns)]
+        """``M^T M`` for neuron ``m`` restricted to ``columns``, a new array (its cost added to
+        ``work`` when gathered)."""
+        held = self._held(m, columns.size)
+        if held is not None:
+            return held[np.ix_(columns, columns)]
+        if self._transposed is None:
+            self._transposed = np.ascontiguousarray(self.Xa.T)
+        M_T = self._transposed[columns][:, np.flatnonzero(self.active[:, m])]  # whole rows first: contiguous
+        work.product(M_T.shape[0], M_T.shape[1], M_T.shape[0])
+        return M_T @ M_T.T
+
+    def correlation(self, m: int, columns: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """``Xa_{Omega_m}^T (y_m - Xa_{Omega_m, columns} theta)`` over every column: how the
+        residual of neuron ``m``'s fit on ``columns`` correlates with each input."""
+        held = self.gram if self.gram is not None else self._grams.get(m)
+        if held is not None:
+            return self.moment[:, m] - held[:, columns] @ theta
+        rows = self.Xa if self.active is None else self.Xa[np.flatnonzero(self.active[:, m])]
+        return self.moment[:, m] - rows.T @ (rows[:, columns] @ theta)
 
 
 def _neuron_fit(moments, columns, linear, m, work):
@@ -165,15 +195,7 @@ def restricted(moments, Xa, epsilon, support, signs, weights, cache, work):
 def _correlated_columns(moments, support, Theta_fit, m, count):
     """Off-support columns most correlated with neuron ``m``'s residual, and their signs."""
     columns = np.flatnonzero(Theta_fit)
-    gram_rows = moments.gram if moments.gram is not None and moments.gram.ndim == 2 else None
-    if moments.gram is not None and gram_rows is None:
-        gram_rows = moments.gram[m]
-    if gram_rows is not None:  # X_Omega^T (y - X_Omega theta) from the moments
-        correlation = moments.moment[:, m] - gram_rows[:, columns] @ Theta_fit[columns]
-    else:
-        rows = np.flatnonzero(moments.active[:, m])
-        correlation = moments.Xa[rows].T @ (moments.Xa[np.ix_(rows, columns)] @ -Theta_fit[columns])
-        correlation += moments.moment[:, m]
+    correlation = moments.correlation(m, columns, Theta_fit[columns])
     correlation[support[:, m]] = 0.0
     best = np.argsort(-np.abs(correlation))[:count]
     best = best[np.abs(correlation[best]) > 0]

@@ -7,7 +7,7 @@ import pytest
 from conftest import make_layer
 from solvers import solve
 from solvers._bounded import bounded_restricted
-from solvers._ldp import _dual_qp
+from solvers._ldp import _candidate_rows, _dual_qp
 from solvers._polish import _Round
 from solvers._restricted import Moments, Work
 
@@ -35,6 +35,15 @@ def _explicit(Xa, rows, h, cols, positions, signs, L, theta_u):
     return E, bounds, np.column_stack([-F, -(bounds - E @ theta_u)])
 
 
+def _kernel(kernel_case, order, F_rows, candidates, confirm):
+    """``_dual_qp`` warm-started from ``order`` (rows ``F_rows``), its ``candidates``' rows
+    gathered as ``_Neuron.use_candidates`` does; what the kernel returns but those rows."""
+    Xa, norms, rows, h, cols, positions, signs = kernel_case[:7]
+    gathered = _candidate_rows(Xa, norms, rows, h, cols, positions, signs, candidates)
+    answer = _dual_qp(*kernel_case, order, F_rows, candidates, gathered, confirm)
+    return answer[:5] + answer[6:]
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_the_least_distance_kernel_solves_the_quadratic_program(seed):
     """``_dual_qp`` reaches scipy's NNLS residual; the point it gives is the projection of
@@ -46,7 +55,7 @@ def test_the_least_distance_kernel_solves_the_quadratic_program(seed):
     Xa, rows, h, cols, positions, signs, L, theta_u = case
     empty = (np.empty(0, np.int64), np.empty((0, cols.size)), np.empty(0, np.int64))
     kernel_case = (Xa, np.linalg.norm(Xa[np.ix_(rows, cols)], axis=1), *case[1:])
-    mu, residual, order, F_rows, candidates, _ = _dual_qp(*kernel_case, *empty, True)
+    mu, residual, order, F_rows, candidates, _ = _kernel(kernel_case, *empty, True)
     E, bounds, C = _explicit(*case)
     target = np.zeros(cols.size + 1)
     target[-1] = 1.0
@@ -59,7 +68,7 @@ def test_the_least_distance_kernel_solves_the_quadratic_program(seed):
     G = L @ L.T
     assert np.allclose(G @ (theta - theta_u) + E.T @ multipliers, 0.0, atol=1e-8)  # stationarity
     assert np.allclose(multipliers * (E @ theta - bounds), 0.0, atol=1e-8)  # complementarity
-    again = _dual_qp(*kernel_case, order, F_rows, candidates, True)
+    again = _kernel(kernel_case, order, F_rows, candidates, True)
     assert np.allclose(again[1], residual, atol=1e-12) and set(again[2]) == set(order)
 
 
@@ -78,7 +87,7 @@ def test_an_unconfirmed_answer_is_caught_by_the_layer_check():
     assert violated.size > 1
     quiet = np.setdiff1d(np.arange(rows.size), violated)[:10].astype(np.int64)  # none of them violated
     empty = (np.empty(0, np.int64), np.empty((0, cols.size)))
-    mu, residual, order, _, _, passes = _dual_qp(*kernel_case, *empty, quiet, False)
+    mu, residual, order, _, _, passes = _kernel(kernel_case, *empty, quiet, False)
     assert passes == 0 and order.size == 0  # stopped on its candidates alone: theta_u unchanged
 
     def entering(residual, order):
@@ -92,16 +101,73 @@ def test_an_unconfirmed_answer_is_caught_by_the_layer_check():
 
     found, candidates = entering(residual, order)
     assert set(found[found < rows.size]) == set(violated)
-    confirmed = _dual_qp(*kernel_case, *empty, np.empty(0, np.int64), True)
+    confirmed = _kernel(kernel_case, *empty, np.empty(0, np.int64), True)
     warm = empty
     for _ in range(10):  # as the layer's check does: solve from the largest gradients until none should enter
-        answer = _dual_qp(*kernel_case, *warm, candidates, False)
+        answer = _kernel(kernel_case, *warm, candidates, False)
         found, candidates = entering(answer[1], answer[2])
         if found.size == 0:
             break
         warm = (answer[2], answer[3])
     assert found.size == 0
     assert np.allclose(answer[1], confirmed[1], atol=1e-10)
+
+
+def test_the_answer_kernel_gives_the_point_its_residual_and_curvature():
+    """``_answer`` maps the least-distance residual back: the projected point (the weights
+    whose sign bounds are passive at exactly 0), ``f = ||M theta - y||^2`` from ``G`` and
+    ``b``, ``gamma`` the part of ``c~`` outside the passive rows' span (by least squares), and
+    no answer when the residual vanishes."""
+    from solvers._ldp import _answer
+
+    case = _kernel_case(1)
+    Xa, rows, h, cols, positions, signs, L, theta_u = case
+    kernel_case = (Xa, np.linalg.norm(Xa[np.ix_(rows, cols)], axis=1), *case[1:])
+    empty = (np.empty(0, np.int64), np.empty((0, cols.size)), np.empty(0, np.int64))
+    mu, residual, order, F_rows, _, _ = _kernel(kernel_case, *empty, True)
+    assert order.size > 0
+    rng = np.random.default_rng(5)
+    c_tilde, b = rng.standard_normal(cols.size), rng.standard_normal(cols.size)
+    G = L @ L.T  # the metric of the case; f is checked against its own G, b and ||y||^2 = 4
+    ok, theta, multipliers, f, gamma = _answer(mu, residual, order, F_rows, rows.size, positions, L, G, b, 4.0,
+                                               theta_u, c_tilde, 1e-10)
+    scale = -residual[-1]
+    expected = theta_u + np.linalg.solve(L.T, residual[:-1] / scale)
+    expected[positions[order[order >= rows.size] - rows.size]] = 0.0
+    assert ok and np.allclose(theta, expected, rtol=1e-12, atol=1e-12)
+    assert np.allclose(multipliers, mu[:rows.size] / scale, rtol=1e-14)
+    assert f == pytest.approx(max(expected @ G @ expected - 2.0 * b @ expected + 4.0, 0.0), rel=1e-12)
+    coefficients = np.linalg.lstsq(F_rows.T, c_tilde, rcond=None)[0]
+    outside = c_tilde - F_rows.T @ coefficients
+    assert gamma == pytest.approx(outside @ outside, rel=1e-9, abs=1e-12)
+    assert abs(outside @ F_rows.T).max() < 1e-9  # orthogonal to every passive row
+    dependent = np.vstack([F_rows, F_rows[:1]])  # a repeated row: the least-squares branch
+    gamma_dependent = _answer(mu, residual, order, dependent, rows.size, positions, L, G, b, 4.0, theta_u, c_tilde,
+                              1e-10)[4]
+    assert gamma_dependent == pytest.approx(gamma, rel=1e-9, abs=1e-12)
+    none = _answer(mu, np.zeros_like(residual), order, F_rows, rows.size, positions, L, G, b, 4.0, theta_u,
+                   c_tilde, 1e-10)
+    assert not none[0]
+
+
+@pytest.mark.parametrize("memory", [0.0, 1e9])
+def test_moments_cut_or_gather_the_same_normal_equations(memory):
+    """A neuron's ``M^T M`` on a support is the same whether cut from its Gram over every
+    column (held, when cheaper) or gathered from the support's columns (``memory=0`` holds
+    none); so is the residual's correlation with every column."""
+    rng = np.random.default_rng(2)
+    Xa = rng.standard_normal((200, 12))
+    Y = np.maximum(Xa @ rng.standard_normal((12, 3)), 0.0)
+    moments = Moments(Xa, Y, Y > 0, memory=memory)
+    work = Work()
+    for m, columns in [(0, np.arange(12)), (1, np.array([1, 4, 7])), (2, np.arange(0, 12, 2))]:
+        rows = Y[:, m] > 0
+        M = Xa[np.ix_(rows, columns)]
+        assert np.allclose(moments.neuron(m, columns, work), M.T @ M, rtol=1e-12, atol=1e-10)
+        theta = rng.standard_normal(columns.size)
+        expected = Xa[rows].T @ (Y[rows, m] - M @ theta)
+        assert np.allclose(moments.correlation(m, columns, theta), expected, rtol=1e-10, atol=1e-9)
+    assert (len(moments._grams) > 0) == (memory > 0)  # every column: held when it fits, gathered when not
 
 
 def _cvxpy_restricted(problem, support, signs):
