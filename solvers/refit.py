@@ -30,7 +30,9 @@ of ``||y||^2`` and ``f`` at the start); a step that does not lower ``f`` is not 
 Neurons are processed in chunks of similar support width, all the neurons of a chunk
 together: the responses are one dense product with the whole input, each neuron's
 normal equations on its active rows are formed once (from its support's rows of the
-transposed input), each step adds the few inactive rows above their bound, and the
+transposed input), each step adds the few inactive rows above their bound (both by a
+compiled kernel, one BLAS product per neuron, :mod:`solvers._refit_kernels`; so is ``f``,
+in one pass), and the
 systems, padded to the chunk's width, are solved by one batched LU factorisation. Refits of
 the same layer on supports inside one support (a greedy path's nested supports, or
 several candidates' within their union) can share those equations: formed once on that
@@ -43,6 +45,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._refit_kernels import _add_rows, _objectives
+
 __all__ = ["RefitResult", "ActiveSystems", "active_systems", "SYSTEMS_BYTES", "relu_refit", "refit_objective",
            "certified_error"]
 
@@ -51,6 +55,7 @@ logger = logging.getLogger(__name__)
 _CHUNK_BYTES = 256 * 2**20  # the per-row arrays and padded systems of one chunk of neurons stay below this
 _RIDGE = 1e-12  # relative to the mean diagonal of a Gram matrix: keeps a collinear support solvable
 _BACKTRACKS = 30
+_NO_STEP, _NO_LENGTH = np.zeros((0, 0)), np.zeros(0)  # an objective at z itself, no step
 _ROUNDING = 1e-14  # a decrease of f below this much of max(||y||^2, f at the start) is round-off, not progress
 SYSTEMS_BYTES = 2**30  # active_systems forms no more than this
 
@@ -171,6 +176,10 @@ class _Chunk:
         width = int(support[neurons].sum(axis=1).max(initial=0))
         self.width, n_cols = width, width + fit_bias
         self.columns = [np.flatnonzero(support[m]) for m in neurons]
+        self.sizes = np.array([found.size for found in self.columns], dtype=np.int64)
+        self.padded = np.zeros((neurons.size, max(width, 1)), dtype=np.int64)  # the supports, for the kernels
+        for k, found in enumerate(self.columns):
+            self.padded[k, :found.size] = found
         self.valid = np.zeros((neurons.size, n_cols), dtype=bool)
         for k, found in enumerate(self.columns):
             self.valid[k, :found.size] = True
@@ -181,23 +190,6 @@ class _Chunk:
         self.v = np.zeros_like(self.y) if V is None else np.ascontiguousarray(V[:, neurons].T)
         self.target = np.where(self.active, self.y, self.v)
         self._system: tuple[np.ndarray, np.ndarray] | None = None
-
-    def _rows_of(self, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``[X_{rows, S_k}, 1]^T`` (neuron ``k``'s support columns and its bias, on ``rows``)
-        and where its rows sit in the padded system."""
-        if 8 * rows.size < self.X.shape[0]:  # a few rows (those a step adds): gather them, then the columns
-            block = np.ascontiguousarray(self.X[rows][:, self.columns[k]].T)
-        else:  # most rows: the support's rows of the transposed input, then the rows
-            block = self.XT[self.columns[k]][:, rows]
-        if self.fit_bias:
-            block = np.vstack([block, np.ones((1, block.shape[1]))])
-        return block, self._index(k)
-
-    def _add_rows(self, k: int, rows: np.ndarray, gram: np.ndarray, rhs: np.ndarray) -> None:
-        """Add the normal equations of neuron ``k``'s ``rows`` to its ``gram`` and ``rhs``."""
-        block, index = self._rows_of(k, rows)
-        gram[np.ix_(index, index)] += block @ block.T
-        rhs[index] += block @ self.target[k, rows]
 
     def _index(self, k: int) -> np.ndarray:
         """Where neuron ``k``'s support and bias sit in the padded system."""
@@ -211,10 +203,11 @@ class _Chunk:
             n_cols = self.valid.shape[1]
             gram = np.zeros((self.neurons.size, n_cols, n_cols))
             rhs = np.zeros((self.neurons.size, n_cols))
-            for k, m in enumerate(self.neurons):
-                if self.systems is None:
-                    self._add_rows(k, np.flatnonzero(self.active[k]), gram[k], rhs[k])
-                else:
+            if self.systems is None:  # every neuron's active rows, gathered by the kernel
+                _add_rows(self.XT, np.arange(self.neurons.size), self.padded, self.sizes, self.active, self.target,
+                          gram, rhs, self.width, self.fit_bias)
+            else:
+                for k, m in enumerate(self.neurons):
                     index = self._index(k)
                     gram[k][np.ix_(index, index)], rhs[k][index] = self.systems.restricted(m, self.columns[k],
                                                                                            self.fit_bias)
@@ -230,15 +223,20 @@ class _Chunk:
         return weight, bias
 
     def response(self, theta: np.ndarray, neurons: np.ndarray | None = None) -> np.ndarray:
-        """``z`` of the chunk's ``neurons`` at their coefficients ``theta`` (one dense product)."""
+        """``z`` of the chunk's ``neurons`` at their coefficients ``theta`` (one dense product,
+        C-ordered: a neuron's responses are a row)."""
         neurons = np.arange(self.neurons.size) if neurons is None else neurons
         weight, bias = self.dense(theta, neurons)
-        return (self.X @ weight.T + bias).T
+        return weight @ self.XT + bias[:, None]
 
-    def objective(self, z: np.ndarray, neurons: np.ndarray | slice = slice(None)) -> np.ndarray:
-        """``f`` of the chunk's ``neurons`` (all by default) at their responses ``z``."""
-        residual = np.where(self.active[neurons], z - self.y[neurons], np.maximum(z - self.v[neurons], 0.0))
-        return np.einsum("cp,cp->c", residual, residual)
+    def objective(self, z: np.ndarray, neurons: np.ndarray | None = None, dz: np.ndarray | None = None,
+                  length: np.ndarray | None = None) -> np.ndarray:
+        """``f`` of the chunk's ``neurons`` (all by default) at ``z[neurons]``, or at
+        ``z[neurons] + length[:, None] * dz`` (a step; ``dz`` a row per neuron of ``neurons``)."""
+        neurons = np.arange(self.neurons.size) if neurons is None else neurons
+        if dz is None:
+            dz, length = _NO_STEP, _NO_LENGTH
+        return _objectives(z, neurons, dz, length, self.y, self.v, self.active)
 
     def rows(self, z: np.ndarray, neurons: np.ndarray | slice = slice(None)) -> np.ndarray:
         return self.active[neurons] | (z > self.v[neurons])
@@ -249,9 +247,8 @@ class _Chunk:
         index = np.arange(self.neurons.size) if neurons is None else neurons
         gram_active, rhs_active = self._active_system()
         gram, rhs = gram_active[index].copy(), rhs_active[index].copy()
-        extra = rows & ~self.active[index]
-        for i in np.flatnonzero(extra.any(axis=1)):
-            self._add_rows(index[i], np.flatnonzero(extra[i]), gram[i], rhs[i])
+        _add_rows(self.XT, index, self.padded, self.sizes, rows & ~self.active[index], self.target, gram, rhs,
+                  self.width, self.fit_bias)
         valid = self.valid[index]
         diagonal = np.einsum("css->cs", gram)
         scale = np.maximum(np.sum(diagonal * valid, axis=1) / np.maximum(valid.sum(axis=1), 1), 1.0)
@@ -286,13 +283,13 @@ def _descend(chunk: _Chunk, theta: np.ndarray, tol: float, max_steps: int) -> tu
         direction = chunk.newton_point(rows, running) - theta[running]
         dz = chunk.response(direction, running)
         length = np.ones(running.size)
-        trial = chunk.objective(z[running] + dz, running)
+        trial = chunk.objective(z, running, dz, length)
         for _ in range(_BACKTRACKS):  # halve where f did not decrease
             worse = trial > value[running]
             if not worse.any():
                 break
             length[worse] *= 0.5
-            trial[worse] = chunk.objective(z[running[worse]] + length[worse, None] * dz[worse], running[worse])
+            trial[worse] = chunk.objective(z, running[worse], dz[worse], length[worse])
         accepted = trial < value[running]  # a step that does not lower f is not taken (a dead neuron keeps its weights)
         move = np.where(accepted, length, 0.0)[:, None]
         theta[running] += move * direction
@@ -308,7 +305,8 @@ def _descend(chunk: _Chunk, theta: np.ndarray, tol: float, max_steps: int) -> tu
 
 def _checked(X: np.ndarray, Y: np.ndarray, support: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``X``, ``Y`` in float64 and ``support`` as booleans, their shapes checked."""
-    X, Y, support = np.asarray(X, dtype=np.float64), np.asarray(Y, dtype=np.float64), np.asarray(support, dtype=bool)
+    X, Y = np.ascontiguousarray(X, dtype=np.float64), np.asarray(Y, dtype=np.float64)
+    support = np.asarray(support, dtype=bool)
     if support.ndim != 2 or X.ndim != 2 or X.shape[1] != support.shape[1] or Y.shape != (X.shape[0], support.shape[0]):
         raise ValueError(f"support: got shape {support.shape} for X {X.shape} and Y {Y.shape}; needs (n_out, n_in)")
     return X, Y, support

@@ -285,3 +285,39 @@ def test_relu_obs_in_chunks_of_neurons_gives_the_same_weights(monkeypatch):
     assert [neurons.tolist() for neurons in formed] == [[m] for m in range(task.weight.shape[0])] * 2
     np.testing.assert_array_equal(chunked[0], whole[0])
     np.testing.assert_array_equal(chunked[1], whole[1])
+
+
+def test_the_refit_kernels_match_their_numpy_forms():
+    """``_objectives`` is the refit's ``f`` at a point or along a step, ``_add_rows`` adds the
+    normal equations of a neuron's chosen rows into its padded system (the bias last)."""
+    from solvers._refit_kernels import _add_rows, _objectives
+
+    rng = np.random.default_rng(4)
+    n_samples, n_in, c = 50, 7, 3
+    z, dz = rng.standard_normal((c, n_samples)), rng.standard_normal((2, n_samples))
+    y, v = np.maximum(rng.standard_normal((c, n_samples)), 0.0), rng.standard_normal((c, n_samples))
+    active = y > 0
+
+    def f(point, m):
+        residual = np.where(active[m], point - y[m], np.maximum(point - v[m], 0.0))
+        return residual @ residual
+
+    index, length = np.array([2, 0]), np.array([0.5, 1.0])
+    assert np.allclose(_objectives(z, index, np.zeros((0, 0)), np.zeros(0), y, v, active), [f(z[2], 2), f(z[0], 0)])
+    stepped = _objectives(z, index, dz, length, y, v, active)
+    assert np.allclose(stepped, [f(z[2] + 0.5 * dz[0], 2), f(z[0] + dz[1], 0)])
+
+    X = rng.standard_normal((n_samples, n_in))
+    columns = np.array([[1, 4, 6], [0, 2, 0], [3, 0, 0]])
+    sizes = np.array([3, 2, 1])
+    extra = rng.random((2, n_samples)) < 0.3
+    width = 3
+    gram, rhs = np.zeros((2, width + 1, width + 1)), np.zeros((2, width + 1))
+    _add_rows(np.ascontiguousarray(X.T), np.array([1, 0]), columns, sizes, extra, y, gram, rhs, width, True)
+    for i, m in enumerate([1, 0]):
+        B = np.column_stack([X[np.ix_(extra[i], columns[m, :sizes[m]])], np.ones(extra[i].sum())])
+        slots = np.r_[np.arange(sizes[m]), width]
+        assert np.allclose(gram[i][np.ix_(slots, slots)], B.T @ B)
+        assert np.allclose(rhs[i][slots], B.T @ y[m, extra[i]])
+        unused = np.setdiff1d(np.arange(width + 1), slots)
+        assert not gram[i][unused].any() and not rhs[i][unused].any()
