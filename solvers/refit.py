@@ -31,9 +31,9 @@ Neurons are processed in chunks of similar support width, all the neurons of a c
 together: the responses are one dense product with the whole input, each neuron's
 normal equations on its active rows are formed once (from its support's rows of the
 transposed input), each step adds the few inactive rows above their bound (both by a
-compiled kernel, one BLAS product per neuron, :mod:`solvers._refit_kernels`; so is ``f``,
-in one pass), and the
-systems, padded to the chunk's width, are solved by one batched LU factorisation. Refits of
+compiled kernel, one BLAS product per neuron, :mod:`solvers._refit_kernels`, which also
+evaluates ``f`` in one pass), and the systems, padded to the chunk's width, are solved
+by one batched LU factorisation. Refits of
 the same layer on supports inside one support (a greedy path's nested supports, or
 several candidates' within their union) can share those equations: formed once on that
 support (:func:`active_systems`), each refit reads its own off them.
