@@ -66,17 +66,19 @@ def neuron_inverse_hessians(Xa: np.ndarray, active: np.ndarray, entries: list[np
     when fitted). Neuron ``m``'s inverse sits in the leading ``len(entries[m])`` rows and
     columns; the rest, padding, is the identity. The products are formed in float32 (they
     only rank and compensate removals; the ReLU-aware fit that follows is float64), from
-    the neuron's active rows gathered first (whole rows: the cheaper copy) and then its
-    columns; the damping and the inverses in float64. Each inverse depends on its
-    neuron's rows only, so any chunking gives the same.
+    the transposed input's rows of the neuron's columns gathered first (contiguous, and
+    only the columns held) and then its active samples; the damping and the inverses in
+    float64. Each inverse depends on its neuron's rows only, so any chunking gives the
+    same.
     """
     n_samples = Xa.shape[0]
+    transposed = np.ascontiguousarray(Xa.T)
     hessians = np.zeros((neurons.size, n_cols, n_cols))
     for k, m in enumerate(neurons):
         held = entries[m]
-        rows = Xa[active[:, m]][:, held]
+        rows_t = transposed[held][:, active[:, m]]
         block = hessians[k, :held.size, :held.size]
-        block[...] = rows.T @ rows
+        block[...] = rows_t @ rows_t.T
         block /= n_samples
         diagonal = np.einsum("ii->i", block)  # a writable view: the diagonal itself
         delta = damping * diagonal.mean() if held.size else 0.0
