@@ -169,9 +169,9 @@ class _Chunk:
     systems, padded to one width, are solved by one batched LU factorisation.
     """
 
-    def __init__(self, X: np.ndarray, XT: np.ndarray, Y: np.ndarray, V: np.ndarray | None, support: np.ndarray,
+    def __init__(self, XT: np.ndarray, YT: np.ndarray, VT: np.ndarray | None, support: np.ndarray,
                  neurons: np.ndarray, relu: bool, fit_bias: bool, systems: ActiveSystems | None = None) -> None:
-        self.X, self.XT, self.neurons, self.relu, self.fit_bias = X, XT, neurons, relu, fit_bias
+        self.XT, self.neurons, self.relu, self.fit_bias = XT, neurons, relu, fit_bias
         self.systems = systems
         width = int(support[neurons].sum(axis=1).max(initial=0))
         self.width, n_cols = width, width + fit_bias
@@ -185,9 +185,9 @@ class _Chunk:
             self.valid[k, :found.size] = True
         if fit_bias:
             self.valid[:, width] = True
-        self.y = np.ascontiguousarray(Y[:, neurons].T)  # (chunk, n_samples)
+        self.y = YT[neurons]  # (chunk, n_samples): the transposed arrays' rows, contiguous
         self.active = self.y > 0 if relu else np.ones_like(self.y, dtype=bool)
-        self.v = np.zeros_like(self.y) if V is None else np.ascontiguousarray(V[:, neurons].T)
+        self.v = np.zeros_like(self.y) if VT is None else VT[neurons]
         self.target = np.where(self.active, self.y, self.v)
         self._system: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -216,7 +216,7 @@ class _Chunk:
 
     def dense(self, theta: np.ndarray, neurons: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Weights ``(c, n_in)`` and biases ``(c,)`` of the chunk's ``neurons`` from their coefficients."""
-        weight = np.zeros((neurons.size, self.X.shape[1]))
+        weight = np.zeros((neurons.size, self.XT.shape[0]))
         for i, k in enumerate(neurons):
             weight[i, self.columns[k]] = theta[i, :self.columns[k].size]
         bias = theta[:, self.width] if self.fit_bias else np.zeros(neurons.size)
@@ -354,9 +354,10 @@ def relu_refit(X: np.ndarray, Y: np.ndarray, support: np.ndarray, *, relu: bool 
     new_bias = np.zeros(n_out) if fit_bias else None
     objective = np.zeros(n_out)
     steps, converged = 0, True
-    XT = np.ascontiguousarray(X.T)
+    XT, YT = np.ascontiguousarray(X.T), np.ascontiguousarray(Y.T)  # once: a chunk's neurons are their rows
+    VT = None if V is None else np.ascontiguousarray(V.T)
     for neurons in _chunks(support, X.shape[0]):
-        chunk = _Chunk(X, XT, Y, V, support, neurons, relu, fit_bias, systems)
+        chunk = _Chunk(XT, YT, VT, support, neurons, relu, fit_bias, systems)
         theta = chunk.start(None if weight is None else np.asarray(weight, dtype=np.float64),
                             None if bias is None else np.asarray(bias, dtype=np.float64))
         if relu:
@@ -387,9 +388,9 @@ def active_systems(X: np.ndarray, Y: np.ndarray, support: np.ndarray, *, relu: b
         return None
     n_out = support.shape[0]
     systems = ActiveSystems([np.empty(0, dtype=np.int64)] * n_out, [np.empty((0, 0))] * n_out, [np.empty(0)] * n_out)
-    XT = np.ascontiguousarray(X.T)
+    XT, YT = np.ascontiguousarray(X.T), np.ascontiguousarray(Y.T)
     for neurons in _chunks(support, X.shape[0]):
-        chunk = _Chunk(X, XT, Y, None, support, neurons, relu, fit_bias)
+        chunk = _Chunk(XT, YT, None, support, neurons, relu, fit_bias)
         gram, rhs = chunk._active_system()
         for k, m in enumerate(neurons):  # without the padding
             index = chunk._index(k)
