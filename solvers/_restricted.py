@@ -73,17 +73,19 @@ def _solve(G: np.ndarray, rhs: np.ndarray, work: Work) -> np.ndarray:
 
 
 class Moments:
-    """Each neuron's second moments on its active rows, computed once per solve.
+    """Each neuron's second moments on its active rows, kept for a solve's polishing.
 
     ``moment[:, m] = Xa_{Omega_m}^T y_m`` and ``y_sq[m] = ||y_{Omega_m}||^2`` for every
-    neuron; ``G = M^T M`` on a support (:meth:`neuron`) is cut from a Gram matrix over every
-    column (one for a linear layer; for a ReLU layer, neuron ``m``'s over its active rows
-    ``Xa_{Omega_m}^T Xa_{Omega_m}``, formed the first time the neuron asks), or gathered from
-    the support's columns (from a transposed copy of ``Xa``), whichever costs less: a neuron's Gram over every column costs
+    neuron, formed at once. ``G = M^T M`` on a support (:meth:`neuron`) is cut from a Gram
+    matrix over every column (one for a linear layer; for a ReLU layer, neuron ``m``'s over
+    its active rows ``Xa_{Omega_m}^T Xa_{Omega_m}``, formed the first time the neuron
+    asks), or gathered from the support's columns of a transposed copy of ``Xa``,
+    whichever costs less: a neuron's Gram over every column costs
     ``min(|Omega_m|, n - |Omega_m|) n_cols^2`` (from ``Xa^T Xa``, less the rows on the
-    smaller side), a gathered one ``|Omega_m| k^2`` each time the neuron's program is formed
-    (about ``_FORMS`` times a solve). On a support of a tenth of the columns the gathered
-    ones cost tens of times less. The Gram matrices held stay within ``memory`` bytes.
+    smaller side), a gathered one ``|Omega_m| k^2`` each time the neuron's program is
+    formed (about ``_FORMS`` times a solve). On a support of a tenth of the columns the
+    gathered ones cost tens of times less. The neurons' Gram matrices held stay within
+    ``memory`` bytes (``Xa^T Xa`` and the transposed copy come besides, once each).
     """
 
     def __init__(self, Xa: np.ndarray, Y: np.ndarray, active: np.ndarray | None, memory: float = 256e6) -> None:
