@@ -62,12 +62,18 @@ def _bound_row(Xa, rows, cols, positions, signs, i):
     """Row ``E_i`` of the bounds on the support: sample ``rows[i]``, or after the samples the
     sign bound ``-sigma_j theta_j <= 0`` of support position ``positions[i - n_rows]``."""
     E = np.zeros(cols.size)
+    _fill_bound_row(E, Xa, rows, cols, positions, signs, i)
+    return E
+
+
+@njit(cache=True)
+def _fill_bound_row(E, Xa, rows, cols, positions, signs, i):
+    """Write row ``E_i`` (:func:`_bound_row`) into ``E``, which holds zeros."""
     if i < rows.size:
         for j in range(cols.size):
             E[j] = Xa[rows[i], cols[j]]
     else:
         E[positions[i - rows.size]] = -signs[i - rows.size]
-    return E
 
 
 @njit(cache=True)
@@ -178,13 +184,9 @@ def _candidate_rows(Xa, norms, rows, h, cols, positions, signs, candidates):
     bounds, row_norms = np.zeros(candidates.size), np.ones(candidates.size)
     for position in range(candidates.size):
         i = candidates[position]
+        _fill_bound_row(E[position], Xa, rows, cols, positions, signs, i)
         if i < rows.size:
-            sample = rows[i]
-            for j in range(cols.size):
-                E[position, j] = Xa[sample, cols[j]]
             bounds[position], row_norms[position] = h[i], norms[i]
-        else:
-            E[position, positions[i - rows.size]] = -signs[i - rows.size]
     return E, bounds, row_norms
 
 

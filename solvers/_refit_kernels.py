@@ -7,8 +7,9 @@ that numpy can only do with a Python loop or several temporaries:
 
 - :func:`_objectives`: every neuron's ``f`` at ``z + length * dz`` in one pass,
   ``f = sum_{p in Omega} (z_p - y_p)^2 + sum_{p not in Omega} max(z_p - v_p, 0)^2``;
-- :func:`_add_rows`: the normal equations of each neuron's extra rows (inactive rows
-  above their bound), added to its padded system.
+- :func:`_add_rows`: the normal equations of chosen rows of each neuron, added to its
+  padded system (its active rows once; at each Newton step, the inactive rows above
+  their bound).
 """
 from __future__ import annotations
 

@@ -178,10 +178,9 @@ class _Chunk:
         self.columns = [np.flatnonzero(support[m]) for m in neurons]
         self.sizes = np.array([found.size for found in self.columns], dtype=np.int64)
         self.padded = np.zeros((neurons.size, max(width, 1)), dtype=np.int64)  # the supports, for the kernels
-        for k, found in enumerate(self.columns):
-            self.padded[k, :found.size] = found
         self.valid = np.zeros((neurons.size, n_cols), dtype=bool)
         for k, found in enumerate(self.columns):
+            self.padded[k, :found.size] = found
             self.valid[k, :found.size] = True
         if fit_bias:
             self.valid[:, width] = True
