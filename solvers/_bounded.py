@@ -73,7 +73,8 @@ class _Neuron:
         self.linear = weights[columns] * signs
         self.L = np.ascontiguousarray(cholesky_lower(G))
         work.solve(k, 3)
-        self.rows = np.flatnonzero(~moments.active[:, m]).astype(np.int64)
+        self.rows = (np.empty(0, dtype=np.int64) if moments.active is None  # a linear layer: no bound on its rows
+                     else np.flatnonzero(~moments.active[:, m]).astype(np.int64))
         self.h = np.zeros(self.rows.size) if V is None else np.ascontiguousarray(V[self.rows, m])
         self.norms = np.sqrt(squares[self.rows])  # ||E_i||: sum_j Xa[i, j]^2 over the support
         self.positions = np.flatnonzero(weights[columns] > 0).astype(np.int64)  # the weights' sign bounds
@@ -231,7 +232,7 @@ def _formed_neurons(moments, Xa, V, support, signs, weights, work, cache) -> lis
         columns = np.flatnonzero(support[:, m])
         key = (columns.tobytes(), signs[columns, m].tobytes())
         if m not in cache or cache[m][0] != key:
-            if not moments.active[:, m].any():  # no ball: only bounds
+            if moments.active is not None and not moments.active[:, m].any():  # no ball: only bounds
                 cache[m] = (key, _Idle(Xa, V, columns, weights, m))
                 neurons.append(cache[m][1])
                 continue
@@ -332,7 +333,7 @@ def first_round_flops(active, support) -> float:
     (``4 r k``); a few evaluations of ``t``, each at a call's own cost per neuron and a
     warm start of about ``k / 2`` bounds."""
     k = support.sum(axis=0).astype(float)
-    rows = (~active).sum(axis=0).astype(float)
+    rows = np.zeros_like(k) if active is None else (~active).sum(axis=0).astype(float)
     return 3.0 * float(np.sum(_CALL_COST + _BOUND_COST * rows + _UNKNOWN_COST * k
                               + _WARM_COST * (k / 2.0) ** 2 * (k + 1.0)
                               + 2.0 * k * k * (8.0 * (k + 1.0) + 3.0 * _SCALAR_COST * k) + 4.0 * rows * k))

@@ -11,15 +11,18 @@ weights:
     \\min_\\theta c^T \\theta \\quad \\text{s.t.} \\quad \\|M \\theta - y\\|^2 \\le \\varepsilon^2
     \\quad (\\text{and on a ReLU layer } E\\theta \\le h, \\; \\sigma_j \\theta_j \\ge 0)
 
-A linear layer's has a closed form (:mod:`solvers._restricted`); a ReLU layer's keeps its
-inactive bounds ``E theta <= h`` as inequalities and is solved per neuron as a quadratic
-program in the ball's step (:mod:`solvers._bounded`). Either gives the multipliers: the
-ball's ``lambda = 1 / (2 t)`` and the bounds' ``nu >= 0``.
+A linear layer's has a closed form (:mod:`solvers._restricted`) while its signs hold; a
+ReLU layer's keeps its inactive bounds ``E theta <= h`` and its signs
+``sigma_j theta_j >= 0`` as inequalities and is solved per neuron as a quadratic program
+in the ball's step (:mod:`solvers._bounded`). Once a linear layer's round has flipped a
+sign, its later rounds are solved the ReLU layer's way with no sample bound (the signs as
+bounds): a weight stops at zero and leaves instead of flipping back and forth. Either
+gives the multipliers: the ball's ``lambda = 1 / (2 t)`` and the bounds' ``nu >= 0``.
 
 The answer is accepted only with a certificate for the FULL program: every constraint
 holds, and with ``g = Xa^T N`` (``N`` holds ``(R - Y) / t`` on ``Omega`` and ``nu`` on the
 inactive entries; one product for all neurons) ``g_j = -w_j sigma_j`` on the support and
-``|g_j| <= w_j`` off it. On a ReLU layer a duality gap may also certify: the multipliers,
+``|g_j| <= w_j`` off it. In the rounds with sign bounds a duality gap may also certify: the multipliers,
 each neuron's divided by its largest ``|g_j| / w_j``, are feasible for the dual, whose
 value bounds the optimum from below (:meth:`_Round.dual_bound`, the best over the
 attempt's rounds); a relative gap within ``tol`` certifies the answer even where
@@ -85,11 +88,13 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
     program and checks the certificate; what the check finds wrong is mended for the next
     round (an active-set step): weights that changed sign leave the support, off-support
     weights whose subgradient exceeds its weight join it with the sign that lowers the
-    objective. On a linear layer a few join per neuron per round (the worst, at most a
-    tenth of its support); on a ReLU layer every one joins (column generation: the
-    restricted optimum never grows) and the weights its sign bounds hold at zero leave. A
-    neuron whose support cannot meet the budget gains the columns most correlated with its
-    residual.
+    objective. On a linear layer in closed form a few join per neuron per round (the
+    worst, at most a tenth of its support); the round that flips a sign keeps the flipped
+    weights with their new signs, and from the next round on the signs are bounds. With
+    sign bounds (a ReLU layer's rounds, and a linear layer's after a flip) every one
+    joins (column generation: the restricted optimum never grows) and the weights its
+    sign bounds hold at zero leave. A neuron whose support cannot meet the budget gains
+    the columns most correlated with its residual.
 
     Parameters
     ----------
@@ -129,30 +134,31 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
     reason, cache, dual_bound, gaps, counts = "no round", {}, -np.inf, [], []
     first_count = None  # mends needed in the first completed round
     limit = flops_limit  # raised for a ReLU attempt expected to certify soon (_extended_limit)
+    bounded = relu  # a linear layer's rounds hold the signs as bounds once a round flipped one
     for round_index in range(rounds):
         round_start = work.flops
         stop = _stop_before(round_index, first_count, reason, work.flops, limit)
         if stop is not None:
             return PolishResult(None, stop, flops=work.flops)
-        if relu:
+        if bounded:
             outcome = bounded_restricted(moments, Xa, V, epsilon, support, signs, weights, work, cache, tol, limit)
         else:
             outcome = restricted(moments, Xa, epsilon, support, signs, weights, cache, work)
         if outcome[0] != "ok":
-            stop, reason = (mend_bounded if relu else mend_unsolvable)(outcome, moments, cache, support, signs)
+            stop, reason = (mend_bounded if bounded else mend_unsolvable)(outcome, moments, cache, support, signs)
             if stop:
                 return PolishResult(None, reason, flops=work.flops)
             continue
         _, Theta, nu, inverse_steps = outcome
-        if relu:  # the weights that the sign bounds hold at zero leave the support
+        if bounded:  # the weights that the sign bounds hold at zero leave the support
             support = (Theta != 0) | free
         round_ = _Round(Xa, Y, V, epsilon, active, weights, free, support, signs, Theta, nu, inverse_steps, tol)
         round_.charge(work)
         # any round's multipliers bound the optimum: the best one certifies later rounds
-        gaps.append(round_.gap(dual_bound) if relu and not round_.flipped.any() else np.inf)
-        if round_.settled(relu, gaps[-1]):
+        gaps.append(round_.gap(dual_bound) if bounded and not round_.flipped.any() else np.inf)
+        if round_.settled(bounded, gaps[-1]):
             return round_.certify(relu, work.flops)
-        if relu:
+        if bounded:
             dual_bound = max(dual_bound, round_.dual_bound())
             counts.append(round_.count)
             stop = _gap_stop(gaps, tol)
@@ -165,7 +171,10 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
         if stop is not None:
             return PolishResult(None, stop, flops=work.flops)
         reason = round_.reason
-        support, signs = round_.mended(every=relu)
+        switching = not bounded and bool(round_.flipped.any())
+        support, signs = round_.mended(every=bounded, flip=switching)
+        if switching:  # from now on the signs are bounds: a weight stops at zero instead of flipping
+            bounded, cache = True, {}
     return PolishResult(None, reason, flops=work.flops)
 
 
@@ -288,12 +297,12 @@ class _Round:
     def needs_mending(self) -> bool:
         return bool(self.flipped.any() or (self.excess > 0).any())
 
-    def settled(self, relu: bool, gap: float = np.inf) -> bool:
-        """Whether to stop mending: nothing to change, or (ReLU, no sign flipped) the
-        relative duality gap (:meth:`gap`) within ``tol``."""
+    def settled(self, bounded: bool, gap: float = np.inf) -> bool:
+        """Whether to stop mending: nothing to change, or (a round with sign bounds, no
+        sign flipped) the relative duality gap (:meth:`gap`) within ``tol``."""
         if not self.needs_mending:
             return True
-        return relu and not self.flipped.any() and gap <= self.tol
+        return bounded and not self.flipped.any() and gap <= self.tol
 
     def gap(self, dual_bound: float = -np.inf) -> float:
         """The relative duality gap ``(P - D) / P`` with ``D`` the better of ``dual_bound``
@@ -339,14 +348,16 @@ class _Round:
         ratio = np.abs(self.gradient[self.outside]) / self.bound[self.outside]
         return PolishResult(self.Theta, "certified", float(ratio.max()) if ratio.size else 0.0)
 
-    def mended(self, every: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def mended(self, every: bool = False, flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """The next round's support and signs (an active-set step). ``every``: every
-        off-support weight whose subgradient exceeds its weight joins."""
+        off-support weight whose subgradient exceeds its weight joins. ``flip``: the
+        weights whose sign changed stay, with their new sign (else they leave)."""
         joining = self.excess > 0
         limit = np.maximum(1, self.support.sum(axis=0) // 10)  # a few per neuron: joining all at once cycles
         for m in np.flatnonzero(joining.sum(axis=0) > limit) if not every else ():
             rows = np.flatnonzero(joining[:, m])
             joining[rows[np.argsort(-self.excess[rows, m])[limit[m]:]], m] = False
-        support = (self.support & ~self.flipped) | joining
-        signs = np.where(joining, -np.sign(self.gradient), self.signs)
+        turned = self.flipped & (self.Theta != 0) if flip else np.zeros_like(self.flipped)
+        support = (self.support & ~self.flipped) | turned | joining
+        signs = np.where(joining, -np.sign(self.gradient), np.where(turned, np.sign(self.Theta), self.signs))
         return support, signs

@@ -31,8 +31,8 @@ class Polisher:
     products), so that which attempts run never depends on the machine:
     on a ReLU layer, once an attempt has failed, failed attempts may take at most
     ``polish_budget`` times the ADMM's work so far. (A ReLU layer's attempts solve a
-    quadratic program per neuron and round; a linear layer's are cheap and certify within
-    two attempts on the suite; they keep the backoff alone.)
+    quadratic program per neuron and round; a linear layer's are cheap, and those of the
+    suite that polish certify at their first attempt; they keep the backoff alone.)
     """
 
     def __init__(self, problem, data, settings) -> None:

@@ -210,3 +210,24 @@ def test_an_attempt_expected_to_certify_soon_may_go_past_its_limit():
     # the changes 300 -> 30: about two rounds to none, whatever the gap's rate
     assert _extended_limit([2e-3, 1e-3], [300, 30], 1e-4, 110.0, 30.0, limit) == _EXTENSION * limit
     assert _extended_limit([2e-3, 1e-3], [30, 300], 1e-4, 110.0, 30.0, limit) == limit
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_linear_layer_flips_signs_in_one_round_at_most(seed, caplog):
+    """Once a round of a linear layer has flipped a weight's sign, the next rounds hold the
+    signs as bounds: a weight stops at zero and leaves instead of flipping, so no later
+    round flips one, and the answer is still the optimum."""
+    problem, _ = make_layer(n_samples=150, n_in=30, n_out=4, relu=False, epsilon=0.15, seed=40 + seed)
+    reference = solve(problem, method="cvxpy")
+    Xa, weights = _data(problem)
+    rng = np.random.default_rng(seed)
+    Q = np.vstack([reference.weight.T, reference.bias])
+    Q[:-1] += 0.5 * rng.standard_normal(Q[:-1].shape) * np.abs(Q[:-1]).max()  # dense, many signs wrong
+    with caplog.at_level("DEBUG", logger="solvers._polish"):
+        result = polish(Xa, problem.Y, None, problem.epsilon, False, Q, weights, 1e-6)
+    flips = [int(m.split(": ")[1].split(" flipped")[0]) for m in caplog.messages if " flipped, " in m]
+    assert flips and flips[0] > 0
+    assert all(count == 0 for count in flips[1:])
+    assert result.reason == "certified"
+    assert _objective(problem, result.Theta) == pytest.approx(reference.objective, rel=1e-6)
+    assert problem.violation(result.Theta[:-1].T, result.Theta[-1]) <= 1e-6
