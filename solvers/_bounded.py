@@ -49,7 +49,7 @@ _CONFIRM_ROUNDS = 4  # batched checks of the neurons' answers before the kernel 
 _CALL_COST = 5e6
 _BOUND_COST = 1e4  # ... a part per sample bound (the kernel's per-bound arrays and checks) ...
 _UNKNOWN_COST = 5e5  # ... per unknown ...
-_WARM_COST = 300.0  # ... and the warm start's factor, rebuilt row by row: per unit of size^2 (k + 1)
+_WARM_COST = 300.0  # ... and a part that grows with the warm start's bounds: per unit of size^2 (k + 1)
 _SCALAR_COST = 30.0  # a flop of the compiled least-distance loops, in flops of a large product (see Work)
 
 
@@ -83,7 +83,7 @@ class _Neuron:
         self.theta_c = cho_solve_lower(self.L, self.linear)
         self.c_tilde = solve_lower(self.L, self.linear)
         # the warm start of the next call: the active bounds, their rows of -F, the candidates
-        self.order, self.F_passive = np.empty(0, dtype=np.int64), np.empty((0, k))
+        self.order, self.F_passive, self.S = np.empty(0, dtype=np.int64), np.empty((0, k)), np.empty((0, 0))
         self.use_candidates(np.empty(0, dtype=np.int64))
 
     def use_candidates(self, candidates: np.ndarray) -> None:
@@ -104,18 +104,20 @@ class _Neuron:
         k = self.columns.size
         theta_u = self.theta_b - t * self.theta_c
         warm = self.order.size
-        mu, residual, order, F_passive, self.candidates, self.candidate_rows, passes = _dual_qp(
+        mu, residual, order, F_passive, S, self.candidates, self.candidate_rows, passes = _dual_qp(
             self.Xa, self.norms, self.rows, self.h, self.columns, self.positions, self.signs, self.L, theta_u,
-            self.order, self.F_passive, self.candidates, self.candidate_rows, confirm)
-        self.order, self.F_passive, self.residual, self.theta_u = order, F_passive, residual, theta_u
-        # a call's own cost and its warm start's; per entering bound: the candidates' product
-        # (8 (k + 1) rows), and compiled scalar loops (its row's solve, the factor's update,
-        # the fit: about 3 k^2 at _SCALAR_COST); a full pass is a product with every sample
+            self.order, self.F_passive, self.S, self.candidates, self.candidate_rows, confirm)
+        self.order, self.F_passive, self.S, self.residual, self.theta_u = order, F_passive, S, residual, theta_u
+        # a call's own cost, and a part that grows with its warm start (fitted: the warm
+        # start is one rank-one update of the kept factor, but the call's rows and checks
+        # grow alike); per entering bound: the candidates' product (8 (k + 1) rows), and
+        # compiled scalar loops (its row's solve, the factor's update, the fit: about 3 k^2
+        # at _SCALAR_COST); a full pass is a product with every sample
         entered = max(order.size - warm, 0) + 1
         work.flops += (_CALL_COST + _BOUND_COST * self.rows.size + _UNKNOWN_COST * k
                        + _WARM_COST * warm**2 * (k + 1) + 2.0 * k * entered * (8.0 * (k + 1) + 3.0 * _SCALAR_COST * k)
                        + passes * 2.0 * self.Xa.shape[0] * self.Xa.shape[1])
-        ok, theta, multipliers, f, gamma = _answer(mu, residual, order, F_passive, self.rows.size, self.positions,
+        ok, theta, multipliers, f, gamma = _answer(mu, residual, order, F_passive, S, self.rows.size, self.positions,
                                                    self.L, self.G, self.b, self.y_sq, theta_u, self.c_tilde,
                                                    _INFEASIBLE)
         if not ok:

@@ -23,38 +23,19 @@ gradients that price the bounds are ``E_i w + h_i rho_k`` for one direction ``w`
 (:func:`_direction`): a product with the samples for all of them (:func:`_price_all`), or
 with the gathered rows of the likeliest few (:func:`_candidate_rows`). The passive rows'
 Gram matrix is held as a Cholesky factor, extended by a row when a bound enters
-(:func:`_append`) and updated by a rank-one step when one leaves (:func:`_delete`).
+(:func:`_append`) and updated by a rank-one step when one leaves (:func:`_delete`). At
+the end of a call the factor of the passive rows' ``F F^T`` (their part that does not
+depend on ``theta_u``) is kept, so that the next call's warm start is one rank-one update
+of it (:func:`_warm_start`), and the answer's curvature is two triangular solves with it.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
+from ._triangular import _backward, _downdate, _forward, _positive_solve, _rank_one_update
+
 __all__ = ["_answer", "_bound_gradients", "_candidate_rows", "_dual_qp"]
-
-
-@njit(cache=True)
-def _forward(L, b):
-    """``L^{-1} b`` for a lower triangular ``L`` (its leading ``b.size`` rows and columns)."""
-    x = np.empty(b.size)
-    for j in range(b.size):
-        value = b[j]
-        for l in range(j):
-            value -= L[j, l] * x[l]
-        x[j] = value / L[j, j]
-    return x
-
-
-@njit(cache=True)
-def _backward(L, b):
-    """``L^{-T} b`` for a lower triangular ``L`` (its leading ``b.size`` rows and columns)."""
-    x = np.empty(b.size)
-    for j in range(b.size - 1, -1, -1):
-        value = b[j]
-        for l in range(j + 1, b.size):
-            value -= L[l, j] * x[l]
-        x[j] = value / L[j, j]
-    return x
 
 
 @njit(cache=True)
@@ -109,19 +90,8 @@ def _delete(Cp, R, order, size, j):
     The rows before ``j`` keep their factor. With ``T`` the trailing factor (rows and
     columns after ``j``) and ``x`` the column ``j`` below the diagonal, the trailing Gram
     matrix without row ``j`` is ``T T^T + x x^T``: its factor is ``T`` after a rank-one
-    update (one rotation per column, ``O((size - j)^2)``). Returns the new size."""
-    n = size - j - 1
-    x = R[j + 1:size, j].copy()
-    for a in range(n):
-        p = j + 1 + a
-        d = R[p, p]
-        r = np.sqrt(d * d + x[a] * x[a])
-        c, s = r / d, x[a] / d
-        R[p, p] = r
-        for b in range(a + 1, n):
-            q = j + 1 + b
-            R[q, p] = (R[q, p] + s * x[b]) / c
-            x[b] = c * x[b] - s * R[q, p]
+    update (:func:`_rank_one_update`). Returns the new size."""
+    _rank_one_update(R, j + 1, size, R[j + 1:size, j].copy())
     for p in range(j, size - 1):
         Cp[p] = Cp[p + 1]
         order[p] = order[p + 1]
@@ -244,8 +214,37 @@ def _entering(indices, gradient, scale, passive, skipped):
 
 
 @njit(cache=True)
-def _dual_qp(Xa, norms, rows, h, cols, positions, signs, L, theta_u, warm_order, warm_F, candidates, candidate_rows,
-             confirm):
+def _warm_start(Cp, R, order, Xa, rows, h, cols, positions, signs, theta_u, warm_order, warm_F, warm_S):
+    """Put the warm start's bounds ``warm_order`` (their rows ``-F``: ``warm_F``) into the
+    passive rows ``Cp`` and their factor ``R`` (in place); the new size.
+
+    Only the rows' last entries ``-r_i`` depend on ``theta_u``: ``Cp Cp^T = F F^T + r r^T``,
+    so with ``warm_S``, the factor of ``F F^T`` (the previous call's), ``R`` is one rank-one
+    update of it (``O(size^2)``). Without it (a 0 x 0 ``warm_S``) the rows are added one
+    by one (``O(size^2 k)``), less those that depend on the others."""
+    k = cols.size
+    if warm_S.shape[0] != warm_order.size or warm_order.size > Cp.shape[0]:
+        size = 0
+        for position in range(warm_order.size):
+            if size < Cp.shape[0]:
+                grown = _append(Cp, R, size, _ldp_row(Xa, rows, h, cols, positions, signs, theta_u,
+                                                      warm_order[position], warm_F[position]))
+                if grown > size:
+                    order[size] = warm_order[position]
+                size = grown
+        return size
+    size = warm_order.size
+    for j in range(size):
+        Cp[j] = _ldp_row(Xa, rows, h, cols, positions, signs, theta_u, warm_order[j], warm_F[j])
+        order[j] = warm_order[j]
+        R[j, :j + 1] = warm_S[j, :j + 1]
+    _rank_one_update(R, 0, size, Cp[:size, k].copy())
+    return size
+
+
+@njit(cache=True)
+def _dual_qp(Xa, norms, rows, h, cols, positions, signs, L, theta_u, warm_order, warm_F, warm_S, candidates,
+             candidate_rows, confirm):
     """The least-distance program of one neuron by Lawson-Hanson non-negative least squares.
 
     Bound ``i`` is the row ``C_i = [-F_i, -r_i]`` with ``F_i = (L^{-1} E_i^T)^T`` and
@@ -257,7 +256,8 @@ def _dual_qp(Xa, norms, rows, h, cols, positions, signs, L, theta_u, warm_order,
     (``||E_i||``), the scale that tells a gradient from round-off.
 
     The warm start is the previous call's passive bounds ``warm_order`` with their rows
-    ``-F`` (``warm_F``), which do not depend on ``theta_u``. ``candidate_rows`` are the
+    ``-F`` (``warm_F``), which do not depend on ``theta_u``, and the factor of ``F F^T``
+    (``warm_S``; 0 x 0 when not known: :func:`_warm_start`). ``candidate_rows`` are the
     candidates' rows, bounds and row norms (:func:`_candidate_rows`), kept by the caller
     while the candidates stay.
 
@@ -265,10 +265,12 @@ def _dual_qp(Xa, norms, rows, h, cols, positions, signs, L, theta_u, warm_order,
     stops once none of them enters, and the caller prices every bound (for many neurons
     in one product) and calls again, warm-started, if one should enter.
 
-    Returns ``(mu, residual, order, F_rows, candidates, candidate_rows, passes)``:
+    Returns ``(mu, residual, order, F_rows, S, candidates, candidate_rows, passes)``:
     ``residual = C_P^T mu_P - e``; with ``s = -residual[k] > 0`` the point is
     ``u = residual[:k] / s`` and the bounds' multipliers are ``mu / s``; ``order`` the
-    passive bounds and ``F_rows`` their ``-F``; the candidates of the last full pass (or
+    passive bounds, ``F_rows`` their ``-F`` and ``S`` the factor of ``F F^T`` (the passive
+    rows' factor downdated by ``r r^T``; 0 x 0 where ``F F^T`` is singular at round-off);
+    the candidates of the last full pass (or
     those given) with their rows; ``passes`` the full passes made.
     The iterations are capped (a few per unknown); the certificate of the polish judges
     the answer either way.
@@ -282,14 +284,8 @@ def _dual_qp(Xa, norms, rows, h, cols, positions, signs, L, theta_u, warm_order,
     size = 0
     mu = np.zeros(n_bounds)
 
-    for position in range(warm_order.size):  # warm start: the fit on the given rows ...
-        if size < width:
-            grown = _append(Cp, R, size, _ldp_row(Xa, rows, h, cols, positions, signs, theta_u, warm_order[position],
-                                                  warm_F[position]))
-            if grown > size:
-                order[size] = warm_order[position]
-            size = grown
-    for _ in range(width + 1):  # ... less those it makes non-positive
+    size = _warm_start(Cp, R, order, Xa, rows, h, cols, positions, signs, theta_u, warm_order, warm_F, warm_S)
+    for _ in range(width + 1):  # the warm start's fit, less the rows it makes non-positive
         if size == 0:
             break
         z = _fit(Cp, R, size)
@@ -335,28 +331,13 @@ def _dual_qp(Xa, norms, rows, h, cols, positions, signs, L, theta_u, warm_order,
         size = _settle(Cp, R, order, mu, size, skipped)
         residual = Cp[:size].T @ mu[order[:size]]
         residual[k] -= 1.0
-    return (mu, residual, order[:size].copy(), Cp[:size, :k].copy(), candidates,
-            (E_candidates, h_candidates, norm_candidates), passes)
+    factored, S = _downdate(R, size, Cp[:size, k].copy())
+    return (mu, residual, order[:size].copy(), Cp[:size, :k].copy(), S if factored else np.empty((0, 0)),
+            candidates, (E_candidates, h_candidates, norm_candidates), passes)
 
 
 @njit(cache=True)
-def _positive_solve(A, b):
-    """``A^{-1} b`` by Cholesky for a symmetric positive definite ``A``; ``(False, b)`` when a
-    pivot is not positive (``A`` singular at round-off)."""
-    n = b.size
-    R = np.zeros((n, n))
-    for j in range(n):
-        pivot = A[j, j] - np.dot(R[j, :j], R[j, :j])
-        if not pivot > 1e-14 * max(A[j, j], 1e-300):
-            return False, b
-        R[j, j] = np.sqrt(pivot)
-        for i in range(j + 1, n):
-            R[i, j] = (A[i, j] - np.dot(R[i, :j], R[j, :j])) / R[j, j]
-    return True, _backward(R, _forward(R, b))
-
-
-@njit(cache=True)
-def _answer(mu, residual, order, F_rows, n_rows, positions, L, G, b, y_sq, theta_u, c_tilde, infeasible):
+def _answer(mu, residual, order, F_rows, S, n_rows, positions, L, G, b, y_sq, theta_u, c_tilde, infeasible):
     """The restricted quadratic program's answer from its least-distance program's
     (:func:`_dual_qp`): ``(ok, theta, multipliers, f, gamma)``.
 
@@ -364,7 +345,8 @@ def _answer(mu, residual, order, F_rows, n_rows, positions, L, G, b, y_sq, theta
     whose sign bounds are passive exactly 0), the sample bounds' multipliers ``mu / s``,
     ``f = theta^T G theta - 2 b^T theta + ||y||^2`` (``||M theta - y||^2``) and
     ``gamma = ||P c~||^2``, ``P`` the projection onto the null space of the passive rows
-    ``F`` (``F_rows`` holds ``-F``; the sign does not matter). ``ok`` is False when the
+    ``F`` (``F_rows`` holds ``-F``; the sign does not matter; ``S`` the factor of ``F F^T``
+    when known, else 0 x 0). ``ok`` is False when the
     residual's norm is at most ``infeasible`` or ``s <= 0``: the bounds admit no point.
     """
     k = theta_u.size
@@ -378,7 +360,10 @@ def _answer(mu, residual, order, F_rows, n_rows, positions, L, G, b, y_sq, theta
     f = max(np.dot(theta, G @ theta) - 2.0 * np.dot(b, theta) + y_sq, 0.0)
     projected = c_tilde
     if order.size:
-        solved, coefficients = _positive_solve(F_rows @ F_rows.T, F_rows @ c_tilde)
+        if S.shape[0] == order.size:  # the factor of F F^T that _dual_qp kept
+            solved, coefficients = True, _backward(S, _forward(S, F_rows @ c_tilde))
+        else:
+            solved, coefficients = _positive_solve(F_rows @ F_rows.T, F_rows @ c_tilde)
         if not solved:  # dependent rows: the least-squares coefficients
             coefficients = np.linalg.lstsq(F_rows.T, c_tilde)[0]
         projected = c_tilde - F_rows.T @ coefficients

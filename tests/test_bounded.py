@@ -35,13 +35,20 @@ def _explicit(Xa, rows, h, cols, positions, signs, L, theta_u):
     return E, bounds, np.column_stack([-F, -(bounds - E @ theta_u)])
 
 
-def _kernel(kernel_case, order, F_rows, candidates, confirm):
-    """``_dual_qp`` warm-started from ``order`` (rows ``F_rows``), its ``candidates``' rows
-    gathered as ``_Neuron.use_candidates`` does; what the kernel returns but those rows."""
+def _kernel(kernel_case, order, F_rows, candidates, confirm, factor=None):
+    """``_dual_qp`` warm-started from ``order`` (rows ``F_rows``, the factor of ``F F^T``
+    when given), its ``candidates``' rows gathered as ``_Neuron.use_candidates`` does; what
+    the kernel returns but those rows and the factor."""
+    return _kernel_factored(kernel_case, order, F_rows, candidates, confirm, factor)[:-1]
+
+
+def _kernel_factored(kernel_case, order, F_rows, candidates, confirm, factor=None):
+    """:func:`_kernel`'s answer and the factor of ``F F^T`` it returns (last)."""
     Xa, norms, rows, h, cols, positions, signs = kernel_case[:7]
     gathered = _candidate_rows(Xa, norms, rows, h, cols, positions, signs, candidates)
-    answer = _dual_qp(*kernel_case, order, F_rows, candidates, gathered, confirm)
-    return answer[:5] + answer[6:]
+    factor = np.empty((0, 0)) if factor is None else factor
+    answer = _dual_qp(*kernel_case, order, F_rows, factor, candidates, gathered, confirm)
+    return answer[:4] + answer[5:6] + answer[7:] + answer[4:5]
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -69,6 +76,11 @@ def test_the_least_distance_kernel_solves_the_quadratic_program(seed):
     assert np.allclose(G @ (theta - theta_u) + E.T @ multipliers, 0.0, atol=1e-8)  # stationarity
     assert np.allclose(multipliers * (E @ theta - bounds), 0.0, atol=1e-8)  # complementarity
     again = _kernel(kernel_case, order, F_rows, candidates, True)
+    assert np.allclose(again[1], residual, atol=1e-12) and set(again[2]) == set(order)
+    factor = _kernel_factored(kernel_case, *empty, True)[-1]  # F F^T's factor: the warm start's rank-one update
+    assert factor.shape == (order.size, order.size)
+    assert np.allclose(factor @ factor.T, F_rows @ F_rows.T, rtol=1e-10, atol=1e-10)
+    again = _kernel(kernel_case, order, F_rows, candidates, True, factor)
     assert np.allclose(again[1], residual, atol=1e-12) and set(again[2]) == set(order)
 
 
@@ -129,8 +141,9 @@ def test_the_answer_kernel_gives_the_point_its_residual_and_curvature():
     rng = np.random.default_rng(5)
     c_tilde, b = rng.standard_normal(cols.size), rng.standard_normal(cols.size)
     G = L @ L.T  # the metric of the case; f is checked against its own G, b and ||y||^2 = 4
-    ok, theta, multipliers, f, gamma = _answer(mu, residual, order, F_rows, rows.size, positions, L, G, b, 4.0,
-                                               theta_u, c_tilde, 1e-10)
+    unknown = np.empty((0, 0))  # no factor of F F^T: _answer forms one
+    ok, theta, multipliers, f, gamma = _answer(mu, residual, order, F_rows, unknown, rows.size, positions, L, G, b,
+                                               4.0, theta_u, c_tilde, 1e-10)
     scale = -residual[-1]
     expected = theta_u + np.linalg.solve(L.T, residual[:-1] / scale)
     expected[positions[order[order >= rows.size] - rows.size]] = 0.0
@@ -142,12 +155,42 @@ def test_the_answer_kernel_gives_the_point_its_residual_and_curvature():
     assert gamma == pytest.approx(outside @ outside, rel=1e-9, abs=1e-12)
     assert abs(outside @ F_rows.T).max() < 1e-9  # orthogonal to every passive row
     dependent = np.vstack([F_rows, F_rows[:1]])  # a repeated row: the least-squares branch
-    gamma_dependent = _answer(mu, residual, order, dependent, rows.size, positions, L, G, b, 4.0, theta_u, c_tilde,
-                              1e-10)[4]
+    gamma_dependent = _answer(mu, residual, order, dependent, unknown, rows.size, positions, L, G, b, 4.0, theta_u,
+                              c_tilde, 1e-10)[4]
     assert gamma_dependent == pytest.approx(gamma, rel=1e-9, abs=1e-12)
-    none = _answer(mu, np.zeros_like(residual), order, F_rows, rows.size, positions, L, G, b, 4.0, theta_u,
+    factor = np.linalg.cholesky(F_rows @ F_rows.T)  # the kernel's factor, when it kept one
+    assert _answer(mu, residual, order, F_rows, factor, rows.size, positions, L, G, b, 4.0, theta_u, c_tilde,
+                   1e-10)[4] == pytest.approx(gamma, rel=1e-9, abs=1e-12)
+    none = _answer(mu, np.zeros_like(residual), order, F_rows, unknown, rows.size, positions, L, G, b, 4.0, theta_u,
                    c_tilde, 1e-10)
     assert not none[0]
+
+
+@pytest.mark.parametrize("size", [1, 4, 25])
+def test_the_factor_takes_a_rank_one_update_and_downdate(size):
+    """``_rank_one_update`` makes ``R`` the factor of ``R R^T + x x^T`` (from a given row
+    on), ``_downdate`` of ``R R^T - x x^T``, and refuses when that is not positive definite."""
+    from solvers._triangular import _downdate, _rank_one_update
+
+    rng = np.random.default_rng(size)
+    A = rng.standard_normal((size, size + 3))
+    M = A @ A.T
+    R = np.linalg.cholesky(M)
+    x = rng.standard_normal(size)
+    updated = R.copy()
+    _rank_one_update(updated, 0, size, x.copy())
+    assert np.allclose(updated @ updated.T, M + np.outer(x, x), rtol=1e-12, atol=1e-12)
+    assert np.allclose(updated, np.tril(updated)) and np.all(np.diag(updated) > 0)
+    tail = R.copy()  # from row 1 on: the leading row and column stay
+    _rank_one_update(tail, 1, size, x[1:].copy())
+    assert np.array_equal(tail[:1], R[:1])
+    assert np.allclose(tail[1:, 1:] @ tail[1:, 1:].T, R[1:, 1:] @ R[1:, 1:].T + np.outer(x[1:], x[1:]),
+                       rtol=1e-12, atol=1e-12)
+    inside = R @ (0.9 * x / np.linalg.norm(x))  # M - x x^T stays positive definite
+    ok, downdated = _downdate(R, size, inside)
+    assert ok and np.allclose(downdated @ downdated.T, M - np.outer(inside, inside), rtol=1e-9, atol=1e-9)
+    assert np.allclose(downdated, np.tril(downdated)) and np.all(np.diag(downdated) > 0)
+    assert not _downdate(R, size, R @ (1.1 * x / np.linalg.norm(x)))[0]
 
 
 @pytest.mark.parametrize("memory", [0.0, 1e9])
