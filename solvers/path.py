@@ -240,9 +240,17 @@ def _short_of_zero(following: float, points: list[_Point], target_kept: float, z
 
 def _jump(readings: list[tuple[float, float | None]], target_kept: float) -> str:
     """Why the bracket closed: the kept fraction jumps over the target, or the readings
-    are not monotone in ``epsilon`` (a denser answer at the larger budget)."""
-    below = max(((e, k) for e, k in readings if k is None or k > target_kept), key=lambda r: r[0])
-    above = min(((e, k) for e, k in readings if k is not None and k <= target_kept), key=lambda r: r[0])
+    are not monotone in ``epsilon`` (a denser answer at the larger budget); or, when every
+    reading is on one side of the target, that the next budget repeats one of them."""
+    too_dense = [(e, k) for e, k in readings if k is None or k > target_kept]
+    too_sparse = [(e, k) for e, k in readings if k is not None and k <= target_kept]
+    if not too_dense or not too_sparse:
+        epsilon, kept = readings[-1]
+        last = "no feasible answer" if kept is None else f"{kept:.4f} kept"
+        return (f"every answer so far keeps {'more' if too_dense else 'less'} than the target {target_kept:.4f} "
+                f"(the last: {last} at epsilon {epsilon:.6g}), and the next budget repeats one already solved")
+    below = max(too_dense, key=lambda r: r[0])
+    above = min(too_sparse, key=lambda r: r[0])
     first = "infeasible" if below[1] is None else f"{below[1]:.4f}"
     if below[0] > above[0]:
         return (f"the answers are not monotone in epsilon at the solver's accuracy: {above[1]:.4f} kept at "

@@ -123,6 +123,18 @@ def test_next_epsilon_steps_then_interpolates_inside_the_bracket():
     assert next_epsilon([(1.0, 0.5), (1.0005, 0.1)], 0.3, size) is None
 
 
+def test_why_the_path_ends_names_the_jump_or_the_side_every_answer_is_on():
+    from solvers.path import _jump
+
+    assert "jumps from 0.3500 at epsilon 1 to 0.2500 at 1.0005" in _jump([(1.0, 0.35), (1.0005, 0.25)], 0.3)
+    assert "not monotone" in _jump([(2.0, 0.35), (1.0, 0.25)], 0.3)
+    # the full answers all on one side, and the next step repeating one of them: said, not a crash
+    dense = _jump([(1.0, 0.4), (1.1, 0.35)], 0.3)
+    assert "every answer so far keeps more than the target 0.3000" in dense and "0.3500 kept at epsilon 1.1" in dense
+    assert "keeps less" in _jump([(1.0, 0.2), (1.1, 0.1)], 0.3)
+    assert "no feasible answer" in _jump([(1.0, None)], 0.3)
+
+
 @pytest.mark.parametrize("relu,upper,fit_bias", [(True, False, True), (True, True, True), (False, False, True),
                                                  (True, False, False)])
 def test_zero_budget_is_where_zero_weights_become_feasible(relu, upper, fit_bias):
