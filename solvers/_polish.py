@@ -26,7 +26,11 @@ inactive entries; one product for all neurons) ``g_j = -w_j sigma_j`` on the sup
 each neuron's divided by its largest ``|g_j| / w_j``, are feasible for the dual, whose
 value bounds the optimum from below (:meth:`_Round.dual_bound`, the best over the
 attempt's rounds); a relative gap within ``tol`` certifies the answer even where
-degenerate bounds leave the multipliers not unique.
+degenerate bounds leave the multipliers not unique. When a round's gap is within
+``_REFINE_GAP`` times ``tol`` and a few neurons' multipliers hold it there (their
+``|g_j| > (1 + tol) w_j``), those neurons' inactive multipliers are chosen again by a
+small linear program each (:mod:`solvers._multipliers`), which finds a feasible dual
+point for them without the division where one exists.
 
 :class:`solvers._polisher.Polisher` runs the attempts for the ADMM: when to try, and how
 much work they may take.
@@ -40,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from ._bounded import bounded_restricted, first_round_flops, mend_bounded
+from ._multipliers import better_multipliers
 from ._restricted import Moments, Work, mend_unsolvable, restricted
 from .problem import relative_excess
 
@@ -54,6 +59,8 @@ _GAP_ROUNDS = 1  # a ReLU attempt gives up when its duality gap fell by less tha
 _GAP_FACTOR = 0.8  # ... this factor over this many rounds
 _FIRST_GAP = 0.75  # ... or when its first round leaves a larger gap (the support is far from the optimum's)
 _EXTENSION = 2.0  # a ReLU attempt expected to certify within this many times its limit may go on past it
+_REFINE_GAP = 10.0  # a round whose duality gap is within this many times tol ...
+_REFINE_NEURONS = 4  # ... and held back by at most this many neurons' multipliers re-solves theirs (an LP each)
 
 
 @dataclass
@@ -156,6 +163,9 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
         round_.charge(work)
         # any round's multipliers bound the optimum: the best one certifies later rounds
         gaps.append(round_.gap(dual_bound) if bounded and not round_.flipped.any() else np.inf)
+        if tol < gaps[-1] <= _REFINE_GAP * tol:  # close: the few neurons holding the dual back get better multipliers
+            dual_bound = max(dual_bound, round_.refined_dual_bound(work, limit))
+            gaps[-1] = round_.gap(dual_bound)
         if round_.settled(bounded, gaps[-1]):
             return round_.certify(relu, work.flops)
         if bounded:
@@ -244,7 +254,7 @@ class _Round:
 
     def __init__(self, Xa, Y, V, epsilon, active, weights, free, support, signs, Theta, nu, inverse_steps,
                  tol) -> None:
-        self.Y, self.V, self.epsilon, self.active, self.tol = Y, V, epsilon, active, tol
+        self.Xa, self.Y, self.V, self.epsilon, self.active, self.tol = Xa, Y, V, epsilon, active, tol
         self.support, self.signs, self.Theta, self.nu = support, signs, Theta, nu
         penalised = support & ~free
         self.flipped = penalised & (Theta * signs <= 0)
@@ -273,16 +283,37 @@ class _Round:
         its largest ``|g_j| / w_j`` (when above 1), which makes them feasible, so the dual's
         value there bounds the optimum from below (weak duality).
         """
+        return self._dual_value(self.N, self.gradient)
+
+    def refined_dual_bound(self, work: Work, flops_limit: float = np.inf) -> float:
+        """:meth:`dual_bound` with better multipliers (:mod:`solvers._multipliers`) for the
+        neurons whose own hold the dual back (``|g_j| > (1 + tol) w_j``), when they are at
+        most ``_REFINE_NEURONS`` (``-inf`` otherwise, or on a layer without bounds)."""
+        if self.active is None:
+            return -np.inf
         penalised = self.bound > 0
-        if (self.bound[~penalised].size and np.abs(self.gradient[~penalised]).max()
+        ratio = np.where(penalised, np.abs(self.gradient) / np.where(penalised, self.bound, 1.0), 0.0).max(axis=0)
+        holding = np.flatnonzero(ratio > 1.0 + self.tol)
+        if holding.size == 0 or holding.size > _REFINE_NEURONS:
+            return -np.inf
+        N = better_multipliers(self.Xa, self.N, self.active, self.V, self.bound, holding, work, flops_limit)
+        gradient = self.gradient.copy()
+        gradient[:, holding] = self.Xa.T @ N[:, holding]
+        return self._dual_value(N, gradient)
+
+    def _dual_value(self, N: np.ndarray, gradient: np.ndarray) -> float:
+        """The dual's value at the multipliers ``N`` (``g = Xa^T N``), each neuron's divided
+        by its largest ``|g_j| / w_j`` above 1 (:meth:`dual_bound`)."""
+        penalised = self.bound > 0
+        if (self.bound[~penalised].size and np.abs(gradient[~penalised]).max()
                 > self.tol * max(1.0, float(self.bound.max()))):
             return -np.inf  # an unpenalised weight is not stationary: no dual point from these multipliers
-        ratio = np.where(penalised, np.abs(self.gradient) / np.where(penalised, self.bound, 1.0), 0.0)
+        ratio = np.where(penalised, np.abs(gradient) / np.where(penalised, self.bound, 1.0), 0.0)
         shrink = 1.0 / np.maximum(1.0, ratio.max(axis=0))
         active = np.ones(self.Y.shape, dtype=bool) if self.active is None else self.active
-        Z = np.where(active, -self.N, 0.0) * shrink
+        Z = np.where(active, -N, 0.0) * shrink
         upper = 0.0 if self.V is None else self.V
-        dual = float(np.sum(Z * self.Y)) - float(np.sum(np.where(active, 0.0, self.N * upper) * shrink))
+        dual = float(np.sum(Z * self.Y)) - float(np.sum(np.where(active, 0.0, N * upper) * shrink))
         if np.ndim(self.epsilon) == 1:
             return dual - float(self.epsilon @ np.linalg.norm(Z, axis=0))
         return dual - float(self.epsilon) * float(np.linalg.norm(Z))

@@ -283,8 +283,43 @@ def test_the_duality_gap_bounds_the_optimum_from_below():
         primal = np.sum(np.abs(Theta[:-1]))
         assert round_.primal == pytest.approx(primal)
         assert round_.dual_bound() <= optimum.objective * (1 + 1e-7)
+        assert round_.refined_dual_bound(Work()) <= optimum.objective * (1 + 1e-7)  # still weak duality
         gaps.append(1 - round_.dual_bound() / primal)
     assert len(gaps) >= 3 and gaps[0] <= 1e-6 < max(gaps[1:])
+
+
+def test_better_multipliers_make_a_feasible_dual_point_where_one_exists():
+    """For a neuron whose inactive multipliers leave ``|g_j| > w_j``, the LP finds others
+    (``nu >= 0``) with every ``|g_j| <= w_j`` and the free column's ``g = 0``, at the least
+    ``h^T nu``; a neuron with no such multipliers keeps its own; the work is counted and a
+    program past the limit is not started."""
+    from solvers._multipliers import LP_COST, better_multipliers
+
+    rng = np.random.default_rng(4)
+    n_samples, n_cols = 300, 6
+    Xa = np.column_stack([np.abs(rng.standard_normal((n_samples, n_cols - 1))), np.ones(n_samples)])
+    active = np.zeros((n_samples, 2), dtype=bool)
+    active[:40] = True
+    bound = np.broadcast_to(np.r_[np.ones(n_cols - 1), 0.0][:, None], (n_cols, 2))
+    N = np.zeros((n_samples, 2))
+    target = np.zeros(n_samples)  # multipliers that make a feasible point: build the active part from them
+    target[rng.choice(np.arange(40, n_samples), 8, replace=False)] = rng.random(8)
+    g_wanted = np.r_[0.5 * rng.uniform(-1, 1, n_cols - 1), 0.0]
+    N[:40, 0] = np.linalg.lstsq(Xa[:40].T, g_wanted - Xa[40:].T @ target[40:], rcond=None)[0]
+    N[40:, 0] = 5.0 * rng.random(n_samples - 40)  # the kernel's choice, far from feasible
+    N[:40, 1] = 1e3  # no nu >= 0 undoes this: every column's g is far above its weight
+    N[40:, 1] = 0.0
+    V = np.abs(rng.standard_normal((n_samples, 2)))
+    work = Work()
+    better = better_multipliers(Xa, N, active, V, bound, np.array([0, 1]), work)
+    g = Xa.T @ better
+    assert np.all(better[40:, 0] >= 0) and np.abs(g[:-1, 0]).max() <= 1 + 1e-7 and abs(g[-1, 0]) <= 1e-7
+    assert np.array_equal(better[:40], N[:40])  # the active part stays
+    assert V[40:, 0] @ better[40:, 0] <= V[40:, 0] @ target[40:] + 1e-9  # the least h^T nu
+    assert np.array_equal(better[:, 1], N[:, 1])  # infeasible: kept
+    assert work.flops == pytest.approx(2 * LP_COST * (n_samples - 40) * n_cols)
+    skipped = better_multipliers(Xa, N, active, V, bound, np.array([0]), Work(), flops_limit=1.0)
+    assert np.array_equal(skipped, N)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
