@@ -26,8 +26,9 @@ inactive entries; one product for all neurons) ``g_j = -w_j sigma_j`` on the sup
 each neuron's divided by its largest ``|g_j| / w_j``, are feasible for the dual, whose
 value bounds the optimum from below (:meth:`_Round.dual_bound`, the best over the
 attempt's rounds); a relative gap within ``tol`` certifies the answer even where
-degenerate bounds leave the multipliers not unique. When a round's gap is within
-``_REFINE_GAP`` times ``tol`` and a few neurons' multipliers hold it there (their
+degenerate bounds leave the multipliers not unique. When a round's gap has stalled
+within ``_REFINE_GAP`` times ``tol`` (the attempt would give up) and a few neurons'
+multipliers hold it there (their
 ``|g_j| > (1 + tol) w_j``), those neurons' inactive multipliers are chosen again by a
 small linear program each (:mod:`solvers._multipliers`), which finds a feasible dual
 point for them without the division where one exists.
@@ -59,7 +60,7 @@ _GAP_ROUNDS = 1  # a ReLU attempt gives up when its duality gap fell by less tha
 _GAP_FACTOR = 0.8  # ... this factor over this many rounds
 _FIRST_GAP = 0.75  # ... or when its first round leaves a larger gap (the support is far from the optimum's)
 _EXTENSION = 2.0  # a ReLU attempt expected to certify within this many times its limit may go on past it
-_REFINE_GAP = 10.0  # a round whose duality gap is within this many times tol ...
+_REFINE_GAP = 10.0  # a round whose duality gap stalls within this many times tol ...
 _REFINE_NEURONS = 4  # ... and held back by at most this many neurons' multipliers re-solves theirs (an LP each)
 
 
@@ -163,7 +164,8 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
         round_.charge(work)
         # any round's multipliers bound the optimum: the best one certifies later rounds
         gaps.append(round_.gap(dual_bound) if bounded and not round_.flipped.any() else np.inf)
-        if tol < gaps[-1] <= _REFINE_GAP * tol:  # close: the few neurons holding the dual back get better multipliers
+        if tol < gaps[-1] <= _REFINE_GAP * tol and _gap_stop(gaps, tol) is not None:
+            # close, but stalled: the few neurons holding the dual back get better multipliers
             dual_bound = max(dual_bound, round_.refined_dual_bound(work, limit))
             gaps[-1] = round_.gap(dual_bound)
         if round_.settled(bounded, gaps[-1]):
