@@ -214,9 +214,10 @@ def _entering(indices, gradient, scale, passive, skipped):
 
 
 @njit(cache=True)
-def _warm_start(Cp, R, order, Xa, rows, h, cols, positions, signs, theta_u, warm_order, warm_F, warm_S):
+def _warm_start(Cp, R, order, mu, Xa, rows, h, cols, positions, signs, theta_u, warm_order, warm_F, warm_S):
     """Put the warm start's bounds ``warm_order`` (their rows ``-F``: ``warm_F``) into the
-    passive rows ``Cp`` and their factor ``R`` (in place); the new size.
+    passive rows ``Cp`` and their factor ``R``, and their fit into ``mu``, less the rows
+    the fit makes non-positive (in place); the new size.
 
     Only the rows' last entries ``-r_i`` depend on ``theta_u``: ``Cp Cp^T = F F^T + r r^T``,
     so with ``warm_S``, the factor of ``F F^T`` (the previous call's), ``R`` is one rank-one
@@ -232,13 +233,22 @@ def _warm_start(Cp, R, order, Xa, rows, h, cols, positions, signs, theta_u, warm
                 if grown > size:
                     order[size] = warm_order[position]
                 size = grown
-        return size
-    size = warm_order.size
-    for j in range(size):
-        Cp[j] = _ldp_row(Xa, rows, h, cols, positions, signs, theta_u, warm_order[j], warm_F[j])
-        order[j] = warm_order[j]
-        R[j, :j + 1] = warm_S[j, :j + 1]
-    _rank_one_update(R, 0, size, Cp[:size, k].copy())
+    else:
+        size = warm_order.size
+        for j in range(size):
+            Cp[j] = _ldp_row(Xa, rows, h, cols, positions, signs, theta_u, warm_order[j], warm_F[j])
+            order[j] = warm_order[j]
+            R[j, :j + 1] = warm_S[j, :j + 1]
+        _rank_one_update(R, 0, size, Cp[:size, k].copy())
+    for _ in range(Cp.shape[0] + 1):
+        if size == 0:
+            break
+        z = _fit(Cp, R, size)
+        if np.all(z > 0):
+            for j in range(size):
+                mu[order[j]] = z[j]
+            break
+        size = _drop(Cp, R, order, size, z > 0)
     return size
 
 
@@ -270,8 +280,8 @@ def _dual_qp(Xa, norms, rows, h, cols, positions, signs, L, theta_u, warm_order,
     ``u = residual[:k] / s`` and the bounds' multipliers are ``mu / s``; ``order`` the
     passive bounds, ``F_rows`` their ``-F`` and ``S`` the factor of ``F F^T`` (the passive
     rows' factor downdated by ``r r^T``; 0 x 0 where ``F F^T`` is singular at round-off);
-    the candidates of the last full pass (or
-    those given) with their rows; ``passes`` the full passes made.
+    the candidates of the last full pass (or those given) with their rows; ``passes`` the
+    full passes made.
     The iterations are capped (a few per unknown); the certificate of the polish judges
     the answer either way.
     """
@@ -281,19 +291,8 @@ def _dual_qp(Xa, norms, rows, h, cols, positions, signs, L, theta_u, warm_order,
     Cp = np.zeros((width, width))
     R = np.zeros((width, width))
     order = np.empty(width, dtype=np.int64)
-    size = 0
     mu = np.zeros(n_bounds)
-
-    size = _warm_start(Cp, R, order, Xa, rows, h, cols, positions, signs, theta_u, warm_order, warm_F, warm_S)
-    for _ in range(width + 1):  # the warm start's fit, less the rows it makes non-positive
-        if size == 0:
-            break
-        z = _fit(Cp, R, size)
-        if np.all(z > 0):
-            for j in range(size):
-                mu[order[j]] = z[j]
-            break
-        size = _drop(Cp, R, order, size, z > 0)
+    size = _warm_start(Cp, R, order, mu, Xa, rows, h, cols, positions, signs, theta_u, warm_order, warm_F, warm_S)
     residual = Cp[:size].T @ mu[order[:size]]
     residual[k] -= 1.0
     skipped = np.zeros(n_bounds, dtype=np.bool_)

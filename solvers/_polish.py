@@ -94,14 +94,10 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
 
     Starting from the support and signs of ``Q``, each round solves the restricted
     program and checks the certificate; what the check finds wrong is mended for the next
-    round (an active-set step): weights that changed sign leave the support, off-support
-    weights whose subgradient exceeds its weight join it with the sign that lowers the
-    objective. On a linear layer in closed form a few join per neuron per round (the
-    worst, at most a tenth of its support); the round that flips a sign keeps the flipped
-    weights with their new signs, and from the next round on the signs are bounds. With
-    sign bounds (a ReLU layer's rounds, and a linear layer's after a flip) every one
-    joins (column generation: the restricted optimum never grows) and the weights its
-    sign bounds hold at zero leave. A neuron whose support cannot meet the budget gains
+    round (an active-set step, :meth:`_Round.mended`): off-support weights whose
+    subgradient exceeds their weight join with the sign that lowers the objective; with
+    sign bounds (a ReLU layer's rounds, a linear layer's after one flipped a sign) the
+    weights they hold at zero leave. A neuron whose support cannot meet the budget gains
     the columns most correlated with its residual.
 
     Parameters
@@ -132,9 +128,8 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
     # float64 throughout (no copies when the ADMM ran in float64)
     Xa, Y = np.ascontiguousarray(Xa, dtype=np.float64), np.asarray(Y, dtype=np.float64)
     V = None if V is None else np.asarray(V, dtype=np.float64)
-    free = weights[:, None] == 0
+    free, work = weights[:, None] == 0, Work() if work is None else work
     support, signs, active = (Q != 0) | free, np.sign(Q), (Y > 0 if relu else None)
-    work = Work() if work is None else work
     if relu and first_round_flops(active, support) > flops_limit:
         return PolishResult(None, "the support is too large to polish within its share of the work")
     # formed once per solve (or given as a function that forms them): a set-up, not charged to ``work``
@@ -148,10 +143,8 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
         stop = _stop_before(round_index, first_count, reason, work.flops, limit)
         if stop is not None:
             return PolishResult(None, stop, flops=work.flops)
-        if bounded:
-            outcome = bounded_restricted(moments, Xa, V, epsilon, support, signs, weights, work, cache, tol, limit)
-        else:
-            outcome = restricted(moments, Xa, epsilon, support, signs, weights, cache, work)
+        outcome = (bounded_restricted(moments, Xa, V, epsilon, support, signs, weights, work, cache, tol, limit)
+                   if bounded else restricted(moments, Xa, epsilon, support, signs, weights, cache, work))
         if outcome[0] != "ok":
             stop, reason = (mend_bounded if bounded else mend_unsolvable)(outcome, moments, cache, support, signs)
             if stop:
@@ -162,32 +155,41 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
             support = (Theta != 0) | free
         round_ = _Round(Xa, Y, V, epsilon, active, weights, free, support, signs, Theta, nu, inverse_steps, tol)
         round_.charge(work)
-        # any round's multipliers bound the optimum: the best one certifies later rounds
-        gaps.append(round_.gap(dual_bound) if bounded and not round_.flipped.any() else np.inf)
-        if tol < gaps[-1] <= _REFINE_GAP * tol and _gap_stop(gaps, tol) is not None:
-            # close, but stalled: the few neurons holding the dual back get better multipliers
-            dual_bound = max(dual_bound, round_.refined_dual_bound(work, limit))
-            gaps[-1] = round_.gap(dual_bound)
+        dual_bound = _judged(round_, bounded, dual_bound, gaps, tol, work, limit)
         if round_.settled(bounded, gaps[-1]):
             return round_.certify(relu, work.flops)
         if bounded:
-            dual_bound = max(dual_bound, round_.dual_bound())
             counts.append(round_.count)
-            stop = _gap_stop(gaps, tol)
-            if stop is not None:
-                return PolishResult(None, stop, flops=work.flops)
             limit = _extended_limit(gaps, counts, tol, work.flops, work.flops - round_start, flops_limit)
         round_.log(round_index, work.flops)
         first_count = round_.count if first_count is None else first_count
-        stop = _settling_stop(round_index, first_count, round_.count)
+        stop = (_gap_stop(gaps, tol) if bounded else None) or _settling_stop(round_index, first_count, round_.count)
         if stop is not None:
             return PolishResult(None, stop, flops=work.flops)
         reason = round_.reason
-        switching = not bounded and bool(round_.flipped.any())
-        support, signs = round_.mended(every=bounded, flip=switching)
+        support, signs, switching = round_.mended(bounded)
         if switching:  # from now on the signs are bounds: a weight stops at zero instead of flipping
             bounded, cache = True, {}
     return PolishResult(None, reason, flops=work.flops)
+
+
+def _judged(round_: _Round, bounded: bool, dual_bound: float, gaps: list[float], tol: float, work: Work,
+            flops_limit: float) -> float:
+    """Append the round's relative duality gap to ``gaps`` and return the best lower bound
+    of the optimum so far: any round's multipliers bound it, and the best one certifies
+    later rounds. A round without sign bounds, or one that flipped a sign, has no gap
+    (``inf``). A gap that stalls within ``_REFINE_GAP`` times ``tol`` (the attempt would
+    give up) is measured again with better multipliers for the few neurons holding it
+    (:meth:`_Round.refined_dual_bound`)."""
+    if not bounded:
+        gaps.append(np.inf)
+        return dual_bound
+    dual_bound = max(dual_bound, round_.dual_bound())
+    gaps.append(np.inf if round_.flipped.any() else round_.gap(dual_bound))
+    if tol < gaps[-1] <= _REFINE_GAP * tol and _gap_stop(gaps, tol) is not None:
+        dual_bound = max(dual_bound, round_.refined_dual_bound(work, flops_limit))
+        gaps[-1] = round_.gap(dual_bound)
+    return dual_bound
 
 
 def _settling_stop(round_index: int, first_count: int, count: int) -> str | None:
@@ -293,9 +295,7 @@ class _Round:
         most ``_REFINE_NEURONS`` (``-inf`` otherwise, or on a layer without bounds)."""
         if self.active is None:
             return -np.inf
-        penalised = self.bound > 0
-        ratio = np.where(penalised, np.abs(self.gradient) / np.where(penalised, self.bound, 1.0), 0.0).max(axis=0)
-        holding = np.flatnonzero(ratio > 1.0 + self.tol)
+        holding = np.flatnonzero(self._largest_ratios(self.gradient) > 1.0 + self.tol)
         if holding.size == 0 or holding.size > _REFINE_NEURONS:
             return -np.inf
         N = better_multipliers(self.Xa, self.N, self.active, self.V, self.bound, holding, work, flops_limit)
@@ -310,8 +310,7 @@ class _Round:
         if (self.bound[~penalised].size and np.abs(gradient[~penalised]).max()
                 > self.tol * max(1.0, float(self.bound.max()))):
             return -np.inf  # an unpenalised weight is not stationary: no dual point from these multipliers
-        ratio = np.where(penalised, np.abs(gradient) / np.where(penalised, self.bound, 1.0), 0.0)
-        shrink = 1.0 / np.maximum(1.0, ratio.max(axis=0))
+        shrink = 1.0 / np.maximum(1.0, self._largest_ratios(gradient))
         active = np.ones(self.Y.shape, dtype=bool) if self.active is None else self.active
         Z = np.where(active, -N, 0.0) * shrink
         upper = 0.0 if self.V is None else self.V
@@ -319,6 +318,11 @@ class _Round:
         if np.ndim(self.epsilon) == 1:
             return dual - float(self.epsilon @ np.linalg.norm(Z, axis=0))
         return dual - float(self.epsilon) * float(np.linalg.norm(Z))
+
+    def _largest_ratios(self, gradient: np.ndarray) -> np.ndarray:
+        """Each neuron's largest ``|g_j| / w_j`` over its penalised weights (0 if none)."""
+        penalised = self.bound > 0
+        return np.where(penalised, np.abs(gradient) / np.where(penalised, self.bound, 1.0), 0.0).max(axis=0)
 
     def charge(self, work: Work) -> None:
         """Add the round's two products, its response ``Xa Theta`` and gradient ``Xa^T N``, to ``work``."""
@@ -337,10 +341,10 @@ class _Round:
             return True
         return bounded and not self.flipped.any() and gap <= self.tol
 
-    def gap(self, dual_bound: float = -np.inf) -> float:
-        """The relative duality gap ``(P - D) / P`` with ``D`` the better of ``dual_bound``
-        (the best lower bound of the optimum from earlier rounds) and this round's bound."""
-        gap = (self.primal - max(dual_bound, self.dual_bound())) / max(self.primal, 1e-300)
+    def gap(self, dual_bound: float) -> float:
+        """The relative duality gap ``(P - D) / P`` to ``D = dual_bound``, a lower bound of
+        the optimum (the best of this round's and the earlier rounds')."""
+        gap = (self.primal - dual_bound) / max(self.primal, 1e-300)
         logger.debug("polish round: relative duality gap %.3g", gap)
         return gap
 
@@ -381,16 +385,19 @@ class _Round:
         ratio = np.abs(self.gradient[self.outside]) / self.bound[self.outside]
         return PolishResult(self.Theta, "certified", float(ratio.max()) if ratio.size else 0.0)
 
-    def mended(self, every: bool = False, flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """The next round's support and signs (an active-set step). ``every``: every
-        off-support weight whose subgradient exceeds its weight joins. ``flip``: the
-        weights whose sign changed stay, with their new sign (else they leave)."""
+    def mended(self, bounded: bool) -> tuple[np.ndarray, np.ndarray, bool]:
+        """The next round's support and signs (an active-set step), and whether its signs
+        become bounds. With sign bounds (``bounded``) every off-support weight whose
+        subgradient exceeds its weight joins; without, a few per neuron, and after a round
+        that flipped signs the flipped weights stay, with their new signs, and the next
+        rounds hold the signs as bounds (the weights that flipped leave otherwise)."""
+        flip = not bounded and bool(self.flipped.any())
         joining = self.excess > 0
         limit = np.maximum(1, self.support.sum(axis=0) // 10)  # a few per neuron: joining all at once cycles
-        for m in np.flatnonzero(joining.sum(axis=0) > limit) if not every else ():
+        for m in np.flatnonzero(joining.sum(axis=0) > limit) if not bounded else ():
             rows = np.flatnonzero(joining[:, m])
             joining[rows[np.argsort(-self.excess[rows, m])[limit[m]:]], m] = False
         turned = self.flipped & (self.Theta != 0) if flip else np.zeros_like(self.flipped)
         support = (self.support & ~self.flipped) | turned | joining
         signs = np.where(joining, -np.sign(self.gradient), np.where(turned, np.sign(self.Theta), self.signs))
-        return support, signs
+        return support, signs, flip
