@@ -335,7 +335,7 @@ def first_round_flops(active, support) -> float:
     (``4 r k``); a few evaluations of ``t``, each at a call's own cost per neuron and a
     warm start of about ``k / 2`` bounds."""
     k = support.sum(axis=0).astype(float)
-    rows = np.zeros_like(k) if active is None else (~active).sum(axis=0).astype(float)
+    rows = (~active).sum(axis=0).astype(float)
     return 3.0 * float(np.sum(_CALL_COST + _BOUND_COST * rows + _UNKNOWN_COST * k
                               + _WARM_COST * (k / 2.0) ** 2 * (k + 1.0)
                               + 2.0 * k * k * (8.0 * (k + 1.0) + 3.0 * _SCALAR_COST * k) + 4.0 * rows * k))

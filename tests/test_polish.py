@@ -231,3 +231,43 @@ def test_a_linear_layer_flips_signs_in_one_round_at_most(seed, caplog):
     assert result.reason == "certified"
     assert _objective(problem, result.Theta) == pytest.approx(reference.objective, rel=1e-6)
     assert problem.violation(result.Theta[:-1].T, result.Theta[-1]) <= 1e-6
+
+
+def test_a_stalled_gap_near_tol_is_measured_again_with_better_multipliers():
+    """_judged: a round without sign bounds has no gap; a gap that still falls, or that
+    stalls far above tol, keeps the round's own multipliers; one that stalls within
+    _REFINE_GAP * tol is measured again with the refined bound, which then carries over."""
+    from solvers._polish import _GAP_FACTOR, _REFINE_GAP, _judged
+
+    class Round:  # the round's primal 100 and its own lower bound; the refined bound when asked
+        def __init__(self, own, refined):
+            self.own, self.refined, self.asked = own, refined, 0
+            self.flipped = np.zeros(1, dtype=bool)
+
+        def dual_bound(self):
+            return self.own
+
+        def refined_dual_bound(self, work, flops_limit):
+            self.asked += 1
+            return self.refined
+
+        def gap(self, bound):
+            return (100.0 - bound) / 100.0
+
+    tol = 1e-3
+    linear = Round(99.0, 100.0)
+    gaps = []
+    assert _judged(linear, False, -np.inf, gaps, tol, Work(), np.inf) == -np.inf and gaps == [np.inf]
+    assert linear.asked == 0
+    near = 100.0 * (1 - 3 * tol)  # a gap of 3 tol
+    falling = Round(near, 100.0)
+    gaps = [3 * tol / (_GAP_FACTOR * 0.9)]  # the round before: a larger gap, so this one still falls
+    assert _judged(falling, True, -np.inf, gaps, tol, Work(), np.inf) == near and falling.asked == 0
+    stalled = Round(near, 100.0 * (1 - tol / 2))
+    gaps = [3 * tol]
+    best = _judged(stalled, True, -np.inf, gaps, tol, Work(), np.inf)
+    assert stalled.asked == 1 and best == stalled.refined and gaps[-1] == pytest.approx(tol / 2)
+    far = 100.0 * (1 - 2 * _REFINE_GAP * tol)
+    stalled_far = Round(far, 100.0)
+    gaps = [2 * _REFINE_GAP * tol]
+    assert _judged(stalled_far, True, -np.inf, gaps, tol, Work(), np.inf) == far and stalled_far.asked == 0
