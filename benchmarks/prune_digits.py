@@ -29,7 +29,7 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 import argparse
 import statistics
 import sys
-import time
+from time import perf_counter
 
 import torch
 
@@ -48,9 +48,9 @@ def timed_prune(model, calib, repeats: int, **kwargs):
     """The result of the last run and the median wall time over ``repeats`` runs."""
     times, result = [], None
     for _ in range(repeats):
-        started = time.perf_counter()
+        started = perf_counter()
         result = nettrim.prune(model, calib, progress=False, **kwargs)
-        times.append(time.perf_counter() - started)
+        times.append(perf_counter() - started)
     return result, statistics.median(times)
 
 
@@ -62,15 +62,15 @@ def side_by_side(model, calib, repeats: int, epsilon: float, extra: dict):
     times = {name: [] for name in ("cascade", *BASELINES)}
     results, same = {}, None
     for _ in range(repeats):
-        started = time.perf_counter()
+        started = perf_counter()
         results["cascade"] = nettrim.prune(model, calib, progress=False, mode="cascade", epsilon=epsilon, **extra)
-        times["cascade"].append(time.perf_counter() - started)
+        times["cascade"].append(perf_counter() - started)
         if same is None:  # the same per-layer nonzeros every round: the prune is deterministic
             same = {layer: 1.0 - report.kept for layer, report in results["cascade"].layers.items()}
         for baseline in BASELINES:
-            started = time.perf_counter()
+            started = perf_counter()
             results[baseline] = nettrim.prune(model, calib, progress=False, method=baseline, sparsity=same, **extra)
-            times[baseline].append(time.perf_counter() - started)
+            times[baseline].append(perf_counter() - started)
     ratio = statistics.median(c / b for c, b in zip(times["cascade"], times["lobs"]))
     return results, {name: statistics.median(values) for name, values in times.items()}, ratio
 
@@ -121,12 +121,12 @@ def main(argv: list[str] | None = None) -> None:
     info["torch_threads"] = torch.get_num_threads()
 
     mlp_data, cnn_data = load_digits_split(), load_digits_split(images=True)
-    started = time.perf_counter()
+    started = perf_counter()
     mlp = train(digits_mlp(), mlp_data.x_train, mlp_data.y_train)
-    mlp_train = time.perf_counter() - started
-    started = time.perf_counter()
+    mlp_train = perf_counter() - started
+    started = perf_counter()
     cnn = train(digits_cnn(), cnn_data.x_train, cnn_data.y_train)
-    cnn_train = time.perf_counter() - started
+    cnn_train = perf_counter() - started
     dense = {"mlp": accuracy(mlp, mlp_data.x_test, mlp_data.y_test), "cnn": accuracy(cnn, cnn_data.x_test, cnn_data.y_test)}
     nettrim.prune(mlp, mlp_data.x_train[:200], progress=False)  # warm-up: numba kernels loaded
     nettrim.prune(mlp, mlp_data.x_train[:200], method="lobs", sparsity=0.5, progress=False)

@@ -1,5 +1,6 @@
 """The benchmarks' own code: the GPU benchmark's LeNet run, end to end at a small size on the CPU,
-and the counting of the structured benchmark.
+the counting of the structured benchmark, the path benchmark on one program, and how
+``prune_digits.py`` pairs its timings.
 
 A session with a GPU has minutes of device time: the command it runs
 (``benchmarks/torch_backend.py --lenet-only``) is checked here, down to the CSV it
@@ -97,3 +98,35 @@ def test_sparsity_path_benchmark_compares_both_ways_on_one_program(capsys):
     assert row["path_solve_equivalents"] == pytest.approx(row["path_seconds"] / row["single_seconds"])
     sparsity_path.summary(rows)
     assert "| 50% | 1 | 1 | 1 |" in capsys.readouterr().out
+
+
+def test_prune_digits_pairs_each_round_of_the_cascade_with_its_baselines(monkeypatch):
+    """The ratio to L-OBS is the median of the rounds' own ratios, not a ratio of medians:
+    with a clock on which each prune takes a set time, round r's cascade over L-OBS is
+    known, and the rounds run cascade, magnitude, L-OBS in turn at the cascade's nonzeros."""
+    import torch
+
+    prune_digits = pytest.importorskip("prune_digits")
+    durations = iter([4.0, 1.0, 2.0,   # round 1: cascade, magnitude, L-OBS -> 2.0
+                      9.0, 1.0, 3.0,   # round 2 -> 3.0
+                      5.0, 1.0, 1.0])  # round 3 -> 5.0
+    clock = {"now": 0.0, "pending": None}
+
+    def perf_counter():  # a start reads the clock; the next read is the start plus a duration
+        if clock["pending"] is None:
+            clock["pending"] = clock["now"]
+            return clock["now"]
+        clock["now"] = clock["pending"] + next(durations)
+        clock["pending"] = None
+        return clock["now"]
+
+    monkeypatch.setattr(prune_digits, "perf_counter", perf_counter)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    calib = torch.randn(64, 8)
+    results, seconds, over_lobs = prune_digits.side_by_side(model, calib, 3, 0.1, {})
+    assert set(results) == {"cascade", "magnitude", "lobs"}
+    assert seconds == {"cascade": 5.0, "magnitude": 1.0, "lobs": 2.0}
+    assert over_lobs == 3.0  # the medians' ratio would say 2.5
+    kept = [report.kept for report in results["cascade"].layers.values()]
+    assert [report.kept for report in results["lobs"].layers.values()] == pytest.approx(kept, abs=1 / 64)
