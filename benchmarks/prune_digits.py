@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="one epsilon per model, one run")
     parser.add_argument("--out", default=str(RESULTS / "prune_digits.csv"))
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats: got {args.repeats}, needs at least 1 timed run per point")
     repeats = 1 if args.quick else args.repeats
     torch.set_num_threads(os.cpu_count() or 1)
 

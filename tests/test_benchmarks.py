@@ -130,3 +130,10 @@ def test_prune_digits_pairs_each_round_of_the_cascade_with_its_baselines(monkeyp
     assert over_lobs == 3.0  # the medians' ratio would say 2.5
     kept = [report.kept for report in results["cascade"].layers.values()]
     assert [report.kept for report in results["lobs"].layers.values()] == pytest.approx(kept, abs=1 / 64)
+
+
+def test_prune_digits_refuses_no_timed_run(capsys):
+    prune_digits = pytest.importorskip("prune_digits")
+    with pytest.raises(SystemExit):
+        prune_digits.main(["--repeats", "0"])
+    assert "--repeats: got 0, needs at least 1" in capsys.readouterr().err
