@@ -39,7 +39,8 @@ after it: a check of the whole run in seconds before a GPU session spends its mi
 Run:  python benchmarks/torch_backend.py [--sizes 2000x256x256,...] [--repeats 3]
       [--threads N] [--polish on|off|both] [--lenet] [--tf32]
       [--lenet-only] [--lenet-device cuda|cpu] [--lenet-size 55000x3136x512]
-Writes benchmarks/results/torch_backend.csv and .meta.json (``--lenet``: also
+Writes benchmarks/results/torch_backend.csv and .meta.json, rewritten after each size (the
+meta's ``sizes_done`` says how many a stopped run finished; ``--lenet``: also
 torch_backend_lenet.csv and .meta.json).
 """
 from __future__ import annotations
@@ -259,13 +260,18 @@ def main(argv: list[str] | None = None) -> None:
                 load_average=os.getloadavg(), OPENBLAS_THREAD_TIMEOUT=os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
                 OPENBLAS_NUM_THREADS=os.environ.get("OPENBLAS_NUM_THREADS"))
     polish_modes = {"on": [True], "off": [False], "both": [True, False]}[args.polish]
-    rows = []
-    for n_samples, n_in, n_out in parse_sizes(args.sizes):
+    info.update(sizes=args.sizes, tol=args.tol, repeats=args.repeats, polish=args.polish,
+                iteration_runs=args.iteration_runs, threads=args.threads,
+                problem="planted_problem(density=0.2, epsilon=0.02, seed=1)")
+    rows, sizes = [], parse_sizes(args.sizes)
+    for done, (n_samples, n_in, n_out) in enumerate(sizes, start=1):
         name = f"planted-{n_samples}x{n_in}x{n_out}"
         problem, _ = planted_problem(n_samples, n_in, n_out, density=0.2, epsilon=0.02, seed=1)
         print(f"\n{name} (active {problem.active.mean():.0%})", flush=True)
         rows += bench_problem(name, problem, variants(cuda, polish_modes), args.repeats, args.tol,
                               args.iteration_runs)
+        # after each size, so that a run stopped early keeps the sizes it finished
+        write_results(args.out, rows, dict(info, sizes_done=done, date=time.strftime("%Y-%m-%d %H:%M:%S")))
 
     header = (f"{'problem':<24} {'variant':<28} {'status':<8} {'seconds':>8} {'polish':>7} {'iters':>6} "
               f"{'objective':>12} {'gap':>9} {'viol':>8} {'kept':>6} {'ms/it':>7}")
@@ -277,12 +283,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{r['ms_per_iteration']:7.1f}")
     print(f"\nnumba first-call cost: {info['compile_seconds']}; warm-up: "
           + ", ".join(f"{k} {v:.2f}s" for k, v in info["warm_up_seconds"].items()))
-    info.update(sizes=args.sizes, tol=args.tol, repeats=args.repeats, polish=args.polish,
-                iteration_runs=args.iteration_runs, threads=args.threads,
-                problem="planted_problem(density=0.2, epsilon=0.02, seed=1)",
-                date=time.strftime("%Y-%m-%d %H:%M:%S"))
-    out = write_results(args.out, rows, info)
-    print(f"wrote {out}")
+    print(f"wrote {os.path.abspath(args.out)}")
     if args.lenet:
         bench_lenet(args)
 

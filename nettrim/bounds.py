@@ -379,7 +379,7 @@ def layer_outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     y = torch.as_tensor(x).detach().double().reshape(len(x), -1)
     with torch.no_grad():
         for linear, relu in found:
-            y = y @ linear.weight.detach().double().T
+            y = y @ linear.weight.detach().double().cpu().T
             if relu:
                 y = torch.clamp_min(y, 0.0)
             out.append(y)

@@ -122,7 +122,7 @@ def _cut(model: nn.Module, producer: str, consumer: str, batchnorms: Sequence[st
         # no bias to correct: shift the BatchNorm's running mean instead (BN(y + d) = BN'(y))
         bn = model.get_submodule(consumer_bn)
         with torch.no_grad():
-            bn.running_mean.sub_(full_bias.to(bn.running_mean.dtype))
+            bn.running_mean.sub_(full_bias.to(bn.running_mean))
         full_bias = None
     new_consumer = keep_inputs(old_consumer, keep, per_group if isinstance(old_consumer, nn.Linear) else 1,
                                weight=full_weight, bias=full_bias)
@@ -235,7 +235,7 @@ def cut_network(model: nn.Module, batches: Sequence[torch.Tensor], order: Sequen
         X = capture_inputs(model, batches, {link.consumer: LayerHandle(link.consumer, consumer_layer)},
                            max_positions=max_positions, seed=seed, stop_early=True)[link.consumer][0].double().numpy()
         weight = _matrix(consumer_layer)
-        bias = None if consumer_layer.bias is None else consumer_layer.bias.detach().double().numpy()
+        bias = None if consumer_layer.bias is None else consumer_layer.bias.detach().double().cpu().numpy()
         n_neurons = model.get_submodule(producer).weight.shape[0]
         if weight.shape[1] % n_neurons:
             logger.warning("cap: %s has %d inputs for the %d neurons of %s; left as it is", link.consumer,

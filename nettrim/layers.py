@@ -71,6 +71,12 @@ def patches(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x.reshape(-1, n_in)
 
 
+def _host(tensor: torch.Tensor) -> torch.Tensor:
+    """A float64 copy on the host (the folding algebra and the solvers' side of a model that
+    may live on a GPU)."""
+    return tensor.detach().to(device="cpu", dtype=torch.float64)
+
+
 def layer_kind(module: nn.Module) -> str:
     """``"linear"``, ``"conv1d"``, ``"conv2d"`` or ``"conv3d"``: what the report calls a layer."""
     for conv in CONVOLUTIONS:
@@ -123,16 +129,17 @@ class LayerHandle:
 
     def _bn_scale_shift(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         bn = self.batchnorm
-        scale = torch.rsqrt(bn.running_var.double() + bn.eps)
+        scale = torch.rsqrt(_host(bn.running_var) + bn.eps)
         if bn.weight is not None:
-            scale = scale * bn.weight.detach().double()
-        shift = bn.bias.detach().double() if bn.bias is not None else torch.zeros_like(scale)
-        return scale, bn.running_mean.double(), shift
+            scale = scale * _host(bn.weight)
+        shift = _host(bn.bias) if bn.bias is not None else torch.zeros_like(scale)
+        return scale, _host(bn.running_mean), shift
 
     def folded(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(W_f, b_f)`` in float64: weight ``(n_out, n_in)`` and bias ``(n_out,)`` or None."""
-        weight = self.module.weight.detach().double().reshape(self.shape[0], -1)
-        bias = self.module.bias.detach().double() if self.module.bias is not None else None
+        """``(W_f, b_f)`` in float64 on the host, wherever the model lives: weight
+        ``(n_out, n_in)`` and bias ``(n_out,)`` or None."""
+        weight = _host(self.module.weight).reshape(self.shape[0], -1)
+        bias = _host(self.module.bias) if self.module.bias is not None else None
         if self.batchnorm is None:
             return weight.clone(), None if bias is None else bias.clone()
         scale, mean, shift = self._bn_scale_shift()
@@ -140,10 +147,11 @@ class LayerHandle:
         return scale[:, None] * weight, scale * (own - mean) + shift
 
     def write(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
-        """Write folded weights ``(n_out, n_in)`` and bias back into the modules, in place."""
+        """Write folded weights ``(n_out, n_in)`` and bias (host or device tensors, or arrays)
+        back into the modules, in place, on the modules' device and in their dtype."""
         param = self.module.weight
         with torch.no_grad():
-            weight = torch.as_tensor(weight, dtype=torch.float64)
+            weight = _host(torch.as_tensor(weight))
             if self.batchnorm is None:
                 param.copy_(weight.reshape(param.shape).to(param.dtype))
                 if bias is not None:
@@ -155,9 +163,8 @@ class LayerHandle:
             param.copy_(unfolded.reshape(param.shape).to(param.dtype))
             if bias is None:
                 return
-            bias = torch.as_tensor(bias, dtype=torch.float64)
-            own = (self.module.bias.detach().double() if self.module.bias is not None
-                   else torch.zeros_like(scale))
+            bias = _host(torch.as_tensor(bias))
+            own = _host(self.module.bias) if self.module.bias is not None else torch.zeros_like(scale)
             bn = self.batchnorm
             if bn.bias is not None:
                 bn.bias.copy_((bias - scale * (own - mean)).to(bn.bias.dtype))

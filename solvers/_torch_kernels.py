@@ -56,7 +56,7 @@ def resolve_device(device: Any) -> torch.device:
         device this machine does not have.
     """
     if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError, ValueError) as exc:
