@@ -63,6 +63,7 @@ class Continuation:
         if warm_start is not None and reduced is not first:
             warm_start = warm_start_without(first, self.dead, *_warm_parts(first, warm_start))
         self.data, self.engine, self.dtype = make_engine(backend, device, dtype, reduced, self.settings, prepared)
+        self.settings = self.settings.for_device(self.engine.device_name)
         self.known_feasible = warm_budget(first, original_warm)
         self.reduced_first, self.warm_start = reduced, warm_start
         self.state = _start(reduced, self.data, self.engine, self.settings, warm_start, self.dtype)

@@ -78,6 +78,9 @@ class Polisher:
         (a new budget and bound on the same data) and settings. The failed attempts' work
         and the backoff carry over, so that the allowance covers the whole path, as it
         does one solve; the float64 data and the moments stay."""
+        if settings.polish is None:
+            raise ValueError("Polisher: settings.polish is None; resolve it for the engine's device first "
+                             "(AdmmSettings.for_device)")
         self.problem, self.settings = problem, settings
         # the certificate is that of the l1 program; the group program stops on the ADMM's tolerance
         self.enabled = settings.polish and can_polish(problem) and problem.group_size is None

@@ -371,6 +371,7 @@ def _solve(problem: LayerProblem, settings: AdmmSettings, warm_start: Any, dtype
     """:func:`solve_admm` on a program with nothing to screen out (or screening off)."""
     started = time.perf_counter()
     data, engine, dtype = make_engine(backend, device, dtype, problem, settings, prepared)
+    settings = settings.for_device(engine.device_name)
     engine.sync()
     factor_time = time.perf_counter() - started
     state = _start(problem, data, engine, settings, warm_start, dtype)

@@ -54,14 +54,17 @@ class AdmmSettings:
         Over-relaxation, in (0, 2).
     check_every : int, default 25
         Iterations between convergence checks.
-    polish : bool, default True
+    polish : bool or None, default None
         Solve the program restricted to the ADMM's support exactly (a linear layer's in
         closed form, a ReLU layer's with its inactive bounds as inequalities) once the
         relative primal residual is below ``polish_start`` (from iteration
         ``polish_wait``), and stop when the result is certified optimal (the optimality
         conditions, or on a ReLU layer a relative duality gap within ``tol``); a failed attempt
         is retried ``polish_wait``, then ``polish_backoff`` times as many, ... iterations
-        later, while the failed attempts are within ``polish_budget``.
+        later, while the failed attempts are within ``polish_budget``. None: True, except
+        when the iterations run on a CUDA device (``backend='torch'``): polishing runs on the
+        host in float64 and there costs many times what the GPU's iterations to ``tol`` do
+        (:meth:`for_device`).
     rho_start_factor : float, default 2.0
     rho_hold : int, default 200
         Iterations during which ``rho='auto'`` stays at its start value: early residuals
@@ -131,7 +134,7 @@ class AdmmSettings:
     rho: float | str = "auto"
     alpha: float = 1.6
     check_every: int = 25
-    polish: bool = True
+    polish: bool | None = None
     rho_start_factor: float = 2.0
     rho_hold: int = 200
     rho_adapt: bool = True
@@ -178,6 +181,8 @@ class AdmmSettings:
             value = getattr(self, name)
             if not (_integer(value) and value >= 0):
                 raise ValueError(f"{name}: got {value!r}, needs an integer >= 0")
+        if self.polish not in (None, True, False):
+            raise ValueError(f"polish: got {self.polish!r}, needs True, False or None (True except on a CUDA device)")
         low, high = self.rho_bounds
         if not (_number(low) and _number(high) and 0 < low <= high):
             raise ValueError(f"rho_bounds: got {self.rho_bounds!r}, needs (low, high) with 0 < low <= high")
@@ -194,6 +199,13 @@ class AdmmSettings:
             raise TypeError(f"solve_admm: unexpected keyword {unknown}: not settings of the ADMM, which takes "
                             f"{list(self.names())} and warm_start, dtype, backend, device, prepared")
         return dataclasses.replace(self, **overrides) if overrides else self
+
+    def for_device(self, device_name: str) -> "AdmmSettings":
+        """These settings for iterations on ``device_name`` (an engine's ``'cpu'`` or
+        ``'cuda:0'``): ``polish=None`` becomes False on a CUDA device, True elsewhere."""
+        if self.polish is not None:
+            return self
+        return dataclasses.replace(self, polish=not device_name.startswith("cuda"))
 
     @property
     def feasibility_tol(self) -> float:

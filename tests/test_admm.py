@@ -114,6 +114,7 @@ BAD_OPTIONS = [
     (dict(backend="cuda"), "backend: got 'cuda', needs one of ('numba', 'numpy', 'torch')"),
     (dict(alpha=2.5), "alpha: got 2.5, needs a float in (0, 2)"),
     (dict(check_every=0), "check_every: got 0"),
+    (dict(polish="yes"), "polish: got 'yes', needs True, False or None"),
     (dict(warm_start=np.zeros((3, 3))), "weight: got shape (3, 3), needs (n_out, n_in) = (4, 10)"),
     (dict(warm_start=(np.zeros((4, 10)), np.zeros(2))), "bias: got shape (2,), needs (4,)"),
 ]
@@ -301,6 +302,22 @@ def test_settings_object_and_overrides_are_one_way():
         AdmmSettings(rho_bounds=(1.0, 0.5))
     with pytest.raises(TypeError, match="unexpected keyword.*'rho_hld'"):
         settings.replace(rho_hld=3)
+
+
+def test_polishing_by_default_everywhere_but_on_a_cuda_device():
+    """``polish=None`` (the default) is True for iterations on the host and False on a CUDA
+    device, where the polishing (on the host) costs many times the GPU's iterations; an
+    explicit value holds on every device. The GPU side runs in tests/test_admm_torch.py."""
+    from solvers import AdmmSettings
+
+    assert AdmmSettings().polish is None
+    assert AdmmSettings().for_device("cpu").polish is True
+    assert AdmmSettings().for_device("cuda:0").polish is False
+    assert AdmmSettings(polish=True).for_device("cuda:1").polish is True
+    assert AdmmSettings(polish=False).for_device("cpu").polish is False
+    problem, _ = make_layer(seed=4)
+    assert solve(problem).info["polished"] and solve(problem, backend="torch", device="cpu").info["polished"]
+    assert not solve(problem, polish=False).info["polished"]
 
 
 def test_fixed_rho_rule_never_moves_rho():

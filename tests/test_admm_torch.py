@@ -241,10 +241,15 @@ def test_no_transfer_to_the_host_between_checks(monkeypatch):
 def test_cuda_matches_numba(case):
     problem, _ = planted(case, "tall")
     reference = numba_answer(case, "tall")
-    sol = solve(problem, backend="torch", tol=TOL)  # device None: cuda here, float32 by default
+    sol = solve(problem, backend="torch", tol=TOL)  # device None: cuda here, float32, no polishing by default
     assert sol.info["device"].startswith("cuda") and sol.info["dtype"] == "float32"
-    assert sol.status == "optimal" and sol.violation <= 5 * TOL
+    assert sol.status == "optimal" and sol.violation <= 5 * TOL and not sol.info["polished"]
     assert abs(sol.objective - reference.objective) <= 1e-3 * reference.objective
+    polished = solve(problem, backend="torch", polish=True, tol=TOL)  # polishing asked for: it runs
+    assert polished.status == "optimal" and polished.violation <= 5 * TOL
+    assert abs(polished.objective - reference.objective) <= 1e-3 * reference.objective
+    if problem.relu:  # the linear case converges at iteration 50, before its first attempt
+        assert polished.info["polish_time"] > 0
     float64 = solve(problem, backend="torch", device="cuda", dtype="float64", polish=False, tol=TOL)
     assert float64.status == "optimal" and float64.violation <= 5 * TOL
     assert abs(float64.objective - reference.objective) <= 1e-3 * reference.objective

@@ -81,7 +81,7 @@ def test_the_wait_between_failed_attempts_grows_by_the_backoff():
 
     problem, _ = make_layer(n_samples=60, n_in=8, n_out=3, seed=2)
     for backoff, expected in ((2.0, [50, 100, 200, 400]), (4.0, [50, 100, 300, 1100])):
-        polisher = Polisher(problem, None, AdmmSettings(polish_wait=50, polish_backoff=backoff))
+        polisher = Polisher(problem, None, AdmmSettings(polish_wait=50, polish_backoff=backoff).for_device("cpu"))
         attempts = [polisher.next_at]
         for _ in range(3):  # each attempt fails: the next one polish_wait, then backoff times as many, later
             polisher.failed(attempts[-1], PolishResult(None, "failed", flops=0.0))
@@ -100,7 +100,11 @@ def test_failed_attempts_stay_within_the_polish_budget():
     from solvers._polisher import Polisher
 
     problem, _ = make_layer(n_samples=60, n_in=8, n_out=3, seed=2)
-    polisher = Polisher(problem, None, AdmmSettings(polish_wait=50, polish_backoff=1, polish_budget=0.1))
+    settings = AdmmSettings(polish_wait=50, polish_backoff=1, polish_budget=0.1)
+    with pytest.raises(ValueError, match="for_device"):  # polish=None is decided by the device first
+        Polisher(problem, None, settings)
+    settings = settings.for_device("cpu")
+    polisher = Polisher(problem, None, settings)
     unit = polisher.iteration_flops
     # two products, the weight step's small one and the elementwise passes over the response
     assert unit == 4 * 60 * 9 * 3 + 2 * 9**2 * 3 + module._ELEMENT_COST * 60 * 3
@@ -112,8 +116,7 @@ def test_failed_attempts_stay_within_the_polish_budget():
     with pytest.raises(ValueError, match="polish_budget"):
         AdmmSettings(polish_budget=-0.1)
     AdmmSettings(polish_budget=float("inf"))  # no limit
-    linear = Polisher(make_layer(n_samples=60, n_in=8, n_out=3, relu=False, seed=2)[0], None,
-                      AdmmSettings(polish_wait=50, polish_backoff=1, polish_budget=0.1))
+    linear = Polisher(make_layer(n_samples=60, n_in=8, n_out=3, relu=False, seed=2)[0], None, settings)
     linear.failed(50, PolishResult(None, "failed", flops=30 * unit))
     assert linear.due(0.01, 100)
 
