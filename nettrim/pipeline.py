@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import schedule
+from . import neuron_choice, schedule
 from .calibration import calibration_batches
 from .config import PruneConfig
 from .consumers import consumer_importance
@@ -387,5 +387,6 @@ def prune(model: nn.Module, calib: Any, config: PruneConfig | None = None, **ove
         bar.close()
         runner.close()
         run.close()
-    return assemble(run, time.perf_counter() - started)
+    result = assemble(run, time.perf_counter() - started)
+    return neuron_choice.prefer_neurons(result, model, calib, config) if neuron_choice.applies(config) else result
 

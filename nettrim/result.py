@@ -250,6 +250,10 @@ def summary_from_dict(report: dict[str, Any]) -> str:
                           f"the saved file {_fmt_bytes(sizes['stored'])} ({sizes['stored'] / sizes['dense']:.1%})")
     for row in dense:
         footer.append(f"left dense: {row['name']} ({row['reason']})")
+    weight_level = [(row.get("info") or {}).get("weight_level_error") for row in report["layers"]]
+    if any(error is not None for error in weight_level):
+        footer.append("whole neurons removed, zeros in the original shapes (the weight-level answer's output "
+                      f"error was {next(e for e in weight_level if e is not None):.4f})")
     emptied = [row["name"] for row in report["layers"] if row["nnz_after"] == 0 and row["nnz_before"] > 0]
     if emptied:
         footer.append(f"pruned to nothing (every weight zero, the bias alone left): {', '.join(emptied)}")

@@ -1,0 +1,145 @@
+"""Net-Trim's default at a high target: whole neurons out, when that errs less.
+
+At a network target of :data:`NEURONS_FROM` (90%) of the weights and above, the default
+(``method="nettrim"``, one ``sparsity`` fraction shared out among the layers) also prunes
+the network with structured Net-Trim (:mod:`nettrim.structured`, ``unit="weights"``: the
+neurons removed are counted in weights) at the same target and keeps the answer with the
+lower output error on the calibration data, provided it keeps no more weights (within
+:data:`WEIGHT_SLACK`). Removing a neuron also empties its consumers' columns, which an
+unstructured support chosen layer by layer does not find; on over-parameterised MLPs at
+90-95% that halves the output error or better (``benchmarks/compare_methods.py``).
+
+The structured answer comes back in the original architecture: the removed neurons' rows
+and biases are zero, their consumers' columns are zero, the kept weights and BatchNorm
+channels are those of the smaller model, so the network computes what the smaller one
+does and keeps its shapes (:func:`expand`).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import PruneConfig
+from .graph import links
+from .result import PruneResult
+
+__all__ = ["NEURONS_FROM", "WEIGHT_SLACK", "applies", "expand", "prefer_neurons"]
+
+logger = logging.getLogger(__name__)
+
+NEURONS_FROM = 0.9  # the network targets at which the structured answer is also tried
+WEIGHT_SLACK = 0.01  # it may keep this share more weights than the unstructured answer
+
+
+def applies(config: PruneConfig) -> bool:
+    """Whether ``config`` is the default at a high network target: Net-Trim, one fraction of
+    at least :data:`NEURONS_FROM` shared out among every layer, its default options."""
+    from .methods.nettrim import NetTrimOptions
+
+    return (config.method == "nettrim" and config.mode == "cascade" and isinstance(config.sparsity, float)
+            and config.sparsity >= NEURONS_FROM and config.allocation is not None and config.layers is None
+            and config.refit is None and config.method_options == NetTrimOptions())
+
+
+def _index_sets(original: nn.Module, structured: PruneResult) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per module, the original indices of its kept outputs (producers and their BatchNorms)
+    and of its kept inputs (consumers: every column of a kept neuron)."""
+    rows: dict[str, np.ndarray] = {}
+    columns: dict[str, np.ndarray] = {}
+    found = links(original)
+    for name, report in structured.layers.items():
+        kept = report.info.get("kept_neurons")
+        if kept is None:
+            continue
+        kept = np.asarray(kept, dtype=np.int64)
+        link = found[name]
+        rows[name] = kept
+        for batchnorm in link.batchnorms:
+            rows[batchnorm] = kept
+        consumer = original.get_submodule(link.consumer)
+        per_group = consumer.weight.shape[1] // original.get_submodule(name).weight.shape[0] \
+            if isinstance(consumer, nn.Linear) else 1
+        columns[link.consumer] = (kept[:, None] * per_group + np.arange(per_group)).reshape(-1)
+    return rows, columns
+
+
+def expand(original: nn.Module, structured: PruneResult) -> nn.Module:
+    """A copy of ``original`` that computes what ``structured.model`` (neurons removed)
+    computes: the smaller model's tensors at their original indices; a removed neuron's
+    weights and bias zero (its BatchNorm channel kept as it was: nothing reads it), its
+    consumers' columns zero."""
+    rows, columns = _index_sets(original, structured)
+    full = copy.deepcopy(original)
+    small = dict(structured.model.named_modules())
+    with torch.no_grad():
+        for name, module in full.named_modules():
+            if name not in rows and name not in columns:
+                continue
+            smaller = small[name]
+            is_batchnorm = isinstance(module, nn.modules.batchnorm._NormBase)
+            for key, target in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+                value = getattr(smaller, key)
+                if target.dim() == 0:  # BatchNorm's num_batches_tracked
+                    target.copy_(value)
+                    continue
+                index: list[Any] = [torch.arange(n, device=target.device) for n in target.shape[:2]]
+                if name in rows:
+                    index[0] = torch.as_tensor(rows[name], device=target.device)
+                if name in columns and target.dim() > 1:
+                    index[1] = torch.as_tensor(columns[name], device=target.device)
+                if not is_batchnorm:
+                    target.zero_()
+                grid = torch.meshgrid(*index, indexing="ij") if len(index) == 2 else index
+                target[tuple(grid)] = value.to(target)
+    return full
+
+
+def prefer_neurons(result: PruneResult, model: nn.Module, calib: Any, config: PruneConfig) -> PruneResult:
+    """``result`` (the default's answer), or the structured answer at the same target when
+    it has the lower output error and no more weights (within :data:`WEIGHT_SLACK`),
+    written back into the original architecture (:func:`expand`)."""
+    from .structured import GroupOptions, prune_network
+
+    try:
+        found = links(model)
+    except ValueError as exc:
+        logger.info("nettrim: no structured answer to compare (%s)", exc)
+        return result
+    reachable = set(found) | {link.consumer for link in found.values()}
+    if not set(result.layers) <= reachable:  # a layer no neuron removal touches (a residual block's, say)
+        logger.info("nettrim: no structured answer to compare (%s: no neuron of theirs can be removed)",
+                    ", ".join(sorted(set(result.layers) - reachable)))
+        return result
+    try:
+        structured = prune_network(model, calib, sparsity=config.sparsity, epsilon=config.epsilon,
+                                   options=GroupOptions(unit="weights"), solver_options=config.solver_options,
+                                   max_positions=config.max_positions, seed=config.seed, progress=config.progress)
+    except ValueError as exc:  # no neuron can be removed (no producer -> consumer link)
+        logger.info("nettrim: no structured answer to compare (%s)", exc)
+        return result
+    seconds = result.seconds + structured.seconds
+    if (result.output_error is None or structured.output_error is None or set(structured.layers) != set(result.layers)
+            or structured.output_error >= result.output_error
+            or structured.nnz_after > (1.0 + WEIGHT_SLACK) * result.nnz_after):
+        logger.info("nettrim: kept the weight-level answer (output error %.4g; whole neurons: %.4g with %d weights "
+                    "against %d)", result.output_error, structured.output_error, structured.nnz_after,
+                    result.nnz_after)
+        return dataclasses.replace(result, seconds=seconds)
+    full = expand(model, structured)
+    layers = {}
+    for name, report in result.layers.items():  # the same layers (checked above)
+        chosen = structured.layers[name]
+        info = {key: value for key, value in chosen.info.items() if key != "shape_after"}  # the shapes stay
+        info.update(answer="neurons removed", weight_level_error=result.output_error)
+        layers[name] = dataclasses.replace(chosen, shape=report.shape, info=info,
+                                           nnz_after=int(torch.count_nonzero(full.get_submodule(name).weight)))
+    logger.info("nettrim: whole neurons out (output error %.4g against %.4g for the weight-level answer)",
+                structured.output_error, result.output_error)
+    return dataclasses.replace(result, model=full, layers=layers, mode="neurons", sparsity=config.sparsity,
+                               output_error=structured.output_error, seconds=seconds)

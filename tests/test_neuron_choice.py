@@ -1,0 +1,98 @@
+"""Net-Trim's default at a high target: the structured answer, when it errs less, in the
+original shapes (nettrim.neuron_choice)."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import nettrim
+from conftest import batchnorm_cnn
+from nettrim import neuron_choice
+
+
+def duplicated_mlp():
+    """20-60-5 whose 60 hidden neurons are 6 distinct ones, ten copies each (slightly
+    rescaled): six neurons carry the whole function, 150 of its 1,500 weights."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 60), nn.ReLU(), nn.Linear(60, 5))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.randn(6, 20).repeat(10, 1) * (1 + 0.01 * torch.randn(60, 1)))
+        model[0].bias.copy_(0.1 * torch.randn(6).repeat(10))
+        model[2].weight.normal_()
+    return model, torch.randn(400, 20)
+
+
+@pytest.mark.parametrize("which", ["mlp", "cnn"])
+def test_expand_computes_what_the_smaller_model_computes(digits, digits_model, which):
+    model, x = (digits_model, digits.x_train) if which == "mlp" else batchnorm_cnn()
+    structured = nettrim.prune(model, x, method="nettrim-group", sparsity=0.5, progress=False)
+    before = copy.deepcopy(model.state_dict())
+    full = neuron_choice.expand(model, structured)
+    assert [p.shape for p in full.parameters()] == [p.shape for p in model.parameters()]
+    with torch.no_grad():
+        torch.testing.assert_close(full(x), structured.model(x), rtol=1e-5, atol=1e-5)
+    first = next(name for name, report in structured.layers.items() if "kept_neurons" in report.info)
+    removed = structured.layers[first].info["neurons_before"] - structured.layers[first].info["neurons_after"]
+    weight = full.get_submodule(first).weight
+    assert int((weight.reshape(weight.shape[0], -1).abs().sum(dim=1) == 0).sum()) >= removed
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the original is untouched
+
+
+def test_the_default_removes_whole_neurons_where_that_errs_less(tmp_path, monkeypatch):
+    model, x = duplicated_mlp()
+    before = copy.deepcopy(model.state_dict())
+    result = nettrim.prune(model, x, sparsity=0.9, progress=False)
+    assert result.mode == "neurons" and result.method == "nettrim" and result.sparsity == 0.9
+    assert result.output_error < 1e-3 and result.nnz_after <= 150 * (1 + neuron_choice.WEIGHT_SLACK)
+    assert [p.shape for p in result.model.parameters()] == [p.shape for p in model.parameters()]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with torch.no_grad():  # the report's error is the returned model's
+        error = torch.linalg.norm(result.model(x) - model(x)) / torch.linalg.norm(model(x))
+    assert float(error) == pytest.approx(result.output_error, rel=1e-3, abs=1e-6)
+    assert "whole neurons removed" in result.summary()
+    assert result.layers["0"].info["neurons_after"] == 6
+    again = nettrim.load(result.save(tmp_path / "pruned.safetensors"), duplicated_mlp()[0])
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), result.model(x))
+    monkeypatch.setattr(neuron_choice, "NEURONS_FROM", 2.0)  # the weight-level answer alone
+    weights = nettrim.prune(model, x, sparsity=0.9, progress=False)
+    assert weights.mode == "cascade" and weights.output_error > 10 * result.output_error
+    assert result.layers["0"].info["weight_level_error"] == pytest.approx(weights.output_error)
+
+
+def test_the_weight_level_answer_stays_where_it_errs_less(digits, digits_model, monkeypatch):
+    x = digits.x_train[:600]
+    result = nettrim.prune(digits_model, x, sparsity=0.9, progress=False)
+    structured = nettrim.prune(digits_model, x, method="nettrim-group", sparsity=0.9,
+                               method_options={"unit": "weights"}, progress=False)
+    monkeypatch.setattr(neuron_choice, "NEURONS_FROM", 2.0)
+    weights = nettrim.prune(digits_model, x, sparsity=0.9, progress=False)
+    assert structured.output_error > weights.output_error  # on this small MLP
+    assert result.mode == "cascade" and result.output_error == weights.output_error
+    for name in result.layers:
+        torch.testing.assert_close(result.model.get_submodule(name).weight, weights.model.get_submodule(name).weight)
+
+
+@pytest.mark.parametrize("settings, applies", [
+    (dict(sparsity=0.9), True), (dict(sparsity=0.95), True), (dict(sparsity=0.8), False),
+    (dict(method="lobs", sparsity=0.9), False), (dict(sparsity=0.9, allocate=None), False),
+    (dict(sparsity=0.9, mode="parallel"), False), (dict(sparsity=0.9, refit="relu"), False),
+    (dict(sparsity=0.9, layers=["0"]), False), (dict(sparsity=0.9, method_options={"support": "l1"}), False),
+    (dict(epsilon=0.1), False)])
+def test_only_the_default_at_a_high_network_target_tries_it(settings, applies):
+    assert neuron_choice.applies(nettrim.PruneConfig(**settings)) is applies
+
+
+def test_a_model_with_layers_no_neuron_removal_reaches_keeps_the_weight_level_answer(caplog):
+    """A residual block's layers feed an addition: the structured answer would leave them
+    dense, so it is not computed, and the weight-level answer comes back."""
+    from nettrim.examples import digits_resnet
+
+    torch.manual_seed(0)
+    model = digits_resnet().eval()
+    x = torch.rand(64, 1, 8, 8)
+    with caplog.at_level("INFO", logger="nettrim.neuron_choice"):
+        result = nettrim.prune(model, x, sparsity=0.9, max_positions=500, progress=False)
+    assert result.mode == "cascade"
+    assert "no structured answer to compare (conv1" in caplog.text
