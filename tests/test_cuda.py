@@ -88,3 +88,17 @@ def test_neurons_are_removed_from_a_gpu_model_and_it_still_runs(digits, digits_m
     with torch.no_grad():
         x = digits.x_test[:50]
         torch.testing.assert_close(again(x), small(x.to(DEVICE)).cpu())
+
+
+def test_whole_neurons_chosen_for_a_gpu_model_come_back_on_it():
+    """The default at 90% on a model whose neurons are copies of a few: the structured
+    answer, written back into the original shapes on the model's device."""
+    from test_neuron_choice import duplicated_mlp
+
+    model, x = duplicated_mlp()
+    on_gpu = nettrim.prune(copy.deepcopy(model).to(DEVICE), x.to(DEVICE), sparsity=0.9, progress=False)
+    on_cpu = nettrim.prune(model, x, sparsity=0.9, progress=False)
+    assert on_gpu.mode == on_cpu.mode == "neurons" and _on_device(on_gpu.model)
+    assert on_gpu.output_error == pytest.approx(on_cpu.output_error, rel=0.05, abs=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(on_gpu.model(x.to(DEVICE)).cpu(), on_cpu.model(x), rtol=1e-3, atol=1e-3)
