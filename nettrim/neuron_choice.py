@@ -123,6 +123,10 @@ def prefer_neurons(result: PruneResult, model: nn.Module, calib: Any, config: Pr
     except ValueError as exc:  # no neuron can be removed (no producer -> consumer link)
         logger.info("nettrim: no structured answer to compare (%s)", exc)
         return result
+    except Exception as exc:  # the weight-level answer is complete: a failed alternative must not lose it
+        logger.warning("nettrim: the structured answer failed (%s: %s); the weight-level answer is kept",
+                       type(exc).__name__, exc)
+        return result
     seconds = result.seconds + structured.seconds
     if (result.output_error is None or structured.output_error is None or set(structured.layers) != set(result.layers)
             or structured.output_error >= result.output_error

@@ -96,3 +96,16 @@ def test_a_model_with_layers_no_neuron_removal_reaches_keeps_the_weight_level_an
         result = nettrim.prune(model, x, sparsity=0.9, max_positions=500, progress=False)
     assert result.mode == "cascade"
     assert "no structured answer to compare (conv1" in caplog.text
+
+
+def test_a_failing_structured_prune_leaves_the_weight_level_answer(monkeypatch, caplog):
+    import nettrim.structured
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    model, x = duplicated_mlp()
+    monkeypatch.setattr(nettrim.structured, "prune_network", broken)
+    with caplog.at_level("WARNING", logger="nettrim.neuron_choice"):
+        result = nettrim.prune(model, x, sparsity=0.9, progress=False)
+    assert result.mode == "cascade" and "RuntimeError: out of memory" in caplog.text
