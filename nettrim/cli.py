@@ -34,7 +34,21 @@ def _solver_options(args) -> dict[str, Any]:
         options["tol"] = args.tol
     if args.max_iter is not None:
         options["max_iter"] = args.max_iter
+    if args.backend is not None:
+        options["backend"] = args.backend
+    if args.backend == "torch":
+        options["device"] = args.device
     return options
+
+
+def _device(text: str) -> Any:
+    """``--device`` as a torch device that this machine has (``UsageError`` otherwise)."""
+    from solvers._torch_kernels import resolve_device
+
+    try:
+        return resolve_device(text)
+    except ValueError as exc:
+        raise UsageError(f"--{exc}") from None
 
 
 def _json_object(text: str | None, option: str) -> dict[str, Any] | None:
@@ -91,8 +105,10 @@ def cmd_prune(args) -> int:
                          "(default: --out with '.work' appended)")
     config = build_config(args, work_dir)
     kwargs = _json_object(args.model_kwargs, "--model-kwargs")
+    device = _device(args.device)
     model = load_factory(args.model, kwargs)
     load_checkpoint(args.checkpoint, model)
+    model.to(device)
     calib = load_calibration(args.calib)
     resumable = config.method_spec.resumable
     try:
@@ -248,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--solver", default="admm", choices=list(SOLVERS))
     p.add_argument("--tol", type=float, help="solver tolerance")
     p.add_argument("--max-iter", type=int, help="solver iteration cap")
+    p.add_argument("--backend", choices=["numba", "numpy", "torch"],
+                   help="ADMM backend (default numba, on the host); 'torch' iterates on --device")
+    p.add_argument("--device", default="cpu",
+                   help="where the model runs while its layers are recorded: cpu (default), cuda, cuda:1, ...")
     p.add_argument("--accept-infeasible", action="store_true",
                    help="keep a layer's result even when its solve did not meet the program "
                         "(default: such a layer keeps its original weights)")

@@ -242,3 +242,29 @@ def test_allocate_from_the_command_line(tmp_path):
     assert config("--allocate", "none").allocate is None and config("--allocate", "none").allocation is None
     assert config("--method", "lobs").allocation is None  # a baseline, as published
     assert config("--method", "lobs", "--allocate", "error").allocation == "error"
+
+
+def test_device_and_backend_from_the_command_line(files, capsys, digits, digits_model):
+    """``--device`` is where the model runs while recorded, ``--backend torch`` iterates
+    there; the answer is the library's with the same solver options."""
+    out = files["dir"] / "t.safetensors"
+    assert main(_prune_args(files, out, "pt", "--epsilon", "0.1", "--device", "cpu", "--backend", "torch")) == 0
+    report = json.loads((files["dir"] / "t.json").read_text())
+    assert all(layer["info"]["backend"] == "torch" and layer["info"]["device"] == "cpu" for layer in report["layers"])
+    expected = nettrim.prune(digits_model, digits.x_train, epsilon=0.1, progress=False,
+                             solver_options={"backend": "torch", "device": "cpu"})
+    model = nettrim.load(out, digits_mlp((32, 24)))
+    for name in expected.layers:
+        torch.testing.assert_close(model.get_submodule(name).weight, expected.model.get_submodule(name).weight)
+
+
+@pytest.mark.parametrize("device, message", [
+    ("banana", "--device: got 'banana', needs None, 'cpu', 'cuda'"),
+    ("meta", "--device: got 'meta', needs a 'cpu' or 'cuda' device"),
+    pytest.param("cuda", "--device: got 'cuda', but torch.cuda.is_available() is False",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")),
+])
+def test_a_device_this_machine_lacks_is_one_line(files, capsys, device, message):
+    assert main(_prune_args(files, files["dir"] / "d.safetensors", "pt", "--device", device)) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
