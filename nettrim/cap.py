@@ -86,12 +86,13 @@ def greedy_keep(X: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, per_
     n_groups = W.shape[1] // per_group
     alive = list(range(n_groups))
     original = np.asarray(weight, dtype=np.float64)
+    offsets = np.arange(per_group)
     while len(alive) > n_keep:
-        costs = []
-        for g in alive:
-            G = slice(g * per_group, (g + 1) * per_group)
-            block = P[G, G]
-            costs.append(float(np.sum(np.linalg.solve(block, W[:, G].T) * W[:, G].T)))
+        # each alive group's removal cost tr(W_G P_GG^{-1} W_G^T), all groups in one batched solve
+        columns = np.asarray(alive)[:, None] * per_group + offsets  # (n_alive, per_group)
+        blocks = P[columns[:, :, None], columns[:, None, :]]
+        W_t = np.ascontiguousarray(W[:, columns].transpose(1, 2, 0))  # (n_alive, per_group, n_out)
+        costs = np.sum(np.linalg.solve(blocks, W_t) * W_t, axis=(1, 2))
         g = alive.pop(int(np.argmin(costs)))
         G = slice(g * per_group, (g + 1) * per_group)
         inverse_block = np.linalg.inv(P[G, G])
