@@ -141,7 +141,8 @@ def evaluate(bench, fractions, directory: Path) -> tuple[list[dict], dict[str, n
         runs = {}
         for label, settings in (("cap", {"method": "cap", "sparsity": fraction}),
                                 ("nettrim-group", {"method": "nettrim-group", "sparsity": fraction}),
-                                ("nettrim", {"sparsity": 1.0 - cap_kept(model, fraction)})):
+                                ("nettrim", {"sparsity": 1.0 - cap_kept(model, fraction),  # weight-level
+                                             "method_options": {"neurons": False}})):
             started = time.perf_counter()
             result = nettrim.prune(model, data.x_train, progress=False, **settings, **bench.prune_kwargs)
             runs[label] = (result, time.perf_counter() - started)
@@ -151,7 +152,8 @@ def evaluate(bench, fractions, directory: Path) -> tuple[list[dict], dict[str, n
                                   method_options={"weight_sparsity": MIXED[1]}, progress=False, **bench.prune_kwargs)
             runs[MIXED_LABEL] = (mixed, time.perf_counter() - started)
             started = time.perf_counter()
-            alone = nettrim.prune(model, data.x_train, sparsity=1.0 - mixed.kept, progress=False, **bench.prune_kwargs)
+            alone = nettrim.prune(model, data.x_train, sparsity=1.0 - mixed.kept, method_options={"neurons": False},
+                                  progress=False, **bench.prune_kwargs)
             runs[MIXED_UNSTRUCTURED] = (alone, time.perf_counter() - started)
         for label, (result, seconds) in runs.items():
             rows.append({**row_base, "method": label, "neuron_fraction": fraction, "kept": result.kept,

@@ -38,13 +38,13 @@ WEIGHT_SLACK = 0.01  # it may keep this share more weights than the unstructured
 
 
 def applies(config: PruneConfig) -> bool:
-    """Whether ``config`` is the default at a high network target: Net-Trim, one fraction of
-    at least :data:`NEURONS_FROM` shared out among every layer, its default options."""
-    from .methods.nettrim import NetTrimOptions
-
+    """Whether ``config`` is the default at a high network target: Net-Trim with OBS supports
+    (``neurons`` not turned off), cascade, one fraction of at least :data:`NEURONS_FROM`
+    shared out among every layer, no refit."""
+    options = config.method_options
     return (config.method == "nettrim" and config.mode == "cascade" and isinstance(config.sparsity, float)
             and config.sparsity >= NEURONS_FROM and config.allocation is not None and config.layers is None
-            and config.refit is None and config.method_options == NetTrimOptions())
+            and config.refit is None and options.neurons and options.support == "obs" and not options.refit)
 
 
 def _index_sets(original: nn.Module, structured: PruneResult) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

@@ -42,6 +42,8 @@ def test_method_options_become_the_methods_options_object():
     with pytest.raises(ValueError, match=r"widen: got 0.5, needs a number >= 1 \(inf: the Hessian per neuron"):
         PruneConfig(sparsity=0.5, method_options={"widen": 0.5})
     assert PruneConfig(sparsity=0.5, method_options={"widen": float("inf")}).method_options.widen == float("inf")
+    with pytest.raises(ValueError, match="neurons: got 1, needs True or False"):
+        PruneConfig(sparsity=0.95, method_options={"neurons": 1})
     with pytest.raises(TypeError, match="method_options: got list"):
         PruneConfig(method_options=[1])
     # another method drops the options of the first: they are not its options
@@ -68,7 +70,7 @@ def test_run_settings_hold_what_decides_the_weights_only(tmp_path):
     settings = config.run_settings(["0", "2"])
     assert settings["epsilon"] == 0.1 and settings["layers"] == ["0", "2"]
     assert settings["solver_options"] == {"tol": 1e-3, "max_iter": 500}
-    assert settings["method_options"] == {"refit": True, "support": "obs", "damping": 1e-4, "widen": 2.0}
+    assert settings["method_options"] == {"refit": True, "support": "obs", "damping": 1e-4, "widen": 2.0, "neurons": True}
     assert not {"executor", "progress", "store", "memory_budget", "store_dir", "work_dir", "resume"} & set(settings)
     # execution and storage do not change the weights, so they do not change the fingerprint
     elsewhere = config.replace(executor="processes", progress=False, store="disk", work_dir=tmp_path)

@@ -79,6 +79,8 @@ def test_the_weight_level_answer_stays_where_it_errs_less(digits, digits_model, 
     (dict(method="lobs", sparsity=0.9), False), (dict(sparsity=0.9, allocate=None), False),
     (dict(sparsity=0.9, mode="parallel"), False), (dict(sparsity=0.9, refit="relu"), False),
     (dict(sparsity=0.9, layers=["0"]), False), (dict(sparsity=0.9, method_options={"support": "l1"}), False),
+    (dict(sparsity=0.9, method_options={"neurons": False}), False), (dict(sparsity=0.9, method_options={"refit": True}), False),
+    (dict(sparsity=0.9, method_options={"widen": 4.0}), True),
     (dict(epsilon=0.1), False)])
 def test_only_the_default_at_a_high_network_target_tries_it(settings, applies):
     assert neuron_choice.applies(nettrim.PruneConfig(**settings)) is applies

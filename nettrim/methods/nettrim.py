@@ -114,12 +114,17 @@ class NetTrimOptions:
         ``support='obs'``: the Hessian per neuron takes over from L-OBS's shared one when the
         layer keeps ``widen`` times the target's weights (:mod:`._relu_obs`); ``inf``: from
         the original weights.
+    neurons : bool, default True
+        ``support='obs'`` at a network target of 90% or more: also remove whole neurons at
+        the same count of weights and keep that answer where it errs less
+        (:mod:`nettrim.neuron_choice`); False keeps the weight-level answer.
     """
 
     refit: bool = False
     support: str = "obs"
     damping: float = 1e-4
     widen: float = WIDEN
+    neurons: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.refit, bool):
@@ -128,6 +133,8 @@ class NetTrimOptions:
             raise ValueError(f"support: got {self.support!r}, needs one of {SUPPORTS}")
         if not isinstance(self.damping, (int, float)) or isinstance(self.damping, bool) or not self.damping >= 0:
             raise ValueError(f"damping: got {self.damping!r}, needs a number >= 0")
+        if not isinstance(self.neurons, bool):
+            raise ValueError(f"neurons: got {self.neurons!r}, needs True or False")
         if not isinstance(self.widen, (int, float)) or isinstance(self.widen, bool) or not self.widen >= 1:
             raise ValueError(f"widen: got {self.widen!r}, needs a number >= 1 (inf: the Hessian per neuron from the "
                              f"original weights)")
@@ -225,7 +232,7 @@ def _obs(task: LayerTask, sparsity: float, damping: float, widen: float) -> Laye
 
 def prune_layer(task: LayerTask, *, sparsity: float | None, solver: LayerSolver | None = None,
                 refit: bool = False, support: str = "obs", damping: float = 1e-4,
-                widen: float = WIDEN) -> LayerOutcome:
+                widen: float = WIDEN, neurons: bool = True) -> LayerOutcome:
     """Solve the layer's Net-Trim program (at the mode's budget, or for a target sparsity).
 
     Parameters
@@ -238,6 +245,9 @@ def prune_layer(task: LayerTask, *, sparsity: float | None, solver: LayerSolver 
         warm-started from the original weights unless its options hold ``warm_start``.
     refit, support, damping, widen
         See :class:`NetTrimOptions`.
+    neurons : bool
+        See :class:`NetTrimOptions`: a choice over the whole network, which the pipeline
+        makes after the layers (:mod:`nettrim.neuron_choice`); a layer does not read it.
 
     Returns
     -------
@@ -247,7 +257,7 @@ def prune_layer(task: LayerTask, *, sparsity: float | None, solver: LayerSolver 
         ``target_met``, ``why``).
     """
     solver = LayerSolver() if solver is None else solver
-    NetTrimOptions(refit, support, damping, widen)  # checked
+    NetTrimOptions(refit, support, damping, widen, neurons)  # checked
     if sparsity is None:
         solution = solver.solve(_problem(task, task.budget), warm_start=(task.weight, task.bias))
         outcome = LayerOutcome.from_solution(solution, task.budget)
