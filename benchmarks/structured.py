@@ -52,6 +52,7 @@ import nettrim  # noqa: E402
 import suite  # noqa: E402
 from compare_methods import cap_kept  # noqa: E402
 from nettrim import examples  # noqa: E402
+from nettrim.allocation import GRID  # noqa: E402
 from nettrim.graph import PRUNABLE  # noqa: E402
 
 FRACTIONS = (0.3, 0.5, 0.7, 0.9)
@@ -126,6 +127,14 @@ def saved_bytes(result_or_model, directory: Path, name: str) -> int:
     return path.stat().st_size
 
 
+def unstructured(sparsity: float) -> dict:
+    """Net-Trim's weight-level answer at ``sparsity`` of the weights: the default, without its
+    whole-neuron alternative; above the shared target's top (98%), that fraction of every
+    layer (``allocate=None``)."""
+    return {"sparsity": sparsity, "method_options": {"neurons": False},
+            **({"allocate": None} if sparsity > GRID[-1] else {})}
+
+
 def evaluate(bench, fractions, directory: Path) -> tuple[list[dict], dict[str, nn.Module]]:
     """The rows of one model (without latency) and the models to time, by row key."""
     data, model = bench.data, bench.model
@@ -141,8 +150,7 @@ def evaluate(bench, fractions, directory: Path) -> tuple[list[dict], dict[str, n
         runs = {}
         for label, settings in (("cap", {"method": "cap", "sparsity": fraction}),
                                 ("nettrim-group", {"method": "nettrim-group", "sparsity": fraction}),
-                                ("nettrim", {"sparsity": 1.0 - cap_kept(model, fraction),  # weight-level
-                                             "method_options": {"neurons": False}})):
+                                ("nettrim", unstructured(1.0 - cap_kept(model, fraction)))):
             started = time.perf_counter()
             result = nettrim.prune(model, data.x_train, progress=False, **settings, **bench.prune_kwargs)
             runs[label] = (result, time.perf_counter() - started)
@@ -152,8 +160,8 @@ def evaluate(bench, fractions, directory: Path) -> tuple[list[dict], dict[str, n
                                   method_options={"weight_sparsity": MIXED[1]}, progress=False, **bench.prune_kwargs)
             runs[MIXED_LABEL] = (mixed, time.perf_counter() - started)
             started = time.perf_counter()
-            alone = nettrim.prune(model, data.x_train, sparsity=1.0 - mixed.kept, method_options={"neurons": False},
-                                  progress=False, **bench.prune_kwargs)
+            alone = nettrim.prune(model, data.x_train, progress=False, **unstructured(1.0 - mixed.kept),
+                                  **bench.prune_kwargs)
             runs[MIXED_UNSTRUCTURED] = (alone, time.perf_counter() - started)
         for label, (result, seconds) in runs.items():
             rows.append({**row_base, "method": label, "neuron_fraction": fraction, "kept": result.kept,
