@@ -20,9 +20,8 @@ relative error of the network output on the calibration data, each layer's certi
 error (``sqrt`` of the ReLU-aware objective over ``||Y||``, a bound of its post-ReLU
 error), the prune time (one run; numba kernels warmed up first).
 
-With ``--methods lobs,nettrim,nettrim-group,nettrim-group+weights --out
-benchmarks/results/compare_structured.csv`` it runs structured Net-Trim at the same
-fraction of the weights (:func:`structured_runs`) beside L-OBS and Net-Trim's default.
+``nettrim-group`` and ``nettrim-group+weights`` (run when asked for) are structured
+Net-Trim at the same fraction of the weights (:func:`structured_runs`).
 
 ``lobs+relu+alloc`` (run when asked for) shares the network target out the way Net-Trim's
 default does (``allocate="error"``); the rows that share it report the sparsity each layer
