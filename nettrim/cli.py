@@ -219,18 +219,12 @@ def _rows(text: str) -> int | str | None:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_prune_parser(sub: Any) -> None:
+    """The ``nettrim prune`` command's arguments."""
     from solvers import METHODS as SOLVERS
 
-    from ._version import __version__
-    from .registry import METHODS
     from .modes import MODES
-
-    parser = argparse.ArgumentParser(prog="nettrim", description="Prune trained ReLU networks layer by layer "
-                                     "with convex programs (Net-Trim).")
-    parser.add_argument("--version", action="version", version=f"nettrim {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log each layer (INFO)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    from .registry import METHODS
 
     p = sub.add_parser("prune", help="prune a checkpoint and save the sparse weights with a report")
     p.add_argument("--model", required=True, help="package.module:factory that builds the architecture")
@@ -286,6 +280,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="go on from the finished layers in the work directory (same inputs and settings)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=cmd_prune)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ._version import __version__
+
+    parser = argparse.ArgumentParser(prog="nettrim", description="Prune trained ReLU networks layer by layer "
+                                     "with convex programs (Net-Trim).")
+    parser.add_argument("--version", action="version", version=f"nettrim {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each layer (INFO)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_prune_parser(sub)
 
     p = sub.add_parser("report", help="per-layer table of a pruned .safetensors file")
     p.add_argument("path")
