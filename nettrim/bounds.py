@@ -376,10 +376,10 @@ def layer_outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     through the ``Sequential``; each ``Y_l`` after its ReLU, if any)."""
     found = links(model)
     out = []
-    y = torch.as_tensor(x).detach().double().reshape(len(x), -1)
+    y = torch.as_tensor(x).detach().to(device="cpu", dtype=torch.float64).reshape(len(x), -1)
     with torch.no_grad():
-        for linear, relu in found:
-            y = y @ linear.weight.detach().double().cpu().T
+        for linear, relu in found:  # on the host in float64, wherever the model and x live
+            y = y @ linear.weight.detach().to(device="cpu", dtype=torch.float64).T
             if relu:
                 y = torch.clamp_min(y, 0.0)
             out.append(y)
