@@ -47,12 +47,13 @@ def applies(config: PruneConfig) -> bool:
             and config.refit is None and options.neurons and options.support == "obs" and not options.refit)
 
 
-def _index_sets(original: nn.Module, structured: PruneResult) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def _index_sets(original: nn.Module, structured: PruneResult, found: dict[str, Any]
+                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Per module, the original indices of its kept outputs (producers and their BatchNorms)
-    and of its kept inputs (consumers: every column of a kept neuron)."""
+    and of its kept inputs (consumers: every column of a kept neuron); ``found`` is
+    :func:`~nettrim.graph.links` of ``original``."""
     rows: dict[str, np.ndarray] = {}
     columns: dict[str, np.ndarray] = {}
-    found = links(original)
     for name, report in structured.layers.items():
         kept = report.info.get("kept_neurons")
         if kept is None:
@@ -69,12 +70,12 @@ def _index_sets(original: nn.Module, structured: PruneResult) -> tuple[dict[str,
     return rows, columns
 
 
-def expand(original: nn.Module, structured: PruneResult) -> nn.Module:
+def expand(original: nn.Module, structured: PruneResult, found: dict[str, Any] | None = None) -> nn.Module:
     """A copy of ``original`` that computes what ``structured.model`` (neurons removed)
     computes: the smaller model's tensors at their original indices; a removed neuron's
     weights and bias zero (its BatchNorm channel kept as it was: nothing reads it), its
-    consumers' columns zero."""
-    rows, columns = _index_sets(original, structured)
+    consumers' columns zero. ``found``: ``links(original)``, when the caller has it."""
+    rows, columns = _index_sets(original, structured, links(original) if found is None else found)
     full = copy.deepcopy(original)
     small = dict(structured.model.named_modules())
     with torch.no_grad():
@@ -135,7 +136,7 @@ def prefer_neurons(result: PruneResult, model: nn.Module, calib: Any, config: Pr
                     "against %d)", result.output_error, structured.output_error, structured.nnz_after,
                     result.nnz_after)
         return dataclasses.replace(result, seconds=seconds)
-    full = expand(model, structured)
+    full = expand(model, structured, found)
     layers = {}
     for name, report in result.layers.items():  # the same layers (checked above)
         chosen = structured.layers[name]
