@@ -32,6 +32,29 @@ def test_lenet_run_writes_its_rows(tmp_path, capsys):
     assert "residuals met at" in capsys.readouterr().out
 
 
+def test_a_stopped_backend_run_keeps_the_sizes_it_finished(tmp_path, monkeypatch):
+    """The CSV is rewritten after each size: a run stopped during the second keeps the first."""
+    finished = []
+    original = torch_backend.bench_problem
+
+    def second_size_stops(name, *args, **kwargs):
+        if finished:
+            raise KeyboardInterrupt
+        finished.append(name)
+        return original(name, *args, **kwargs)
+
+    monkeypatch.setattr(torch_backend, "compile_cost", lambda: {})  # a fresh process: seconds, not asked here
+    monkeypatch.setattr(torch_backend, "bench_problem", second_size_stops)
+    out = tmp_path / "torch_backend.csv"
+    with pytest.raises(KeyboardInterrupt):
+        torch_backend.main(["--sizes", "120x8x6,150x9x6", "--repeats", "1", "--iteration-runs", "2",
+                            "--out", str(out)])
+    rows = list(csv.DictReader(out.open()))
+    assert {row["problem"] for row in rows} == {"planted-120x8x6"} and len(rows) >= 3
+    meta = json.loads((tmp_path / "torch_backend.meta.json").read_text())
+    assert meta["sizes_done"] == 1 and meta["sizes"] == "120x8x6,150x9x6"
+
+
 @pytest.mark.parametrize("where", [["--lenet-device", "cpu"], []])  # [] : cuda, skipped here without a GPU
 def test_lenet_size_is_checked(where):
     with pytest.raises(SystemExit, match="--lenet-size"):
