@@ -160,3 +160,16 @@ def test_prune_digits_refuses_no_timed_run(capsys):
     with pytest.raises(SystemExit):
         prune_digits.main(["--repeats", "0"])
     assert "--repeats: got 0, needs at least 1" in capsys.readouterr().err
+
+
+def test_structured_asks_for_the_weight_level_answer_above_the_shared_targets_top():
+    """Its unstructured column is Net-Trim's default without whole neurons; above 98% (where
+    the shared target stops) at one fraction per layer, which the configuration accepts."""
+    import nettrim
+
+    assert structured.unstructured(0.5) == {"sparsity": 0.5, "method_options": {"neurons": False}}
+    high = structured.unstructured(0.989)
+    assert high["allocate"] is None
+    assert nettrim.PruneConfig(**high).allocation is None
+    with pytest.raises(ValueError, match="up to 0.98"):
+        nettrim.PruneConfig(sparsity=0.989, method_options={"neurons": False})
