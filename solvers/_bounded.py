@@ -28,6 +28,14 @@ Each quadratic program is the projection of ``theta_u = G^{-1} (b - t c)`` onto 
 in the metric ``G``, a least-distance program (:mod:`solvers._ldp`, warm-started from the
 bounds active at the previous ``t`` and round). The bounds' multipliers come with it, so
 the certificate of :mod:`solvers._polish` checks the answer against the full program.
+
+While its active bounds stay, a neuron's answer moves on a line in ``t``: once an answer
+is confirmed, the segment of ``t`` on which that holds is found by a ratio test
+(:mod:`solvers._segments`), and the root search reads the answer off it at any step
+inside, solving again only the neurons whose segment ends before the step. The search
+starts from a first guess of ``t`` when the polish has one (the ADMM's duals,
+:meth:`solvers._polisher.Polisher.attempt`), else from the step that meets the budget
+with no bound active.
 """
 from __future__ import annotations
 
@@ -36,11 +44,13 @@ import numpy as np
 from ._lapack import cho_solve_lower, cholesky_lower, solve_lower, solve_lower_transposed
 from ._ldp import _answer, _bound_gradients, _candidate_rows, _dual_qp
 from ._restricted import Work
+from ._segments import Segment, make_segment, segment_products
 
 __all__ = ["bounded_restricted", "mend_bounded", "first_round_flops"]
 
 _ROOT_STEPS = 40  # evaluations of f(t) at most per round
 _ROOT_TOL = 0.1  # t is taken once f(t) is within this times tol below the budget (a gap of about as much)
+_ROOT_ROUNDING = 1e-9  # f(t) this far above the budget counts as on it (far below any tol of the certificate)
 _INFEASIBLE = 1e-10  # NNLS residual below which the bounds admit no point
 _CONFIRM_ROUNDS = 4  # batched checks of the neurons' answers before the kernel checks its own
 # one neuron's solve at one t, in flops of a large product (fitted to the timed attempts
@@ -51,6 +61,7 @@ _BOUND_COST = 1e4  # ... a part per sample bound (the kernel's per-bound arrays 
 _UNKNOWN_COST = 5e5  # ... per unknown ...
 _WARM_COST = 300.0  # ... and a part that grows with the warm start's bounds: per unit of size^2 (k + 1)
 _SCALAR_COST = 30.0  # a flop of the compiled least-distance loops, in flops of a large product (see Work)
+_READ_COST = 3e5  # an answer read off its segment (solvers._segments): a few small array operations
 
 
 class _Neuron:
@@ -85,6 +96,11 @@ class _Neuron:
         # the warm start of the next call: the active bounds, their rows of -F, the candidates
         self.order, self.F_passive, self.S = np.empty(0, dtype=np.int64), np.empty((0, k)), np.empty((0, 0))
         self.use_candidates(np.empty(0, dtype=np.int64))
+        # the last solve's answer until its segment is known, the segment (solvers._segments),
+        # and whether the last call read its answer off the segment
+        self.fresh: tuple | None = None
+        self.segment: Segment | None = None
+        self.predicted = False
 
     def use_candidates(self, candidates: np.ndarray) -> None:
         """The bounds the next call prices first, with their rows gathered once (kept while
@@ -100,7 +116,13 @@ class _Neuron:
         the program's); ``f = ||M theta - y||^2`` and ``gamma`` its curvature in ``t^2``
         while the active bounds stay. With ``confirm`` False a warm-started call stops once
         none of its candidate bounds enters; :func:`_confirm` then checks every bound.
+        On the segment of the last confirmed answer (:meth:`follow`) the answer is read
+        off it instead (``predicted`` True): exact, and checked against every bound.
         """
+        self.predicted = self.segment is not None and self.segment.holds(t)
+        if self.predicted:
+            work.flops += _READ_COST
+            return self.segment.at(t)
         k = self.columns.size
         theta_u = self.theta_b - t * self.theta_c
         warm = self.order.size
@@ -117,13 +139,24 @@ class _Neuron:
         work.flops += (_CALL_COST + _BOUND_COST * self.rows.size + _UNKNOWN_COST * k
                        + _WARM_COST * warm**2 * (k + 1) + 2.0 * k * entered * (8.0 * (k + 1) + 3.0 * _SCALAR_COST * k)
                        + passes * 2.0 * self.Xa.shape[0] * self.Xa.shape[1])
-        ok, theta, multipliers, f, gamma = _answer(mu, residual, order, F_passive, S, self.rows.size, self.positions,
-                                                   self.L, self.G, self.b, self.y_sq, theta_u, self.c_tilde,
-                                                   _INFEASIBLE)
+        ok, theta, multipliers, f, gamma, motion = _answer(mu, residual, order, F_passive, S, self.rows.size,
+                                                           self.positions, self.L, self.G, self.b, self.y_sq,
+                                                           theta_u, self.c_tilde, _INFEASIBLE)
+        self.segment = None
         if not ok:
+            self.fresh = None
             self.why = "the bounds admit no point on the support"
             return None
+        self.fresh = (t, theta, motion, f, gamma, order)
         return theta, multipliers, f, gamma
+
+    def follow(self, values: np.ndarray, slopes: np.ndarray) -> None:
+        """Find the segment of the last answer (a confirmed one) from ``values = Xa theta``
+        and ``slopes = Xa slope`` (every sample; :func:`_follow`)."""
+        t, theta, motion, f, gamma, order = self.fresh
+        self.segment = make_segment(t, theta, motion, f, gamma, order, values[self.rows] - self.h,
+                                    slopes[self.rows], self.positions, self.signs, self.rows.size)
+        self.fresh = None
 
     def direction(self) -> tuple[np.ndarray, float]:
         """``(w, rho_k)`` of the last call: a sample bound's gradient is ``E_i w + h_i rho_k``."""
@@ -168,6 +201,20 @@ def _confirm(neurons, indices, Xa, t, group, results, work) -> str | None:
             if results[m] is None:
                 return neurons[m].why
     return None
+
+
+def _follow(neurons, indices, Xa, work) -> None:
+    """The segments of the answers just solved and confirmed for ``neurons[indices]``
+    (:mod:`solvers._segments`): their sample bounds along each line, one product for all."""
+    fresh = [m for m in indices if isinstance(neurons[m], _Neuron) and neurons[m].fresh is not None
+             and neurons[m].fresh[2][3]]  # dependent passive rows: no segment
+    if not fresh:
+        return
+    products = segment_products(Xa, [neurons[m].columns for m in fresh], [neurons[m].fresh[1] for m in fresh],
+                                [neurons[m].fresh[2][0] for m in fresh])
+    work.product(Xa.shape[0], Xa.shape[1], 2 * len(fresh))
+    for j, m in enumerate(fresh):
+        neurons[m].follow(products[:, j], products[:, len(fresh) + j])
 
 
 def _first_candidates(neurons, Xa, t, group, work) -> None:
@@ -283,6 +330,8 @@ def bounded_restricted(moments, Xa, V, epsilon, support, signs, weights, work, c
                                                                np.maximum(gamma_sum, 1e-300)), 1.0)
     if "t" in cache:  # the previous round's steps: close once the support settles
         t = cache["t"].copy()
+    elif "start" in cache:  # a first guess (the ADMM's duals), where it gives one
+        t = np.where(np.isfinite(cache["start"]), cache["start"], t)
     _first_candidates(neurons, Xa, t, group, work)
     low, high = np.zeros(budget.size), np.full(budget.size, np.inf)
     results = [None] * n_out
@@ -295,12 +344,15 @@ def bounded_restricted(moments, Xa, V, epsilon, support, signs, weights, work, c
                 return "stop", neurons[m].why
             if work.flops > flops_limit:
                 return "stop", "its share of the work is spent"
+        solved = [m for m in solved if isinstance(neurons[m], _Neuron) and not neurons[m].predicted]
         why = _confirm(neurons, solved, Xa, t, group, results, work)
         if why is not None:
             return "stop", why
+        _follow(neurons, solved, Xa, work)
         f = np.bincount(group, [r[2] for r in results], minlength=budget.size)
         gamma = np.bincount(group, [r[3] for r in results], minlength=budget.size)
-        met = (f <= budget) & (f >= budget * (1.0 - _ROOT_TOL * tol))  # feasible, and the ball nearly tight
+        # feasible (to round-off: a Newton step aims at the budget itself), and the ball nearly tight
+        met = (f <= budget * (1.0 + _ROOT_ROUNDING)) & (f >= budget * (1.0 - _ROOT_TOL * tol))
         unreachable = (t == 0.0) & (f > budget)
         if unreachable.any():
             return "budget", _over_budget(unreachable, group, results, per_neuron, n_out)

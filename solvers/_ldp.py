@@ -338,7 +338,7 @@ def _dual_qp(Xa, norms, rows, h, cols, positions, signs, L, theta_u, warm_order,
 @njit(cache=True)
 def _answer(mu, residual, order, F_rows, S, n_rows, positions, L, G, b, y_sq, theta_u, c_tilde, infeasible):
     """The restricted quadratic program's answer from its least-distance program's
-    (:func:`_dual_qp`): ``(ok, theta, multipliers, f, gamma)``.
+    (:func:`_dual_qp`): ``(ok, theta, multipliers, f, gamma, motion)``.
 
     With ``s = -residual[k]``: ``theta = theta_u + L^{-T} residual[:k] / s`` (the weights
     whose sign bounds are passive exactly 0), the sample bounds' multipliers ``mu / s``,
@@ -347,17 +347,27 @@ def _answer(mu, residual, order, F_rows, S, n_rows, positions, L, G, b, y_sq, th
     ``F`` (``F_rows`` holds ``-F``; the sign does not matter; ``S`` the factor of ``F F^T``
     when known, else 0 x 0). ``ok`` is False when the
     residual's norm is at most ``infeasible`` or ``s <= 0``: the bounds admit no point.
+
+    ``motion = (slope, nu, nu_slope, unique)`` says how the answer moves with ``t`` while
+    the passive bounds stay passive: ``theta(t') = theta + (t' - t) slope`` with
+    ``slope = -L^{-T} P c~``, and the passive bounds' multipliers (in the order of
+    ``order``) ``nu + (t' - t) nu_slope`` with ``nu_slope = -(F F^T)^{-1} F c~``; both
+    follow from the equality-constrained program on the passive bounds, whose answer is
+    affine in ``t``. ``unique`` is False when the passive rows are dependent (the
+    multipliers are then not unique and ``nu_slope`` is one least-squares choice).
     """
     k = theta_u.size
     scale = -residual[k]
     if not (np.sqrt(np.dot(residual, residual)) > infeasible and scale > 0):
-        return False, theta_u, mu[:n_rows], 0.0, 0.0
+        return False, theta_u, mu[:n_rows], 0.0, 0.0, (np.zeros(k), np.zeros(order.size), np.zeros(order.size), False)
     theta = theta_u + _backward(L, residual[:k] / scale)
     for j in range(order.size):
         if order[j] >= n_rows:
             theta[positions[order[j] - n_rows]] = 0.0
     f = max(np.dot(theta, G @ theta) - 2.0 * np.dot(b, theta) + y_sq, 0.0)
     projected = c_tilde
+    coefficients = np.zeros(order.size)
+    unique = True
     if order.size:
         if S.shape[0] == order.size:  # the factor of F F^T that _dual_qp kept
             solved, coefficients = True, _backward(S, _forward(S, F_rows @ c_tilde))
@@ -365,5 +375,13 @@ def _answer(mu, residual, order, F_rows, S, n_rows, positions, L, G, b, y_sq, th
             solved, coefficients = _positive_solve(F_rows @ F_rows.T, F_rows @ c_tilde)
         if not solved:  # dependent rows: the least-squares coefficients
             coefficients = np.linalg.lstsq(F_rows.T, c_tilde)[0]
+            unique = False
         projected = c_tilde - F_rows.T @ coefficients
-    return True, theta, mu[:n_rows] / scale, f, np.dot(projected, projected)
+    slope = -_backward(L, projected)
+    nu = np.empty(order.size)
+    for j in range(order.size):
+        nu[j] = mu[order[j]] / scale
+        if order[j] >= n_rows:  # a weight held at zero stays there
+            slope[positions[order[j] - n_rows]] = 0.0
+    motion = (slope, nu, coefficients, unique)  # F_rows = -F: the coefficients are -(F F^T)^{-1} F c~
+    return True, theta, mu[:n_rows] / scale, f, np.dot(projected, projected), motion

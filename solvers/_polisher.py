@@ -105,6 +105,27 @@ class Polisher:
             cache["moments"] = Moments(cache["Xa"], cache["Y"], (self.data.Y > 0) if self.problem.relu else None)
         return cache["moments"]
 
+    def _steps(self, engine, state) -> np.ndarray:
+        """The ball's step ``t = 1 / (2 lambda)`` that the ADMM's duals give, one per ball
+        (NaN where they give none), the polish's first guess.
+
+        The response block's dual ``rho UA`` is, at the optimum, in the normal cone of the
+        ball at ``A``: ``2 lambda (A - Y)`` on the entries the ball holds (the active ones
+        on a ReLU layer). So ``t = ||D||^2 / (rho <UA, D>)`` with ``D = A - Y`` there, per
+        neuron or over the layer. From the state: ``A = (B + carry_a) / (2 - alpha)``,
+        ``UA = A - B``."""
+        Y = self._float64()["Y"]
+        B = engine.host(state.B).astype(np.float64)
+        A = (B + engine.host(state.carry_a).astype(np.float64)) / (2.0 - self.settings.alpha)
+        held = (Y > 0) if self.problem.relu else np.ones(Y.shape, dtype=bool)
+        D = np.where(held, A - Y, 0.0)
+        pairing = np.where(held, A - B, 0.0) * D
+        per_neuron = np.ndim(self.data.epsilon) == 1
+        squares = np.sum(D * D, axis=0) if per_neuron else np.array([np.sum(D * D)])
+        pairing = np.sum(pairing, axis=0) if per_neuron else np.array([np.sum(pairing)])
+        usable = (pairing > 0) & (squares > 0)
+        return np.where(usable, squares / np.where(usable, state.rho * pairing, 1.0), np.nan)
+
     def attempt(self, engine, state, iteration: int) -> PolishResult:
         """One attempt at the ADMM's current iterate ``state`` (its engine's arrays brought
         to the host). After a failed one, it gives up after a round that takes the failed
@@ -117,6 +138,7 @@ class Polisher:
         if self.problem.relu:  # one attempt's share, whether or not others failed (small layers: a floor)
             limit = min(limit, max(self.settings.polish_limit * self.iteration_flops, _ATTEMPT_FLOOR))
         result = polish(cache["Xa"], cache["Y"], cache["V"], self.data.epsilon, self.problem.relu, Q_host,
-                        state.penalized, self.settings.tol, moments=self._moments, work=work, flops_limit=limit)
+                        state.penalized, self.settings.tol, moments=self._moments, work=work, flops_limit=limit,
+                        steps=self._steps(engine, state))
         self.seconds += time.perf_counter() - started
         return result

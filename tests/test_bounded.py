@@ -142,7 +142,7 @@ def test_the_answer_kernel_gives_the_point_its_residual_and_curvature():
     c_tilde, b = rng.standard_normal(cols.size), rng.standard_normal(cols.size)
     G = L @ L.T  # the metric of the case; f is checked against its own G, b and ||y||^2 = 4
     unknown = np.empty((0, 0))  # no factor of F F^T: _answer forms one
-    ok, theta, multipliers, f, gamma = _answer(mu, residual, order, F_rows, unknown, rows.size, positions, L, G, b,
+    ok, theta, multipliers, f, gamma, _ = _answer(mu, residual, order, F_rows, unknown, rows.size, positions, L, G, b,
                                                4.0, theta_u, c_tilde, 1e-10)
     scale = -residual[-1]
     expected = theta_u + np.linalg.solve(L.T, residual[:-1] / scale)
