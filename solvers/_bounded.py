@@ -85,7 +85,7 @@ class _Neuron:
         self.L = np.ascontiguousarray(cholesky_lower(G))
         work.solve(k, 3)
         self.rows = (np.empty(0, dtype=np.int64) if moments.active is None  # a linear layer: no bound on its rows
-                     else np.flatnonzero(~moments.active[:, m]).astype(np.int64))
+                     else moments.active_rows(m, active=False))
         self.h = np.zeros(self.rows.size) if V is None else np.ascontiguousarray(V[self.rows, m])
         self.norms = np.sqrt(squares[self.rows])  # ||E_i||: sum_j Xa[i, j]^2 over the support
         self.positions = np.flatnonzero(weights[columns] > 0).astype(np.int64)  # the weights' sign bounds

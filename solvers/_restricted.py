@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from numba import njit
 
 __all__ = ["Moments", "Work", "restricted", "mend_unsolvable"]
 
@@ -97,6 +98,14 @@ class Moments:
         self._full: np.ndarray | None = None  # Xa^T Xa of a ReLU layer, formed when a neuron's Gram needs it
         self._transposed: np.ndarray | None = None  # Xa^T, C-ordered: a support's columns are its rows
         self._grams: dict[int, np.ndarray] = {}  # neuron -> its Gram over every column
+        self._rows: dict[tuple[int, bool], np.ndarray] = {}  # (neuron, active) -> those rows (a ReLU layer's)
+
+    def active_rows(self, m: int, active: bool = True) -> np.ndarray:
+        """Neuron ``m``'s active rows ``Omega_m`` (or with ``active`` False the others;
+        int64, ascending), found once."""
+        if (m, active) not in self._rows:
+            self._rows[m, active] = np.flatnonzero(self.active[:, m] == active).astype(np.int64)
+        return self._rows[m, active]
 
     def _held(self, m: int, k: int) -> np.ndarray | None:
         """Neuron ``m``'s Gram over every column on its active rows, formed now when that
@@ -107,7 +116,7 @@ class Moments:
         if m in self._grams:
             return self._grams[m]
         n_samples, n_cols = self.Xa.shape
-        n_active = int(np.count_nonzero(self.active[:, m]))
+        n_active = self.active_rows(m).size
         whole = min(n_active, n_samples - n_active) * n_cols**2
         if whole >= _FORMS * n_active * k**2 or 8 * n_cols**2 * (len(self._grams) + 2) > self.memory:
             return None
@@ -129,7 +138,7 @@ class Moments:
             return held[np.ix_(columns, columns)]
         if self._transposed is None:
             self._transposed = np.ascontiguousarray(self.Xa.T)
-        M_T = self._transposed[columns][:, np.flatnonzero(self.active[:, m])]  # whole rows first: contiguous
+        M_T = _gathered(self._transposed, columns.astype(np.int64, copy=False), self.active_rows(m))
         work.product(M_T.shape[0], M_T.shape[1], M_T.shape[0])
         return M_T @ M_T.T
 
@@ -141,6 +150,18 @@ class Moments:
             return self.moment[:, m] - held[:, columns] @ theta
         rows = self.Xa if self.active is None else self.Xa[np.flatnonzero(self.active[:, m])]
         return self.moment[:, m] - rows.T @ (rows[:, columns] @ theta)
+
+
+@njit(cache=True)
+def _gathered(XT, columns, rows):
+    """``XT[columns][:, rows]`` (``XT`` C-ordered: each of the columns' samples contiguous),
+    in one pass, without the intermediate copy of the columns' every sample."""
+    gathered = np.empty((columns.size, rows.size))
+    for a in range(columns.size):
+        samples = XT[columns[a]]
+        for r in range(rows.size):
+            gathered[a, r] = samples[rows[r]]
+    return gathered
 
 
 def _neuron_fit(moments, columns, linear, m, work):
