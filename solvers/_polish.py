@@ -60,7 +60,7 @@ _GAP_ROUNDS = 1  # a ReLU attempt gives up when its duality gap fell by less tha
 _GAP_FACTOR = 0.8  # ... this factor over this many rounds
 _FIRST_GAP = 0.75  # ... or when its first round leaves a larger gap (the support is far from the optimum's)
 _EXTENSION = 2.0  # a ReLU attempt expected to certify within this many times its limit may go on past it
-_REFINE_GAP = 10.0  # a round whose duality gap stalls within this many times tol ...
+_REFINE_GAP = 30.0  # a round whose duality gap stalls within this many times tol ...
 _REFINE_NEURONS = 4  # ... and held back by at most this many neurons' multipliers re-solves theirs (an LP each)
 
 
