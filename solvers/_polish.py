@@ -89,7 +89,7 @@ def can_polish(problem) -> bool:
 
 def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndarray, relu: bool,
            Q: np.ndarray, weights: np.ndarray, tol: float, rounds: int = 40, moments: Any = None,
-           work: Work | None = None, flops_limit: float = np.inf, steps: np.ndarray | None = None) -> PolishResult:
+           work: Work | None = None, flops_limit: float = np.inf, steps: Any = None) -> PolishResult:
     """Try to turn the ADMM's iterate into the exact, certified optimum.
 
     Starting from the support and signs of ``Q``, each round solves the restricted
@@ -124,9 +124,10 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
         within a round too, and is not made when the cost model expects its first round
         to cost more; one about to certify may go past it (:func:`_extended_limit`), one
         whose duality gap says it will not gives up (:func:`_gap_stop`).
-    steps : ndarray, optional
+    steps : ndarray or callable, optional
         A first guess of the ball's step ``t`` (one per ball; NaN: none), where the
-        root search of the first round with bounds starts (:mod:`solvers._bounded`).
+        root search of the first round with bounds starts (:mod:`solvers._bounded`), or
+        a function that gives it, called only when the attempt runs its rounds.
     """
     # float64 throughout (no copies when the ADMM ran in float64)
     Xa, Y = np.ascontiguousarray(Xa, dtype=np.float64), np.asarray(Y, dtype=np.float64)
@@ -137,6 +138,7 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
         return PolishResult(None, "the support is too large to polish within its share of the work")
     # formed once per solve (or given as a function that forms them): a set-up, not charged to ``work``
     moments = Moments(Xa, Y, active) if moments is None else moments() if callable(moments) else moments
+    steps = steps() if callable(steps) else steps
     seeded = {} if steps is None else {"start": np.asarray(steps, dtype=np.float64)}
     reason, cache, dual_bound, gaps, counts = "no round", dict(seeded), -np.inf, [], []
     first_count = None  # mends needed in the first completed round

@@ -139,6 +139,6 @@ class Polisher:
             limit = min(limit, max(self.settings.polish_limit * self.iteration_flops, _ATTEMPT_FLOOR))
         result = polish(cache["Xa"], cache["Y"], cache["V"], self.data.epsilon, self.problem.relu, Q_host,
                         state.penalized, self.settings.tol, moments=self._moments, work=work, flops_limit=limit,
-                        steps=self._steps(engine, state))
+                        steps=lambda: self._steps(engine, state))
         self.seconds += time.perf_counter() - started
         return result
