@@ -135,6 +135,32 @@ def test_why_the_path_ends_names_the_jump_or_the_side_every_answer_is_on():
     assert "no feasible answer" in _jump([(1.0, None)], 0.3)
 
 
+def test_after_two_full_answers_the_step_follows_their_own_slope():
+    """Two full answers on the same side of the target: the next budget is their secant's
+    (held to a factor 2), whatever the search stages' looser readings say; one full answer:
+    the search stages' slope, held to a factor 1.25."""
+    import math
+
+    from solvers.path import _full_step, _log_kept, _Point
+
+    size = 1000
+    # the search read sparser answers than the full stages give at the same budgets
+    search = [_Point(100.0, 0.32, 25, False), _Point(120.0, 0.31, 25, False)]
+    one_full = search + [_Point(100.0, 0.38, 25, True)]
+    following, _ = _full_step(one_full, 0.3, size)
+    assert following == pytest.approx(125.0)  # the search's slope asks for more: held to 1.25
+    two_full = one_full + [_Point(110.0, 0.36, 25, True)]
+    following, _ = _full_step(two_full, 0.3, size)
+    slope = (_log_kept(0.36, size) - _log_kept(0.38, size)) / math.log(1.1)
+    wanted = 110.0 * math.exp((_log_kept(0.3, size) - _log_kept(0.36, size)) / slope)
+    assert following == pytest.approx(min(wanted, 220.0))
+    assert following > 125.0
+    # once the full answers bracket the target, interpolation between them
+    bracketed = two_full + [_Point(160.0, 0.25, 25, True)]
+    following, readings = _full_step(bracketed, 0.3, size)
+    assert 110.0 < following < 160.0 and len(readings) == 3
+
+
 @pytest.mark.parametrize("relu,upper,fit_bias", [(True, False, True), (True, True, True), (False, False, True),
                                                  (True, False, False)])
 def test_zero_budget_is_where_zero_weights_become_feasible(relu, upper, fit_bias):
