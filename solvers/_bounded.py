@@ -41,142 +41,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._lapack import cho_solve_lower, cholesky_lower, solve_lower, solve_lower_transposed
-from ._ldp import _answer, _bound_gradients, _candidate_rows, _dual_qp
-from ._restricted import Work
-from ._segments import Segment, make_segment, segment_products
+from ._lapack import solve_lower
+from ._neuron import _Idle, _Neuron
+from ._segments import segment_products
 
-__all__ = ["bounded_restricted", "mend_bounded", "first_round_flops"]
+__all__ = ["bounded_restricted", "mend_bounded"]
 
 _ROOT_STEPS = 40  # evaluations of f(t) at most per round
 _ROOT_TOL = 0.1  # t is taken once f(t) is within this times tol below the budget (a gap of about as much)
 _ROOT_ROUNDING = 1e-9  # f(t) this far above the budget counts as on it (far below any tol of the certificate)
-_INFEASIBLE = 1e-10  # NNLS residual below which the bounds admit no point
 _CONFIRM_ROUNDS = 4  # batched checks of the neurons' answers before the kernel checks its own
-# one neuron's solve at one t, in flops of a large product (fitted to the timed attempts
-# of eight of the suite's ReLU programs, whose time the model puts at 0.65-1.26 of what
-# two runs measured): a fixed part (Python, dispatch) ...
-_CALL_COST = 5e6
-_BOUND_COST = 1e4  # ... a part per sample bound (the kernel's per-bound arrays and checks) ...
-_UNKNOWN_COST = 5e5  # ... per unknown ...
-_WARM_COST = 300.0  # ... and a part that grows with the warm start's bounds: per unit of size^2 (k + 1)
-_SCALAR_COST = 30.0  # a flop of the compiled least-distance loops, in flops of a large product (see Work)
-_READ_COST = 3e5  # an answer read off its segment (solvers._segments): a few small array operations
-
-
-class _Neuron:
-    """One neuron's restricted program on a fixed support, solved for any step ``t``.
-
-    Formed once per round: the Cholesky factor ``L`` of ``G`` and the unbounded solutions
-    ``G^{-1} b`` and ``G^{-1} c``; the bounds are read from ``Xa`` as they are needed.
-    :meth:`at` solves the quadratic program at ``t``, warm-started from the bounds active
-    at the previous call.
-    """
-
-    def __init__(self, moments, Xa, V, columns, signs, weights, m, work, squares) -> None:
-        self.columns, self.m = columns.astype(np.int64), m
-        self.Xa = Xa  # C-contiguous float64 (one compiled signature of the kernels)
-        k = columns.size
-        G = moments.neuron(m, columns, work)
-        # a tiny ridge keeps G definite when a support column is (nearly) zero on the active rows
-        G[np.diag_indices(k)] += 1e-10 * max(float(G.diagonal().max(initial=0.0)), 1e-300)
-        self.G, self.b, self.y_sq = G, moments.moment[columns, m], float(moments.y_sq[m])
-        self.linear = weights[columns] * signs
-        self.L = np.ascontiguousarray(cholesky_lower(G))
-        work.solve(k, 3)
-        self.rows = (np.empty(0, dtype=np.int64) if moments.active is None  # a linear layer: no bound on its rows
-                     else moments.active_rows(m, active=False))
-        self.h = np.zeros(self.rows.size) if V is None else np.ascontiguousarray(V[self.rows, m])
-        self.norms = np.sqrt(squares[self.rows])  # ||E_i||: sum_j Xa[i, j]^2 over the support
-        self.positions = np.flatnonzero(weights[columns] > 0).astype(np.int64)  # the weights' sign bounds
-        self.signs = np.ascontiguousarray(signs[self.positions], dtype=np.float64)
-        self.theta_b = cho_solve_lower(self.L, self.b)
-        self.theta_c = cho_solve_lower(self.L, self.linear)
-        self.c_tilde = solve_lower(self.L, self.linear)
-        # the warm start of the next call: the active bounds, their rows of -F, the candidates
-        self.order, self.F_passive, self.S = np.empty(0, dtype=np.int64), np.empty((0, k)), np.empty((0, 0))
-        self.use_candidates(np.empty(0, dtype=np.int64))
-        # the last solve's answer until its segment is known, the segment (solvers._segments),
-        # and whether the last call read its answer off the segment
-        self.fresh: tuple | None = None
-        self.segment: Segment | None = None
-        self.predicted = False
-
-    def use_candidates(self, candidates: np.ndarray) -> None:
-        """The bounds the next call prices first, with their rows gathered once (kept while
-        they stay the candidates)."""
-        self.candidates = candidates
-        self.candidate_rows = _candidate_rows(self.Xa, self.norms, self.rows, self.h, self.columns, self.positions,
-                                              self.signs, candidates)
-
-    def at(self, t: float, work: Work, confirm: bool = True):
-        """``(theta, multipliers, f, gamma)`` at ``t``, or None when the bounds admit no point.
-
-        ``multipliers`` are those of the sample bounds in the quadratic program (``t`` times
-        the program's); ``f = ||M theta - y||^2`` and ``gamma`` its curvature in ``t^2``
-        while the active bounds stay. With ``confirm`` False a warm-started call stops once
-        none of its candidate bounds enters; :func:`_confirm` then checks every bound.
-        On the segment of the last confirmed answer (:meth:`follow`) the answer is read
-        off it instead (``predicted`` True): exact, and checked against every bound.
-        """
-        self.predicted = self.segment is not None and self.segment.holds(t)
-        if self.predicted:
-            work.flops += _READ_COST
-            return self.segment.at(t)
-        k = self.columns.size
-        theta_u = self.theta_b - t * self.theta_c
-        warm = self.order.size
-        mu, residual, order, F_passive, S, self.candidates, self.candidate_rows, passes = _dual_qp(
-            self.Xa, self.norms, self.rows, self.h, self.columns, self.positions, self.signs, self.L, theta_u,
-            self.order, self.F_passive, self.S, self.candidates, self.candidate_rows, confirm)
-        self.order, self.F_passive, self.S, self.residual, self.theta_u = order, F_passive, S, residual, theta_u
-        # a call's own cost, and a part that grows with its warm start (fitted: the warm
-        # start is one rank-one update of the kept factor, but the call's rows and checks
-        # grow alike); per entering bound: the candidates' product (8 (k + 1) rows), and
-        # compiled scalar loops (its row's solve, the factor's update, the fit: about 3 k^2
-        # at _SCALAR_COST); a full pass is a product with every sample
-        entered = max(order.size - warm, 0) + 1
-        work.flops += (_CALL_COST + _BOUND_COST * self.rows.size + _UNKNOWN_COST * k
-                       + _WARM_COST * warm**2 * (k + 1) + 2.0 * k * entered * (8.0 * (k + 1) + 3.0 * _SCALAR_COST * k)
-                       + passes * 2.0 * self.Xa.shape[0] * self.Xa.shape[1])
-        ok, theta, multipliers, f, gamma, motion = _answer(mu, residual, order, F_passive, S, self.rows.size,
-                                                           self.positions, self.L, self.G, self.b, self.y_sq,
-                                                           theta_u, self.c_tilde, _INFEASIBLE)
-        self.segment = None
-        if not ok:
-            self.fresh = None
-            self.why = "the bounds admit no point on the support"
-            return None
-        self.fresh = (t, theta, motion, f, gamma, order)
-        return theta, multipliers, f, gamma
-
-    def follow(self, values: np.ndarray, slopes: np.ndarray) -> None:
-        """Find the segment of the last answer (a confirmed one) from ``values = Xa theta``
-        and ``slopes = Xa slope`` (every sample; :func:`_follow`)."""
-        t, theta, motion, f, gamma, order = self.fresh
-        self.segment = make_segment(t, theta, motion, f, gamma, order, values[self.rows] - self.h,
-                                    slopes[self.rows], self.positions, self.signs, self.rows.size)
-        self.fresh = None
-
-    def direction(self) -> tuple[np.ndarray, float]:
-        """``(w, rho_k)`` of the last call: a sample bound's gradient is ``E_i w + h_i rho_k``."""
-        k = self.columns.size
-        w = solve_lower_transposed(self.L, self.residual[:k]) - self.residual[k] * self.theta_u
-        return w, float(self.residual[k])
-
-    def violated(self, products: np.ndarray, w: np.ndarray, bias: float) -> bool:
-        """Whether a bound outside the last answer's passive set should enter, from
-        ``products = Xa w_full`` (every sample); if so its candidates become the bounds with
-        the largest gradients (the same test and choice as the kernel's full pass)."""
-        gradient, scale = _bound_gradients(products, self.norms, self.rows, self.h, self.positions, self.signs, w,
-                                           bias)
-        entering = gradient > 1e-10 * scale
-        entering[self.order] = False
-        if not entering.any():
-            return False
-        count = min(8 * (self.columns.size + 1), gradient.size)
-        self.use_candidates(np.argpartition(-gradient, count - 1)[:count])  # the largest, in any order
-        return True
 
 
 def _confirm(neurons, indices, Xa, t, group, results, work) -> str | None:
@@ -232,28 +106,6 @@ def _first_candidates(neurons, Xa, t, group, work) -> None:
     work.product(Xa.shape[0], Xa.shape[1], len(fresh))
     for j, m in enumerate(fresh):
         neurons[m].violated(products[:, j], W[neurons[m].columns, j], -1.0)
-
-
-class _Idle:
-    """A neuron with no active sample: no ball, only its bounds. Zero weights are optimal
-    when they are feasible: an unpenalised bias (if any) at the lowest bound, at most 0."""
-
-    def __init__(self, Xa, V, columns, weights, m) -> None:
-        self.columns, self.rows = columns, np.arange(Xa.shape[0])
-        self.theta_b, self.c_tilde, self.y_sq, self.b = (np.zeros(columns.size), np.zeros(columns.size), 0.0,
-                                                          np.zeros(columns.size))
-        lowest = 0.0 if V is None else min(0.0, float(V[:, m].min()))
-        self.theta = np.zeros(columns.size)
-        free = np.flatnonzero(weights[columns] == 0)  # the bias column: a constant
-        self.feasible = lowest >= 0.0 or free.size > 0
-        if free.size and lowest < 0.0:
-            self.theta[free[0]] = lowest / float(Xa[0, columns[free[0]]])
-
-    def at(self, t: float, work: Work, confirm: bool = True):
-        if not self.feasible:
-            self.why = "the bounds admit no point on the support"
-            return None
-        return self.theta.copy(), np.zeros(self.rows.size), 0.0, 0.0
 
 
 def _step(t, f, gamma, budget, low, high, zero_tried):
@@ -377,20 +229,6 @@ def bounded_restricted(moments, Xa, V, epsilon, support, signs, weights, work, c
         inverse_steps[m] = 1.0 / step if step > 0 else 0.0
         nu[neuron.rows, m] = multipliers * inverse_steps[m]
     return "ok", Theta, nu, inverse_steps
-
-
-def first_round_flops(active, support) -> float:
-    """The cost model's estimate of a first round from ``support``: per neuron with ``k``
-    unknowns and ``r`` inactive samples, about ``k`` bounds enter, each priced among
-    ``8 (k + 1)`` candidates (a product) and factored in (about ``3 k^2`` at
-    ``_SCALAR_COST``, see :meth:`_Neuron.at`), and a few passes over the bounds
-    (``4 r k``); a few evaluations of ``t``, each at a call's own cost per neuron and a
-    warm start of about ``k / 2`` bounds."""
-    k = support.sum(axis=0).astype(float)
-    rows = (~active).sum(axis=0).astype(float)
-    return 3.0 * float(np.sum(_CALL_COST + _BOUND_COST * rows + _UNKNOWN_COST * k
-                              + _WARM_COST * (k / 2.0) ** 2 * (k + 1.0)
-                              + 2.0 * k * k * (8.0 * (k + 1.0) + 3.0 * _SCALAR_COST * k) + 4.0 * rows * k))
 
 
 def _over_budget(groups, group, results, per_neuron, n_out):

@@ -44,7 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from ._bounded import bounded_restricted, first_round_flops, mend_bounded
+from ._bounded import bounded_restricted, mend_bounded
+from ._neuron import first_round_flops
 from ._multipliers import better_multipliers
 from ._restricted import Moments, Work, mend_unsolvable, restricted
 from .problem import relative_excess

@@ -4,7 +4,7 @@ import pytest
 
 from conftest import make_layer
 from solvers import solve
-from solvers._bounded import first_round_flops
+from solvers._neuron import first_round_flops
 from solvers._polish import PolishResult, Work, can_polish, polish
 
 

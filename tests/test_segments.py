@@ -6,7 +6,8 @@ import pytest
 
 from conftest import make_layer
 from solvers import solve
-from solvers._bounded import _follow, _Neuron
+from solvers._bounded import _follow
+from solvers._neuron import _Neuron
 from solvers._restricted import Moments, Work
 
 
