@@ -115,14 +115,17 @@ class Polisher:
         neuron or over the layer. From the state: ``A = (B + carry_a) / (2 - alpha)``,
         ``UA = A - B``."""
         Y = self._float64()["Y"]
-        B = engine.host(state.B).astype(np.float64)
-        A = (B + engine.host(state.carry_a).astype(np.float64)) / (2.0 - self.settings.alpha)
-        held = (Y > 0) if self.problem.relu else np.ones(Y.shape, dtype=bool)
-        D = np.where(held, A - Y, 0.0)
-        pairing = np.where(held, A - B, 0.0) * D
-        per_neuron = np.ndim(self.data.epsilon) == 1
-        squares = np.sum(D * D, axis=0) if per_neuron else np.array([np.sum(D * D)])
-        pairing = np.sum(pairing, axis=0) if per_neuron else np.array([np.sum(pairing)])
+        B = engine.host(state.B).astype(np.float64)  # copies: the state's own arrays stay as they are
+        D = engine.host(state.carry_a).astype(np.float64)
+        D += B
+        D /= 2.0 - self.settings.alpha  # A
+        np.subtract(D, B, out=B)  # UA
+        D -= Y
+        if self.problem.relu:
+            D[Y <= 0] = 0.0  # the ball holds the active entries alone
+        squares, pairing = np.einsum("pm,pm->m", D, D), np.einsum("pm,pm->m", B, D)
+        if np.ndim(self.data.epsilon) == 0:  # one ball for the layer
+            squares, pairing = squares.sum(keepdims=True), pairing.sum(keepdims=True)
         usable = (pairing > 0) & (squares > 0)
         return np.where(usable, squares / np.where(usable, state.rho * pairing, 1.0), np.nan)
 
