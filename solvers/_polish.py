@@ -27,11 +27,11 @@ each neuron's divided by its largest ``|g_j| / w_j``, are feasible for the dual,
 value bounds the optimum from below (:meth:`_Round.dual_bound`, the best over the
 attempt's rounds); a relative gap within ``tol`` certifies the answer even where
 degenerate bounds leave the multipliers not unique. When a round's gap has stalled
-within ``_REFINE_GAP`` times ``tol`` (the attempt would give up) and a few neurons'
-multipliers hold it there (their
-``|g_j| > (1 + tol) w_j``), those neurons' inactive multipliers are chosen again by a
-small linear program each (:mod:`solvers._multipliers`), which finds a feasible dual
-point for them without the division where one exists.
+within a few times ``tol`` (the attempt would give up, :mod:`solvers._progress`) and a
+few neurons' multipliers hold it there (their ``|g_j| > (1 + tol) w_j``), those
+neurons' inactive multipliers are chosen again by a small linear program each
+(:mod:`solvers._multipliers`), which finds a feasible dual point for them without the
+division where one exists.
 
 :class:`solvers._polisher.Polisher` runs the attempts for the ADMM: when to try, and how
 much work they may take.
@@ -45,8 +45,9 @@ from typing import Any
 import numpy as np
 
 from ._bounded import bounded_restricted, mend_bounded
-from ._neuron import first_round_flops
 from ._multipliers import better_multipliers
+from ._neuron import first_round_flops
+from ._progress import _Progress
 from ._restricted import Moments, Work, mend_unsolvable, restricted
 from .problem import relative_excess
 
@@ -55,14 +56,8 @@ __all__ = ["polish", "can_polish", "PolishResult", "Moments", "Work"]
 logger = logging.getLogger(__name__)
 
 
-_STALL_ROUNDS = 4  # after this many rounds, stop unless the changes needed fell below ...
-_STALL_FRACTION = 0.25  # ... this fraction of the first round's
-_GAP_ROUNDS = 1  # a ReLU attempt gives up when its duality gap fell by less than ...
-_GAP_FACTOR = 0.8  # ... this factor over this many rounds
-_FIRST_GAP = 0.75  # ... or when its first round leaves a larger gap (the support is far from the optimum's)
-_EXTENSION = 2.0  # a ReLU attempt expected to certify within this many times its limit may go on past it
-_REFINE_GAP = 30.0  # a round whose duality gap stalls within this many times tol ...
-_REFINE_NEURONS = 4  # ... and held back by at most this many neurons' multipliers re-solves theirs (an LP each)
+_REFINE_NEURONS = 4  # a stalled gap (solvers._progress) held back by at most this many neurons' multipliers
+# re-solves theirs (an LP each)
 
 
 @dataclass
@@ -120,15 +115,13 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
         Where the attempt's floating-point operations are added up (a new counter if
         None; the result's ``flops`` is its total either way).
     flops_limit : float, default inf
-        The attempt gives up after a round that takes ``work`` beyond this many
-        operations (a linear layer's first round always runs); a ReLU layer's gives up
-        within a round too, and is not made when the cost model expects its first round
-        to cost more; one about to certify may go past it (:func:`_extended_limit`), one
-        whose duality gap says it will not gives up (:func:`_gap_stop`).
+        The attempt gives up after a round that takes ``work`` beyond this (a linear
+        layer's first round always runs; a ReLU layer's gives up within a round too, and
+        is not made when the cost model expects more); :mod:`solvers._progress` lets one
+        about to certify go past it and stops one whose duality gap says it will not.
     steps : ndarray or callable, optional
-        A first guess of the ball's step ``t`` (one per ball; NaN: none), where the
-        root search of the first round with bounds starts (:mod:`solvers._bounded`), or
-        a function that gives it, called only when the attempt runs its rounds.
+        A first guess of the ball's step ``t`` per ball (NaN: none) for the first round
+        with bounds (:mod:`solvers._bounded`), or a function called once rounds are to run.
     """
     # float64 throughout (no copies when the ADMM ran in float64)
     Xa, Y = np.ascontiguousarray(Xa, dtype=np.float64), np.asarray(Y, dtype=np.float64)
@@ -141,116 +134,36 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
     moments = Moments(Xa, Y, active) if moments is None else moments() if callable(moments) else moments
     steps = steps() if callable(steps) else steps
     seeded = {} if steps is None else {"start": np.asarray(steps, dtype=np.float64)}
-    reason, cache, dual_bound, gaps, counts = "no round", dict(seeded), -np.inf, [], []
-    first_count = None  # mends needed in the first completed round
-    limit = flops_limit  # raised for a ReLU attempt expected to certify soon (_extended_limit)
+    cache, progress = dict(seeded), _Progress(tol, flops_limit)
     bounded = relu  # a linear layer's rounds hold the signs as bounds once a round flipped one
     for round_index in range(rounds):
-        round_start = work.flops
-        stop = _stop_before(round_index, first_count, reason, work.flops, limit)
+        stop = progress.stop_before(round_index, work.flops)
         if stop is not None:
             return PolishResult(None, stop, flops=work.flops)
-        outcome = (bounded_restricted(moments, Xa, V, epsilon, support, signs, weights, work, cache, tol, limit)
+        outcome = (bounded_restricted(moments, Xa, V, epsilon, support, signs, weights, work, cache, tol,
+                                      progress.limit)
                    if bounded else restricted(moments, Xa, epsilon, support, signs, weights, cache, work))
         if outcome[0] != "ok":
-            stop, reason = (mend_bounded if bounded else mend_unsolvable)(outcome, moments, cache, support, signs)
+            mend = mend_bounded if bounded else mend_unsolvable
+            stop, progress.reason = mend(outcome, moments, cache, support, signs)
             if stop:
-                return PolishResult(None, reason, flops=work.flops)
+                return PolishResult(None, progress.reason, flops=work.flops)
             continue
         _, Theta, nu, inverse_steps = outcome
         if bounded:  # the weights that the sign bounds hold at zero leave the support
             support = (Theta != 0) | free
         round_ = _Round(Xa, Y, V, epsilon, active, weights, free, support, signs, Theta, nu, inverse_steps, tol)
         round_.charge(work)
-        dual_bound = _judged(round_, bounded, dual_bound, gaps, tol, work, limit)
-        if round_.settled(bounded, gaps[-1]):
+        progress.judge(round_, bounded, work)
+        if round_.settled(bounded, progress.gaps[-1]):
             return round_.certify(relu, work.flops)
-        if bounded:
-            counts.append(round_.count)
-            limit = _extended_limit(gaps, counts, tol, work.flops, work.flops - round_start, flops_limit)
-        round_.log(round_index, work.flops)
-        first_count = round_.count if first_count is None else first_count
-        stop = (_gap_stop(gaps, tol) if bounded else None) or _settling_stop(round_index, first_count, round_.count)
+        stop = progress.stop_after(round_, round_index, bounded, work)
         if stop is not None:
             return PolishResult(None, stop, flops=work.flops)
-        reason = round_.reason
         support, signs, switching = round_.mended(bounded)
         if switching:  # from now on the signs are bounds: a weight stops at zero instead of flipping
             bounded, cache = True, dict(seeded)
-    return PolishResult(None, reason, flops=work.flops)
-
-
-def _judged(round_: _Round, bounded: bool, dual_bound: float, gaps: list[float], tol: float, work: Work,
-            flops_limit: float) -> float:
-    """Append the round's relative duality gap to ``gaps`` and return the best lower bound
-    of the optimum so far: any round's multipliers bound it, and the best one certifies
-    later rounds. A round without sign bounds, or one that flipped a sign, has no gap
-    (``inf``). A gap that stalls within ``_REFINE_GAP`` times ``tol`` (the attempt would
-    give up) is measured again with better multipliers for the few neurons holding it
-    (:meth:`_Round.refined_dual_bound`)."""
-    if not bounded:
-        gaps.append(np.inf)
-        return dual_bound
-    dual_bound = max(dual_bound, round_.dual_bound())
-    gaps.append(np.inf if round_.flipped.any() else round_.gap(dual_bound))
-    if tol < gaps[-1] <= _REFINE_GAP * tol and _gap_stop(gaps, tol) is not None:
-        dual_bound = max(dual_bound, round_.refined_dual_bound(work, flops_limit))
-        gaps[-1] = round_.gap(dual_bound)
-    return dual_bound
-
-
-def _settling_stop(round_index: int, first_count: int, count: int) -> str | None:
-    """Why an attempt gives up after a round that asks for ``count`` changes (None: it goes
-    on): after ``_STALL_ROUNDS`` rounds, more than ``_STALL_FRACTION`` of the first round's
-    are left, so the active set is not settling (the iterate is too far; the ADMM goes on)."""
-    if round_index >= _STALL_ROUNDS and count > _STALL_FRACTION * first_count:
-        return f"the active set is not settling ({count} changes left of {first_count})"
-    return None
-
-
-def _gap_stop(gaps: list[float], tol: float) -> str | None:
-    """Why a ReLU attempt gives up after its rounds' relative duality gaps ``gaps`` (None:
-    it goes on): its first round left one above ``_FIRST_GAP``, or the gap fell by less
-    than ``_GAP_FACTOR`` over the last ``_GAP_ROUNDS`` rounds."""
-    if len(gaps) == 1 and gaps[0] > _FIRST_GAP:
-        return f"the first round leaves a duality gap of {gaps[0]:.2g}"
-    if len(gaps) > _GAP_ROUNDS and gaps[-1] > _GAP_FACTOR * gaps[-1 - _GAP_ROUNDS]:
-        return f"the duality gap stalls at {gaps[-1]:.2g} (tol {tol:.2g})"
-    return None
-
-
-def _extended_limit(gaps: list[float], counts: list[int], tol: float, flops: float, round_flops: float,
-                    flops_limit: float) -> float:
-    """The work a ReLU attempt may take, given its rounds' duality gaps and changes asked
-    for so far: ``_EXTENSION`` times ``flops_limit`` when, at the last round's rate of
-    convergence and cost, it would certify within that (an attempt this close is worth
-    finishing; rounds vary in cost, so the whole extension is granted), else
-    ``flops_limit``. The rounds still needed are the fewer of two projections, each at
-    the last round's ratio to the one before: the gap's to ``tol``, and the changes'
-    to none (an active-set method ends once its set is right, often sooner than the
-    gap's rate says)."""
-    needed = [_rounds_to(gaps, tol) if gaps[-1] > tol else 0.0, _rounds_to(counts, 1.0)]
-    expected = flops + min(needed) * round_flops
-    return _EXTENSION * flops_limit if expected <= _EXTENSION * flops_limit else flops_limit
-
-
-def _rounds_to(values: list[float], target: float) -> float:
-    """Rounds for the last of ``values`` to fall to ``target`` at its last ratio (at least
-    one; ``inf`` when it does not fall)."""
-    if len(values) < 2 or not 0.0 < values[-1] < values[-2] or not np.isfinite(values[-2]):
-        return np.inf
-    return max(1.0, np.ceil(np.log(target / values[-1]) / np.log(values[-1] / values[-2]) - 1e-9))
-
-
-def _stop_before(round_index: int, first_count: int | None, reason: str, flops: float,
-                 flops_limit: float) -> str | None:
-    """Why an attempt gives up before its next round (None: it goes on): no restricted
-    solution after several rounds, or the work allowed is spent (the first round always runs)."""
-    if round_index >= _STALL_ROUNDS and first_count is None:
-        return reason + " (no restricted solution after several rounds)"
-    if round_index > 0 and flops > flops_limit:
-        return f"{reason} (its share of the work is spent)"
-    return None
+    return PolishResult(None, progress.reason, flops=work.flops)
 
 
 class _Round:

@@ -199,7 +199,7 @@ def test_an_attempt_expected_to_certify_soon_may_go_past_its_limit():
     """At the last round's rate of convergence (of the gap to tol, or of the changes asked
     for to none) and cost, an attempt that would certify within _EXTENSION times its
     limit may take that much; one converging too slowly, or not converging, keeps it."""
-    from solvers._polish import _EXTENSION, _extended_limit
+    from solvers._progress import _EXTENSION, _extended_limit
 
     limit, far = 100.0, [400, 300, 250]  # changes that fall too slowly to decide
     # the gap 1e-2 -> 1e-3 per round: one more round (cost 30) reaches tol 1e-4
@@ -240,7 +240,7 @@ def test_a_stalled_gap_near_tol_is_measured_again_with_better_multipliers():
     """_judged: a round without sign bounds has no gap; a gap that still falls, or that
     stalls far above tol, keeps the round's own multipliers; one that stalls within
     _REFINE_GAP * tol is measured again with the refined bound, which then carries over."""
-    from solvers._polish import _GAP_FACTOR, _REFINE_GAP, _judged
+    from solvers._progress import _GAP_FACTOR, _REFINE_GAP, _judged
 
     class Round:  # the round's primal 100 and its own lower bound; the refined bound when asked
         def __init__(self, own, refined):
