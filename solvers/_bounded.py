@@ -80,12 +80,12 @@ def _confirm(neurons, indices, Xa, t, group, results, work) -> str | None:
 def _follow(neurons, indices, Xa, work) -> None:
     """The segments of the answers just solved and confirmed for ``neurons[indices]``
     (:mod:`solvers._segments`): their sample bounds along each line, one product for all."""
-    fresh = [m for m in indices if isinstance(neurons[m], _Neuron) and neurons[m].fresh is not None
-             and neurons[m].fresh[2][3]]  # dependent passive rows: no segment
+    fresh = [m for m in indices if isinstance(neurons[m], _Neuron) and neurons[m].line is not None]
     if not fresh:
         return
-    products = segment_products(Xa, [neurons[m].columns for m in fresh], [neurons[m].fresh[1] for m in fresh],
-                                [neurons[m].fresh[2][0] for m in fresh])
+    lines = [neurons[m].line for m in fresh]
+    products = segment_products(Xa, [neurons[m].columns for m in fresh], [theta for theta, _ in lines],
+                                [slope for _, slope in lines])
     work.product(Xa.shape[0], Xa.shape[1], 2 * len(fresh))
     for j, m in enumerate(fresh):
         neurons[m].follow(products[:, j], products[:, len(fresh) + j])

@@ -53,7 +53,7 @@ class _Neuron:
         self.L = np.ascontiguousarray(cholesky_lower(G))
         work.solve(k, 3)
         self.rows = (np.empty(0, dtype=np.int64) if moments.active is None  # a linear layer: no bound on its rows
-                     else moments.active_rows(m, active=False))
+                     else moments.rows_of(m, active=False))
         self.h = np.zeros(self.rows.size) if V is None else np.ascontiguousarray(V[self.rows, m])
         self.norms = np.sqrt(squares[self.rows])  # ||E_i||: sum_j Xa[i, j]^2 over the support
         self.positions = np.flatnonzero(weights[columns] > 0).astype(np.int64)  # the weights' sign bounds
@@ -117,6 +117,15 @@ class _Neuron:
             return None
         self.fresh = (t, theta, motion, f, gamma, order)
         return theta, multipliers, f, gamma
+
+    @property
+    def line(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(theta, slope)`` of the last solve's answer on its support, while its segment
+        is still to be found (:meth:`follow`); None when there is none to find (no fresh
+        answer, or dependent passive rows: the multipliers are not unique)."""
+        if self.fresh is None or not self.fresh[2][3]:
+            return None
+        return self.fresh[1], self.fresh[2][0]
 
     def follow(self, values: np.ndarray, slopes: np.ndarray) -> None:
         """Find the segment of the last answer (a confirmed one) from ``values = Xa theta``

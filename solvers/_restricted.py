@@ -100,7 +100,7 @@ class Moments:
         self._grams: dict[int, np.ndarray] = {}  # neuron -> its Gram over every column
         self._rows: dict[tuple[int, bool], np.ndarray] = {}  # (neuron, active) -> those rows (a ReLU layer's)
 
-    def active_rows(self, m: int, active: bool = True) -> np.ndarray:
+    def rows_of(self, m: int, active: bool = True) -> np.ndarray:
         """Neuron ``m``'s active rows ``Omega_m`` (or with ``active`` False the others;
         int64, ascending), found once."""
         if (m, active) not in self._rows:
@@ -116,7 +116,7 @@ class Moments:
         if m in self._grams:
             return self._grams[m]
         n_samples, n_cols = self.Xa.shape
-        n_active = self.active_rows(m).size
+        n_active = self.rows_of(m).size
         whole = min(n_active, n_samples - n_active) * n_cols**2
         if whole >= _FORMS * n_active * k**2 or 8 * n_cols**2 * (len(self._grams) + 2) > self.memory:
             return None
@@ -138,7 +138,7 @@ class Moments:
             return held[np.ix_(columns, columns)]
         if self._transposed is None:
             self._transposed = np.ascontiguousarray(self.Xa.T)
-        M_T = _gathered(self._transposed, columns.astype(np.int64, copy=False), self.active_rows(m))
+        M_T = _gathered(self._transposed, columns.astype(np.int64, copy=False), self.rows_of(m))
         work.product(M_T.shape[0], M_T.shape[1], M_T.shape[0])
         return M_T @ M_T.T
 
