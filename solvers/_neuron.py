@@ -128,8 +128,9 @@ class _Neuron:
         return self.fresh[1], self.fresh[2][0]
 
     def follow(self, values: np.ndarray, slopes: np.ndarray) -> None:
-        """Find the segment of the last answer (a confirmed one) from ``values = Xa theta``
-        and ``slopes = Xa slope`` (every sample; :func:`_follow`)."""
+        """Find the segment of the last answer (a confirmed one, whose :attr:`line` is not
+        None) from ``values = Xa theta`` and ``slopes = Xa slope`` (every sample;
+        :func:`solvers._bounded._follow`)."""
         t, theta, motion, f, gamma, order = self.fresh
         self.segment = make_segment(t, theta, motion, f, gamma, order, values[self.rows] - self.h,
                                     slopes[self.rows], self.positions, self.signs, self.rows.size)

@@ -108,12 +108,9 @@ class Segment:
 
 def make_segment(t, theta, motion, f, gamma, order, rows_values, rows_slopes, positions, signs, n_rows):
     """The :class:`Segment` of an answer at ``t`` (``motion`` from :func:`solvers._ldp._answer`,
-    ``order`` its passive bounds, ``rows_values`` and ``rows_slopes`` its sample bounds'
-    ``E_i theta - h_i`` and ``E_i slope``); None when its passive rows are dependent (the
-    multipliers are not unique: no line to follow)."""
-    slope, nu, nu_slope, unique = motion
-    if not unique:
-        return None
+    with unique multipliers; ``order`` its passive bounds, ``rows_values`` and
+    ``rows_slopes`` its sample bounds' ``E_i theta - h_i`` and ``E_i slope``)."""
+    slope, nu, nu_slope, _ = motion
     passive = np.zeros(n_rows + positions.size, dtype=np.bool_)
     passive[order] = True
     low, high = _segment(t, rows_values, rows_slopes, passive, theta, slope, positions, signs, n_rows, nu, nu_slope)
