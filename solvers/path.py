@@ -292,22 +292,28 @@ def _full_step(points: list[_Point], target_kept: float, size: int) -> tuple[flo
         (e1, k1), (e2, k2) = answered[-2], answered[-1]
         slope = (_log_kept(k2, size) - _log_kept(k1, size)) / (math.log(e2) - math.log(e1))
         if slope < 0:  # the full answers' own slope: no loose support in it
-            factor = math.exp((_log_kept(target_kept, size) - _log_kept(kept, size)) / slope)
-            factor = min(max(factor, 1.0), 2.0) if up else min(max(factor, 0.5), 1.0)
-            return epsilon * factor, full
+            return epsilon * _secant_factor(slope, kept, target_kept, size, up, 2.0), full
     for window in (1.25, 2.0):  # the slope as local as the search stages allow
         near = [(math.log(p.epsilon), _log_kept(p.kept, size)) for p in points
                 if not p.final and p.kept is not None and abs(math.log(p.epsilon / epsilon)) <= math.log(window)]
         if len({e for e, _ in near}) >= 2:
             break
-    factor = 1.1 if up else 1.0 / 1.1
+    slope = 0.0
     if kept is not None and len({e for e, _ in near}) >= 2:
         x, y = np.array(near).T
         slope = float(np.polyfit(x, y, 1)[0])
-        if slope < 0:
-            factor = math.exp((_log_kept(target_kept, size) - _log_kept(kept, size)) / slope)
-    factor = min(max(factor, 1.0), 1.25) if up else min(max(factor, 0.8), 1.0)
-    return epsilon * factor, full
+    return epsilon * _secant_factor(slope, kept, target_kept, size, up, 1.25), full
+
+
+def _secant_factor(slope: float, kept: float | None, target_kept: float, size: int, up: bool,
+                   reach: float) -> float:
+    """The factor on ``epsilon`` that takes ``log kept`` to the target along ``slope`` (in
+    ``log epsilon``; 1.1, or 1 / 1.1, when it does not fall), held within ``[1, reach]``
+    going up and ``[1 / reach, 1]`` going down."""
+    factor = 1.1 if up else 1.0 / 1.1
+    if slope < 0:
+        factor = math.exp((_log_kept(target_kept, size) - _log_kept(kept, size)) / slope)
+    return min(max(factor, 1.0), reach) if up else min(max(factor, 1.0 / reach), 1.0)
 
 
 def _finish(stages, problem_at, points: list[_Point], target_kept: float, size: int, tolerance: float,
