@@ -108,6 +108,13 @@ def _first_candidates(neurons, Xa, t, group, work) -> None:
         neurons[m].violated(products[:, j], W[neurons[m].columns, j], -1.0)
 
 
+def _on_budget(f: np.ndarray, budget: np.ndarray, tol: float) -> np.ndarray:
+    """Where ``f(t)`` is taken as the root: within the budget (to round-off, ``_ROOT_ROUNDING``
+    above it: a Newton step aims at the budget itself) and the ball nearly tight (at most
+    ``_ROOT_TOL * tol`` below it)."""
+    return (f <= budget * (1.0 + _ROOT_ROUNDING)) & (f >= budget * (1.0 - _ROOT_TOL * tol))
+
+
 def _step(t, f, gamma, budget, low, high, zero_tried):
     """The next ``t`` of a group: the Newton step in ``t^2`` (exact while the active bounds
     stay), kept inside the bracket ``(low, high)``; else its geometric middle, ``t = 0``
@@ -203,8 +210,7 @@ def bounded_restricted(moments, Xa, V, epsilon, support, signs, weights, work, c
         _follow(neurons, solved, Xa, work)
         f = np.bincount(group, [r[2] for r in results], minlength=budget.size)
         gamma = np.bincount(group, [r[3] for r in results], minlength=budget.size)
-        # feasible (to round-off: a Newton step aims at the budget itself), and the ball nearly tight
-        met = (f <= budget * (1.0 + _ROOT_ROUNDING)) & (f >= budget * (1.0 - _ROOT_TOL * tol))
+        met = _on_budget(f, budget, tol)
         unreachable = (t == 0.0) & (f > budget)
         if unreachable.any():
             return "budget", _over_budget(unreachable, group, results, per_neuron, n_out)

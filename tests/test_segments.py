@@ -1,6 +1,7 @@
 """The polish's root search in the ball's step ``t``: a neuron's answer read off its
 segment is the answer a solve gives there, and not beyond it; the ADMM's duals give the
-search a first step close to the one it ends at."""
+search a first step close to the one it ends at, formed only when rounds run and from
+copies of the ADMM's arrays; a step is taken on its budget to round-off."""
 import numpy as np
 import pytest
 
@@ -100,3 +101,49 @@ def test_the_admm_duals_start_the_step_search_near_its_end(monkeypatch):
         start, end = seen[-1]
         assert start is not None and np.all(np.isfinite(start))
         assert np.allclose(start, end, rtol=0.1)
+
+
+def test_a_step_is_taken_on_its_budget_to_round_off_and_nearly_tight():
+    from solvers._bounded import _ROOT_TOL, _on_budget
+
+    budget, tol = np.array([4.0]), 1e-3
+    for f, taken in ((4.0, True), (4.0 * (1 + 1e-12), True), (4.0 * (1 + 1e-6), False),
+                     (4.0 * (1 - 0.5 * _ROOT_TOL * tol), True), (4.0 * (1 - 2 * _ROOT_TOL * tol), False)):
+        assert bool(_on_budget(np.array([f]), budget, tol)[0]) is taken, f
+
+
+def test_an_attempt_refused_for_its_size_does_not_form_its_first_step():
+    """The step guess is formed (a few copies of the response) only when rounds run."""
+    from solvers._polish import polish
+
+    problem, (weight, bias) = make_layer(n_samples=200, n_in=8, n_out=3, epsilon=0.1, seed=1)
+    Xa = np.hstack([problem.X, np.ones((problem.n_samples, 1))])
+    Q = np.vstack([weight.T, bias[None, :]])
+
+    def never():
+        raise AssertionError("the step guess was formed for an attempt that runs no round")
+
+    result = polish(Xa, problem.Y, None, problem.epsilon, True, Q, np.r_[np.ones(8), 0.0], 1e-3,
+                    flops_limit=0.0, steps=never)
+    assert result.Theta is None and "too large" in result.reason
+
+
+def test_the_step_guess_leaves_the_admm_state_as_it_was(monkeypatch):
+    """Polisher._steps works on copies: the ADMM's arrays are the same after it."""
+    from solvers._polisher import Polisher
+
+    seen = []
+    original = Polisher._steps
+
+    def checked(self, engine, state):
+        before = [engine.host(array).copy() for array in (state.B, state.carry_a)]
+        steps = original(self, engine, state)
+        seen.append(all(np.array_equal(engine.host(array), copy)
+                        for array, copy in zip((state.B, state.carry_a), before)))
+        return steps
+
+    monkeypatch.setattr(Polisher, "_steps", checked)
+    for dtype in (np.float64, np.float32):
+        problem, original_weights = make_layer(n_samples=400, n_in=12, n_out=5, epsilon=0.05, seed=2)
+        solve(problem, warm_start=original_weights, tol=1e-3, dtype=dtype)
+    assert seen and all(seen)
