@@ -21,11 +21,14 @@ One fraction for every layer hurts where a layer is small or carries much of the
 The fits are the expensive part, and only the points next to each layer's share decide
 the answer, so :func:`share_out` fits where it matters: it allocates first with the
 error of the path's weights as they are (one product per point, no fit), then fits each
-layer at the grid points that decide its share (the two around it; on a point, that point
-and its two neighbours), scales the unfitted points of its curve
-by the fitted-over-unfitted ratio of the nearest fitted ones (interpolated between
-them), and allocates again; a layer whose share leaves its fitted bracket is fitted
-there too, until no share moves to an unfitted bracket (at most :data:`_ROUNDS` rounds).
+layer at the grid point at or above its share (the first point above 0 for a layer left
+dense; on a point, that point and the next one up), scales the unfitted points of its
+curve by the fitted-over-unfitted ratio of the nearest fitted ones (interpolated between
+them), and allocates again; a layer whose share moves is fitted at its new point too,
+until no share moves to an unfitted one (at most :data:`_ROUNDS` rounds). The points
+below a share are left to the scaled curve: their supports are the widest, so their fits
+the dearest, and on the benchmark suite fitting them moved no share
+(``benchmarks/allocation_fits.py``).
 The points a layer fits at once share the work: the path's supports are nested, so each
 neuron's normal equations are formed once, on the widest point's support, and every
 point's fit reads its own off them (:func:`solvers.refit.active_systems`).
@@ -188,16 +191,13 @@ class ErrorCurves:
         return {name: self.curve(name) for name in self._records}
 
     def bracket(self, sparsity: float) -> tuple[float, ...]:
-        """The grid points that decide a share at ``sparsity``: the two around it, or, on a
-        point, that point and its two neighbours (the slopes on both sides); 0 left out."""
+        """The grid points fitted for a share at ``sparsity`` (module docstring): the first
+        point at or above it, never 0 (a layer left dense is judged by its first pruned
+        point), and, on a point, the next one up too (the slope of going sparser)."""
         grid = np.asarray(self.grid)
-        on = np.flatnonzero(np.abs(grid - sparsity) <= 1e-9)
-        if on.size:
-            chosen = grid[max(on[0] - 1, 0):on[0] + 2]
-        else:
-            above = int(np.searchsorted(grid, sparsity))
-            chosen = grid[max(above - 1, 0):above + 1]
-        return tuple(float(s) for s in chosen if s > 0)
+        above = min(max(int(np.searchsorted(grid, sparsity - 1e-9)), 1), grid.size - 1)
+        on_point = abs(grid[above] - sparsity) <= 1e-9 and above + 1 < grid.size
+        return tuple(float(s) for s in grid[above:above + 1 + on_point])
 
 
 def share_out(records: Mapping[str, LayerRecord], sparsity: float, grid: tuple[float, ...] = GRID,

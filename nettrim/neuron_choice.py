@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from torch import nn
 
 from .config import PruneConfig
 from .graph import links
+from .record import LayerRecord
 from .result import PruneResult
 
 __all__ = ["NEURONS_FROM", "WEIGHT_SLACK", "applies", "expand", "prefer_neurons"]
@@ -101,10 +103,13 @@ def expand(original: nn.Module, structured: PruneResult, found: dict[str, Any] |
     return full
 
 
-def prefer_neurons(result: PruneResult, model: nn.Module, calib: Any, config: PruneConfig) -> PruneResult:
+def prefer_neurons(result: PruneResult, model: nn.Module, calib: Any, config: PruneConfig,
+                   records: Mapping[str, LayerRecord] | None = None) -> PruneResult:
     """``result`` (the default's answer), or the structured answer at the same target when
     it has the lower output error and no more weights (within :data:`WEIGHT_SLACK`),
-    written back into the original architecture (:func:`expand`)."""
+    written back into the original architecture (:func:`expand`). ``records``: the layers
+    of ``model`` as the prune recorded them (original signals), so the structured prune
+    does not record them again."""
     from .structured import GroupOptions, prune_network
 
     try:
@@ -120,7 +125,8 @@ def prefer_neurons(result: PruneResult, model: nn.Module, calib: Any, config: Pr
     try:
         structured = prune_network(model, calib, sparsity=config.sparsity, epsilon=config.epsilon,
                                    options=GroupOptions(unit="weights"), solver_options=config.solver_options,
-                                   max_positions=config.max_positions, seed=config.seed, progress=config.progress)
+                                   max_positions=config.max_positions, seed=config.seed, progress=config.progress,
+                                   records=records)
     except ValueError as exc:  # no neuron can be removed (no producer -> consumer link)
         logger.info("nettrim: no structured answer to compare (%s)", exc)
         return result

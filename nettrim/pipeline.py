@@ -382,11 +382,15 @@ def prune(model: nn.Module, calib: Any, config: PruneConfig | None = None, **ove
     bar = tqdm(total=len(run.records), desc=f"{config.method} {config.mode}", unit="layer",
                disable=not config.progress, leave=False)
     try:
-        _solve_layers(run, runner, bar)
+        try:
+            _solve_layers(run, runner, bar)
+        finally:
+            bar.close()
+            runner.close()
+        result = assemble(run, time.perf_counter() - started)
+        if neuron_choice.applies(config):  # the structured prune reads the signals recorded here
+            result = neuron_choice.prefer_neurons(result, model, calib, config, records=run.records)
     finally:
-        bar.close()
-        runner.close()
         run.close()
-    result = assemble(run, time.perf_counter() - started)
-    return neuron_choice.prefer_neurons(result, model, calib, config) if neuron_choice.applies(config) else result
+    return result
 

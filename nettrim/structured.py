@@ -57,7 +57,7 @@ from .graph import links
 from .measure import network_outputs, output_error
 from .methods.base import LayerTask, Method
 from .methods.nettrim import prune_layer as nettrim_layer
-from .record import calibration_batches, capture_inputs, layer_handles, record_layers
+from .record import LayerRecord, calibration_batches, capture_inputs, layer_handles, record_layers
 from .result import PruneResult
 from .surgery import keep_batchnorm_channels, keep_inputs, keep_outputs, replace_module
 
@@ -320,7 +320,8 @@ def _refit_cascade(model: nn.Module, batches: Sequence[torch.Tensor], order: Seq
 
 def prune_network(model: nn.Module, calib: Any, *, sparsity: float | None, epsilon: float, options: GroupOptions,
                   solver_options: Mapping[str, Any] | None = None, layers: Sequence[str] | None = None,
-                  max_positions: int | str | None = None, seed: int = 0, progress: bool = True) -> PruneResult:
+                  max_positions: int | str | None = None, seed: int = 0, progress: bool = True,
+                  records: Mapping[str, LayerRecord] | None = None) -> PruneResult:
     """Structured Net-Trim on a copy of ``model`` (module docstring); the model comes out
     physically smaller.
 
@@ -330,14 +331,22 @@ def prune_network(model: nn.Module, calib: Any, *, sparsity: float | None, epsil
     multiply-adds with ``options.unit``) takes precedence over ``epsilon`` (each
     consumer's budget, relative to its ``||Y||_F``); ``solver_options``
     go to :func:`solvers.solve` for the group programs (default ``tol=1e-4``,
-    ``max_iter=20000``).
+    ``max_iter=20000``). ``records``: every prunable layer of ``model`` already recorded on
+    ``calib`` at the same ``max_positions`` and ``seed`` (a prune of the same model that ran
+    before, :func:`nettrim.record`), used instead of recording them again.
     """
     options.check(sparsity, layers)
     started = time.perf_counter()
     batches = calibration_batches(calib)
     pruned = copy.deepcopy(model)
     found = layer_handles(pruned, None)
-    records = record_layers(pruned, batches, found, max_positions=max_positions, seed=seed)
+    if records is None:
+        records = record_layers(pruned, batches, found, max_positions=max_positions, seed=seed)
+    elif list(records) != list(found):
+        raise ValueError(f"records: got the layers {list(records)}, needs every prunable layer of the model in order "
+                         f"{list(found)} (or None to record them here)")
+    else:
+        records = dict(records)
     order = list(records)
     before = {name: (tuple(handle.module.weight.shape), int(torch.count_nonzero(handle.module.weight)))
               for name, (handle, _) in found.items()}

@@ -65,7 +65,10 @@ def test_unfitted_points_are_scaled_by_the_ratio_of_the_fitted_ones(digits, digi
     for grid in ((0.5, 0.9), (0.0, 0.9, 0.8), (0.0, 0.5, 1.0)):
         with pytest.raises(ValueError, match="grid: got"):
             ErrorCurves(record(digits_model, digits.x_train[:300]), grid)
-    assert curves.bracket(0.85) == (0.8, 0.9) and curves.bracket(0.9) == (0.8, 0.9, 0.95) and curves.bracket(0.2) == (0.5,) and curves.bracket(0.98) == (0.95, 0.98)
+    # fitted for a share: the point at or above it (not 0), and on a point the next one up
+    assert curves.bracket(0.85) == (0.9,) and curves.bracket(0.9) == (0.9, 0.95)
+    assert curves.bracket(0.2) == (0.5,) and curves.bracket(0.0) == (0.5,) and curves.bracket(0.5) == (0.5, 0.7)
+    assert curves.bracket(0.98) == (0.98,) and curves.bracket(0.9 + 1e-12) == (0.9, 0.95)
 
 
 def test_points_fitted_together_match_points_fitted_alone(digits, digits_model, monkeypatch):

@@ -111,3 +111,33 @@ def test_a_failing_structured_prune_leaves_the_weight_level_answer(monkeypatch, 
     with caplog.at_level("WARNING", logger="nettrim.neuron_choice"):
         result = nettrim.prune(model, x, sparsity=0.9, progress=False)
     assert result.mode == "cascade" and "RuntimeError: out of memory" in caplog.text
+
+
+def test_the_structured_prune_reads_the_signals_the_prune_recorded(monkeypatch):
+    """Given the layers as recorded (same rows), the structured prune gives what it gives
+    recording them itself; records of other layers are refused; the default at a high
+    target records the network once (its structured prune reads the prune's records)."""
+    import importlib
+
+    from nettrim import structured
+    from nettrim.structured import GroupOptions, prune_network
+
+    record_module = importlib.import_module("nettrim.record")  # the module, not the function nettrim.record
+
+    model, x = duplicated_mlp()
+    options = dict(sparsity=0.9, epsilon=float("nan"), options=GroupOptions(unit="weights"), progress=False)
+    alone = prune_network(model, x, **options)
+    records = nettrim.record(model, x)
+    given = prune_network(model, x, records=records, **options)
+    assert given.output_error == alone.output_error
+    for name in alone.layers:
+        assert torch.equal(given.model.get_submodule(name).weight, alone.model.get_submodule(name).weight)
+    with pytest.raises(ValueError, match="records: got the layers"):
+        prune_network(model, x, records={"0": records["0"]}, **options)
+    calls = []
+    real = record_module.capture_inputs
+    monkeypatch.setattr(record_module, "capture_inputs", lambda *a, **k: calls.append(len(a[2])) or real(*a, **k))
+    monkeypatch.setattr(structured, "capture_inputs", record_module.capture_inputs)
+    result = nettrim.prune(model, x, sparsity=0.9, progress=False)
+    assert result.mode == "neurons" and result.output_error == pytest.approx(alone.output_error, rel=1e-9)
+    assert calls.count(2) == 1  # both layers captured at once: the recording, made once
