@@ -12,7 +12,10 @@ The number of nonzeros of the program's answer falls as its budget ``epsilon`` g
    interpolation of ``log kept`` in ``log epsilon`` inside the bracket (bisection where
    an end has no usable value). A step never goes past :func:`zero_budget`, where zero
    weights are feasible and nothing is kept; it goes halfway there instead. The search
-   stops at a stage within half the tolerance of the target.
+   stops at a stage within half the tolerance of the target, or when two stages in a row
+   come no closer than the closest reading and contradict it (a larger budget read
+   denser, or a smaller one sparser): a loose reading then follows the run more than the
+   budget, and the full stages take over.
 2. *Full stages.* The ``epsilon`` whose stage kept closest to the target is iterated to
    the solver's own tolerance and polished. If that answer misses the target by more
    than ``tolerance``, up to ``_FINAL_STAGES`` more full stages follow: secant steps from
@@ -62,6 +65,7 @@ _FINAL_STAGES = 5  # full stages after the first, when the first misses the targ
 _PLATEAU = 0.005  # kept fractions this close ...
 _PLATEAU_STEP = 1.5  # ... at an epsilon at least this many times smaller ...
 _PLATEAU_BELOW = 0.02  # ... below this epsilon relative to ||Y||: no denser answer to find
+_STALL = 2  # search stages in a row that come no closer to a reading within tolerance: the search ends
 
 
 @dataclass
@@ -208,7 +212,8 @@ def solve_at_sparsity(problem_at: Callable[[float], LayerProblem], sparsity: flo
 def _search(stages, problem_at, points: list[_Point], epsilon: float, target_kept: float, size: int,
             scale: float, limits: tuple[float, float], zero: float | None, tolerance: float) -> str | None:
     """The search stages, from ``epsilon``, until one keeps within half the ``tolerance`` of
-    the target or the path cannot go on (the reason, else None). A step to ``zero`` (the
+    the target, the readings stall (:func:`_stalled`) or the path cannot go on (the
+    reason, else None). A step to ``zero`` (the
     :func:`zero_budget`) or beyond, where nothing is kept, goes halfway to it instead."""
     for _ in range(_MAX_STAGES):
         done = stages.iterations
@@ -216,6 +221,8 @@ def _search(stages, problem_at, points: list[_Point], epsilon: float, target_kep
         points.append(_Point(epsilon, kept, stages.iterations - done, final=False))
         logger.debug("path: epsilon %.4g -> kept %s", epsilon, kept)
         if kept is not None and abs(kept - target_kept) <= tolerance / 2:
+            return None
+        if _stalled(points, target_kept):
             return None
         if _plateau(points, target_kept, scale):
             return (f"the answer keeps at most {points[-1].kept:.4f} of the weights at epsilon down to "
@@ -232,6 +239,23 @@ def _search(stages, problem_at, points: list[_Point], epsilon: float, target_kep
             return f"the budget left its range [{limits[0]:.4g}, {limits[1]:.4g}] at {following:.4g}"
         epsilon = following
     return f"{_MAX_STAGES} stages without reaching the target"
+
+
+def _stalled(points: list[_Point], target_kept: float) -> bool:
+    """The last ``_STALL`` stages came no closer to the target than the closest reading
+    before them and contradict it: a larger budget read denser, or a smaller one sparser.
+    A loose stage's reading depends on the iterate it starts from as well as on its
+    budget, and within a narrow bracket that drift is larger than the budget's effect, so
+    further interpolation reads noise; the full stages take over from the closest
+    reading."""
+    if len(points) <= _STALL or any(p.kept is None for p in points[-_STALL:]):
+        return False
+    earlier = [p for p in points[:-_STALL] if p.kept is not None]
+    if not earlier:
+        return False
+    closest = min(earlier, key=lambda p: abs(p.kept - target_kept))
+    return all(abs(p.kept - target_kept) >= abs(closest.kept - target_kept)
+               and (p.epsilon - closest.epsilon) * (p.kept - closest.kept) > 0 for p in points[-_STALL:])
 
 
 def _short_of_zero(following: float, points: list[_Point], target_kept: float, zero: float | None) -> float | None:

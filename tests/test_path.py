@@ -161,6 +161,54 @@ def test_after_two_full_answers_the_step_follows_their_own_slope():
     assert 110.0 < following < 160.0 and len(readings) == 3
 
 
+class _ScriptedStages:
+    """Search stages whose reading is ``read(epsilon, stage)``: a stand-in for the ADMM's
+    continued run, to drive the search's rules."""
+
+    def __init__(self, read):
+        self.read, self.iterations, self.budgets = read, 0, []
+
+    def stage(self, epsilon, final):
+        self.iterations += 25
+        self.budgets.append(epsilon)
+        return self.read(epsilon, len(self.budgets)), None
+
+
+def _search_with(read, target_kept=0.3):
+    from solvers.path import _search
+
+    stages, points = _ScriptedStages(read), []
+    why = _search(stages, lambda epsilon: epsilon, points, 1.0, target_kept, 1000, 1.0, (1e-4, 64.0), None, 0.01)
+    return why, points
+
+
+def test_the_search_ends_when_its_readings_drift_against_the_budget():
+    """Inside a bracket, loose readings that move with the run rather than the budget (a
+    larger budget reading denser) end the search after two such stages, at no cost in
+    reach: the full stages start from the closest reading."""
+    def drifting(epsilon, stage):  # 1.2 points over the target up to 3.5, 5 under beyond; each stage adds 0.2
+        return (max(0.312, 0.6 / epsilon) if epsilon < 3.5 else 0.25) + 0.002 * stage
+
+    why, points = _search_with(drifting)
+    assert why is None  # no reason: the full stages go on from the closest reading
+    readings = [(p.epsilon, p.kept) for p in points]
+    closest = min(readings[:-2], key=lambda r: abs(r[1] - 0.3))
+    assert all(abs(k - 0.3) >= abs(closest[1] - 0.3) and (e - closest[0]) * (k - closest[1]) > 0
+               for e, k in readings[-2:])
+    assert len(points) == 5  # without the rule: 14 stages, to a bracket closed on the drift
+
+
+def test_a_monotone_jump_is_still_narrowed_and_named():
+    """Readings that respect the budget (here a jump over the target) keep the search
+    interpolating until the bracket closes, and the reason names the jump."""
+    def jump(epsilon, stage):
+        return 0.36 if epsilon < 2.5 else 0.24
+
+    why, points = _search_with(jump)
+    assert "jumps from 0.3600" in why
+    assert len(points) > 8
+
+
 @pytest.mark.parametrize("relu,upper,fit_bias", [(True, False, True), (True, True, True), (False, False, True),
                                                  (True, False, False)])
 def test_zero_budget_is_where_zero_weights_become_feasible(relu, upper, fit_bias):
