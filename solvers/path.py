@@ -12,10 +12,10 @@ The number of nonzeros of the program's answer falls as its budget ``epsilon`` g
    interpolation of ``log kept`` in ``log epsilon`` inside the bracket (bisection where
    an end has no usable value). A step never goes past :func:`zero_budget`, where zero
    weights are feasible and nothing is kept; it goes halfway there instead. The search
-   stops at a stage within half the tolerance of the target, or when two stages in a row
-   come no closer than the closest reading and contradict it (a larger budget read
-   denser, or a smaller one sparser): a loose reading then follows the run more than the
-   budget, and the full stages take over.
+   stops at a stage within half the tolerance of the target, or, once the target is
+   bracketed, when two stages in a row come no closer than the closest reading and
+   contradict it (a larger budget read denser, or a smaller one sparser): a loose
+   reading then follows the run more than the budget, and the full stages take over.
 2. *Full stages.* The ``epsilon`` whose stage kept closest to the target is iterated to
    the solver's own tolerance and polished. If that answer misses the target by more
    than ``tolerance``, up to ``_FINAL_STAGES`` more full stages follow: secant steps from
@@ -242,13 +242,16 @@ def _search(stages, problem_at, points: list[_Point], epsilon: float, target_kep
 
 
 def _stalled(points: list[_Point], target_kept: float) -> bool:
-    """The last ``_STALL`` stages came no closer to the target than the closest reading
-    before them and contradict it: a larger budget read denser, or a smaller one sparser.
-    A loose stage's reading depends on the iterate it starts from as well as on its
-    budget, and within a narrow bracket that drift is larger than the budget's effect, so
-    further interpolation reads noise; the full stages take over from the closest
-    reading."""
+    """The readings bracket the target, and the last ``_STALL`` stages came no closer to it
+    than the closest reading before them and contradict it: a larger budget read denser,
+    or a smaller one sparser. A loose stage's reading depends on the iterate it starts
+    from as well as on its budget, and within a narrow bracket that drift is larger than
+    the budget's effect, so further interpolation reads noise; the full stages take over
+    from the closest reading. (Before a bracket, the steps and :func:`_plateau` decide.)"""
     if len(points) <= _STALL or any(p.kept is None for p in points[-_STALL:]):
+        return False
+    if not (any(p.kept is None or p.kept > target_kept for p in points)
+            and any(p.kept is not None and p.kept <= target_kept for p in points)):
         return False
     earlier = [p for p in points[:-_STALL] if p.kept is not None]
     if not earlier:

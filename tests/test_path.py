@@ -209,6 +209,16 @@ def test_a_monotone_jump_is_still_narrowed_and_named():
     assert len(points) > 8
 
 
+def test_before_a_bracket_drifting_readings_are_left_to_the_steps():
+    """Readings all on one side of the target (denser as the budget grows: no bracket yet)
+    do not end the search as stalled: the steps go on until the budget leaves its range."""
+    def denser_with_epsilon(epsilon, stage):
+        return min(0.9, 0.5 + 0.01 * stage)
+
+    why, points = _search_with(denser_with_epsilon)
+    assert why is not None and "range" in why
+
+
 @pytest.mark.parametrize("relu,upper,fit_bias", [(True, False, True), (True, True, True), (False, False, True),
                                                  (True, False, False)])
 def test_zero_budget_is_where_zero_weights_become_feasible(relu, upper, fit_bias):
