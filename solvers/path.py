@@ -17,7 +17,9 @@ The number of nonzeros of the program's answer falls as its budget ``epsilon`` g
    contradict it (a larger budget read denser, or a smaller one sparser): a loose
    reading then follows the run more than the budget, and the full stages take over.
 2. *Full stages.* The ``epsilon`` whose stage kept closest to the target is iterated to
-   the solver's own tolerance and polished. If that answer misses the target by more
+   the solver's own tolerance, with polishing (an answer no attempt certifies is the
+   ADMM's own, and its support depends on the run that reached it;
+   ``info["polished"]`` says which). If that answer misses the target by more
    than ``tolerance``, up to ``_FINAL_STAGES`` more full stages follow: secant steps from
    the last full answer, with the slope of the search stages nearby (held to a factor
    0.8-1.25) after the first and with the slope between the last two full answers (held
@@ -65,7 +67,7 @@ _FINAL_STAGES = 5  # full stages after the first, when the first misses the targ
 _PLATEAU = 0.005  # kept fractions this close ...
 _PLATEAU_STEP = 1.5  # ... at an epsilon at least this many times smaller ...
 _PLATEAU_BELOW = 0.02  # ... below this epsilon relative to ||Y||: no denser answer to find
-_STALL = 2  # search stages in a row that come no closer to a reading within tolerance: the search ends
+_STALL = 2  # bracketed search stages in a row that come no closer and contradict the closest reading: it ends
 
 
 @dataclass
@@ -213,8 +215,8 @@ def _search(stages, problem_at, points: list[_Point], epsilon: float, target_kep
             scale: float, limits: tuple[float, float], zero: float | None, tolerance: float) -> str | None:
     """The search stages, from ``epsilon``, until one keeps within half the ``tolerance`` of
     the target, the readings stall (:func:`_stalled`) or the path cannot go on (the
-    reason, else None). A step to ``zero`` (the
-    :func:`zero_budget`) or beyond, where nothing is kept, goes halfway to it instead."""
+    reason, else None). A step to ``zero`` (the :func:`zero_budget`) or beyond, where
+    nothing is kept, goes halfway to it instead."""
     for _ in range(_MAX_STAGES):
         done = stages.iterations
         kept, _solution = stages.stage(problem_at(epsilon), final=False)
