@@ -21,8 +21,8 @@ of the target, the solves (search) or stages (path), iterations, seconds,
 solve-equivalents, the objective and status at the end, the path's reason when it
 misses, and whether the path's answer and the single solve's are polished (certified;
 otherwise the ADMM's own answer, whose support depends on the run that reached it), with
-the path answer's violation of its budget. numba's kernels are compiled before the first timing; each program is solved
-once, untimed, before its timed runs.
+the path answer's violation of its budget. numba's kernels are compiled before the first
+timing; each program is solved once, untimed, before its timed runs.
 
 Run:  python benchmarks/sparsity_path.py [--models digits-mlp,...] [--targets 0.7,0.9]
 Writes benchmarks/results/sparsity_path.csv and .meta.json.

@@ -88,6 +88,14 @@ def _log_kept(kept: float, size: int) -> float:
     return math.log(kept + 0.5 / size)  # finite at kept = 0
 
 
+def _sides(readings: list[tuple[float, float | None]], target_kept: float) -> tuple[list, list]:
+    """The readings ``(epsilon, kept)`` that kept too much (or were infeasible: ``kept``
+    None), and those that kept at most the target."""
+    too_dense = [(e, k) for e, k in readings if k is None or k > target_kept]
+    too_sparse = [(e, k) for e, k in readings if k is not None and k <= target_kept]
+    return too_dense, too_sparse
+
+
 def next_epsilon(points: list[tuple[float, float | None]], target_kept: float, size: int) -> float | None:
     """The next ``epsilon`` to try, from ``(epsilon, kept)`` pairs (``kept`` None: infeasible).
 
@@ -98,8 +106,7 @@ def next_epsilon(points: list[tuple[float, float | None]], target_kept: float, s
     keeping nothing). With one side only, the step extrapolates from the last two feasible
     pairs, by a factor 2 to 4. None when the bracket has closed (less than 0.1% wide).
     """
-    too_dense = [(e, k) for e, k in points if k is None or k > target_kept]
-    too_sparse = [(e, k) for e, k in points if k is not None and k <= target_kept]
+    too_dense, too_sparse = _sides(points, target_kept)
     lo = max(too_dense, key=lambda p: p[0]) if too_dense else None
     hi = min(too_sparse, key=lambda p: p[0]) if too_sparse else None
     goal = _log_kept(target_kept, size)
@@ -252,8 +259,7 @@ def _stalled(points: list[_Point], target_kept: float) -> bool:
     from the closest reading. (Before a bracket, the steps and :func:`_plateau` decide.)"""
     if len(points) <= _STALL or any(p.kept is None for p in points[-_STALL:]):
         return False
-    if not (any(p.kept is None or p.kept > target_kept for p in points)
-            and any(p.kept is not None and p.kept <= target_kept for p in points)):
+    if not all(_sides([(p.epsilon, p.kept) for p in points], target_kept)):
         return False
     earlier = [p for p in points[:-_STALL] if p.kept is not None]
     if not earlier:
@@ -277,8 +283,7 @@ def _jump(readings: list[tuple[float, float | None]], target_kept: float) -> str
     """Why the bracket closed: the kept fraction jumps over the target, or the readings
     are not monotone in ``epsilon`` (a denser answer at the larger budget); or, when every
     reading is on one side of the target, that the next budget repeats one of them."""
-    too_dense = [(e, k) for e, k in readings if k is None or k > target_kept]
-    too_sparse = [(e, k) for e, k in readings if k is not None and k <= target_kept]
+    too_dense, too_sparse = _sides(readings, target_kept)
     if not too_dense or not too_sparse:
         epsilon, kept = readings[-1]
         last = "no feasible answer" if kept is None else f"{kept:.4f} kept"
@@ -311,8 +316,7 @@ def _full_step(points: list[_Point], target_kept: float, size: int) -> tuple[flo
     if full[-1][1] is None:  # infeasible: between it and the search's sparser budgets
         readings = [(p.epsilon, p.kept) for p in points]
         return next_epsilon(readings, target_kept, size), readings
-    if any(k is None or k > target_kept for _, k in full) and any(k is not None and k <= target_kept
-                                                                    for _, k in full):
+    if all(_sides(full, target_kept)):  # both sides among the full answers
         return next_epsilon(full, target_kept, size), full
     epsilon, kept = full[-1]
     up = kept is None or kept > target_kept
