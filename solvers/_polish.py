@@ -16,7 +16,8 @@ ReLU layer's keeps its inactive bounds ``E theta <= h`` and its signs
 ``sigma_j theta_j >= 0`` as inequalities and is solved per neuron as a quadratic program
 in the ball's step (:mod:`solvers._bounded`). Once a linear layer's round has flipped a
 sign, its later rounds are solved the ReLU layer's way with no sample bound (the signs as
-bounds): a weight stops at zero and leaves instead of flipping back and forth. Either
+bounds): a weight stops at zero instead of flipping back and forth, and stays in the
+program at zero. Either
 gives the multipliers: the ball's ``lambda = 1 / (2 t)`` and the bounds' ``nu >= 0``.
 
 The answer is accepted only with a certificate for the FULL program: every constraint
@@ -93,8 +94,12 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
     round (an active-set step, :meth:`_Round.mended`): off-support weights whose
     subgradient exceeds their weight join with the sign that lowers the objective; with
     sign bounds (a ReLU layer's rounds, a linear layer's after one flipped a sign) the
-    weights they hold at zero leave. A neuron whose support cannot meet the budget gains
-    the columns most correlated with its residual.
+    weights they hold at zero are not part of the round's answer but stay in the next
+    round's program, at zero unless it moves them (the support only grows: dropping them
+    let the same weights leave and join again round after round, and the rounds cycled
+    at a duality gap of about 1e-2 on layers whose answers keep a tenth of the weights).
+    A neuron whose support cannot meet the budget gains the columns most correlated with
+    its residual.
 
     Parameters
     ----------
@@ -150,7 +155,8 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
                 return PolishResult(None, progress.reason, flops=work.flops)
             continue
         _, Theta, nu, inverse_steps = outcome
-        if bounded:  # the weights that the sign bounds hold at zero leave the support
+        solved_on = support
+        if bounded:  # the answer's support: without the weights that the sign bounds hold at zero
             support = (Theta != 0) | free
         round_ = _Round(Xa, Y, V, epsilon, active, weights, free, support, signs, Theta, nu, inverse_steps, tol)
         round_.charge(work)
@@ -161,6 +167,8 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
         if stop is not None:
             return PolishResult(None, stop, flops=work.flops)
         support, signs, switching = round_.mended(bounded)
+        if bounded:  # ... which stay in the next round's program (dropping them lets the rounds cycle)
+            support |= solved_on
         if switching:  # from now on the signs are bounds: a weight stops at zero instead of flipping
             bounded, cache = True, dict(seeded)
     return PolishResult(None, progress.reason, flops=work.flops)
