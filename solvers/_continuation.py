@@ -7,11 +7,15 @@ response, both scaled duals and ``rho`` carry over, and the rho and polishing sc
 count iterations from the first stage (failed polishing attempts are held to one
 allowance over the whole path). A search stage stops at a loose tolerance without
 polishing and reports the kept fraction of the thresholded iterate; a final stage runs
-the solver's own tolerance and polishing and returns a :class:`~solvers.Solution`.
+the solver's own tolerance and polishing and returns a :class:`~solvers.Solution`. A
+final stage that stops on the ADMM's own test before an attempt has certified it (it
+starts near its answer, and often stops at its first check) gets one attempt at that
+answer, within the allowance.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from typing import Any
 
@@ -21,7 +25,7 @@ from ._budgets import warm_budget
 from ._engine import make_engine
 from ._polisher import Polisher
 from ._screening import restore_inputs, warm_start_without, without_inputs
-from .admm import _finish, _run, _solution, _start, _warm_parts, screened_inputs
+from .admm import _finish, _Run, _run, _solution, _start, _warm_parts, screened_inputs
 from .problem import LayerProblem
 from .settings import AdmmSettings, resolve_dtype
 from .solution import Solution
@@ -90,6 +94,20 @@ class Continuation:
         data.V = None if reduced.upper is None else (reduced.upper / data.scale).astype(self.dtype)
         self.engine.set_bounds(data.epsilon, data.V)
 
+    def _certified(self, run: _Run) -> _Run:
+        """A final stage that stopped on the ADMM's own test before an attempt certified
+        it gets one more attempt at its answer (within the path's allowance for failed
+        attempts): a stage that starts near its answer often stops at its first check,
+        where the solver's schedule would only then attempt. ``run`` with the polished
+        answer when it certifies."""
+        if not self.polisher.last_due(run.iterations):
+            return run
+        attempt = self.polisher.attempt(self.engine, self.state, run.iterations)
+        if attempt.Theta is None:
+            self.polisher.failed(run.iterations, attempt)
+            return run
+        return dataclasses.replace(run, polished=attempt)
+
     def stage(self, problem: LayerProblem, final: bool) -> tuple[float | None, Solution | None]:
         """Iterate on at ``problem``'s budget: ``(kept fraction or None when infeasible,
         the Solution of a final stage or None)``. A stage that stops short of the tolerance
@@ -116,6 +134,8 @@ class Continuation:
             self.polisher.stage(reduced, settings)
         run = _run(self.engine, self.state, self.polisher, settings, done=self.iterations)
         self.iterations = run.iterations
+        if final and run.status == "optimal" and run.polished is None:
+            run = self._certified(run)
         # a stage that ran out of iterations may have been infeasible, and its duals grown
         # without bound: the next stage starts afresh from the last converged stage's weights
         self.restart = run.status != "optimal"

@@ -84,6 +84,7 @@ class Polisher:
         self.problem, self.settings = problem, settings
         # the certificate is that of the l1 program; the group program stops on the ADMM's tolerance
         self.enabled = settings.polish and can_polish(problem) and problem.group_size is None
+        self.outcome: str | None = None  # the reason of the stage's last attempt (None: none made)
 
     def _float64(self) -> dict[str, Any]:
         """The float64 data, formed once per solve for every attempt (the bound ``V``
@@ -144,4 +145,15 @@ class Polisher:
                         state.penalized, self.settings.tol, moments=self._moments, work=work, flops_limit=limit,
                         steps=lambda: self._steps(engine, state))
         self.seconds += time.perf_counter() - started
+        self.outcome = result.reason
         return result
+
+    def summary(self, polished: bool) -> str:
+        """What polishing did for the answer: ``'certified'``, ``'off'`` (polishing off, or
+        no certificate for this program), ``'not attempted'``, or the reason the last attempt
+        gave up."""
+        if polished:
+            return "certified"
+        if not self.enabled:
+            return "off"
+        return "not attempted" if self.outcome is None else self.outcome

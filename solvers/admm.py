@@ -327,8 +327,9 @@ def solve_admm(problem: LayerProblem, settings: AdmmSettings | None = None, *, w
     Solution
         ``weight`` is the polished answer, or else the soft-thresholded copy ``Q``;
         ``objective`` and ``violation`` are those of the returned ``weight`` and ``bias``.
-        ``info`` holds ``polished``, ``certificate`` (largest ``|g_j| / w_j`` off the
-        support), ``rho``, ``scale``, ``factor_time``, ``polish_time`` (failed attempts
+        ``info`` holds ``polished``, ``polish_outcome`` (``'certified'``, ``'off'``,
+        ``'not attempted'`` or why the last attempt gave up), ``certificate`` (largest
+        ``|g_j| / w_j`` off the support), ``rho``, ``scale``, ``factor_time``, ``polish_time`` (failed attempts
         included), ``residuals_met_at`` (the first check at which both residuals met
         ``tol``, None if none did: when it is well below ``iterations`` and nothing was
         polished, the violation test decided the stop), ``backend``, ``device``, ``dtype``,
@@ -395,7 +396,8 @@ def _solution(problem: LayerProblem, data: ScaledData, engine: Engine, state: _S
         info={"rho": state.rho, "scale": data.scale, "centered": data.mean is not None,
               "device": engine.device_name, "dtype": dtype.name,
               "factorization": "gram" if engine.tall else "inversion-lemma",
-              "polished": run.polished is not None, "polish_time": polisher.seconds,
+              "polished": run.polished is not None, "polish_outcome": polisher.summary(run.polished is not None),
+              "polish_time": polisher.seconds,
               "polish_failed_flops": polisher.failed_flops, "iteration_flops": polisher.iteration_flops,
               "residuals_met_at": run.residuals_met_at,
               "certificate": run.polished.certificate if run.polished is not None else None})

@@ -17,9 +17,11 @@ The number of nonzeros of the program's answer falls as its budget ``epsilon`` g
    contradict it (a larger budget read denser, or a smaller one sparser): a loose
    reading then follows the run more than the budget, and the full stages take over.
 2. *Full stages.* The ``epsilon`` whose stage kept closest to the target is iterated to
-   the solver's own tolerance, with polishing (an answer no attempt certifies is the
-   ADMM's own, and its support depends on the run that reached it;
-   ``info["polished"]`` says which). If that answer misses the target by more
+   the solver's own tolerance, with polishing; a stage that stops on the ADMM's own test
+   before any attempt gets one at its answer. An answer no attempt certifies is the
+   ADMM's own, and its support depends on the run that reached it: ``info["polished"]``
+   says which, and ``info["polish_outcome"]`` why the last attempt gave up (or that
+   none was made). If that answer misses the target by more
    than ``tolerance``, up to ``_FINAL_STAGES`` more full stages follow: secant steps from
    the last full answer, with the slope of the search stages nearby (held to a factor
    0.8-1.25) after the first and with the slope between the last two full answers (held
@@ -82,6 +84,13 @@ class _Point:
 
     def record(self) -> dict[str, Any]:
         return {"epsilon": self.epsilon, "kept": self.kept, "iterations": self.iterations, "final": self.final}
+
+
+def _within(kept: float, target_kept: float, tolerance: float) -> bool:
+    """Whether ``kept`` is within ``tolerance`` of the target, a count exactly at the
+    edge included (196 of 400 weights is one point from half, though ``0.5 - 0.49``
+    rounds above 0.01)."""
+    return abs(kept - target_kept) <= tolerance + 1e-12
 
 
 def _log_kept(kept: float, size: int) -> float:
@@ -204,7 +213,7 @@ def solve_at_sparsity(problem_at: Callable[[float], LayerProblem], sparsity: flo
     final, why_final, exhausted = _finish(stages, problem_at, points, target_kept, size, tolerance,
                                           (lowest, highest), zero)
     solution = final.solution
-    met = abs(solution.nnz / size - target_kept) <= tolerance
+    met = _within(solution.nnz / size, target_kept, tolerance)
     if exhausted and why is not None:
         why = f"{why}; {why_final}"  # what the search stages read, and that the full stages did not get past it
     else:
@@ -229,7 +238,7 @@ def _search(stages, problem_at, points: list[_Point], epsilon: float, target_kep
         kept, _solution = stages.stage(problem_at(epsilon), final=False)
         points.append(_Point(epsilon, kept, stages.iterations - done, final=False))
         logger.debug("path: epsilon %.4g -> kept %s", epsilon, kept)
-        if kept is not None and abs(kept - target_kept) <= tolerance / 2:
+        if kept is not None and _within(kept, target_kept, tolerance / 2):
             return None
         if _stalled(points, target_kept):
             return None
@@ -369,7 +378,7 @@ def _finish(stages, problem_at, points: list[_Point], target_kept: float, size: 
         points.append(point)
         if kept is not None and (best is None or abs(kept - target_kept) < abs(best.kept - target_kept)):
             best = point
-        if kept is not None and abs(kept - target_kept) <= tolerance:
+        if kept is not None and _within(kept, target_kept, tolerance):
             break
         if not solution.status.startswith("optimal") and kept is not None:  # slow, not infeasible
             why = (f"the program at epsilon {epsilon:.4g} did not converge ({solution.status}, "

@@ -294,3 +294,38 @@ def test_failed_polishing_is_held_to_one_allowance_over_the_stages(monkeypatch):
     _, solution = stages.stage(at(1.2 * problem.epsilon), final=True)
     assert stages.polisher is polisher and len(attempts) == first  # the allowance is spent
     assert solution.info["polish_failed_flops"] >= 1e30
+
+
+def test_a_full_stage_that_stops_before_an_attempt_gets_one_at_its_answer(monkeypatch):
+    """A full stage that stops on the ADMM's own test before the schedule's first attempt
+    (here: the wait set past the run) is polished at its answer: certified, the program's
+    optimum; a solve with the same schedule is not, and says so (``polish_outcome``), as
+    does a stage whose attempt fails, with the attempt's reason."""
+    import solvers._polish as polishing
+    import solvers._polisher as schedule
+    from solvers._continuation import Continuation
+
+    problem, original = make_layer(n_samples=150, n_in=12, n_out=3, density=0.9, seed=6)
+    at = _at(problem)
+    alone = solve(problem, warm_start=original, polish_wait=10**6)
+    assert alone.status == "optimal" and not alone.info["polished"]
+    assert alone.info["polish_outcome"] == "not attempted"
+    assert solve(problem, warm_start=original, polish=False).info["polish_outcome"] == "off"
+    stages = Continuation(at(problem.epsilon), warm_start=original, polish_wait=10**6)
+    _, solution = stages.stage(at(problem.epsilon), final=True)
+    assert solution.info["polished"] and solution.info["polish_outcome"] == "certified"
+    assert solution.iterations == alone.iterations  # the same run, then the attempt
+    assert solution.objective == pytest.approx(solve(problem, method="cvxpy").objective, rel=1e-6)
+    monkeypatch.setattr(schedule, "polish", lambda *args, **kwargs: polishing.PolishResult(None, "made to fail"))
+    stages = Continuation(at(problem.epsilon), warm_start=original, polish_wait=10**6)
+    _, solution = stages.stage(at(problem.epsilon), final=True)
+    assert not solution.info["polished"] and solution.info["polish_outcome"] == "made to fail"
+
+
+def test_a_count_exactly_one_tolerance_away_is_within_it():
+    """196 of 400 weights is one point from half, though 0.5 - 0.49 rounds above 0.01."""
+    from solvers.path import _within
+
+    assert 0.5 - 196 / 400 > 0.01
+    assert _within(196 / 400, 0.5, 0.01) and _within(0.5 + 0.01, 0.5, 0.01)
+    assert not _within(195 / 400, 0.5, 0.01) and not _within(0.52, 0.5, 0.01)

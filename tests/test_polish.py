@@ -218,8 +218,8 @@ def test_an_attempt_expected_to_certify_soon_may_go_past_its_limit():
 @pytest.mark.parametrize("seed", range(4))
 def test_a_linear_layer_flips_signs_in_one_round_at_most(seed, caplog):
     """Once a round of a linear layer has flipped a weight's sign, the next rounds hold the
-    signs as bounds: a weight stops at zero and leaves instead of flipping, so no later
-    round flips one, and the answer is still the optimum."""
+    signs as bounds: a weight stops at zero instead of flipping, so no later round flips
+    one, and the answer is still the optimum."""
     problem, _ = make_layer(n_samples=150, n_in=30, n_out=4, relu=False, epsilon=0.15, seed=40 + seed)
     reference = solve(problem, method="cvxpy")
     Xa, weights = _data(problem)
@@ -234,6 +234,43 @@ def test_a_linear_layer_flips_signs_in_one_round_at_most(seed, caplog):
     assert result.reason == "certified"
     assert _objective(problem, result.Theta) == pytest.approx(reference.objective, rel=1e-6)
     assert problem.violation(result.Theta[:-1].T, result.Theta[-1]) <= 1e-6
+
+
+@pytest.mark.parametrize("relu", [True, False])
+def test_a_weight_held_at_zero_stays_in_the_next_rounds_program(relu, monkeypatch):
+    """With sign bounds, a weight that a round's answer holds at zero is not part of that
+    answer's support, but the next round's program still has it: the supports the rounds
+    are solved on only grow (a weight that left and joined again round after round let
+    the rounds cycle). The answer is the optimum all the same."""
+    import solvers._polish as module
+
+    solved_on, answers = [], []
+
+    def recording(moments, Xa, V, epsilon, support, *args):
+        solved_on.append(support.copy())
+        outcome = bounded(moments, Xa, V, epsilon, support, *args)
+        answers.append(None if outcome[0] != "ok" else outcome[1])
+        return outcome
+
+    bounded = module.bounded_restricted
+    monkeypatch.setattr(module, "bounded_restricted", recording)
+    held = 0
+    for seed in range(6):
+        problem, _ = make_layer(n_samples=150, n_in=30, n_out=4, relu=relu, epsilon=0.15, seed=60 + seed)
+        reference = solve(problem, method="cvxpy")
+        Xa, weights = _data(problem)
+        rng = np.random.default_rng(seed)
+        Q = np.vstack([reference.weight.T, reference.bias])
+        noise = 0.1 if relu else 0.5  # dense, many signs wrong (a ReLU layer's budget met still)
+        Q[:-1] += noise * rng.standard_normal(Q[:-1].shape) * np.abs(Q[:-1]).max()
+        solved_on.clear(), answers.clear()
+        result = polish(Xa, problem.Y, None, problem.epsilon, relu, Q, weights, 1e-6)
+        for before, after, answer in zip(solved_on, solved_on[1:], answers):
+            assert np.all(after[before])  # nested
+            held += 0 if answer is None else int(np.sum(before[:-1] & (answer[:-1] == 0)))
+        assert result.reason == "certified"
+        assert _objective(problem, result.Theta) == pytest.approx(reference.objective, rel=1e-6)
+    assert held > 0  # the rounds did hold weights at zero
 
 
 def test_a_stalled_gap_near_tol_is_measured_again_with_better_multipliers():
