@@ -138,13 +138,16 @@ class Polisher:
         work = Work()
         cache = self._float64()
         Q_host = engine.host(state.Q)
-        limit = self.allowance(iteration) if self.budgeted else np.inf
+        allowance = self.allowance(iteration) if self.budgeted else np.inf
+        limit = allowance
         if self.problem.relu:  # one attempt's share, whether or not others failed (small layers: a floor)
             limit = min(limit, max(self.settings.polish_limit * self.iteration_flops, _ATTEMPT_FLOOR))
         result = polish(cache["Xa"], cache["Y"], cache["V"], self.data.epsilon, self.problem.relu, Q_host,
                         state.penalized, self.settings.tol, moments=self._moments, work=work, flops_limit=limit,
                         steps=lambda: self._steps(engine, state))
         self.seconds += time.perf_counter() - started
+        if result.Theta is None and limit == allowance < np.inf:  # the share was what failures had left
+            result.reason = f"{result.reason}; the share was what the failed attempts had left of their allowance"
         self.outcome = result.reason
         return result
 

@@ -121,6 +121,25 @@ def test_failed_attempts_stay_within_the_polish_budget():
     assert linear.due(0.01, 100)
 
 
+def test_an_attempt_held_to_what_the_failures_left_says_so(monkeypatch):
+    """``polish_outcome`` gives the last attempt's reason, and says when that attempt's
+    share of the work was what the failed attempts had left of their allowance."""
+    import solvers._polisher as schedule
+
+    problem, original = make_layer(n_samples=150, n_in=10, n_out=3, seed=4)
+    limits = []
+
+    def failing(*args, **kwargs):
+        limits.append(kwargs["flops_limit"])
+        return PolishResult(None, "made to fail", flops=1.0)
+
+    monkeypatch.setattr(schedule, "polish", failing)
+    solution = solve(problem, warm_start=original, tol=1e-6, max_iter=600)
+    assert len(limits) >= 2 and limits[1] < limits[0]  # one attempt's share, then what the failures left
+    assert solution.info["polish_outcome"] == ("made to fail; the share was what the failed attempts had left "
+                                               "of their allowance")
+
+
 def test_an_attempt_gives_up_once_its_work_is_past_the_limit():
     problem, _ = make_layer(n_samples=100, n_in=12, n_out=3, seed=31)
     reference = solve(problem, method="cvxpy")
