@@ -21,8 +21,9 @@ of the target, the solves (search) or stages (path), iterations, seconds,
 solve-equivalents, the objective and status at the end, the path's reason when it
 misses, and whether the path's answer and the single solve's are polished (certified;
 otherwise the ADMM's own answer, whose support depends on the run that reached it), with
-the path answer's violation of its budget and why its last polishing attempt gave up. numba's kernels are compiled before the first
-timing; each program is solved once, untimed, before its timed runs.
+the path answer's violation of its budget and why its last polishing attempt gave up.
+numba's kernels are compiled before the first timing; each program is solved once,
+untimed, before its timed runs.
 
 Run:  python benchmarks/sparsity_path.py [--models digits-mlp,...] [--targets 0.7,0.9]
 Writes benchmarks/results/sparsity_path.csv and .meta.json.
@@ -178,7 +179,8 @@ def summary(rows: list[dict]) -> None:
           f"of the budget")
     for row in rows:
         if not row["path_polished"]:
-            print(f"  not certified: {row['model']} {row['layer']} at {row['target']:.0%}: {row['path_polish_outcome']}")
+            print(f"  not certified: {row['model']} {row['layer']} at {row['target']:.0%}: "
+                  f"{row['path_polish_outcome']}")
 
 
 def main(argv: list[str] | None = None) -> None:

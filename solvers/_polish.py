@@ -17,8 +17,8 @@ ReLU layer's keeps its inactive bounds ``E theta <= h`` and its signs
 in the ball's step (:mod:`solvers._bounded`). Once a linear layer's round has flipped a
 sign, its later rounds are solved the ReLU layer's way with no sample bound (the signs as
 bounds): a weight stops at zero instead of flipping back and forth, and stays in the
-program at zero. Either
-gives the multipliers: the ball's ``lambda = 1 / (2 t)`` and the bounds' ``nu >= 0``.
+program at zero. Either gives the multipliers: the ball's ``lambda = 1 / (2 t)`` and the
+bounds' ``nu >= 0``.
 
 The answer is accepted only with a certificate for the FULL program: every constraint
 holds, and with ``g = Xa^T N`` (``N`` holds ``(R - Y) / t`` on ``Omega`` and ``nu`` on the
