@@ -254,6 +254,11 @@ def summary_from_dict(report: dict[str, Any]) -> str:
     if any(error is not None for error in weight_level):
         footer.append("whole neurons removed, zeros in the original shapes (the weight-level answer's output "
                       f"error was {next(e for e in weight_level if e is not None):.4f})")
+    uncertified = [row["name"] for row in report["layers"]
+                   if (row.get("info") or {}).get("polish_outcome", "certified") != "certified"]
+    if uncertified:
+        footer.append("not certified optimal (the ADMM's own answer, within its tolerance of the budget; the layer's "
+                      f"info['polish_outcome'] says why): {', '.join(uncertified)}")
     emptied = [row["name"] for row in report["layers"] if row["nnz_after"] == 0 and row["nnz_before"] > 0]
     if emptied:
         footer.append(f"pruned to nothing (every weight zero, the bias alone left): {', '.join(emptied)}")

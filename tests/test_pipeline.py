@@ -209,6 +209,17 @@ def test_summary_lists_every_layer(digits, digits_model):
     assert np.isfinite([r.seconds for r in result.layers.values()]).all()
 
 
+def test_the_summary_names_the_layers_whose_answers_are_not_certified(digits, digits_model):
+    certified = nettrim.prune(digits_model, digits.x_train, mode="parallel", epsilon=0.1, progress=False)
+    assert all(r.info["polish_outcome"] == "certified" for r in certified.layers.values())
+    assert "not certified" not in certified.summary()
+    plain = nettrim.prune(digits_model, digits.x_train, mode="parallel", epsilon=0.1, progress=False,
+                          solver_options={"polish": False})
+    line = next(line for line in plain.summary().splitlines() if line.startswith("not certified optimal"))
+    assert line.endswith(": " + ", ".join(plain.layers))
+    assert all(r.info["polish_outcome"] == "off" for r in plain.layers.values())
+
+
 @pytest.mark.parametrize("method", ["nettrim", "lobs"])
 def test_same_inputs_give_bit_identical_weights(digits, digits_model, method):
     kwargs = {"sparsity": 0.8} if method == "lobs" else {}
