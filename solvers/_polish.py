@@ -57,6 +57,7 @@ __all__ = ["polish", "can_polish", "PolishResult", "Moments", "Work"]
 logger = logging.getLogger(__name__)
 
 
+_ROUND_OFF = 1e-12  # a penalised weight this small relative to the layer's largest is round-off of a zero
 _REFINE_NEURONS = 4  # a stalled gap (solvers._progress) held back by at most this many neurons' multipliers
 # re-solves theirs (an LP each)
 
@@ -157,6 +158,7 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
         _, Theta, nu, inverse_steps = outcome
         solved_on = support
         if bounded:  # the answer's support: without the weights that the sign bounds hold at zero
+            Theta = _without_round_off(Theta, free)
             support = (Theta != 0) | free
         round_ = _Round(Xa, Y, V, epsilon, active, weights, free, support, signs, Theta, nu, inverse_steps, tol)
         round_.charge(work)
@@ -172,6 +174,17 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
         if switching:  # from now on the signs are bounds: a weight stops at zero instead of flipping
             bounded, cache = True, dict(seeded)
     return PolishResult(None, progress.reason, flops=work.flops)
+
+
+def _without_round_off(Theta: np.ndarray, free: np.ndarray) -> np.ndarray:
+    """``Theta`` with its penalised entries at round-off level (at most ``_ROUND_OFF``
+    times the largest penalised ``|theta|`` of the layer) set to exactly zero. A weight the
+    bounds hold at zero can come out of the restricted solve at 1e-16 instead of 0 (a
+    neuron whose answer is zero, dropped whole by a layer ball, keeps its weights there),
+    and would count as kept."""
+    penalised = np.where(free, 0.0, np.abs(Theta))
+    largest = float(penalised.max()) if penalised.size else 0.0
+    return np.where(~free & (penalised <= _ROUND_OFF * largest), 0.0, Theta)
 
 
 class _Round:

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from conftest import make_layer
-from solvers import solve
+from solvers import LayerProblem, solve
 from solvers._neuron import first_round_flops
 from solvers._polish import PolishResult, Work, can_polish, polish
 
@@ -290,6 +290,25 @@ def test_a_weight_held_at_zero_stays_in_the_next_rounds_program(relu, monkeypatc
         assert result.reason == "certified"
         assert _objective(problem, result.Theta) == pytest.approx(reference.objective, rel=1e-6)
     assert held > 0  # the rounds did hold weights at zero
+
+
+@pytest.mark.parametrize("seed", [3, 4, 5])
+def test_a_neuron_dropped_whole_by_the_layer_ball_keeps_no_round_off_weights(seed):
+    """A layer budget large enough to drop a neuron whose output is small: its certified
+    answer is zero, and its weights are exact zeros, not round-off (1e-16) that would
+    count as kept."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((400, 12))
+    weight, bias = rng.standard_normal((5, 12)), 0.1 * rng.standard_normal(5)
+    weight[0] *= 0.05
+    Y = np.maximum(X @ weight.T + bias, 0.0)
+    problem = LayerProblem(X, Y, 0.2 * float(np.linalg.norm(Y)))
+    solution = solve(problem, warm_start=(weight, bias))
+    assert solution.info["polish_outcome"] == "certified"
+    assert not solution.weight[0].any()
+    magnitudes = np.abs(solution.weight)
+    assert not np.any((magnitudes > 0) & (magnitudes < 1e-9 * magnitudes.max()))
+    assert solution.objective == pytest.approx(solve(problem, method="cvxpy").objective, rel=1e-3)
 
 
 def test_a_stalled_gap_near_tol_is_measured_again_with_better_multipliers():
