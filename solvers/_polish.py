@@ -95,10 +95,7 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
     round (an active-set step, :meth:`_Round.mended`): off-support weights whose
     subgradient exceeds their weight join with the sign that lowers the objective; with
     sign bounds (a ReLU layer's rounds, a linear layer's after one flipped a sign) the
-    weights they hold at zero are not part of the round's answer but stay in the next
-    round's program, at zero unless it moves them (the support only grows: dropping them
-    let the same weights leave and join again round after round, and the rounds cycled
-    at a duality gap of about 1e-2 on layers whose answers keep a tenth of the weights).
+    weights they hold at zero stay in the next round's program (:meth:`_Round.mended`).
     A neuron whose support cannot meet the budget gains the columns most correlated with
     its residual.
 
@@ -121,25 +118,21 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
         Where the attempt's floating-point operations are added up (a new counter if
         None; the result's ``flops`` is its total either way).
     flops_limit : float, default inf
-        The attempt gives up after a round that takes ``work`` beyond this (a linear
-        layer's first round always runs; a ReLU layer's gives up within a round too, and
-        is not made when the cost model expects more); :mod:`solvers._progress` lets one
-        about to certify go past it and stops one whose duality gap says it will not.
+        The attempt gives up after a round that takes ``work`` beyond this (a linear layer's
+        first round always runs; a ReLU layer's gives up within a round too, and is not made
+        when the cost model expects more; :mod:`solvers._progress` may extend or cut it).
     steps : ndarray or callable, optional
-        A first guess of the ball's step ``t`` per ball (NaN: none) for the first round
-        with bounds (:mod:`solvers._bounded`), or a function called once rounds are to run.
+        A first guess of the ball's step ``t`` per ball (NaN: none) for the first round with
+        bounds (:mod:`solvers._bounded`), or a function called once rounds are to run.
     """
-    # float64 throughout (no copies when the ADMM ran in float64)
-    Xa, Y = np.ascontiguousarray(Xa, dtype=np.float64), np.asarray(Y, dtype=np.float64)
-    V = None if V is None else np.asarray(V, dtype=np.float64)
+    Xa, Y, V = _float64(Xa, Y, V)
     free, work = weights[:, None] == 0, Work() if work is None else work
     support, signs, active = (Q != 0) | free, np.sign(Q), (Y > 0 if relu else None)
     if relu and first_round_flops(active, support) > flops_limit:
         return PolishResult(None, "the support is too large to polish within its share of the work")
     # formed once per solve (or given as a function that forms them): a set-up, not charged to ``work``
     moments = Moments(Xa, Y, active) if moments is None else moments() if callable(moments) else moments
-    steps = steps() if callable(steps) else steps
-    seeded = {} if steps is None else {"start": np.asarray(steps, dtype=np.float64)}
+    seeded = _seeded(steps() if callable(steps) else steps)
     cache, progress = dict(seeded), _Progress(tol, flops_limit)
     bounded = relu  # a linear layer's rounds hold the signs as bounds once a round flipped one
     for round_index in range(rounds):
@@ -160,7 +153,8 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
         if bounded:  # the answer's support: without the weights that the sign bounds hold at zero
             Theta = _without_round_off(Theta, free)
             support = (Theta != 0) | free
-        round_ = _Round(Xa, Y, V, epsilon, active, weights, free, support, signs, Theta, nu, inverse_steps, tol)
+        round_ = _Round(Xa, Y, V, epsilon, active, weights, free, support, signs, Theta, nu, inverse_steps, tol,
+                        solved_on)
         round_.charge(work)
         progress.judge(round_, bounded, work)
         if round_.settled(bounded, progress.gaps[-1]):
@@ -169,11 +163,20 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
         if stop is not None:
             return PolishResult(None, stop, flops=work.flops)
         support, signs, switching = round_.mended(bounded)
-        if bounded:  # ... which stay in the next round's program (dropping them lets the rounds cycle)
-            support |= solved_on
         if switching:  # from now on the signs are bounds: a weight stops at zero instead of flipping
             bounded, cache = True, dict(seeded)
     return PolishResult(None, progress.reason, flops=work.flops)
+
+
+def _float64(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None) -> tuple:
+    """The data in float64, the polish's precision (no copies when the ADMM ran in float64)."""
+    return (np.ascontiguousarray(Xa, dtype=np.float64), np.asarray(Y, dtype=np.float64),
+            None if V is None else np.asarray(V, dtype=np.float64))
+
+
+def _seeded(steps: Any) -> dict[str, np.ndarray]:
+    """The cache of the first round with bounds, seeded with the guess of the ball's steps (if any)."""
+    return {} if steps is None else {"start": np.asarray(steps, dtype=np.float64)}
 
 
 def _without_round_off(Theta: np.ndarray, free: np.ndarray) -> np.ndarray:
@@ -198,9 +201,10 @@ class _Round:
     """
 
     def __init__(self, Xa, Y, V, epsilon, active, weights, free, support, signs, Theta, nu, inverse_steps,
-                 tol) -> None:
+                 tol, solved_on=None) -> None:
         self.Xa, self.Y, self.V, self.epsilon, self.active, self.tol = Xa, Y, V, epsilon, active, tol
         self.support, self.signs, self.Theta, self.nu = support, signs, Theta, nu
+        self.solved_on = support if solved_on is None else solved_on  # the support the round was solved on
         penalised = support & ~free
         self.flipped = penalised & (Theta * signs <= 0)
         self.response = Xa @ Theta
@@ -331,7 +335,12 @@ class _Round:
         become bounds. With sign bounds (``bounded``) every off-support weight whose
         subgradient exceeds its weight joins; without, a few per neuron, and after a round
         that flipped signs the flipped weights stay, with their new signs, and the next
-        rounds hold the signs as bounds (the weights that flipped leave otherwise)."""
+        rounds hold the signs as bounds (the weights that flipped leave otherwise). With
+        sign bounds the weights they held at zero, not part of this round's answer, stay
+        in the next round's program, at zero unless it moves them (the support only grows:
+        dropping them let the same weights leave and join again round after round, and the
+        rounds cycled at a duality gap of about 1e-2 on layers whose answers keep a tenth
+        of the weights)."""
         flip = not bounded and bool(self.flipped.any())
         joining = self.excess > 0
         limit = np.maximum(1, self.support.sum(axis=0) // 10)  # a few per neuron: joining all at once cycles
@@ -340,5 +349,7 @@ class _Round:
             joining[rows[np.argsort(-self.excess[rows, m])[limit[m]:]], m] = False
         turned = self.flipped & (self.Theta != 0) if flip else np.zeros_like(self.flipped)
         support = (self.support & ~self.flipped) | turned | joining
+        if bounded:
+            support |= self.solved_on
         signs = np.where(joining, -np.sign(self.gradient), np.where(turned, np.sign(self.Theta), self.signs))
         return support, signs, flip
