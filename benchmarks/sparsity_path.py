@@ -49,16 +49,11 @@ import nettrim  # noqa: E402
 import suite  # noqa: E402
 from nettrim.config import PRUNE_SOLVER_DEFAULTS  # noqa: E402
 from solvers import LayerProblem, solve, solve_at_sparsity  # noqa: E402
-from solvers.path import next_epsilon  # noqa: E402
+from solvers.path import _within, next_epsilon  # noqa: E402
 
 EPSILON = 0.05  # the starting budget, relative to ||Y||_F (the parallel mode's)
 TOLERANCE = 0.01  # one point
 _PROBE_ITERATIONS = 1500  # the search's cap per probe
-
-
-def _met(kept: float, target_kept: float) -> bool:
-    """Within one point of the target, a count exactly one point away included."""
-    return abs(kept - target_kept) <= TOLERANCE + 1e-12
 
 
 def programs(names: list[str]) -> list[tuple[str, str, LayerProblem, tuple]]:
@@ -96,7 +91,7 @@ def _bracketing_search(problem: LayerProblem, target_kept: float, original: tupl
         tried.append((epsilon, solution if ok else None))
         kept = solution.nnz / size if ok else None
         points.append((epsilon, kept))
-        if kept is not None and _met(kept, target_kept):
+        if kept is not None and _within(kept, target_kept, TOLERANCE):
             break
         following = next_epsilon(points, target_kept, size)
         if following is None or not 1e-4 * scale < following < 64 * scale:
@@ -134,13 +129,13 @@ def measure(found, targets: list[float]) -> list[dict]:
             single = solve(_at(problem)(epsilon), warm_start=original, **options)
             row = {"model": model, "layer": layer, "n_samples": problem.n_samples, "n_in": problem.n_in,
                    "n_out": problem.n_out, "relu": problem.relu, "target": sparsity,
-                   "path_kept": path.nnz / size, "path_met": _met(path.nnz / size, target_kept),
+                   "path_kept": path.nnz / size, "path_met": _within(path.nnz / size, target_kept, TOLERANCE),
                    "path_stages": len(path.info["path"]), "path_iterations": path.info["path_iterations"],
                    "path_seconds": path_seconds, "path_epsilon": epsilon, "path_objective": path.objective,
                    "path_status": path.status, "path_why": path.info["why"] or "",
                    "path_polished": bool(path.info.get("polished")), "path_violation": path.violation,
                    "path_polish_outcome": path.info.get("polish_outcome", ""),
-                   "search_kept": search.nnz / size, "search_met": _met(search.nnz / size, target_kept),
+                   "search_kept": search.nnz / size, "search_met": _within(search.nnz / size, target_kept, TOLERANCE),
                    "search_solves": solves, "search_iterations": search_iterations, "search_seconds": search_seconds,
                    "search_epsilon": search_epsilon, "search_status": search.status,
                    "single_seconds": single.solve_time, "single_iterations": single.iterations,
