@@ -330,9 +330,10 @@ def solve_admm(problem: LayerProblem, settings: AdmmSettings | None = None, *, w
         ``info`` holds ``polished``, ``polish_outcome`` (``'certified'``, ``'off'``,
         ``'not attempted'`` or why the last attempt gave up), ``certificate`` (largest
         ``|g_j| / w_j`` off the support), ``rho``, ``scale``, ``factor_time``,
-        ``polish_time`` (failed attempts included), ``residuals_met_at`` (the first check at which both residuals met
-        ``tol``, None if none did: when it is well below ``iterations`` and nothing was
-        polished, the violation test decided the stop), ``backend``, ``device``, ``dtype``,
+        ``polish_time`` (failed attempts included), ``residuals_met_at`` (the first check
+        at which both residuals met ``tol``, None if none did: when it is well below
+        ``iterations`` and nothing was polished, the violation test decided the stop),
+        ``backend``, ``device``, ``dtype``,
         ``polish_failed_flops`` and ``iteration_flops`` (the failed polishing attempts'
         work and an iteration's, in the cost model of ``AdmmSettings.polish_budget``) and
         ``screened`` (how many inputs were dropped before iterating, :mod:`solvers._screening`;
