@@ -128,6 +128,7 @@ class Continuation:
                                 self.dtype)
         # each stage may move rho again from its first check (the wait doubles within a stage)
         self.state.last_change, self.state.adapt_interval = self.iterations, settings.check_every
+        self.state.feasible = feasible
         if self.polisher is None:
             self.polisher = Polisher(reduced, self.data, settings)
         else:

@@ -87,8 +87,9 @@ class _State:
     ``Theta``, ``R = Xa Theta``; the response block's state ``carry_a = (1 - alpha) A + UA``
     and ``B = A - UA``; the weight block's ``carry_q``, ``C`` and the sparse copy ``Q``;
     ``DA``, ``DQ`` (changes, on checks) and ``work`` (scratch); ``rho``, the row weights of
-    the l1 norm (``penalized``) and the soft thresholds ``penalized / rho``; and the
-    rho schedule (``last_change``, ``adapt_interval``).
+    the l1 norm (``penalized``) and the soft thresholds ``penalized / rho``; the
+    rho schedule (``last_change``, ``adapt_interval``); and whether the program is known
+    to be feasible (``feasible``: the starting point meets the budget).
     """
 
     Theta: Any
@@ -106,22 +107,34 @@ class _State:
     threshold: Any
     last_change: int = 0
     adapt_interval: int = 25
+    feasible: bool = False
 
 
-def _start_rho(Theta_host: np.ndarray, penalized: np.ndarray, n_out: int, settings: AdmmSettings) -> float:
+def _tightness(data: ScaledData, settings: AdmmSettings) -> float:
+    """How much larger rho starts for the budget: ``sqrt(rho_budget_ref / r)`` with the
+    relative budget ``r = ||epsilon|| / ||Y||_F`` below ``rho_budget_ref``, else 1."""
+    relative = float(np.linalg.norm(data.epsilon)) / max(float(np.linalg.norm(data.Y)), 1e-300)
+    if not 0.0 < relative < settings.rho_budget_ref:
+        return 1.0
+    return float(np.sqrt(settings.rho_budget_ref / relative))
+
+
+def _start_rho(Theta_host: np.ndarray, penalized: np.ndarray, n_out: int, tightness: float,
+               settings: AdmmSettings) -> float:
     """rho at the start: ``rho_start_factor sqrt(#weights) / ||Theta_0||`` for ``'auto'``
-    (a threshold ``1/rho`` of half the weights' root mean square), else the fixed value."""
+    (a threshold ``1/rho`` of half the weights' root mean square), times the budget's
+    ``tightness`` (:func:`_tightness`), else the fixed value."""
     if settings.rho != "auto":
         return float(settings.rho)
     norm0 = float(np.linalg.norm(Theta_host[penalized > 0]))
     rho = float(np.linalg.norm(penalized)) * np.sqrt(n_out) / norm0 if norm0 > 0 else 1.0
-    return float(np.clip(rho * settings.rho_start_factor, *settings.rho_bounds))
+    return float(np.clip(rho * settings.rho_start_factor * tightness, *settings.rho_bounds))
 
 
 def _start(problem: LayerProblem, data: ScaledData, engine: Engine, settings: AdmmSettings,
            warm_start: Any, dtype: np.dtype) -> _State:
     """The starting point: ``Theta`` (warm start or ridge), ``A = Pi_C(Xa Theta)``,
-    ``Q = Theta``, both duals 0, and rho."""
+    ``Q = Theta``, both duals 0, rho, and whether that point meets the budget."""
     n_in, alpha = problem.n_in, settings.alpha
     if warm_start is not None:
         Theta_host = _warm_theta(problem, warm_start, dtype)
@@ -139,11 +152,12 @@ def _start(problem: LayerProblem, data: ScaledData, engine: Engine, settings: Ad
     penalized = np.ones(n_in + problem.fit_bias)  # l1 weight of each row of Theta
     if problem.fit_bias:
         penalized[n_in] = data.bias_unit if problem.penalize_bias else 0.0
-    rho = _start_rho(Theta_host, penalized, problem.n_out, settings)
+    rho = _start_rho(Theta_host, penalized, problem.n_out, _tightness(data, settings), settings)
     return _State(Theta=Theta, R=R, B=A, C=engine.copy(Q), carry_a=A * (1.0 - alpha), carry_q=Q * (1.0 - alpha),
                   Q=Q, DA=engine.empty_like(R), DQ=engine.empty_like(Theta),
                   work=engine.empty_like(Theta) if engine.tall else engine.empty_like(R), penalized=penalized,
-                  rho=rho, threshold=engine.vector(penalized / rho), adapt_interval=settings.check_every)
+                  rho=rho, threshold=engine.vector(penalized / rho), adapt_interval=settings.check_every,
+                  feasible=engine.violation(Q) <= settings.feasibility_tol)
 
 
 def _iterate(engine: Engine, state: _State, alpha: float, check: bool) -> tuple[Any, Any]:
@@ -205,7 +219,12 @@ def _adapt(engine: Engine, state: _State, residuals: _Residuals, iteration: int,
     by more than ``feasibility_tol``, rho grows by ``violation / feasibility_tol`` (at most
     ``rho_feasibility_step``): a larger rho weighs the splitting constraints ``A = Xa Theta``,
     ``Q = Theta`` more against the objective, and the violation of ``Q`` is what the stop
-    still waits for. Otherwise, after the hold, rho balances the two residuals.
+    still waits for. Otherwise, after the hold, rho balances the two residuals; on a
+    program known to be feasible, the primal side is at least the violation over
+    ``feasibility_factor`` (the relative residual the stop waits for: on a tight budget the
+    splitting's residual meets ``tol`` long before the weights meet the budget, and
+    balancing that residual alone lowered rho, slowing them further). Where feasibility
+    is not known, a lasting violation may be the program's own, and is not chased.
     """
     if not (settings.rho == "auto" and settings.rho_adapt) or iteration - state.last_change < state.adapt_interval:
         return
@@ -215,9 +234,17 @@ def _adapt(engine: Engine, state: _State, residuals: _Residuals, iteration: int,
         primal_rel, dual_rel = residuals.primal_rel, residuals.dual_rel
         if not (dual_rel > 0 and primal_rel > 0 and iteration >= settings.rho_hold):
             return
+        violation = residuals.violation
+        if state.feasible:
+            violation = engine.violation(state.Q) if violation is None else violation
+            primal_rel = max(primal_rel, violation / settings.feasibility_factor)
         factor = np.sqrt(primal_rel / dual_rel)
         if not (factor > settings.rho_adapt_ratio or factor < 1.0 / settings.rho_adapt_ratio):
             return
+        if factor < 1.0 and not state.feasible:
+            violation = engine.violation(state.Q) if violation is None else violation
+            if violation > settings.feasibility_tol:
+                return
     new_rho = float(np.clip(state.rho * factor, *settings.rho_bounds))
     _rescale_duals(state.carry_a, state.B, settings.alpha, state.rho / new_rho)
     _rescale_duals(state.carry_q, state.C, settings.alpha, state.rho / new_rho)

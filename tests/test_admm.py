@@ -326,11 +326,12 @@ def test_fixed_rho_rule_never_moves_rho():
     benchmarks/rho_rule.py, made with settings, not by patching)."""
     from solvers.examples import planted_problem
 
-    problem = planted_problem(400, 60, 30, density=0.2, epsilon=0.02, seed=1)[0]
-    eager = dict(polish=False, max_iter=600, tol=1e-9, rho_hold=0, rho_adapt_ratio=1.01)
+    problem, truth = planted_problem(400, 60, 30, density=0.2, epsilon=0.02, seed=1)[:2]
+    # from a point that meets the budget: a cold start's violation would hold rho up
+    eager = dict(polish=False, max_iter=600, tol=1e-9, rho_hold=0, rho_adapt_ratio=1.01, warm_start=truth)
     held = solve(problem, rho_adapt=False, **eager)
     moved = solve(problem, **eager)
-    start = solve(problem, polish=False, max_iter=1, tol=1e-9).info["rho"]
+    start = solve(problem, polish=False, max_iter=1, tol=1e-9, warm_start=truth).info["rho"]
     assert held.info["rho"] == start
     assert moved.info["rho"] != start
 
@@ -370,3 +371,79 @@ def test_rho_grows_while_the_thresholded_weights_are_infeasible(dtype):
     assert held.info["rho"] == start  # rho_adapt=False: neither rule moves it
     with pytest.raises(ValueError, match="rho_feasibility_step: got 0.5"):
         solve(problem, rho_feasibility_step=0.5)
+
+
+def _conv_like_layer(seed: int = 0):
+    """A ReLU layer with few inputs and many samples, its original weights and ``||Y||``."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((2000, 9))
+    weight, bias = rng.standard_normal((8, 9)), 0.5 * rng.standard_normal(8)
+    Y = np.maximum(X @ weight.T + bias, 0.0)
+    return X, Y, (weight, bias), float(np.linalg.norm(Y))
+
+
+def test_a_tight_budget_starts_rho_larger():
+    """Below ``rho_budget_ref`` (relative to ``||Y||``) rho='auto' starts larger by the square
+    root of how much tighter the budget is; at or above it, and with ``rho_budget_ref=0``,
+    at the same value. Scaling ``X``, ``Y`` and the budget together changes nothing."""
+    X, Y, original, size = _conv_like_layer()
+
+    def start(relative, scale=1.0, **settings):
+        problem = LayerProblem(scale * X, scale * Y, scale * relative * size)
+        return solve(problem, warm_start=original, max_iter=1, polish=False, **settings).info["rho"]
+
+    assert start(0.005) == pytest.approx(np.sqrt(10.0) * start(0.05), rel=1e-9)
+    assert start(0.2) == pytest.approx(start(0.05), rel=1e-9)
+    assert start(0.005, rho_budget_ref=0.0) == pytest.approx(start(0.05), rel=1e-9)
+    assert start(0.005, scale=7.0) == pytest.approx(start(0.005), rel=1e-9)
+    for bad in (-0.1, float("inf")):
+        with pytest.raises(ValueError, match="rho_budget_ref: got"):
+            solve(LayerProblem(X, Y, 0.05 * size), rho_budget_ref=bad)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_on_a_tight_feasible_budget_rho_follows_the_violation(dtype):
+    """From the original weights (which meet any budget) at 0.2% of ``||Y||``, the
+    splitting's residuals are small long before the thresholded weights meet the budget.
+    Balancing counts that violation as primal residual, so rho does not fall, and the run
+    stops on the ADMM's own test within 5 tol of the budget (balancing the residuals
+    alone lowered rho, and the run reached 4,000 iterations). The start rule is off
+    (``rho_budget_ref=0``) to see this one alone."""
+    rng = np.random.default_rng(3)
+    X = np.maximum(rng.standard_normal((2000, 9)) @ rng.standard_normal((9, 9)) / 3.0 + 0.3, 0.0)
+    weight, bias = rng.standard_normal((8, 9)) / 3.0, 0.1 * rng.standard_normal(8)
+    Y = np.maximum(X @ weight.T + bias, 0.0)
+    problem = LayerProblem(X, Y, 0.002 * np.linalg.norm(Y))
+    options = dict(warm_start=(weight, bias), polish=False, dtype=dtype, rho_budget_ref=0.0)
+    start = solve(problem, max_iter=1, **options).info["rho"]
+    run = solve(problem, tol=1e-3, max_iter=3000, **options)
+    assert run.info["rho"] >= start
+    assert run.status == "optimal" and run.violation <= 5e-3
+
+
+def test_rho_does_not_fall_while_a_budget_not_known_feasible_is_violated():
+    """The balancing step itself, at a check after the hold where the dual residual is 1000x
+    the primal one: it lowers rho when the returned weights meet their budget; where the
+    start did not meet the budget (a cascade budget below what the original weights reach)
+    and the weights leave it, rho stays (on an infeasible budget the duals grow, and
+    balancing once lowered rho check after check to its floor of 1e-6, the weights a
+    thousandfold outside their budget); where the start met it, the violation over
+    ``feasibility_factor`` is the primal residual, and a large one raises rho."""
+    from solvers._engine import make_engine
+    from solvers.admm import AdmmSettings, _adapt, _Residuals, _start
+
+    X, Y, original, size = _conv_like_layer()
+    problem, settings = LayerProblem(X, Y, 0.05 * size), AdmmSettings()
+
+    def rho_after(feasible, violation, primal_rel=1e-4, dual_rel=1e-1):
+        data, engine, dtype = make_engine("numba", None, np.dtype(np.float64), problem, settings)
+        state = _start(problem, data, engine, settings, original, dtype)
+        state.feasible, before = feasible, state.rho
+        _adapt(engine, state, _Residuals(primal_rel, dual_rel, False, violation), 1000, settings)
+        return state.rho / before
+
+    assert rho_after(False, 0.0) == pytest.approx(np.sqrt(1e-3))
+    assert rho_after(True, 0.0) == pytest.approx(np.sqrt(1e-3))
+    assert rho_after(False, 1.0) == 1.0
+    assert rho_after(True, 1.0, dual_rel=1e-3) == pytest.approx(np.sqrt(0.2 / 1e-3))
+    assert rho_after(False, 1.0, dual_rel=1e-3) == 1.0  # 1e-4 against 1e-3: within the ratio
