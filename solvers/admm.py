@@ -224,7 +224,9 @@ def _adapt(engine: Engine, state: _State, residuals: _Residuals, iteration: int,
     ``feasibility_factor`` (the relative residual the stop waits for: on a tight budget the
     splitting's residual meets ``tol`` long before the weights meet the budget, and
     balancing that residual alone lowered rho, slowing them further). Where feasibility
-    is not known, a lasting violation may be the program's own, and is not chased.
+    is not known, a lasting violation may be the program's own (its duals then grow),
+    and rho does not fall while the weights leave the budget: balancing alone had taken
+    it to its floor there, the weights ever further outside.
     """
     if not (settings.rho == "auto" and settings.rho_adapt) or iteration - state.last_change < state.adapt_interval:
         return

@@ -53,7 +53,8 @@ class AdmmSettings:
         settles and the usual convergence guarantee applies. When the starting point
         meets the budget (the program is feasible), ``primal_rel`` there is at least the
         returned weight's violation over ``feasibility_factor``: the residual the stop
-        waits for. A float fixes rho.
+        waits for; when it does not, rho does not fall while that violation is above
+        ``feasibility_factor * tol``. A float fixes rho.
     alpha : float, default 1.6
         Over-relaxation, in (0, 2).
     check_every : int, default 25
