@@ -36,6 +36,7 @@ _STAGE_TOL = 1e-2  # a search stage's tolerance ...
 _STAGE_ITERATIONS = 1000  # ... and iteration cap, where the warm start meets the budget ...
 _UNKNOWN_ITERATIONS = 300  # ... and below that budget, where the program may be infeasible
 _STAGE_VIOLATION = 0.05  # a stage that stops short with a larger violation reads as infeasible ...
+_EDGE_ITERATIONS = 2000  # a full stage below the warm start's budget that does not converge within this reads as infeasible
 
 
 class Continuation:
@@ -119,6 +120,9 @@ class Continuation:
         reduced = self._reduced(problem)
         self._set_bounds(reduced)
         settings = self.settings
+        capped = final and not feasible and not problem.per_neuron  # next to a cascade layer's floor, perhaps
+        if capped:
+            settings = settings.replace(max_iter=min(_EDGE_ITERATIONS, settings.max_iter))
         if not final:  # a linear layer's polish is cheap and gives the exact support: kept there
             cap = _STAGE_ITERATIONS if feasible else _UNKNOWN_ITERATIONS
             settings = settings.replace(tol=max(_STAGE_TOL, settings.tol), polish=settings.polish and not problem.relu,
@@ -151,5 +155,5 @@ class Continuation:
         solution = restore_inputs(problem, solution, self.dead)
         solution.info.update(backend=self.backend, prepared=self.prepared is not None)
         solution.solve_time = time.perf_counter() - started
-        read = feasible or solution.status == "optimal" or solution.violation <= _STAGE_VIOLATION
+        read = feasible or solution.status == "optimal" or (not capped and solution.violation <= _STAGE_VIOLATION)
         return (solution.nnz / solution.weight.size if read else None), solution

@@ -35,7 +35,11 @@ the cascade's inactive bound, through ``problem_at``) changes, so a stage near t
 once. At or above :func:`warm_budget` (the budget the warm start meets) the program is
 feasible and a stage that runs out of iterations still reads its support; below it, one
 that stops short more than 5% over its budget reads as infeasible (after 300 iterations
-rather than 1,000). A stage that runs out of iterations (an infeasible budget can make
+rather than 1,000), and a full stage there that has not converged after 2,000
+iterations reads as infeasible whatever its violation: near a cascade layer's floor the
+ADMM converges slowly or not at all, and the loose search stages read that floor too
+low, so the full stages step up from it (a search reading less than 5% above a budget a
+full stage found infeasible is not trusted) instead of ending there. A stage that runs out of iterations (an infeasible budget can make
 the duals grow without bound) makes the next one start afresh from the last converged
 stage's weights.
 
@@ -69,6 +73,7 @@ _FINAL_STAGES = 5  # full stages after the first, when the first misses the targ
 _PLATEAU = 0.005  # kept fractions this close ...
 _PLATEAU_STEP = 1.5  # ... at an epsilon at least this many times smaller ...
 _PLATEAU_BELOW = 0.02  # ... below this epsilon relative to ||Y||: no denser answer to find
+_EDGE = 1.05  # a full stage read as infeasible: the search's readings below this many times its budget are not trusted
 _STALL = 2  # bracketed search stages in a row that come no closer and contradict the closest reading: it ends
 
 
@@ -322,8 +327,9 @@ def _full_step(points: list[_Point], target_kept: float, size: int) -> tuple[flo
     budget).
     """
     full = [(p.epsilon, p.kept) for p in points if p.final]
-    if full[-1][1] is None:  # infeasible: between it and the search's sparser budgets
-        readings = [(p.epsilon, p.kept) for p in points]
+    if full[-1][1] is None:  # infeasible: between it and the search's sparser budgets, not those just above it
+        edge = full[-1][0] * _EDGE
+        readings = full + [(p.epsilon, p.kept) for p in points if not p.final and p.epsilon >= edge]
         return next_epsilon(readings, target_kept, size), readings
     if all(_sides(full, target_kept)):  # both sides among the full answers
         return next_epsilon(full, target_kept, size), full
@@ -363,7 +369,8 @@ def _finish(stages, problem_at, points: list[_Point], target_kept: float, size: 
     """Full stages: at the search's best budget, then, while the answer misses the target
     by more than ``tolerance``, at the budget the full stages so far point to. A full stage
     that does not converge ends the path (another would cost as much again), unless it
-    reads as infeasible: then the path goes on to a larger budget. Returns the
+    reads as infeasible (below the warm start's budget it does, after 2,000 iterations):
+    then the path goes on to a larger budget. Returns the
     stage whose answer kept closest to the target (the last one when none was feasible),
     why the path ended short, if it did, and whether every full stage allowed ran (and
     missed)."""

@@ -329,3 +329,39 @@ def test_a_count_exactly_one_tolerance_away_is_within_it():
     assert 0.5 - 196 / 400 > 0.01
     assert _within(196 / 400, 0.5, 0.01) and _within(0.5 + 0.01, 0.5, 0.01)
     assert not _within(195 / 400, 0.5, 0.01) and not _within(0.52, 0.5, 0.01)
+
+
+def test_a_full_stage_below_the_warm_budget_that_does_not_converge_reads_infeasible():
+    """Below the budget the warm start meets, a full stage may sit at (or under) the
+    program's floor, where the ADMM converges slowly or not at all: it stops after
+    2,000 iterations and reads as infeasible (kept None) whatever its violation, so the
+    path steps to a larger budget instead of ending there."""
+    from solvers._continuation import _EDGE_ITERATIONS, Continuation
+
+    rng = np.random.default_rng(9)
+    X = rng.standard_normal((200, 12))
+    weight, bias = rng.standard_normal((3, 12)), rng.standard_normal(3)
+    Y = X @ weight.T + bias + 0.3 * rng.standard_normal((200, 3))
+    at = lambda epsilon: LayerProblem(X, Y, epsilon, relu=False)  # noqa: E731
+    stages = Continuation(at(1.0), warm_start=(weight, bias))
+    done = stages.iterations
+    kept, solution = stages.stage(at(0.5 * stages.known_feasible), final=True)
+    assert kept is None and solution.status == "max_iter"
+    assert stages.iterations - done == _EDGE_ITERATIONS
+    kept, solution = stages.stage(at(1.5 * stages.known_feasible), final=True)  # above it: the full count
+    assert solution.status == "optimal" and kept == solution.nnz / solution.weight.size
+
+
+def test_after_an_infeasible_full_answer_the_readings_just_above_it_are_not_trusted():
+    """A search stage's loose reading just above a budget that a full stage found
+    infeasible is not a bracket end (the loose stages read the floor too low): the next
+    budget bisects between the infeasible one and the first reading at least 5% above it."""
+    import math
+
+    from solvers.path import _full_step, _Point
+
+    points = [_Point(101.0, 0.19, 25, False), _Point(103.0, 0.18, 25, False), _Point(130.0, 0.08, 25, False),
+              _Point(100.0, None, 2000, True)]
+    following, readings = _full_step(points, 0.2, 1000)
+    assert following == pytest.approx(math.sqrt(100.0 * 130.0))
+    assert (101.0, 0.19) not in readings and (130.0, 0.08) in readings
