@@ -39,9 +39,9 @@ rather than 1,000), and a full stage there that has not converged after 2,000
 iterations reads as infeasible whatever its violation: near a cascade layer's floor the
 ADMM converges slowly or not at all, and the loose search stages read that floor too
 low, so the full stages step up from it (a search reading less than 5% above a budget a
-full stage found infeasible is not trusted) instead of ending there. A stage that runs out of iterations (an infeasible budget can make
-the duals grow without bound) makes the next one start afresh from the last converged
-stage's weights.
+full stage found infeasible is not trusted) instead of ending there. A stage that runs
+out of iterations (an infeasible budget can make the duals grow without bound) makes
+the next one start afresh from the last converged stage's weights.
 
 When the target is not reached within ``tolerance``, ``info["why"]`` says why: the kept
 fraction jumps over the target between two budgets less than 0.1% apart; or the answers
