@@ -74,10 +74,9 @@ class AdmmSettings:
     rho_budget_ref : float, default 0.05
         The relative budget ``||epsilon|| / ||Y||_F`` below which ``rho='auto'`` starts
         larger, by the square root of how much tighter the budget is (0: never). A tight
-        ball has a large multiplier, and the splitting needs a larger rho to follow it: on
-        the digits MLP's second hidden layer at budgets of 0.06-2% of ``||Y||``, the
-        rho that converged fastest grew about as that square root (balancing alone had
-        it fall, and the solve at 0.06% ran past 10,000 iterations).
+        ball has a large multiplier, and the splitting needs a larger rho to follow it: in
+        probes with rho held fixed on the digits MLP's second hidden layer, the rho that
+        converged fastest grew about as that square root as the budget tightened.
     rho_hold : int, default 200
         Iterations during which ``rho='auto'`` stays at its start value: early residuals
         mislead the balancing.
