@@ -18,7 +18,11 @@ fraction that leaves the same number of weights.
 For every model, method and sparsity: the kept fraction reached, the test accuracy, the
 relative error of the network output on the calibration data, each layer's certified
 error (``sqrt`` of the ReLU-aware objective over ``||Y||``, a bound of its post-ReLU
-error), the prune time (one run; numba kernels warmed up first).
+error), the prune time (one run; numba kernels warmed up first) and where it went: the
+phases of ``PruneResult.timings`` (``seconds_record``, ``seconds_share_out``,
+``seconds_layers``, ``seconds_neurons``; 0 where a phase did not run) and, for Net-Trim's
+OBS default, its layers' two parts summed (``seconds_supports``: the OBS candidates,
+``seconds_fits``: their ReLU-aware fits and the choice of rows).
 
 ``nettrim-group`` and ``nettrim-group+weights`` (run when asked for) are structured
 Net-Trim at the same fraction of the weights (:func:`structured_runs`).
@@ -44,6 +48,7 @@ import argparse
 import sys
 import time
 
+import numpy as np
 import torch
 
 from _common import RESULTS, ROOT, compile_cost, machine_info, write_results
@@ -55,6 +60,7 @@ from nettrim import examples  # noqa: E402
 from nettrim.graph import PRUNABLE, links  # noqa: E402
 
 SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95)
+PHASES = ("record", "share_out", "layers", "neurons")  # PruneResult.timings, a column each
 LAYERWISE = (  # (label, method, method_options, refit, allocate); those in ON_REQUEST run only when asked for
     ("magnitude", "magnitude", {}, None, None), ("magnitude+relu", "magnitude", {}, "relu", None),
     ("sparsegpt", "sparsegpt", {}, None, None), ("sparsegpt+relu", "sparsegpt", {}, "relu", None),
@@ -130,6 +136,9 @@ def run(model, data, kwargs, name: str, label: str, method: str, options: dict, 
     return {"model": name, "method": label, "target_sparsity": None, "sparsity_arg": sparsity,
             "kept": result.kept, "accuracy": examples.accuracy(result.model, data.x_test, data.y_test),
             "output_error": result.output_error, "seconds": seconds,
+            **{f"seconds_{phase}": result.timings.get(phase, 0.0) for phase in PHASES},
+            **{f"seconds_{part}": sum(r.info.get(f"seconds_{part}", 0.0) for r in result.layers.values())
+               for part in ("supports", "fits")},
             "layers_kept": " ".join(f"{r.kept:.4f}" for r in result.layers.values()),
             "layers_certified": " ".join(f"{r.certified_error:.4f}" for r in result.layers.values())}
 
@@ -191,6 +200,31 @@ def summarise(rows: list[dict], models: dict, sparsities) -> tuple[dict, dict]:
     return verdicts, ratios
 
 
+def time_breakdown(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Where Net-Trim's default spends its time, at every point it ran beside L-OBS: each
+    part in multiples of L-OBS's whole prune at that point (``rest``: recording, writing
+    back, the output error and, per layer, capturing its input), and the medians."""
+    parts = ("share_out", "supports", "fits", "neurons")
+    found = {}
+    for ours in (r for r in rows if r["method"] == "nettrim"):
+        lobs = next((r for r in rows if r["method"] == "lobs" and r["model"] == ours["model"]
+                     and r["target_sparsity"] == ours["target_sparsity"]), None)
+        if lobs is None:
+            continue
+        shares = {part: ours[f"seconds_{part}"] / lobs["seconds"] for part in parts}
+        shares["rest"] = ours["seconds"] / lobs["seconds"] - sum(shares.values())
+        found[f"{ours['model']}@{ours['target_sparsity']}"] = shares
+    if found:
+        print("\nNet-Trim's default, its time in multiples of L-OBS's at the same point:")
+        print(f"  {'point':<20} " + " ".join(f"{part:>9}" for part in (*parts, "rest")))
+        for point, shares in found.items():
+            print(f"  {point:<20} " + " ".join(f"{value:9.2f}" for value in shares.values()))
+        medians = {part: float(np.median([shares[part] for shares in found.values()])) for part in (*parts, "rest")}
+        print(f"  {'median':<20} " + " ".join(f"{value:9.2f}" for value in medians.values()))
+        found["median"] = medians
+    return found
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(suite.MODELS), help="comma-separated names of the suite")
@@ -242,10 +276,11 @@ def main(argv: list[str] | None = None) -> None:
             show(row, f"  (neurons removed {fraction:.3f})")
 
     verdicts, time_ratios = summarise(rows, models, sparsities)
+    breakdown = time_breakdown(rows)
     print(f"numba first-call cost (not in the timings): {info['compile_seconds']}")
 
     meta = {**info, "dense_accuracy": dense, "sparsities": list(sparsities), "nettrim_ahead": verdicts,
-            "nettrim_seconds_over_lobs": time_ratios, "mode": "cascade", "runs_per_point": 1,
+            "nettrim_seconds_over_lobs": time_ratios, "nettrim_time_in_lobs": breakdown, "mode": "cascade", "runs_per_point": 1,
             "sizes": {name: f"{suite.MODELS[name].description}; {len(data.x_train)} calibration / "
                       f"{len(data.x_test)} test; {kwargs}" for name, (_, data, kwargs) in models.items()}}
     out = write_results(args.out, rows, meta)

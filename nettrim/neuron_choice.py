@@ -135,13 +135,14 @@ def prefer_neurons(result: PruneResult, model: nn.Module, calib: Any, config: Pr
                        type(exc).__name__, exc)
         return result
     seconds = result.seconds + structured.seconds
+    timings = {**result.timings, "neurons": structured.seconds}
     if (result.output_error is None or structured.output_error is None or set(structured.layers) != set(result.layers)
             or structured.output_error >= result.output_error
             or structured.nnz_after > (1.0 + WEIGHT_SLACK) * result.nnz_after):
         logger.info("nettrim: kept the weight-level answer (output error %.4g; whole neurons: %.4g with %d weights "
                     "against %d)", result.output_error, structured.output_error, structured.nnz_after,
                     result.nnz_after)
-        return dataclasses.replace(result, seconds=seconds)
+        return dataclasses.replace(result, seconds=seconds, timings=timings)
     full = expand(model, structured, found)
     layers = {}
     for name, report in result.layers.items():  # the same layers (checked above)
@@ -153,4 +154,4 @@ def prefer_neurons(result: PruneResult, model: nn.Module, calib: Any, config: Pr
     logger.info("nettrim: whole neurons out (output error %.4g against %.4g for the weight-level answer)",
                 structured.output_error, result.output_error)
     return dataclasses.replace(result, model=full, layers=layers, mode="neurons", sparsity=config.sparsity,
-                               output_error=structured.output_error, seconds=seconds)
+                               output_error=structured.output_error, seconds=seconds, timings=timings)

@@ -87,6 +87,7 @@ class _Run:
     importance: dict[str, np.ndarray]
     reports: dict[str, LayerReport] = field(default_factory=dict)
     outcomes: dict[str, LayerOutcome] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds of the phases (PruneResult.timings)
 
     def close(self) -> None:
         self.records.clear()  # drop the mapped arrays before their files go
@@ -108,6 +109,7 @@ class _Pending:
 # ------------------------------------------------------------------------ steps
 def record_run(model: nn.Module, calib: Any, config: PruneConfig) -> _Run:
     """Step 1: the pruned copy, its layers, the work directory, the recorded signals."""
+    started = time.perf_counter()
     batches = calibration_batches(calib)
     pruned = copy.deepcopy(model)
     followers = analyse(pruned)
@@ -131,14 +133,18 @@ def record_run(model: nn.Module, calib: Any, config: PruneConfig) -> _Run:
         logger.info("activations: %s", store)
     suggest_sampling(records, config.max_positions)
     importance = consumer_importance(pruned, records)
+    reference_out = network_outputs(pruned, batches)
+    timings = {"record": time.perf_counter() - started}
     if config.allocation is not None:
+        started = time.perf_counter()
         config = _allocated(config, records, importance)
+        timings["share_out"] = time.perf_counter() - started
     restored = work_dir.finished(list(records)) if work_dir is not None and config.resume else {}
     if restored:
         logger.info("resuming from %s: %d of %d layers already finished", config.work_dir, len(restored),
                     len(records))
-    return _Run(config, pruned, batches, found, dense, records, store, work_dir,
-                network_outputs(pruned, batches), restored, importance)
+    return _Run(config, pruned, batches, found, dense, records, store, work_dir, reference_out, restored, importance,
+                timings=timings)
 
 
 def _allocated(config: PruneConfig, records: dict[str, LayerRecord],
@@ -290,7 +296,7 @@ def assemble(run: _Run, seconds: float) -> PruneResult:
                          epsilon=float(config.epsilon), gamma=float(config.gamma),
                          sparsity=dict(config.sparsity) if isinstance(config.sparsity, dict) else config.sparsity,
                          n_calibration=sum(int(x.shape[0]) for x in run.batches), output_error=error,
-                         seconds=seconds, left_dense=run.dense)
+                         seconds=seconds, left_dense=run.dense, timings=dict(run.timings))
     logger.info("pruned %d layers in %s mode: %.1f%% of the weights kept, output error %s, %.2fs",
                 len(run.reports), config.mode, 100 * result.kept, error, result.seconds)
     return result
@@ -383,7 +389,9 @@ def prune(model: nn.Module, calib: Any, config: PruneConfig | None = None, **ove
                disable=not config.progress, leave=False)
     try:
         try:
+            solving = time.perf_counter()
             _solve_layers(run, runner, bar)
+            run.timings["layers"] = time.perf_counter() - solving
         finally:
             bar.close()
             runner.close()

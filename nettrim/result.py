@@ -20,6 +20,9 @@ from .types import LayerReport
 
 __all__ = ["LayerReport", "PruneResult", "format_table"]
 
+_PHASES = {"record": "recording", "share_out": "sharing out", "layers": "layers",
+           "neurons": "whole-neuron alternative"}  # PruneResult.timings, as the summary names them
+
 
 def _fmt_shape(shape) -> str:
     return shape if isinstance(shape, str) else "x".join(str(s) for s in shape)
@@ -124,6 +127,16 @@ class PruneResult:
         (grouped convolutions, shared layers, recurrent layers, ...), with the reason.
         They (and any layer not selected through ``layers``) are counted in :attr:`kept`
         and listed in the table.
+    timings : dict of str to float
+        Wall time of the prune's phases, in seconds: ``'record'`` (copying the model and
+        recording every layer's signals and the network's outputs), ``'share_out'`` (a
+        network target shared out among the layers, ``allocate='error'``),
+        ``'layers'`` (every layer's program or method, in cascade mode with its input
+        captured from the pruned network) and ``'neurons'`` (Net-Trim's whole-neuron
+        alternative at a high target, :mod:`nettrim.neuron_choice`); a phase that did
+        not run is absent. They add up to at most :attr:`seconds`; the rest is the
+        writing back and the output error. Empty for a network method (CaP, structured
+        Net-Trim), which runs in one piece.
     """
 
     model: nn.Module
@@ -137,6 +150,7 @@ class PruneResult:
     output_error: float | None
     seconds: float
     left_dense: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
 
     # --------------------------------------------------------------- numbers
     @property
@@ -193,7 +207,7 @@ class PruneResult:
         return {"nettrim_version": __version__, "method": self.method, "mode": self.mode,
                 "epsilon": self.epsilon, "gamma": self.gamma, "sparsity": self.sparsity,
                 "n_calibration": self.n_calibration, "output_error": self.output_error,
-                "seconds": self.seconds, "kept": self.kept, "kept_pruned": self.kept_pruned,
+                "seconds": self.seconds, "timings": dict(self.timings), "kept": self.kept, "kept_pruned": self.kept_pruned,
                 "nnz_before": self.nnz_before, "nnz_after": self.nnz_after, "size": self.size,
                 "sizes": self.sizes(), "layers": [report.to_dict() for report in self.layers.values()],
                 "left_dense": self.unpruned()}
@@ -262,5 +276,7 @@ def summary_from_dict(report: dict[str, Any]) -> str:
     emptied = [row["name"] for row in report["layers"] if row["nnz_after"] == 0 and row["nnz_before"] > 0]
     if emptied:
         footer.append(f"pruned to nothing (every weight zero, the bias alone left): {', '.join(emptied)}")
-    footer.append(f"time: {report['seconds']:.2f} s")
+    phases = ", ".join(f"{_PHASES.get(name, name)} {seconds:.2f} s" for name, seconds in
+                       (report.get("timings") or {}).items())
+    footer.append(f"time: {report['seconds']:.2f} s" + (f" ({phases})" if phases else ""))
     return format_table(header, report["layers"], footer, dense)

@@ -109,6 +109,20 @@ def test_structured_then_unstructured_runs_split_the_kept_share_evenly():
     assert runs["nettrim-group"] == ("nettrim-group", {"unit": "weights"}, 0.9)
 
 
+def test_the_default_time_is_shared_among_its_parts_in_lobs_units(capsys):
+    compare = pytest.importorskip("compare_methods")
+    parts = {"seconds_share_out": 1.0, "seconds_supports": 0.5, "seconds_fits": 0.25, "seconds_neurons": 0.0}
+    rows = [{"model": "m", "target_sparsity": 0.9, "method": "lobs", "seconds": 0.5},
+            {"model": "m", "target_sparsity": 0.9, "method": "nettrim", "seconds": 2.0, **parts},
+            {"model": "m", "target_sparsity": 0.8, "method": "nettrim", "seconds": 2.0, **parts}]  # no L-OBS: left out
+    found = compare.time_breakdown(rows)
+    assert set(found) == {"m@0.9", "median"}
+    assert found["m@0.9"] == pytest.approx({"share_out": 2.0, "supports": 1.0, "fits": 0.5, "neurons": 0.0,
+                                             "rest": 0.5})
+    assert sum(found["m@0.9"].values()) == pytest.approx(2.0 / 0.5)  # the parts add up to the ratio
+    assert "in multiples of L-OBS" in capsys.readouterr().out
+
+
 def test_sparsity_path_benchmark_compares_both_ways_on_one_program(capsys):
     sparsity_path = pytest.importorskip("sparsity_path")
     from conftest import make_layer

@@ -1,5 +1,6 @@
 """nettrim.prune: modes, methods, sparsity targets, reports, and the model left untouched."""
 import copy
+import json
 import math
 
 import numpy as np
@@ -207,6 +208,26 @@ def test_summary_lists_every_layer(digits, digits_model):
     for name in result.layers:
         assert any(line.startswith(name + " ") for line in text.splitlines())
     assert np.isfinite([r.seconds for r in result.layers.values()]).all()
+
+
+def test_the_report_says_where_the_time_went(digits, digits_model, tmp_path):
+    budget = nettrim.prune(digits_model, digits.x_train, epsilon=0.1, progress=False)
+    assert set(budget.timings) == {"record", "layers"}  # nothing shared out, no whole-neuron alternative
+    target = nettrim.prune(digits_model, digits.x_train[:600], sparsity=0.8, progress=False)
+    assert set(target.timings) == {"record", "share_out", "layers"}
+    for result in (budget, target):
+        assert all(seconds > 0 for seconds in result.timings.values())
+        assert sum(result.timings.values()) <= result.seconds
+        assert sum(report.seconds for report in result.layers.values()) <= result.timings["layers"]
+    line = target.summary().splitlines()[-1]
+    assert line.startswith(f"time: {target.seconds:.2f} s (recording ") and "sharing out" in line and "layers" in line
+    for report in target.layers.values():  # the OBS default's two parts, per layer
+        assert 0 < report.info["seconds_supports"] and 0 < report.info["seconds_fits"]
+        assert report.info["seconds_supports"] + report.info["seconds_fits"] <= report.seconds
+    saved = target.save(tmp_path / "pruned.safetensors")
+    assert nettrim.result.summary_from_dict(json.loads(saved.with_suffix(".json").read_text())) == target.summary()
+    cap = nettrim.prune(digits_model, digits.x_train[:600], method="cap", sparsity=0.5, progress=False)
+    assert cap.timings == {} and cap.summary().splitlines()[-1] == f"time: {cap.seconds:.2f} s"
 
 
 def test_the_summary_names_the_layers_whose_answers_are_not_certified(digits, digits_model):

@@ -36,6 +36,7 @@ error).
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -198,10 +199,14 @@ def _obs(task: LayerTask, sparsity: float, damping: float, widen: float) -> Laye
     Hessian whose fitted row serves the layer best under its count (:func:`choose_rows`),
     each neuron's fitted error weighted by ``task.importance`` when the task has it. The
     candidates' supports overlap, so the fits read their normal equations off those
-    formed once on the union (:func:`solvers.refit.active_systems`)."""
+    formed once on the union (:func:`solvers.refit.active_systems`). ``info`` holds the
+    seconds of the two parts: ``seconds_supports`` (the OBS candidates) and
+    ``seconds_fits`` (their fits and the choice of rows)."""
     from solvers.refit import active_systems, relu_refit
 
+    started = time.perf_counter()
     candidates = obs_candidates(task, sparsity, damping, widen)  # without ReLU only L-OBS: the Hessians are the same
+    supports_seconds, started = time.perf_counter() - started, time.perf_counter()
     fit_bias = task.bias is not None
     systems = None
     if len(candidates) > 1:  # the candidates' supports overlap: their equations formed once, on the union
@@ -226,7 +231,8 @@ def _obs(task: LayerTask, sparsity: float, damping: float, widen: float) -> Laye
             "refit_steps": max(fit.steps for fit in fits.values()),
             "refit_converged": all(fit.converged for fit in fits.values()),
             "neurons_by_hessian": {name: int(np.sum(chosen == index)) for index, name in enumerate(names)},
-            "certified_by_hessian": {name: float(np.sqrt(fit.objective.sum())) for name, fit in fits.items()}}
+            "certified_by_hessian": {name: float(np.sqrt(fit.objective.sum())) for name, fit in fits.items()},
+            "seconds_supports": supports_seconds, "seconds_fits": time.perf_counter() - started}
     return LayerOutcome(weight, bias, epsilon=float("nan"), status="done", info=info)
 
 
