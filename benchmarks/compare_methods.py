@@ -21,8 +21,9 @@ error (``sqrt`` of the ReLU-aware objective over ``||Y||``, a bound of its post-
 error), the prune time (one run; numba kernels warmed up first) and where it went: the
 phases of ``PruneResult.timings`` (``seconds_record``, ``seconds_share_out``,
 ``seconds_layers``, ``seconds_neurons``; 0 where a phase did not run) and, for Net-Trim's
-OBS default, its layers' two parts summed (``seconds_supports``: the OBS candidates,
-``seconds_fits``: their ReLU-aware fits and the choice of rows).
+OBS default, the two parts of its layers' phase (``seconds_supports``: the OBS candidates,
+``seconds_fits``: their ReLU-aware fits and the choice of rows; the weight-level answer's,
+also where whole neurons came out).
 
 ``nettrim-group`` and ``nettrim-group+weights`` (run when asked for) are structured
 Net-Trim at the same fraction of the weights (:func:`structured_runs`).
@@ -137,8 +138,7 @@ def run(model, data, kwargs, name: str, label: str, method: str, options: dict, 
             "kept": result.kept, "accuracy": examples.accuracy(result.model, data.x_test, data.y_test),
             "output_error": result.output_error, "seconds": seconds,
             **{f"seconds_{phase}": result.timings.get(phase, 0.0) for phase in PHASES},
-            **{f"seconds_{part}": sum(r.info.get(f"seconds_{part}", 0.0) for r in result.layers.values())
-               for part in ("supports", "fits")},
+            **{f"seconds_{part}": result.timings.get(f"seconds_{part}", 0.0) for part in ("supports", "fits")},
             "layers_kept": " ".join(f"{r.kept:.4f}" for r in result.layers.values()),
             "layers_certified": " ".join(f"{r.certified_error:.4f}" for r in result.layers.values())}
 

@@ -292,6 +292,10 @@ def assemble(run: _Run, seconds: float) -> PruneResult:
         for name, outcome in run.outcomes.items():
             write_back(run.handles[name][0], outcome)
     error = output_error(run.pruned, run.batches, run.reference_out)
+    for report in run.reports.values():  # a method's parts of a layer (info["seconds_<part>"]), summed per part
+        for key, value in report.info.items():
+            if key.startswith("seconds_"):
+                run.timings[key] = run.timings.get(key, 0.0) + float(value)
     result = PruneResult(model=run.pruned, layers=run.reports, method=config.method, mode=config.mode,
                          epsilon=float(config.epsilon), gamma=float(config.gamma),
                          sparsity=dict(config.sparsity) if isinstance(config.sparsity, dict) else config.sparsity,

@@ -135,8 +135,12 @@ class PruneResult:
         captured from the pruned network) and ``'neurons'`` (Net-Trim's whole-neuron
         alternative at a high target, :mod:`nettrim.neuron_choice`); a phase that did
         not run is absent. They add up to at most :attr:`seconds`; the rest is the
-        writing back and the output error. Empty for a network method (CaP, structured
-        Net-Trim), which runs in one piece.
+        writing back and the output error. Parts of ``'layers'`` that a layer method
+        reports per layer (``info["seconds_<part>"]``) are summed over the layers as
+        ``'seconds_<part>'``: for Net-Trim's OBS default at a target sparsity,
+        ``'seconds_supports'`` (the OBS candidates) and ``'seconds_fits'`` (their
+        ReLU-aware fits and the choice of rows). Empty for a network method (CaP,
+        structured Net-Trim), which runs in one piece.
     """
 
     model: nn.Module
@@ -276,7 +280,10 @@ def summary_from_dict(report: dict[str, Any]) -> str:
     emptied = [row["name"] for row in report["layers"] if row["nnz_after"] == 0 and row["nnz_before"] > 0]
     if emptied:
         footer.append(f"pruned to nothing (every weight zero, the bias alone left): {', '.join(emptied)}")
-    phases = ", ".join(f"{_PHASES.get(name, name)} {seconds:.2f} s" for name, seconds in
-                       (report.get("timings") or {}).items())
+    timings = report.get("timings") or {}
+    parts = ", ".join(f"{name[len('seconds_'):]} {seconds:.2f} s" for name, seconds in timings.items()
+                      if name.startswith("seconds_"))
+    phases = ", ".join(f"{_PHASES.get(name, name)} {seconds:.2f} s" + (f" ({parts})" if name == "layers" and parts else "")
+                       for name, seconds in timings.items() if not name.startswith("seconds_"))
     footer.append(f"time: {report['seconds']:.2f} s" + (f" ({phases})" if phases else ""))
     return format_table(header, report["layers"], footer, dense)

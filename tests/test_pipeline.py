@@ -214,16 +214,22 @@ def test_the_report_says_where_the_time_went(digits, digits_model, tmp_path):
     budget = nettrim.prune(digits_model, digits.x_train, epsilon=0.1, progress=False)
     assert set(budget.timings) == {"record", "layers"}  # nothing shared out, no whole-neuron alternative
     target = nettrim.prune(digits_model, digits.x_train[:600], sparsity=0.8, progress=False)
-    assert set(target.timings) == {"record", "share_out", "layers"}
+    assert set(target.timings) == {"record", "share_out", "layers", "seconds_supports", "seconds_fits"}
     for result in (budget, target):
         assert all(seconds > 0 for seconds in result.timings.values())
-        assert sum(result.timings.values()) <= result.seconds
+        phases = [seconds for name, seconds in result.timings.items() if not name.startswith("seconds_")]
+        assert sum(phases) <= result.seconds
         assert sum(report.seconds for report in result.layers.values()) <= result.timings["layers"]
     line = target.summary().splitlines()[-1]
-    assert line.startswith(f"time: {target.seconds:.2f} s (recording ") and "sharing out" in line and "layers" in line
-    for report in target.layers.values():  # the OBS default's two parts, per layer
+    assert line.startswith(f"time: {target.seconds:.2f} s (recording ") and "sharing out" in line
+    assert f"layers {target.timings['layers']:.2f} s (supports " in line
+    for report in target.layers.values():  # the OBS default's two parts, per layer, and summed
         assert 0 < report.info["seconds_supports"] and 0 < report.info["seconds_fits"]
         assert report.info["seconds_supports"] + report.info["seconds_fits"] <= report.seconds
+    for part in ("supports", "fits"):
+        assert target.timings[f"seconds_{part}"] == pytest.approx(
+            sum(report.info[f"seconds_{part}"] for report in target.layers.values()))
+    assert target.timings["seconds_supports"] + target.timings["seconds_fits"] <= target.timings["layers"]
     saved = target.save(tmp_path / "pruned.safetensors")
     assert nettrim.result.summary_from_dict(json.loads(saved.with_suffix(".json").read_text())) == target.summary()
     cap = nettrim.prune(digits_model, digits.x_train[:600], method="cap", sparsity=0.5, progress=False)
