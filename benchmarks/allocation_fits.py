@@ -4,9 +4,9 @@ Net-Trim's default at a target sparsity shares the target out among the layers b
 error curves (``nettrim.allocation``). A curve's points are the errors of each layer's
 greedy L-OBS weights after the ReLU-aware fit; :func:`nettrim.allocation.share_out` fits
 only the points next to each layer's share (a first allocation on the unfitted errors,
-then rounds of fits where the shares fall), and measures the curves on at most
-``nettrim.allocation.ROWS`` rows of each layer's signals. This benchmark measures what
-both give up: for every model of the suite (its layers recorded on the calibration data,
+then rounds of fits where the shares fall), and measures the curves on a subset of each
+layer's rows (``max(ROWS, ROWS_PER_INPUT * (n_in + 1))``, ``nettrim.allocation``). This
+benchmark measures what both give up: for every model of the suite (its layers recorded on the calibration data,
 at the default rows) and every target, the shares of ``share_out`` (at its default rows,
 and on every row) against those of the allocation on curves fitted at every point on
 every row, the largest difference of a layer's share, the objective ``sum_l e_l(s_l)^2``
@@ -16,7 +16,7 @@ passes, common to all, counted in each).
 Every curve weighs each neuron's error by the consumer weights (``nettrim.consumers``), as
 the default does.
 
-Run:  python benchmarks/allocation_fits.py [--models digits-mlp,...] [--rows 4096]
+Run:  python benchmarks/allocation_fits.py [--models digits-mlp,...] [--rows 1024]
 Writes benchmarks/results/allocation_fits.csv and .meta.json.
 """
 from __future__ import annotations
@@ -52,7 +52,7 @@ def compare(name: str, bench: suite.Benchmark, targets: tuple[float, ...], rows_
     importance = consumer_importance(bench.model, records)
     sizes = {layer: rec.weight.numel() for layer, rec in records.items()}
     started = time.perf_counter()
-    every = ErrorCurves(records, importance=importance, max_rows=None)
+    every = ErrorCurves(records, importance=importance, rows=None)
     every.fit_all()
     fitted_curves = every.curves()
     every_seconds = time.perf_counter() - started
@@ -60,12 +60,12 @@ def compare(name: str, bench: suite.Benchmark, targets: tuple[float, ...], rows_
     for target in targets:
         full = allocate(fitted_curves, sizes, target)
         started = time.perf_counter()
-        curves = ErrorCurves(records, importance=importance, max_rows=rows_read)
+        curves = ErrorCurves(records, importance=importance, rows=rows_read)
         shares = share_out(records, target, curves=curves)
         seconds = time.perf_counter() - started
         started = time.perf_counter()
         shares_every_row = share_out(records, target,
-                                     curves=ErrorCurves(records, importance=importance, max_rows=None))
+                                     curves=ErrorCurves(records, importance=importance, rows=None))
         seconds_every_row = time.perf_counter() - started
         total = sum(sizes.values())
         rows.append({
@@ -93,7 +93,9 @@ def compare(name: str, bench: suite.Benchmark, targets: tuple[float, ...], rows_
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(suite.MODELS), help="comma-separated names of the suite")
-    parser.add_argument("--rows", type=int, default=ROWS, help="rows the curves of share_out are measured on")
+    parser.add_argument("--rows", type=int, default=ROWS,
+                        help="the fewest rows the curves of share_out are measured on (at least ROWS_PER_INPUT "
+                             "per weight of a neuron)")
     parser.add_argument("--out", default=str(RESULTS / "allocation_fits.csv"))
     args = parser.parse_args(argv)
     info = machine_info()

@@ -33,11 +33,16 @@ The points a layer fits at once share the work: the path's supports are nested, 
 neuron's normal equations are formed once, on the widest point's support, and every
 point's fit reads its own off them (:func:`solvers.refit.active_systems`).
 
-The curves are measured on at most :data:`ROWS` rows of each layer's signals, evenly
-spaced over its calibration rows (the path's Hessian, the errors and the fits alike): the
-shares depend on the curves' shape, not on their last digits, while the L-OBS path and
-the fits cost in proportion to the rows (a convolution is recorded at 10,000 rows by
-default).
+The curves are measured on a subset of each layer's rows, evenly spaced over its
+calibration rows (the path's Hessian, the errors and the fits alike): the shares depend
+on the curves' shape, not on their last digits, while the Hessian and the fits cost in
+proportion to the rows (a convolution is recorded at 10,000 rows by default). The subset
+grows with what a neuron fits: ``max(ROWS, ROWS_PER_INPUT * (n_in + 1))`` rows
+(:data:`ROWS`, :data:`ROWS_PER_INPUT`), so that a wide layer's fits stay well determined
+(a fit with as many weights as rows would read as exact). On the benchmark suite
+(``benchmarks/compare_methods.py``, ``benchmarks/allocation_fits.py``) that gave the
+shares of every row at most points and took about a tenth off the whole prune against
+4,096 rows for every layer.
 
 The pruning then runs with the per-layer sparsities (any layer method, either mode), on
 every row.
@@ -54,15 +59,21 @@ from .modes import layer_task
 from .record import LayerRecord
 from .types import LayerTask
 
-__all__ = ["GRID", "ROWS", "ALLOCATIONS", "ErrorCurves", "share_out", "allocate"]
+__all__ = ["GRID", "ROWS", "ROWS_PER_INPUT", "ALLOCATIONS", "ErrorCurves", "share_out", "allocate"]
 
 logger = logging.getLogger(__name__)
 
 ALLOCATIONS = ("auto", None, "error")
 GRID = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
-ROWS = 4096  # the rows of a layer's signals the curves are measured on (module docstring)
+ROWS = 1024  # the fewest rows of a layer's signals the curves are measured on (module docstring) ...
+ROWS_PER_INPUT = 4  # ... and at least this many per weight of a neuron (its inputs and its bias)
 _ROUNDS = 3  # rounds of fits at the shares' brackets (module docstring)
 _STEP = 0.005  # the sparsities allocate() chooses from: multiples of this up to the grid's last point
+
+
+def _counted(value) -> bool:
+    """Whether ``value`` is an integer (not a bool)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _stored(weight: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -84,9 +95,12 @@ class ErrorCurves:
     importance : mapping of layer name to ndarray (n_out,), optional
         Each neuron's weight in its layer's error (:mod:`nettrim.consumers`); a layer
         without one weighs its neurons alike.
-    max_rows : int or None, default :data:`ROWS`
+    rows : int or None, default :data:`ROWS`
         The rows of each layer's signals the curves are measured on: a layer with more
-        is read at ``max_rows`` rows evenly spaced over them. None: every row.
+        than ``max(rows, rows_per_input * (n_in + 1))`` is read at that many, evenly
+        spaced over them. None: every row.
+    rows_per_input : int, default :data:`ROWS_PER_INPUT`
+        See ``rows``.
 
     The path's weights at every point of the grid are kept for the fits (in float32, about
     ``len(grid) - 1`` copies of the network's weights in 4 bytes each); a layer's signals
@@ -101,7 +115,8 @@ class ErrorCurves:
     """
 
     def __init__(self, records: Mapping[str, LayerRecord], grid: tuple[float, ...] = GRID,
-                 importance: Mapping[str, np.ndarray] | None = None, max_rows: int | None = ROWS) -> None:
+                 importance: Mapping[str, np.ndarray] | None = None, rows: int | None = ROWS,
+                 rows_per_input: int = ROWS_PER_INPUT) -> None:
         from solvers.refit import refit_objective
 
         from .methods.lobs import prune_path
@@ -110,10 +125,11 @@ class ErrorCurves:
         if not self.grid or self.grid[0] != 0.0 or any(b <= a for a, b in zip(self.grid, self.grid[1:])) \
                 or self.grid[-1] >= 1.0:
             raise ValueError(f"grid: got {list(grid)}, needs sparsities increasing from 0 and below 1")
-        counted = isinstance(max_rows, (int, np.integer)) and not isinstance(max_rows, bool)
-        if not (max_rows is None or (counted and max_rows >= 1)):
-            raise ValueError(f"max_rows: got {max_rows!r}, needs an integer >= 1, or None for every row")
-        self.max_rows = max_rows
+        if not (rows is None or (_counted(rows) and rows >= 1)):
+            raise ValueError(f"rows: got {rows!r}, needs an integer >= 1, or None for every row")
+        if not (_counted(rows_per_input) and rows_per_input >= 0):
+            raise ValueError(f"rows_per_input: got {rows_per_input!r}, needs an integer >= 0")
+        self.rows, self.rows_per_input = rows, int(rows_per_input)
         self._records = records
         self._importance = {name: np.ones(rec.weight.shape[0]) if importance is None or importance.get(name) is None
                             else np.asarray(importance[name], dtype=np.float64) for name, rec in records.items()}
@@ -136,13 +152,17 @@ class ErrorCurves:
         return float(np.sqrt(np.dot(objective, self._importance[name]))) / max(self._scales[name], 1e-300)
 
     def _task(self, name: str) -> LayerTask:
-        """Layer ``name``'s signals, at most :attr:`max_rows` rows of them, evenly spaced."""
+        """Layer ``name``'s signals: ``max(rows, rows_per_input * (n_in + 1))`` rows of them at
+        most, evenly spaced."""
         rec = self._records[name]
         task = layer_task(rec, rec.input, "parallel", 0.0, 1.0, False)
-        n_samples = task.X.shape[0]
-        if self.max_rows is None or n_samples <= self.max_rows:
+        n_samples, n_in = task.X.shape
+        if self.rows is None:
             return task
-        rows = np.linspace(0, n_samples - 1, self.max_rows).round().astype(np.int64)  # distinct: steps above 1
+        count = max(self.rows, self.rows_per_input * (n_in + 1))
+        if n_samples <= count:
+            return task
+        rows = np.linspace(0, n_samples - 1, count).round().astype(np.int64)  # distinct: steps above 1
         return dataclasses.replace(task, X=np.ascontiguousarray(task.X[rows]), Y=np.ascontiguousarray(task.Y[rows]))
 
     def fit(self, name: str, sparsities: Iterable[float]) -> None:

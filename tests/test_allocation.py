@@ -33,10 +33,10 @@ def test_error_curves_start_at_zero_and_grow_and_the_fit_lowers_them(digits, dig
         assert curve[1:] == pytest.approx([curves.fitted[name][s] for s in GRID[1:]])
 
 
-def test_error_curves_read_at_most_max_rows_evenly_spaced_rows(digits, digits_model):
+def test_error_curves_read_evenly_spaced_rows(digits, digits_model):
     x = digits.x_train[:300]
     rows = np.unique(np.linspace(0, 299, 120).round().astype(int))
-    sampled = ErrorCurves(record(digits_model, x), max_rows=120)
+    sampled = ErrorCurves(record(digits_model, x), rows=120, rows_per_input=0)
     alone = ErrorCurves(record(digits_model, x[rows]))  # an MLP's rows are its samples
     name = next(iter(alone.unfitted))
     sampled.fit(name, [0.8])
@@ -44,11 +44,24 @@ def test_error_curves_read_at_most_max_rows_evenly_spaced_rows(digits, digits_mo
     for other in alone.unfitted:
         np.testing.assert_allclose(sampled.unfitted[other], alone.unfitted[other], rtol=1e-9)
     assert sampled.fitted[name][0.8] == pytest.approx(alone.fitted[name][0.8], rel=1e-9)
-    every = ErrorCurves(record(digits_model, x), max_rows=None)
+    every = ErrorCurves(record(digits_model, x), rows=None)
     assert not np.allclose(every.unfitted[name], sampled.unfitted[name])  # the rows do matter
     for bad in (0, 2.5, True):
-        with pytest.raises(ValueError, match="max_rows"):
-            ErrorCurves(record(digits_model, x), max_rows=bad)
+        with pytest.raises(ValueError, match="rows"):
+            ErrorCurves(record(digits_model, x), rows=bad)
+    with pytest.raises(ValueError, match="rows_per_input"):
+        ErrorCurves(record(digits_model, x), rows_per_input=-1)
+
+
+def test_a_wide_layer_is_read_at_rows_in_proportion_to_its_inputs(digits, digits_model):
+    """At least ``rows_per_input`` rows per weight of a neuron: a fit on fewer rows than it
+    has weights would read as exact. The digits MLP's layers have 64 and 32 inputs (and 24)."""
+    records = record(digits_model, digits.x_train[:600])
+    curves = ErrorCurves(records, rows=100, rows_per_input=4)
+    for name, rec in records.items():
+        expected = min(600, max(100, 4 * (rec.weight.shape[1] + 1)))
+        assert curves._task(name).X.shape[0] == expected
+    assert {curves._task(name).X.shape[0] for name in records} == {260, 132, 100}
 
 
 def test_unfitted_points_are_scaled_by_the_ratio_of_the_fitted_ones(digits, digits_model):
