@@ -5,7 +5,7 @@ error curves (``nettrim.allocation``). A curve's points are the errors of each l
 greedy L-OBS weights after the ReLU-aware fit; :func:`nettrim.allocation.share_out` fits
 only the points next to each layer's share (a first allocation on the unfitted errors,
 then rounds of fits where the shares fall), and measures the curves on a subset of each
-layer's rows (``max(ROWS, ROWS_PER_INPUT * (n_in + 1))``, ``nettrim.allocation``). This
+layer's rows (``ROWS_PER_INPUT * (n_in + 1)`` within ``[ROWS, ROWS_MAX]``, ``nettrim.allocation``). This
 benchmark measures what both give up: for every model of the suite (its layers recorded on the calibration data,
 at the default rows) and every target, the shares of ``share_out`` (at its default rows,
 and on every row) against those of the allocation on curves fitted at every point on
@@ -94,8 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(suite.MODELS), help="comma-separated names of the suite")
     parser.add_argument("--rows", type=int, default=ROWS,
-                        help="the fewest rows the curves of share_out are measured on (at least ROWS_PER_INPUT "
-                             "per weight of a neuron)")
+                        help="the fewest rows the curves of share_out are measured on (ROWS_PER_INPUT per weight "
+                             "of a neuron, up to ROWS_MAX)")
     parser.add_argument("--out", default=str(RESULTS / "allocation_fits.csv"))
     args = parser.parse_args(argv)
     info = machine_info()

@@ -37,12 +37,15 @@ The curves are measured on a subset of each layer's rows, evenly spaced over its
 calibration rows (the path's Hessian, the errors and the fits alike): the shares depend
 on the curves' shape, not on their last digits, while the Hessian and the fits cost in
 proportion to the rows (a convolution is recorded at 10,000 rows by default). The subset
-grows with what a neuron fits: ``max(ROWS, ROWS_PER_INPUT * (n_in + 1))`` rows
-(:data:`ROWS`, :data:`ROWS_PER_INPUT`), so that a wide layer's fits stay well determined
-(a fit with as many weights as rows would read as exact). On the benchmark suite
+grows with what a neuron fits: ``ROWS_PER_INPUT * (n_in + 1)`` rows, at least
+:data:`ROWS` and at most :data:`ROWS_MAX`, so that a wider layer's fits stay better
+determined (a fit with as many weights as rows would read as exact) while a narrow one
+is not read at more rows than its curve needs. On the benchmark suite
 (``benchmarks/compare_methods.py``, ``benchmarks/allocation_fits.py``) that gave the
 shares of every row at most points and took about a tenth off the whole prune against
-4,096 rows for every layer.
+:data:`ROWS_MAX` rows for every layer. A layer wider than ``ROWS_MAX / ROWS_PER_INPUT``
+inputs is read at ``ROWS_MAX`` rows, fewer per weight: its fits cost
+``rows * |S|^2`` per neuron, and more rows would make them dearer still.
 
 The pruning then runs with the per-layer sparsities (any layer method, either mode), on
 every row.
@@ -59,14 +62,15 @@ from .modes import layer_task
 from .record import LayerRecord
 from .types import LayerTask
 
-__all__ = ["GRID", "ROWS", "ROWS_PER_INPUT", "ALLOCATIONS", "ErrorCurves", "share_out", "allocate"]
+__all__ = ["GRID", "ROWS", "ROWS_PER_INPUT", "ROWS_MAX", "ALLOCATIONS", "ErrorCurves", "share_out", "allocate"]
 
 logger = logging.getLogger(__name__)
 
 ALLOCATIONS = ("auto", None, "error")
 GRID = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
 ROWS = 1024  # the fewest rows of a layer's signals the curves are measured on (module docstring) ...
-ROWS_PER_INPUT = 4  # ... and at least this many per weight of a neuron (its inputs and its bias)
+ROWS_PER_INPUT = 4  # ... and this many per weight of a neuron (its inputs and its bias) ...
+ROWS_MAX = 4096  # ... up to this many
 _ROUNDS = 3  # rounds of fits at the shares' brackets (module docstring)
 _STEP = 0.005  # the sparsities allocate() chooses from: multiples of this up to the grid's last point
 
@@ -95,12 +99,10 @@ class ErrorCurves:
     importance : mapping of layer name to ndarray (n_out,), optional
         Each neuron's weight in its layer's error (:mod:`nettrim.consumers`); a layer
         without one weighs its neurons alike.
-    rows : int or None, default :data:`ROWS`
+    rows, rows_per_input, max_rows : int, default :data:`ROWS`, :data:`ROWS_PER_INPUT`, :data:`ROWS_MAX`
         The rows of each layer's signals the curves are measured on: a layer with more
-        than ``max(rows, rows_per_input * (n_in + 1))`` is read at that many, evenly
-        spaced over them. None: every row.
-    rows_per_input : int, default :data:`ROWS_PER_INPUT`
-        See ``rows``.
+        than ``rows_per_input * (n_in + 1)``, clipped to ``[rows, max_rows]``, is read
+        at that many, evenly spaced over them. ``rows=None``: every row.
 
     The path's weights at every point of the grid are kept for the fits (in float32, about
     ``len(grid) - 1`` copies of the network's weights in 4 bytes each); a layer's signals
@@ -116,7 +118,7 @@ class ErrorCurves:
 
     def __init__(self, records: Mapping[str, LayerRecord], grid: tuple[float, ...] = GRID,
                  importance: Mapping[str, np.ndarray] | None = None, rows: int | None = ROWS,
-                 rows_per_input: int = ROWS_PER_INPUT) -> None:
+                 rows_per_input: int = ROWS_PER_INPUT, max_rows: int = ROWS_MAX) -> None:
         from solvers.refit import refit_objective
 
         from .methods.lobs import prune_path
@@ -129,7 +131,9 @@ class ErrorCurves:
             raise ValueError(f"rows: got {rows!r}, needs an integer >= 1, or None for every row")
         if not (_counted(rows_per_input) and rows_per_input >= 0):
             raise ValueError(f"rows_per_input: got {rows_per_input!r}, needs an integer >= 0")
-        self.rows, self.rows_per_input = rows, int(rows_per_input)
+        if not (_counted(max_rows) and max_rows >= (1 if rows is None else rows)):
+            raise ValueError(f"max_rows: got {max_rows!r}, needs an integer >= rows ({rows})")
+        self.rows, self.rows_per_input, self.max_rows = rows, int(rows_per_input), int(max_rows)
         self._records = records
         self._importance = {name: np.ones(rec.weight.shape[0]) if importance is None or importance.get(name) is None
                             else np.asarray(importance[name], dtype=np.float64) for name, rec in records.items()}
@@ -152,14 +156,14 @@ class ErrorCurves:
         return float(np.sqrt(np.dot(objective, self._importance[name]))) / max(self._scales[name], 1e-300)
 
     def _task(self, name: str) -> LayerTask:
-        """Layer ``name``'s signals: ``max(rows, rows_per_input * (n_in + 1))`` rows of them at
-        most, evenly spaced."""
+        """Layer ``name``'s signals: ``rows_per_input * (n_in + 1)`` rows of them, clipped to
+        ``[rows, max_rows]`` (all of them when it has fewer), evenly spaced."""
         rec = self._records[name]
         task = layer_task(rec, rec.input, "parallel", 0.0, 1.0, False)
         n_samples, n_in = task.X.shape
         if self.rows is None:
             return task
-        count = max(self.rows, self.rows_per_input * (n_in + 1))
+        count = min(max(self.rows, self.rows_per_input * (n_in + 1)), self.max_rows)
         if n_samples <= count:
             return task
         rows = np.linspace(0, n_samples - 1, count).round().astype(np.int64)  # distinct: steps above 1

@@ -51,17 +51,22 @@ def test_error_curves_read_evenly_spaced_rows(digits, digits_model):
             ErrorCurves(record(digits_model, x), rows=bad)
     with pytest.raises(ValueError, match="rows_per_input"):
         ErrorCurves(record(digits_model, x), rows_per_input=-1)
+    with pytest.raises(ValueError, match="max_rows"):
+        ErrorCurves(record(digits_model, x), rows=200, max_rows=100)
 
 
 def test_a_wide_layer_is_read_at_rows_in_proportion_to_its_inputs(digits, digits_model):
-    """At least ``rows_per_input`` rows per weight of a neuron: a fit on fewer rows than it
-    has weights would read as exact. The digits MLP's layers have 64 and 32 inputs (and 24)."""
+    """``rows_per_input`` rows per weight of a neuron, within ``[rows, max_rows]``: a fit on
+    fewer rows than it has weights would read as exact. The digits MLP's layers have 64,
+    32 and 24 inputs."""
     records = record(digits_model, digits.x_train[:600])
     curves = ErrorCurves(records, rows=100, rows_per_input=4)
     for name, rec in records.items():
         expected = min(600, max(100, 4 * (rec.weight.shape[1] + 1)))
         assert curves._task(name).X.shape[0] == expected
     assert {curves._task(name).X.shape[0] for name in records} == {260, 132, 100}
+    capped = ErrorCurves(records, rows=100, rows_per_input=4, max_rows=200)  # the widest layer held to 200
+    assert {capped._task(name).X.shape[0] for name in records} == {200, 132, 100}
 
 
 def test_unfitted_points_are_scaled_by_the_ratio_of_the_fitted_ones(digits, digits_model):
