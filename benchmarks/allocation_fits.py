@@ -5,13 +5,13 @@ error curves (``nettrim.allocation``). A curve's points are the errors of each l
 greedy L-OBS weights after the ReLU-aware fit; :func:`nettrim.allocation.share_out` fits
 only the points next to each layer's share (a first allocation on the unfitted errors,
 then rounds of fits where the shares fall), and measures the curves on a subset of each
-layer's rows (``ROWS_PER_INPUT * (n_in + 1)`` within ``[ROWS, ROWS_MAX]``, ``nettrim.allocation``). This
-benchmark measures what both give up: for every model of the suite (its layers recorded on the calibration data,
-at the default rows) and every target, the shares of ``share_out`` (at its default rows,
-and on every row) against those of the allocation on curves fitted at every point on
-every row, the largest difference of a layer's share, the objective ``sum_l e_l(s_l)^2``
-of each on those fully fitted curves, the fits made, and the time of each (the L-OBS
-passes, common to all, counted in each).
+layer's rows (``ROWS_PER_INPUT * (n_in + 1)`` within ``[ROWS, ROWS_MAX]``,
+``nettrim.allocation``). This benchmark measures what both give up: for every model of
+the suite (its layers recorded on the calibration data, at the default rows) and every
+target, the shares of ``share_out`` (at its default rows, and on every row) against those
+of the allocation on curves fitted at every point on every row, the largest difference of
+a layer's share, the objective ``sum_l e_l(s_l)^2`` of each on those fully fitted curves,
+the fits made, and the time of each (the L-OBS passes, common to all, counted in each).
 
 Every curve weighs each neuron's error by the consumer weights (``nettrim.consumers``), as
 the default does.

@@ -280,7 +280,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"numba first-call cost (not in the timings): {info['compile_seconds']}")
 
     meta = {**info, "dense_accuracy": dense, "sparsities": list(sparsities), "nettrim_ahead": verdicts,
-            "nettrim_seconds_over_lobs": time_ratios, "nettrim_time_in_lobs": breakdown, "mode": "cascade", "runs_per_point": 1,
+            "nettrim_seconds_over_lobs": time_ratios, "nettrim_time_in_lobs": breakdown, "mode": "cascade",
+            "runs_per_point": 1,
             "sizes": {name: f"{suite.MODELS[name].description}; {len(data.x_train)} calibration / "
                       f"{len(data.x_test)} test; {kwargs}" for name, (_, data, kwargs) in models.items()}}
     out = write_results(args.out, rows, meta)

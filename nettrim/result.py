@@ -211,7 +211,8 @@ class PruneResult:
         return {"nettrim_version": __version__, "method": self.method, "mode": self.mode,
                 "epsilon": self.epsilon, "gamma": self.gamma, "sparsity": self.sparsity,
                 "n_calibration": self.n_calibration, "output_error": self.output_error,
-                "seconds": self.seconds, "timings": dict(self.timings), "kept": self.kept, "kept_pruned": self.kept_pruned,
+                "seconds": self.seconds, "timings": dict(self.timings), "kept": self.kept,
+                "kept_pruned": self.kept_pruned,
                 "nnz_before": self.nnz_before, "nnz_after": self.nnz_after, "size": self.size,
                 "sizes": self.sizes(), "layers": [report.to_dict() for report in self.layers.values()],
                 "left_dense": self.unpruned()}
@@ -283,7 +284,8 @@ def summary_from_dict(report: dict[str, Any]) -> str:
     timings = report.get("timings") or {}
     parts = ", ".join(f"{name[len('seconds_'):]} {seconds:.2f} s" for name, seconds in timings.items()
                       if name.startswith("seconds_"))
-    phases = ", ".join(f"{_PHASES.get(name, name)} {seconds:.2f} s" + (f" ({parts})" if name == "layers" and parts else "")
+    phases = ", ".join(f"{_PHASES.get(name, name)} {seconds:.2f} s"
+                       + (f" ({parts})" if name == "layers" and parts else "")
                        for name, seconds in timings.items() if not name.startswith("seconds_"))
     footer.append(f"time: {report['seconds']:.2f} s" + (f" ({phases})" if phases else ""))
     return format_table(header, report["layers"], footer, dense)
