@@ -292,7 +292,9 @@ def assemble(run: _Run, seconds: float) -> PruneResult:
         for name, outcome in run.outcomes.items():
             write_back(run.handles[name][0], outcome)
     error = output_error(run.pruned, run.batches, run.reference_out)
-    for report in run.reports.values():  # a method's parts of a layer (info["seconds_<part>"]), summed per part
+    for name, report in run.reports.items():  # a method's parts of a layer (info["seconds_<part>"]), summed per
+        if name in run.restored:  # part over the layers solved in this run (a resumed one's came from disk)
+            continue
         for key, value in report.info.items():
             if key.startswith("seconds_"):
                 run.timings[key] = run.timings.get(key, 0.0) + float(value)

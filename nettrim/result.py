@@ -136,7 +136,8 @@ class PruneResult:
         alternative at a high target, :mod:`nettrim.neuron_choice`); a phase that did
         not run is absent. They add up to at most :attr:`seconds`; the rest is the
         writing back and the output error. Parts of ``'layers'`` that a layer method
-        reports per layer (``info["seconds_<part>"]``) are summed over the layers as
+        reports per layer (``info["seconds_<part>"]``) are summed over the layers it solved
+        (not those a resumed run read back from its work directory) as
         ``'seconds_<part>'``: for Net-Trim's OBS default at a target sparsity,
         ``'seconds_supports'`` (the OBS candidates) and ``'seconds_fits'`` (their
         ReLU-aware fits and the choice of rows). Empty for a network method (CaP,

@@ -50,6 +50,21 @@ def test_resume_gives_the_uninterrupted_weights(tmp_path, monkeypatch, digits, d
     assert resumed.output_error == pytest.approx(expected.output_error, rel=1e-12)
 
 
+def test_a_resumed_run_times_only_the_layers_it_solves(tmp_path, monkeypatch, digits, digits_model):
+    settings = dict(sparsity=0.8, progress=False, work_dir=tmp_path / "work")
+    x = digits.x_train[:600]
+    with monkeypatch.context() as patch:
+        _interrupt_after(patch, 1)
+        with pytest.raises(KeyboardInterrupt):
+            nettrim.prune(digits_model, x, **settings)
+    resumed = nettrim.prune(digits_model, x, resume=True, **settings)
+    restored, solved = list(resumed.layers.values())[0], list(resumed.layers.values())[1:]
+    assert restored.info["resumed"] and restored.info["seconds_supports"] > 0  # its parts, from the first run
+    for part in ("supports", "fits"):  # summed over the layers this run solved
+        assert resumed.timings[f"seconds_{part}"] == pytest.approx(sum(r.info[f"seconds_{part}"] for r in solved))
+    assert resumed.timings["seconds_supports"] + resumed.timings["seconds_fits"] <= resumed.timings["layers"]
+
+
 def test_a_finished_work_dir_resumes_without_solving(tmp_path, monkeypatch, digits, digits_model):
     first = nettrim.prune(digits_model, digits.x_train, epsilon=0.1, progress=False, work_dir=tmp_path)
     monkeypatch.setattr(pipeline, "_run_method", lambda *a, **k: pytest.fail("a finished layer was solved again"))
