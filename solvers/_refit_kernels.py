@@ -19,7 +19,7 @@ from numba import njit
 __all__ = ["_add_rows", "_objectives"]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _objectives(z, index, dz, length, y, v, active):
     """``f`` of neuron ``index[i]`` at ``z[index[i]] + length[i] * dz[i]`` for each ``i``
     (at ``z[index[i]]`` when ``length`` is empty): the squared error to ``y`` where
@@ -40,7 +40,7 @@ def _objectives(z, index, dz, length, y, v, active):
     return values
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _add_rows(XT, index, columns, sizes, extra, target, gram, rhs, width, fit_bias):
     """Add to the padded system ``gram[i]``, ``rhs[i]`` of neuron ``m = index[i]`` the normal
     equations of its rows where ``extra[i]``: ``B B^T`` and ``B t`` with

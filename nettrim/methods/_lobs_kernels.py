@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["greedy_obs_rows", "greedy_obs_rows_each", "greedy_obs_path"]
+__all__ = ["greedy_obs_rows", "greedy_obs_rows_each", "greedy_obs_path", "spd_inverses"]
 
 
 @njit(cache=True)
@@ -139,3 +139,22 @@ def greedy_obs_path(theta: np.ndarray, hinv: np.ndarray, n_prunable: int, counts
             done = max(done, counts[level, m])
             _scatter(w, alive, n_alive, levels[level, m])
     return levels
+
+
+@njit(cache=True, nogil=True)
+def spd_inverses(matrices: np.ndarray, sizes: np.ndarray, positions: np.ndarray) -> None:
+    """Invert, in place, the leading ``sizes[k]`` rows and columns of each symmetric positive
+    definite ``matrices[k]`` for ``k`` in ``positions``, made symmetric (the rest, padding,
+    is left as it is). Each block is factored by Cholesky first (LAPACK's ``potrf``), which
+    raises ``LinAlgError`` when it is not positive definite, then inverted by LAPACK
+    (``getrf``, ``getri``); without the GIL, so that threads can share the blocks out."""
+    for k in positions:
+        size = sizes[k]
+        if size == 0:
+            continue
+        block = np.ascontiguousarray(matrices[k, :size, :size])
+        np.linalg.cholesky(block)
+        inverse = np.linalg.inv(block)
+        for a in range(size):
+            for b in range(size):
+                matrices[k, a, b] = 0.5 * (inverse[a, b] + inverse[b, a])

@@ -42,7 +42,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..types import LayerTask
-from ._lobs_kernels import greedy_obs_rows_each
+from ._lobs_kernels import greedy_obs_rows_each, spd_inverses
 from .lobs import cheapest, prune_path
 
 __all__ = ["obs_candidates", "neuron_inverse_hessians", "WIDEN"]
@@ -69,46 +69,54 @@ def neuron_inverse_hessians(Xa: np.ndarray, active: np.ndarray, entries: list[np
     the transposed input's rows of the neuron's columns gathered first (contiguous, and
     only the columns held) and then its active samples; the damping and the inverses in
     float64. Each inverse depends on its neuron's rows only, so any chunking gives the
-    same.
+    same; the products are spread over the cores (:func:`solvers._threads.map_threads`).
     """
+    from solvers._threads import blas_threads, map_threads
+
     n_samples = Xa.shape[0]
     transposed = np.ascontiguousarray(Xa.T)
     hessians = np.zeros((neurons.size, n_cols, n_cols))
-    for k, m in enumerate(neurons):
-        held = entries[m]
-        rows_t = transposed[held][:, active[:, m]]
-        block = hessians[k, :held.size, :held.size]
-        block[...] = rows_t @ rows_t.T
-        block /= n_samples
-        diagonal = np.einsum("ii->i", block)  # a writable view: the diagonal itself
-        delta = damping * diagonal.mean() if held.size else 0.0
-        diagonal += delta if delta > 0 else 1e-12
-        padding = np.arange(held.size, n_cols)
-        hessians[k, padding, padding] = 1.0
+
+    def form(positions: np.ndarray) -> None:
+        for k in positions:
+            held = entries[neurons[k]]
+            rows_t = transposed[held][:, active[:, neurons[k]]]
+            block = hessians[k, :held.size, :held.size]
+            block[...] = rows_t @ rows_t.T
+            block /= n_samples
+            diagonal = np.einsum("ii->i", block)  # a writable view: the diagonal itself
+            delta = damping * diagonal.mean() if held.size else 0.0
+            diagonal += delta if delta > 0 else 1e-12
+            padding = np.arange(held.size, n_cols)
+            hessians[k, padding, padding] = 1.0
+
+    map_threads(form, np.array_split(np.arange(neurons.size), min(blas_threads(), max(neurons.size, 1))))
     return _cholesky_inverses(hessians, np.array([entries[m].size for m in neurons]), neurons)
 
 
 def _cholesky_inverses(matrices: np.ndarray, sizes: np.ndarray, neurons: np.ndarray) -> np.ndarray:
     """Invert, in place, the leading ``sizes[k]`` rows and columns of each symmetric positive
     definite ``matrices[k]``, the Hessian of neuron ``neurons[k]`` (the rest, the padding, is
-    left as it is): LAPACK's Cholesky factor and the solves of the identity with it
-    (``potrf``, ``potrs``: two triangular solves with many right-hand sides, which at the
-    suite's sizes took about half the time of ``potri``'s inverse from the factor), made
-    symmetric, each matrix at its own size, so that a few wide rows do not make every
-    neuron pay for their width."""
-    from scipy.linalg import lapack
+    left as it is; :func:`._lobs_kernels.spd_inverses`), each matrix at its own size, so
+    that a few wide rows do not make every neuron pay for their width; the matrices are
+    shared out over the cores (:func:`solvers._threads.map_threads`). A matrix that is not
+    positive definite is named by its neuron."""
+    from solvers._threads import blas_threads, map_threads
 
-    potrf, potrs = lapack.get_lapack_funcs(("potrf", "potrs"), (matrices,))
-    for k, size in enumerate(sizes):
-        if size == 0:
-            continue
-        block = np.array(matrices[k, :size, :size], order="F")
-        factor, info = potrf(block, lower=True, overwrite_a=True, clean=False)
-        if info == 0:
-            inverse, info = potrs(factor, np.eye(size, order="F"), lower=True, overwrite_b=True)
-        if info != 0:
-            raise np.linalg.LinAlgError(f"the Hessian of neuron {neurons[k]} is not positive definite")
-        matrices[k, :size, :size] = 0.5 * (inverse + inverse.T)
+    sizes = np.asarray(sizes, dtype=np.int64)
+    order = np.argsort(-sizes, kind="stable")  # the dearest first, dealt out in turn
+    parts = [order[start::max(1, blas_threads())] for start in range(min(blas_threads(), max(len(sizes), 1)))]
+
+    def invert(positions: np.ndarray) -> None:
+        try:
+            spd_inverses(matrices, sizes, positions)
+        except np.linalg.LinAlgError:
+            for k in positions:  # which one: the first that Cholesky refuses
+                if sizes[k] and np.any(np.linalg.eigvalsh(matrices[k, :sizes[k], :sizes[k]]) <= 0):
+                    raise np.linalg.LinAlgError(f"the Hessian of neuron {neurons[k]} is not positive definite") from None
+            raise
+
+    map_threads(invert, parts)
     return matrices
 
 

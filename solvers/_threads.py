@@ -1,0 +1,87 @@
+"""Per-neuron work on every core: Python threads, each with BLAS on one thread.
+
+Much of the ReLU-aware fit and of the per-neuron OBS Hessians is a loop over neurons or
+chunks of neurons, each step a small BLAS or LAPACK call (a Gram matrix of a few hundred
+columns, a batched solve of systems of that size). OpenBLAS spreads such a call over its
+threads at a cost that the call's size does not repay: on the benchmark suite's sizes a
+154-wide Cholesky inverse ran about twice as fast with BLAS on one thread. The cores are
+used instead by running independent items (chunks of neurons) in Python threads; numpy's
+BLAS products, its batched solves and the fit's compiled kernels release the GIL.
+
+:func:`map_threads` runs a function over items that way, with as many threads as BLAS
+had when it was called (what the user's ``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS`` or
+``threadpoolctl`` limits allow; 1 inside a worker of :mod:`nettrim.executors`), and BLAS
+limited to one thread while they run. The results do not depend on the number of threads:
+each item's arithmetic is the same whichever thread runs it. :func:`one_blas_thread`
+limits BLAS alone, for a loop that holds the GIL (LAPACK through SciPy's wrappers).
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+__all__ = ["map_threads", "one_blas_thread", "blas_threads"]
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+_lock = threading.Lock()
+_controller: Any = None
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _blas_controller() -> Any:
+    """threadpoolctl's controller of the loaded BLAS libraries (made once; None without threadpoolctl)."""
+    global _controller
+    with _lock:
+        if _controller is None:
+            importlib.import_module("scipy.linalg")  # SciPy brings a BLAS of its own: loaded before the listing
+            try:
+                from threadpoolctl import ThreadpoolController
+            except ImportError:  # pragma: no cover - scikit-learn, a dependency, brings threadpoolctl
+                _controller = False
+            else:
+                _controller = ThreadpoolController()
+        return _controller or None
+
+
+def blas_threads() -> int:
+    """The threads BLAS may use now (1 when unknown)."""
+    controller = _blas_controller()
+    if controller is None:
+        return 1
+    counts = [pool.num_threads for pool in controller.select(user_api="blas").lib_controllers]
+    return max(1, min(counts)) if counts else 1
+
+
+@contextlib.contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """BLAS on one thread inside the block (restored after it)."""
+    controller = _blas_controller()
+    if controller is None:
+        yield
+        return
+    with controller.limit(limits=1, user_api="blas"):
+        yield
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    with _lock:
+        if workers not in _pools:
+            _pools[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nettrim-neurons")
+        return _pools[workers]
+
+
+def map_threads(function: Callable[[Item], Result], items: Sequence[Item]) -> list[Result]:
+    """``[function(item) for item in items]``, the items spread over :func:`blas_threads`
+    Python threads (taken in order as threads come free: put the dearest first), with
+    BLAS on one thread meanwhile. One thread, or one item: a plain loop, BLAS as it is."""
+    workers = min(blas_threads(), len(items))
+    if workers <= 1:
+        return [function(item) for item in items]
+    with one_blas_thread():
+        return list(_pool(workers).map(function, items))
