@@ -50,12 +50,14 @@ def _blas_controller() -> Any:
 
 
 def blas_threads() -> int:
-    """The threads BLAS may use now (1 when unknown)."""
+    """The threads BLAS may use now: the most any loaded BLAS library may (1 when unknown).
+    The most, not the fewest: a package may bring a BLAS built for one thread (cvxpy's
+    solvers do), which says nothing of the cores numpy's and SciPy's may use."""
     controller = _blas_controller()
     if controller is None:
         return 1
     counts = [pool.num_threads for pool in controller.select(user_api="blas").lib_controllers]
-    return max(1, min(counts)) if counts else 1
+    return max(counts, default=1)
 
 
 @contextlib.contextmanager
