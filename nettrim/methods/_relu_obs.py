@@ -90,8 +90,16 @@ def neuron_inverse_hessians(Xa: np.ndarray, active: np.ndarray, entries: list[np
             padding = np.arange(held.size, n_cols)
             hessians[k, padding, padding] = 1.0
 
-    map_threads(form, np.array_split(np.arange(neurons.size), min(blas_threads(), max(neurons.size, 1))))
-    return _cholesky_inverses(hessians, np.array([entries[m].size for m in neurons]), neurons)
+    sizes = np.array([entries[m].size for m in neurons], dtype=np.int64)
+    map_threads(form, _dealt(sizes, blas_threads()))
+    return _cholesky_inverses(hessians, sizes, neurons)
+
+
+def _dealt(sizes: np.ndarray, parts: int) -> list[np.ndarray]:
+    """Positions ``0 .. len(sizes) - 1`` dealt out into ``parts`` hands in turn, widest first,
+    so that each hand holds about as much of the per-neuron work (which grows with the size)."""
+    order = np.argsort(-np.asarray(sizes), kind="stable")
+    return [order[start::parts] for start in range(max(1, min(parts, len(order))))]
 
 
 def _cholesky_inverses(matrices: np.ndarray, sizes: np.ndarray, neurons: np.ndarray) -> np.ndarray:
@@ -104,8 +112,7 @@ def _cholesky_inverses(matrices: np.ndarray, sizes: np.ndarray, neurons: np.ndar
     from solvers._threads import blas_threads, map_threads
 
     sizes = np.asarray(sizes, dtype=np.int64)
-    order = np.argsort(-sizes, kind="stable")  # the dearest first, dealt out in turn
-    parts = [order[start::max(1, blas_threads())] for start in range(min(blas_threads(), max(len(sizes), 1)))]
+    parts = _dealt(sizes, blas_threads())
 
     def invert(positions: np.ndarray) -> None:
         try:
