@@ -12,8 +12,7 @@ BLAS products, its batched solves and the fit's compiled kernels release the GIL
 had when it was called (what the user's ``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS`` or
 ``threadpoolctl`` limits allow; 1 inside a worker of :mod:`nettrim.executors`), and BLAS
 limited to one thread while they run. The results do not depend on the number of threads:
-each item's arithmetic is the same whichever thread runs it. :func:`one_blas_thread`
-limits BLAS alone, for a loop that holds the GIL (LAPACK through SciPy's wrappers).
+each item's arithmetic is the same whichever thread runs it.
 """
 from __future__ import annotations
 
@@ -24,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-__all__ = ["map_threads", "one_blas_thread", "blas_threads"]
+__all__ = ["map_threads", "blas_threads"]
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -61,7 +60,7 @@ def blas_threads() -> int:
 
 
 @contextlib.contextmanager
-def one_blas_thread() -> Iterator[None]:
+def _one_blas_thread() -> Iterator[None]:
     """BLAS on one thread inside the block (restored after it)."""
     controller = _blas_controller()
     if controller is None:
@@ -85,5 +84,5 @@ def map_threads(function: Callable[[Item], Result], items: Sequence[Item]) -> li
     workers = min(blas_threads(), len(items))
     if workers <= 1:
         return [function(item) for item in items]
-    with one_blas_thread():
+    with _one_blas_thread():
         return list(_pool(workers).map(function, items))

@@ -170,11 +170,19 @@ def _spread(chunks: list[np.ndarray], support: np.ndarray, parts: int) -> list[n
     if parts <= 1 or not chunks:
         return chunks
     widths = support.sum(axis=1)
-    costs = [len(neurons) * (int(widths[neurons].max()) + 1) ** 2 for neurons in chunks]
-    share = sum(costs) / parts
-    pieces = [piece for neurons, cost in zip(chunks, costs)
-              for piece in np.array_split(neurons, min(len(neurons), max(1, int(np.ceil(cost / share)))))]
-    return sorted(pieces, key=lambda neurons: -len(neurons) * (int(widths[neurons].max()) + 1) ** 2)
+
+    def cost(neurons: np.ndarray) -> int:
+        return len(neurons) * (int(widths[neurons].max()) + 1) ** 2
+
+    share = sum(cost(neurons) for neurons in chunks) / parts
+    pieces = [piece for neurons in chunks
+              for piece in np.array_split(neurons, min(len(neurons), max(1, int(np.ceil(cost(neurons) / share)))))]
+    return sorted(pieces, key=cost, reverse=True)
+
+
+def _shared_chunks(support: np.ndarray, n_samples: int) -> list[np.ndarray]:
+    """The chunks of :func:`_chunks`, cut and ordered for the threads (:func:`_spread`)."""
+    return _spread(_chunks(support, n_samples), support, blas_threads())
 
 
 class _Chunk:
@@ -375,7 +383,7 @@ def relu_refit(X: np.ndarray, Y: np.ndarray, support: np.ndarray, *, relu: bool 
     weight = None if weight is None else np.asarray(weight, dtype=np.float64)
     bias = None if bias is None else np.asarray(bias, dtype=np.float64)
 
-    def fit(neurons: np.ndarray) -> tuple[np.ndarray, int, bool]:
+    def fit(neurons: np.ndarray) -> tuple[int, bool]:
         chunk = _Chunk(XT, YT, VT, support, neurons, relu, fit_bias, systems)
         theta = chunk.start(weight, bias)
         if relu:
@@ -388,7 +396,7 @@ def relu_refit(X: np.ndarray, Y: np.ndarray, support: np.ndarray, *, relu: bool 
         objective[neurons] = chunk.objective(chunk.response(theta))
         return used, done
 
-    outcomes = map_threads(fit, _spread(_chunks(support, X.shape[0]), support, blas_threads()))
+    outcomes = map_threads(fit, _shared_chunks(support, X.shape[0]))
     steps = max((used for used, _ in outcomes), default=0)
     converged = all(done for _, done in outcomes)
     if not converged:
@@ -420,5 +428,5 @@ def active_systems(X: np.ndarray, Y: np.ndarray, support: np.ndarray, *, relu: b
             systems.columns[m], systems.rhs[m] = chunk.columns[k], rhs[k][index]
             systems.gram[m] = gram[k][np.ix_(index, index)]
 
-    map_threads(form, _spread(_chunks(support, X.shape[0]), support, blas_threads()))
+    map_threads(form, _shared_chunks(support, X.shape[0]))
     return systems

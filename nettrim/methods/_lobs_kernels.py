@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["greedy_obs_rows", "greedy_obs_rows_each", "greedy_obs_path", "spd_inverses"]
+__all__ = ["greedy_obs_rows", "greedy_obs_rows_each", "greedy_obs_path", "spd_inverse"]
 
 
 @njit(cache=True)
@@ -142,19 +142,17 @@ def greedy_obs_path(theta: np.ndarray, hinv: np.ndarray, n_prunable: int, counts
 
 
 @njit(cache=True, nogil=True)
-def spd_inverses(matrices: np.ndarray, sizes: np.ndarray, positions: np.ndarray) -> None:
-    """Invert, in place, the leading ``sizes[k]`` rows and columns of each symmetric positive
-    definite ``matrices[k]`` for ``k`` in ``positions``, made symmetric (the rest, padding,
-    is left as it is). Each block is factored by Cholesky first (LAPACK's ``potrf``), which
-    raises ``LinAlgError`` when it is not positive definite, then inverted by LAPACK
-    (``getrf``, ``getri``); without the GIL, so that threads can share the blocks out."""
-    for k in positions:
-        size = sizes[k]
-        if size == 0:
-            continue
-        block = np.ascontiguousarray(matrices[k, :size, :size])
-        np.linalg.cholesky(block)
-        inverse = np.linalg.inv(block)
-        for a in range(size):
-            for b in range(size):
-                matrices[k, a, b] = 0.5 * (inverse[a, b] + inverse[b, a])
+def spd_inverse(matrices: np.ndarray, k: int, size: int) -> None:
+    """Invert, in place, the leading ``size`` rows and columns of the symmetric positive
+    definite ``matrices[k]``, made symmetric (the rest, padding, is left as it is). The
+    block is factored by Cholesky first (LAPACK's ``potrf``), which raises ``LinAlgError``
+    when it is not positive definite, then inverted by LAPACK (``getrf``, ``getri``);
+    without the GIL, so that threads can share the matrices out."""
+    if size == 0:
+        return
+    block = np.ascontiguousarray(matrices[k, :size, :size])
+    np.linalg.cholesky(block)
+    inverse = np.linalg.inv(block)
+    for a in range(size):
+        for b in range(size):
+            matrices[k, a, b] = 0.5 * (inverse[a, b] + inverse[b, a])

@@ -42,7 +42,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..types import LayerTask
-from ._lobs_kernels import greedy_obs_rows_each, spd_inverses
+from ._lobs_kernels import greedy_obs_rows_each, spd_inverse
 from .lobs import cheapest, prune_path
 
 __all__ = ["obs_candidates", "neuron_inverse_hessians", "WIDEN"]
@@ -105,7 +105,7 @@ def _dealt(sizes: np.ndarray, parts: int) -> list[np.ndarray]:
 def _cholesky_inverses(matrices: np.ndarray, sizes: np.ndarray, neurons: np.ndarray) -> np.ndarray:
     """Invert, in place, the leading ``sizes[k]`` rows and columns of each symmetric positive
     definite ``matrices[k]``, the Hessian of neuron ``neurons[k]`` (the rest, the padding, is
-    left as it is; :func:`._lobs_kernels.spd_inverses`), each matrix at its own size, so
+    left as it is; :func:`._lobs_kernels.spd_inverse`), each matrix at its own size, so
     that a few wide rows do not make every neuron pay for their width; the matrices are
     shared out over the cores (:func:`solvers._threads.map_threads`). A matrix that is not
     positive definite is named by its neuron."""
@@ -115,13 +115,11 @@ def _cholesky_inverses(matrices: np.ndarray, sizes: np.ndarray, neurons: np.ndar
     parts = _dealt(sizes, blas_threads())
 
     def invert(positions: np.ndarray) -> None:
-        try:
-            spd_inverses(matrices, sizes, positions)
-        except np.linalg.LinAlgError:
-            for k in positions:  # which one: the first that Cholesky refuses
-                if sizes[k] and np.any(np.linalg.eigvalsh(matrices[k, :sizes[k], :sizes[k]]) <= 0):
-                    raise np.linalg.LinAlgError(f"the Hessian of neuron {neurons[k]} is not positive definite") from None
-            raise
+        for k in positions:
+            try:
+                spd_inverse(matrices, int(k), int(sizes[k]))
+            except np.linalg.LinAlgError:
+                raise np.linalg.LinAlgError(f"the Hessian of neuron {neurons[k]} is not positive definite") from None
 
     map_threads(invert, parts)
     return matrices
