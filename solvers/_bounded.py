@@ -42,7 +42,8 @@ from __future__ import annotations
 import numpy as np
 
 from ._lapack import solve_lower
-from ._neuron import _Idle, _Neuron
+from ._neuron import _Idle, _Neuron, each_neuron
+from ._restricted import Work
 from ._segments import segment_products
 
 __all__ = ["bounded_restricted", "mend_bounded"]
@@ -68,10 +69,14 @@ def _confirm(neurons, indices, Xa, t, group, results, work) -> str | None:
             W[neurons[m].columns, j] = w
         products = Xa @ W
         work.product(Xa.shape[0], Xa.shape[1], len(indices))
-        indices = [m for j, (m, (w, bias)) in enumerate(zip(indices, directions))
-                   if neurons[m].violated(products[:, j], w, bias)]
-        for m in indices:
-            results[m] = neurons[m].at(float(t[group[m]]), work, confirm=round_index == _CONFIRM_ROUNDS - 1)
+        checked = each_neuron(lambda j, own: neurons[indices[j]].violated(products[:, j], *directions[j]),
+                              range(len(indices)), [neurons[m].size for m in indices])
+        indices = [m for m, (violated, _) in zip(indices, checked) if violated]
+        last = round_index == _CONFIRM_ROUNDS - 1
+        answers = each_neuron(lambda m, own: neurons[m].at(float(t[group[m]]), own, confirm=last), indices,
+                              [neurons[m].size for m in indices])
+        for m, (results[m], flops) in zip(indices, answers):
+            work.flops += flops
             if results[m] is None:
                 return neurons[m].why
     return None
@@ -104,8 +109,8 @@ def _first_candidates(neurons, Xa, t, group, work) -> None:
         W[neurons[m].columns, j] = neurons[m].theta_b - float(t[group[m]]) * neurons[m].theta_c
     products = Xa @ W
     work.product(Xa.shape[0], Xa.shape[1], len(fresh))
-    for j, m in enumerate(fresh):
-        neurons[m].violated(products[:, j], W[neurons[m].columns, j], -1.0)
+    each_neuron(lambda j, own: neurons[fresh[j]].violated(products[:, j], W[neurons[fresh[j]].columns, j], -1.0),
+                range(len(fresh)), [neurons[m].size for m in fresh])
 
 
 def _on_budget(f: np.ndarray, budget: np.ndarray, tol: float) -> np.ndarray:
@@ -133,30 +138,39 @@ def _step(t, f, gamma, budget, low, high, zero_tried):
 
 def _formed_neurons(moments, Xa, V, support, signs, weights, work, cache) -> list:
     """Each neuron's program on its support: from ``cache`` while its support and signs
-    stay, else formed (warm-started from the bounds active before on the same samples)."""
+    stay, else formed (warm-started from the bounds active before on the same samples),
+    the neurons to form shared out over the cores (:func:`solvers._neuron.each_neuron`)."""
     n_cols, n_out = support.shape
-    neurons, squares = [], None
-    for m in range(n_out):
-        columns = np.flatnonzero(support[:, m])
-        key = (columns.tobytes(), signs[columns, m].tobytes())
-        if m not in cache or cache[m][0] != key:
-            if moments.active is not None and not moments.active[:, m].any():  # no ball: only bounds
-                cache[m] = (key, _Idle(Xa, V, columns, weights, m))
-                neurons.append(cache[m][1])
-                continue
-            if squares is None:  # the bounds' row norms of every neuron formed this round: one product
-                squares = (Xa * Xa) @ support.astype(np.float64)
-                work.product(Xa.shape[0], n_cols, n_out)
-            neuron = _Neuron(moments, Xa, V, columns, signs[columns, m], weights, m, work, squares[:, m])
-            if m in cache:  # the same samples' bounds: start from those active before (rows of F change)
-                before = cache[m][1]
-                neuron.order = before.order[before.order < before.rows.size]
-                rows = neuron.Xa[neuron.rows[neuron.order]][:, neuron.columns]
-                neuron.F_passive = -solve_lower(neuron.L, rows.T).T  # C-ordered (LAPACK's answer is Fortran's)
-                neuron.use_candidates(before.candidates[before.candidates < before.rows.size])
-            cache[m] = (key, neuron)
-        neurons.append(cache[m][1])
-    return neurons
+    supports = [np.flatnonzero(support[:, m]) for m in range(n_out)]
+    keys = [(columns.tobytes(), signs[columns, m].tobytes()) for m, columns in enumerate(supports)]
+    forming = [m for m in range(n_out) if m not in cache or cache[m][0] != keys[m]]
+    idle = {m for m in forming if moments.active is not None and not moments.active[:, m].any()}  # no ball
+    busy = [m for m in forming if m not in idle]
+    squares = None
+    if busy:  # the bounds' row norms of every neuron formed this round: one product
+        squares = (Xa * Xa) @ support.astype(np.float64)
+        work.product(Xa.shape[0], n_cols, n_out)
+        moments.prepare([(m, supports[m].size) for m in busy])
+    for m in sorted(idle):
+        cache[m] = (keys[m], _Idle(Xa, V, supports[m], weights, m))
+
+    def form(m: int, own: Work) -> _Neuron:
+        columns = supports[m]
+        neuron = _Neuron(moments, Xa, V, columns, signs[columns, m], weights, m, own, squares[:, m])
+        if m in cache:  # the same samples' bounds: start from those active before (rows of F change)
+            before = cache[m][1]
+            neuron.order = before.order[before.order < before.rows.size]
+            rows = neuron.Xa[neuron.rows[neuron.order]][:, neuron.columns]
+            neuron.F_passive = -solve_lower(neuron.L, rows.T).T  # C-ordered (LAPACK's answer is Fortran's)
+            neuron.use_candidates(before.candidates[before.candidates < before.rows.size])
+        return neuron
+
+    bounds = [0 if moments.active is None else moments.rows_of(m, active=False).size for m in busy]
+    sizes = [float(supports[m].size) ** 2 * count for m, count in zip(busy, bounds)]
+    for m, (neuron, flops) in zip(busy, each_neuron(form, busy, sizes)):
+        cache[m] = (keys[m], neuron)
+        work.flops += flops
+    return [cache[m][1] for m in range(n_out)]
 
 
 def bounded_restricted(moments, Xa, V, epsilon, support, signs, weights, work, cache, tol,
@@ -197,8 +211,10 @@ def bounded_restricted(moments, Xa, V, epsilon, support, signs, weights, work, c
     pending, zero_tried = np.ones(budget.size, dtype=bool), np.zeros(budget.size, dtype=bool)
     for _ in range(_ROOT_STEPS):
         solved = np.flatnonzero(pending[group])
-        for m in solved:
-            results[m] = neurons[m].at(float(t[group[m]]), work, confirm=False)
+        answers = each_neuron(lambda m, own: neurons[m].at(float(t[group[m]]), own, confirm=False), solved,
+                              [neurons[m].size for m in solved])
+        for m, (results[m], flops) in zip(solved, answers):  # as one thread would: the work added in order
+            work.flops += flops
             if results[m] is None:
                 return "stop", neurons[m].why
             if work.flops > flops_limit:

@@ -38,7 +38,7 @@ from ._triangular import _backward, _downdate, _forward, _positive_solve, _rank_
 __all__ = ["_answer", "_bound_gradients", "_candidate_rows", "_dual_qp"]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _bound_row(Xa, rows, cols, positions, signs, i):
     """Row ``E_i`` of the bounds on the support: sample ``rows[i]``, or after the samples the
     sign bound ``-sigma_j theta_j <= 0`` of support position ``positions[i - n_rows]``."""
@@ -47,7 +47,7 @@ def _bound_row(Xa, rows, cols, positions, signs, i):
     return E
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _fill_bound_row(E, Xa, rows, cols, positions, signs, i):
     """Write row ``E_i`` (:func:`_bound_row`) into ``E``, which holds zeros."""
     if i < rows.size:
@@ -57,7 +57,7 @@ def _fill_bound_row(E, Xa, rows, cols, positions, signs, i):
         E[positions[i - rows.size]] = -signs[i - rows.size]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _append(Cp, R, size, row):
     """Add ``row`` to the passive rows ``Cp[:size]`` and to the lower Cholesky factor ``R``
     of their Gram matrix ``Cp Cp^T`` (in place). Returns the new size; the old one when
@@ -75,7 +75,7 @@ def _append(Cp, R, size, row):
     return size + 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _fit(Cp, R, size):
     """The least-squares coefficients of ``min ||Cp^T z - e||`` (``e`` the last unit
     vector): ``R R^T z = Cp e``."""
@@ -83,7 +83,7 @@ def _fit(Cp, R, size):
     return _backward(R, y)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _delete(Cp, R, order, size, j):
     """Remove passive row ``j`` from ``Cp``, ``order`` and the factor ``R`` (in place).
 
@@ -102,7 +102,7 @@ def _delete(Cp, R, order, size, j):
     return size - 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _drop(Cp, R, order, size, keep):
     """Remove the passive rows where ``keep`` is False; the new size."""
     for j in range(size - 1, -1, -1):
@@ -111,14 +111,14 @@ def _drop(Cp, R, order, size, keep):
     return size
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _direction(L, theta_u, residual):
     """``w = L^{-T} rho_{:k} - rho_k theta_u``: a bound's gradient is ``E_i w + h_i rho_k``."""
     k = theta_u.size
     return _backward(L, residual[:k]) - residual[k] * theta_u
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _price_all(Xa, norms, rows, h, cols, positions, signs, w, bias):
     """The gradients of every bound and their scales (:func:`_bound_gradients`), the
     samples' products by one product with ``Xa``."""
@@ -128,7 +128,7 @@ def _price_all(Xa, norms, rows, h, cols, positions, signs, w, bias):
     return _bound_gradients(Xa @ w_full, norms, rows, h, positions, signs, w, bias)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _bound_gradients(products, norms, rows, h, positions, signs, w, bias):
     """The gradients ``-C_i (C_P^T mu_P - e)`` of every bound and the scale each is compared
     with, for the direction ``w`` and ``bias = rho_k`` (:func:`_direction`), from
@@ -146,7 +146,7 @@ def _bound_gradients(products, norms, rows, h, positions, signs, w, bias):
     return gradient, scale
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _candidate_rows(Xa, norms, rows, h, cols, positions, signs, candidates):
     """The rows ``E_i``, bounds and row norms of the bounds ``candidates``, gathered once so
     that pricing them is one product."""
@@ -160,7 +160,7 @@ def _candidate_rows(Xa, norms, rows, h, cols, positions, signs, candidates):
     return E, bounds, row_norms
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _ldp_row(Xa, rows, h, cols, positions, signs, theta_u, i, F_row):
     """Bound ``i``'s row ``C_i = [-F_i, -r_i]``, from ``-F_i`` (``F_row``) and
     ``r_i = h_i - E_i theta_u``."""
@@ -172,7 +172,7 @@ def _ldp_row(Xa, rows, h, cols, positions, signs, theta_u, i, F_row):
     return row
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _settle(Cp, R, order, mu, size, skipped):
     """Lawson-Hanson's inner loop after a bound entered: while the passive rows' fit has a
     non-positive coefficient, step ``mu`` towards the fit as far as it stays non-negative
@@ -201,7 +201,7 @@ def _settle(Cp, R, order, mu, size, skipped):
     return size
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _entering(indices, gradient, scale, passive, skipped):
     """The bound among ``indices`` (neither passive nor skipped) with the largest gradient
     above its round-off scale; -1 when none."""
@@ -213,7 +213,7 @@ def _entering(indices, gradient, scale, passive, skipped):
     return best
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _warm_start(Cp, R, order, mu, Xa, rows, h, cols, positions, signs, theta_u, warm_order, warm_F, warm_S):
     """Put the warm start's bounds ``warm_order`` (their rows ``-F``: ``warm_F``) into the
     passive rows ``Cp`` and their factor ``R``, and their fit into ``mu``, less the rows
@@ -252,7 +252,7 @@ def _warm_start(Cp, R, order, mu, Xa, rows, h, cols, positions, signs, theta_u, 
     return size
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _dual_qp(Xa, norms, rows, h, cols, positions, signs, L, theta_u, warm_order, warm_F, warm_S, candidates,
              candidate_rows, confirm):
     """The least-distance program of one neuron by Lawson-Hanson non-negative least squares.
@@ -335,7 +335,7 @@ def _dual_qp(Xa, norms, rows, h, cols, positions, signs, L, theta_u, warm_order,
             candidates, (E_candidates, h_candidates, norm_candidates), passes)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _answer(mu, residual, order, F_rows, S, n_rows, positions, L, G, b, y_sq, theta_u, c_tilde, infeasible):
     """The restricted quadratic program's answer from its least-distance program's
     (:func:`_dual_qp`): ``(ok, theta, multipliers, f, gamma, motion)``.

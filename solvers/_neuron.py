@@ -11,14 +11,18 @@ operations of a fixed model (:class:`solvers._restricted.Work`), never by a cloc
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import numpy as np
 
 from ._lapack import cho_solve_lower, cholesky_lower, solve_lower, solve_lower_transposed
 from ._ldp import _answer, _bound_gradients, _candidate_rows, _dual_qp
 from ._restricted import Work
 from ._segments import Segment, make_segment
+from ._threads import blas_threads, deal, map_threads
 
-__all__ = ["first_round_flops"]
+__all__ = ["first_round_flops", "each_neuron"]
 
 _INFEASIBLE = 1e-10  # NNLS residual below which the bounds admit no point
 # one neuron's solve at one t, in flops of a large product (fitted to the timed attempts
@@ -30,6 +34,10 @@ _UNKNOWN_COST = 5e5  # ... per unknown ...
 _WARM_COST = 300.0  # ... and a part that grows with the warm start's bounds: per unit of size^2 (k + 1)
 _SCALAR_COST = 30.0  # a flop of the compiled least-distance loops, in flops of a large product (see Work)
 _READ_COST = 3e5  # an answer read off its segment (solvers._segments): a few small array operations
+# a pass over neurons whose mean size (unknowns^2 x sample bounds) is below this runs in the
+# caller's thread: such neurons' calls are mostly Python, which threads cannot overlap (on the
+# suite's ReLU programs, threads lost up to 15% below it and gained up to 30% above)
+_THREAD_SIZE = 1e6
 
 
 class _Neuron:
@@ -69,6 +77,12 @@ class _Neuron:
         self.fresh: tuple | None = None
         self.segment: Segment | None = None
         self.predicted = False
+
+    @property
+    def size(self) -> float:
+        """``k^2 r`` for ``k`` unknowns and ``r`` sample bounds: how the compiled work of a
+        call grows, what :func:`each_neuron` shares the calls out by."""
+        return float(self.columns.size) ** 2 * self.rows.size
 
     def use_candidates(self, candidates: np.ndarray) -> None:
         """The bounds the next call prices first, with their rows gathered once (kept while
@@ -172,11 +186,43 @@ class _Idle:
         if free.size and lowest < 0.0:
             self.theta[free[0]] = lowest / float(Xa[0, columns[free[0]]])
 
+    size = 0.0
+
     def at(self, t: float, work: Work, confirm: bool = True):
         if not self.feasible:
             self.why = "the bounds admit no point on the support"
             return None
         return self.theta.copy(), np.zeros(self.rows.size), 0.0, 0.0
+
+
+def each_neuron(call: Callable[[int, Work], Any], indices: Sequence[int], sizes: Sequence[float]) -> list[tuple]:
+    """``[(call(m, own), own.flops) for m in indices]``, each neuron's call with a
+    :class:`~solvers._restricted.Work` of its own, in the order of ``indices``.
+
+    The neurons' programs are independent, so the calls are shared out over the cores
+    (:func:`solvers._threads.map_threads`, in hands of about equal total ``sizes``) when
+    their mean size (``k^2 r``, :attr:`_Neuron.size`) says the compiled kernels, which
+    release the GIL, do most of their work (``_THREAD_SIZE``). Each call's arithmetic, and so its
+    answer and its counted work, is the same in whichever thread it runs, and the caller
+    adds the counts up in the neurons' order: every decision taken on the work (the
+    attempt's share, :mod:`solvers._polisher`) is the one a single thread takes.
+    """
+    indices = list(indices)
+
+    def run(positions) -> list[tuple]:
+        done = []
+        for position in positions:
+            own = Work()
+            done.append((position, call(indices[position], own), own.flops))
+        return done
+
+    if len(indices) < 2 or float(np.mean(sizes)) < _THREAD_SIZE:
+        return [(result, flops) for _, result, flops in run(range(len(indices)))]
+    results: list[tuple] = [()] * len(indices)
+    for hand in map_threads(run, deal(sizes, 2 * blas_threads())):
+        for position, result, flops in hand:
+            results[position] = (result, flops)
+    return results
 
 
 def first_round_flops(active, support) -> float:

@@ -130,6 +130,21 @@ class Moments:
             self._grams[m] = rows.T @ rows
         return self._grams[m]
 
+    def prepare(self, needs: list[tuple[int, int]]) -> None:
+        """Make ready, in this thread and in the neurons' order, what :meth:`neuron` will read
+        for each ``(m, k)`` of ``needs`` (neuron ``m`` on a support of ``k`` columns): the
+        rows, the Gram matrices held (whose choice depends on those held before, so on the
+        order) and the transposed copy that gathering needs. :meth:`neuron` for those
+        neurons then reads and forms only what is its own, and may run in several threads."""
+        gathers = False
+        for m, k in needs:
+            if self.active is not None:
+                self.rows_of(m)
+                self.rows_of(m, active=False)
+            gathers |= self._held(m, k) is None
+        if gathers and self._transposed is None:
+            self._transposed = np.ascontiguousarray(self.Xa.T)
+
     def neuron(self, m: int, columns: np.ndarray, work: Work) -> np.ndarray:
         """``M^T M`` for neuron ``m`` restricted to ``columns``, a new array (its cost added to
         ``work`` when gathered)."""
@@ -152,7 +167,7 @@ class Moments:
         return self.moment[:, m] - rows.T @ (rows[:, columns] @ theta)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _gathered(XT, columns, rows):
     """``XT[columns][:, rows]`` (``XT`` C-ordered: each of the columns' samples contiguous),
     in one pass, without the intermediate copy of the columns' every sample."""

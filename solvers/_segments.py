@@ -33,7 +33,7 @@ from numba import njit
 __all__ = ["Segment", "segment_products"]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _ratio_limits(t, values, slopes, low, high):
     """Narrow ``[low, high]`` to the ``t'`` at which ``values + (t' - t) slopes`` stays at
     most ``max(values, 0)``: a bound that holds at ``t`` keeps holding, one just outside
@@ -47,7 +47,7 @@ def _ratio_limits(t, values, slopes, low, high):
     return low, high
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _segment(t, sample_values, sample_slopes, passive, theta, slope, positions, signs, n_rows, nu, nu_slope):
     """The segment ``[low, high]`` of steps around ``t`` on which the answer ``theta``
     (moving by ``slope``) stays optimal: the sample bounds that are not passive

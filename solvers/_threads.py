@@ -23,7 +23,9 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-__all__ = ["map_threads", "blas_threads"]
+import numpy as np
+
+__all__ = ["map_threads", "blas_threads", "deal"]
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -75,6 +77,14 @@ def _pool(workers: int) -> ThreadPoolExecutor:
         if workers not in _pools:
             _pools[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nettrim-neurons")
         return _pools[workers]
+
+
+def deal(costs: Sequence[float], parts: int) -> list[np.ndarray]:
+    """Positions ``0 .. len(costs) - 1`` dealt out into ``parts`` hands in turn, dearest
+    first, so that each hand holds about as much of the work (the hands come dearest
+    first too: the order in which :func:`map_threads` should be given them)."""
+    order = np.argsort(-np.asarray(costs, dtype=np.float64), kind="stable")
+    return [order[start::parts] for start in range(max(1, min(parts, len(order))))]
 
 
 def map_threads(function: Callable[[Item], Result], items: Sequence[Item]) -> list[Result]:

@@ -14,7 +14,7 @@ from numba import njit
 __all__ = ["_backward", "_downdate", "_forward", "_positive_solve", "_rank_one_update"]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _forward(L, b):
     """``L^{-1} b`` for a lower triangular ``L`` (its leading ``b.size`` rows and columns)."""
     x = np.empty(b.size)
@@ -26,7 +26,7 @@ def _forward(L, b):
     return x
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _backward(L, b):
     """``L^{-T} b`` for a lower triangular ``L`` (its leading ``b.size`` rows and columns)."""
     x = np.empty(b.size)
@@ -38,7 +38,7 @@ def _backward(L, b):
     return x
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _rank_one_update(R, start, size, x):
     """Make the rows and columns ``start:size`` of the lower factor ``R`` the factor of
     their product plus ``x x^T`` (in place; ``x`` is overwritten): one rotation per
@@ -56,7 +56,7 @@ def _rank_one_update(R, start, size, x):
             x[b] = c * x[b] - s * R[q, p]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _downdate(R, size, x):
     """The lower factor of ``R R^T - x x^T`` (the leading ``size`` rows and columns of
     ``R``), a new array, by LINPACK's rotations (``O(size^2)``); ``(False, R)`` when that
@@ -82,7 +82,7 @@ def _downdate(R, size, x):
     return True, S.T.copy()
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _positive_solve(A, b):
     """``A^{-1} b`` by Cholesky for a symmetric positive definite ``A``; ``(False, b)`` when a
     pivot is not positive (``A`` singular at round-off)."""

@@ -106,3 +106,58 @@ def test_the_per_neuron_inverses_do_not_depend_on_the_threads():
     with threadpool_limits(2, user_api="blas"):
         shared = _relu_obs.neuron_inverse_hessians(Xa, active, entries, 13, 1e-4, np.arange(9))
     np.testing.assert_array_equal(shared, alone)
+
+
+def test_deal_hands_out_about_equal_shares_dearest_first():
+    costs = [5.0, 1.0, 9.0, 3.0, 7.0, 2.0]
+    hands = _threads.deal(costs, 2)
+    assert [hand.tolist() for hand in hands] == [[2, 0, 5], [4, 3, 1]]  # 9, 5, 2 and 7, 3, 1
+    assert sorted(np.concatenate(hands).tolist()) == list(range(6))
+    assert len(_threads.deal(costs[:1], 4)) == 1 and len(_threads.deal([], 4)) == 1
+
+
+def test_each_neuron_counts_each_calls_work_and_keeps_the_order():
+    """In threads when the neurons are large enough (their calls then release the GIL), in
+    the caller's thread otherwise; either way the results and each call's own work come
+    back in the order of the neurons."""
+    from solvers import _neuron
+
+    seen = []
+
+    def call(m, own):
+        seen.append(threading.current_thread().name)
+        own.product(m, 2, 3)
+        return 10 * m
+
+    large = [_neuron._THREAD_SIZE] * 6
+    with threadpool_limits(2, user_api="blas"):
+        results = _neuron.each_neuron(call, [5, 1, 4, 0, 3, 2], large)
+        assert results == [(10 * m, 12.0 * m) for m in (5, 1, 4, 0, 3, 2)]
+        assert all(name.startswith("nettrim-neurons") for name in seen)
+        seen.clear()
+        small = _neuron.each_neuron(call, [5, 1, 4], [1.0] * 3)
+        assert small == [(50, 60.0), (10, 12.0), (40, 48.0)]
+        assert seen == [threading.current_thread().name] * 3
+
+
+def test_the_polish_on_one_thread_and_on_several_agree(monkeypatch):
+    """A ReLU layer's polishing with its neurons' programs formed and solved in threads (every
+    pass, whatever its size) certifies the same optimum, at the same iteration, as in one."""
+    from solvers import _neuron, solve
+    from solvers.examples import planted_problem
+
+    problem, planted = planted_problem(1500, 60, 6, epsilon=0.02)
+    monkeypatch.setattr(_neuron, "_THREAD_SIZE", 0.0)
+    passes = []
+    monkeypatch.setattr(_neuron, "map_threads",
+                        lambda function, items: passes.append(len(items)) or _threads.map_threads(function, items))
+    answers = []
+    for threads in (1, 2):
+        with threadpool_limits(threads, user_api="blas"):
+            answers.append(solve(problem, warm_start=planted, tol=1e-3))
+    alone, shared = answers
+    assert passes and max(passes) > 1  # the passes went to the threads
+    assert alone.info["polish_outcome"] == shared.info["polish_outcome"] == "certified"
+    assert alone.iterations == shared.iterations
+    np.testing.assert_allclose(shared.weight, alone.weight, rtol=1e-9, atol=1e-12)
+    assert shared.objective == pytest.approx(alone.objective, rel=1e-12)

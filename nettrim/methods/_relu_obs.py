@@ -71,7 +71,7 @@ def neuron_inverse_hessians(Xa: np.ndarray, active: np.ndarray, entries: list[np
     float64. Each inverse depends on its neuron's rows only, so any chunking gives the
     same; the products are spread over the cores (:func:`solvers._threads.map_threads`).
     """
-    from solvers._threads import blas_threads, map_threads
+    from solvers._threads import blas_threads, deal, map_threads
 
     n_samples = Xa.shape[0]
     transposed = np.ascontiguousarray(Xa.T)
@@ -91,15 +91,8 @@ def neuron_inverse_hessians(Xa: np.ndarray, active: np.ndarray, entries: list[np
             hessians[k, padding, padding] = 1.0
 
     sizes = np.array([entries[m].size for m in neurons], dtype=np.int64)
-    map_threads(form, _dealt(sizes, blas_threads()))
+    map_threads(form, deal(sizes, blas_threads()))
     return _cholesky_inverses(hessians, sizes, neurons)
-
-
-def _dealt(sizes: np.ndarray, parts: int) -> list[np.ndarray]:
-    """Positions ``0 .. len(sizes) - 1`` dealt out into ``parts`` hands in turn, widest first,
-    so that each hand holds about as much of the per-neuron work (which grows with the size)."""
-    order = np.argsort(-np.asarray(sizes), kind="stable")
-    return [order[start::parts] for start in range(max(1, min(parts, len(order))))]
 
 
 def _cholesky_inverses(matrices: np.ndarray, sizes: np.ndarray, neurons: np.ndarray) -> np.ndarray:
@@ -109,10 +102,10 @@ def _cholesky_inverses(matrices: np.ndarray, sizes: np.ndarray, neurons: np.ndar
     that a few wide rows do not make every neuron pay for their width; the matrices are
     shared out over the cores (:func:`solvers._threads.map_threads`). A matrix that is not
     positive definite is named by its neuron."""
-    from solvers._threads import blas_threads, map_threads
+    from solvers._threads import blas_threads, deal, map_threads
 
     sizes = np.asarray(sizes, dtype=np.int64)
-    parts = _dealt(sizes, blas_threads())
+    parts = deal(sizes, blas_threads())
 
     def invert(positions: np.ndarray) -> None:
         for k in positions:
