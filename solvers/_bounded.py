@@ -36,6 +36,11 @@ inside, solving again only the neurons whose segment ends before the step. The s
 starts from a first guess of ``t`` when the polish has one (the ADMM's duals,
 :meth:`solvers._polisher.Polisher.attempt`), else from the step that meets the budget
 with no bound active.
+
+The neurons are independent at a given ``t``: forming their programs, solving them and
+checking their answers against the bounds are passes over neurons, shared out over the
+cores when the neurons are large (:func:`solvers._neuron.each_neuron`), their work
+counted per neuron and added up in order, as one thread would.
 """
 from __future__ import annotations
 

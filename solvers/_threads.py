@@ -1,12 +1,14 @@
 """Per-neuron work on every core: Python threads, each with BLAS on one thread.
 
-Much of the ReLU-aware fit and of the per-neuron OBS Hessians is a loop over neurons or
-chunks of neurons, each step a small BLAS or LAPACK call (a Gram matrix of a few hundred
-columns, a batched solve of systems of that size). OpenBLAS spreads such a call over its
+Much of the ReLU-aware fit, of the per-neuron OBS Hessians and of polishing a ReLU layer's
+answer is a loop over neurons or chunks of neurons, each step a small BLAS or LAPACK call
+or a compiled kernel (a Gram matrix of a few hundred columns, a batched solve of systems
+of that size, one neuron's least-distance program). OpenBLAS spreads such a call over its
 threads at a cost that the call's size does not repay: on the benchmark suite's sizes a
 154-wide Cholesky inverse ran about twice as fast with BLAS on one thread. The cores are
 used instead by running independent items (chunks of neurons) in Python threads; numpy's
-BLAS products, its batched solves and the fit's compiled kernels release the GIL.
+BLAS products, its batched solves and the compiled kernels (declared ``nogil``) release
+the GIL. :func:`deal` hands items out in shares of about equal cost.
 
 :func:`map_threads` runs a function over items that way, with as many threads as BLAS
 had when it was called (what the user's ``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS`` or
