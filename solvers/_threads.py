@@ -35,6 +35,7 @@ Result = TypeVar("Result")
 _lock = threading.Lock()
 _controller: Any = None
 _pools: dict[int, ThreadPoolExecutor] = {}
+_holders = 0  # blocks inside _one_blas_thread now
 
 
 def _blas_controller() -> Any:
@@ -65,13 +66,30 @@ def blas_threads() -> int:
 
 @contextlib.contextmanager
 def _one_blas_thread() -> Iterator[None]:
-    """BLAS on one thread inside the block (restored after it)."""
+    """BLAS on one thread inside the block, restored after it. The limit is process-wide,
+    so blocks that overlap (calls from several of the user's threads) do not each set
+    one: the first sets it and restores it itself when it leaves, and a block that
+    outlives it runs on with BLAS as restored. Each restoring what it found would leave
+    BLAS on one thread for good when they end in another order than they began (with
+    threadpoolctl before 3.8; later versions let only the thread that set OpenBLAS's limit
+    change it until that block ends, and ignore the others)."""
+    global _holders
     controller = _blas_controller()
     if controller is None:
         yield
         return
-    with controller.limit(limits=1, user_api="blas"):
-        yield
+    with _lock:
+        first = _holders == 0
+        _holders += 1
+    try:
+        if first:
+            with controller.limit(limits=1, user_api="blas"):
+                yield
+        else:
+            yield
+    finally:
+        with _lock:
+            _holders -= 1
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:

@@ -161,3 +161,49 @@ def test_the_polish_on_one_thread_and_on_several_agree(monkeypatch):
     assert alone.iterations == shared.iterations
     np.testing.assert_allclose(shared.weight, alone.weight, rtol=1e-9, atol=1e-12)
     assert shared.objective == pytest.approx(alone.objective, rel=1e-12)
+
+
+def test_overlapping_calls_from_two_threads_leave_blas_as_it_was(monkeypatch):
+    """Two user threads that both saw two BLAS threads before either limited it, whose
+    map_threads then overlap (A starts, B starts, A ends, B ends): BLAS is back at its
+    count once both are done, and another thread can still set its limit (threadpoolctl
+    lets only the thread that set OpenBLAS's limit change it: one restored by the wrong
+    thread is ignored, one never released locks the others out)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(_threads, "blas_threads", lambda: 2)
+    monkeypatch.setattr(_threads, "_pool", lambda workers: ThreadPoolExecutor(workers))  # the calls' own workers
+    a_inside, b_inside, a_done = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def first(item):
+        a_inside.set()
+        b_inside.wait(5)
+        seen.setdefault("a", _blas_counts())
+        return item
+
+    def second(item):
+        b_inside.set()
+        a_done.wait(5)
+        return item
+
+    with threadpool_limits(2, user_api="blas"):
+        before = _blas_counts()
+        b = threading.Thread(target=lambda: (a_inside.wait(5), _threads.map_threads(second, [0, 1])))
+        b.start()
+        _threads.map_threads(first, [0, 1])
+        a_done.set()
+        b.join(10)
+        assert set(seen["a"]) == {1}  # one BLAS thread while they overlap
+        assert _blas_counts() == before
+    after = _blas_counts()
+
+    def limit_elsewhere():  # once the test's own limit is gone, no thread holds OpenBLAS's
+        with threadpool_limits(1, user_api="blas"):
+            seen["elsewhere"] = _blas_counts()
+
+    other = threading.Thread(target=limit_elsewhere)
+    other.start()
+    other.join(10)
+    assert set(seen["elsewhere"]) == {1}
+    assert _blas_counts() == after
