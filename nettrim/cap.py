@@ -34,6 +34,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from solvers.exchange import solve_blocks
+
 from .graph import links
 from .layers import LayerHandle, layer_kind
 from .measure import classification_accuracy, network_outputs, output_error
@@ -92,7 +94,7 @@ def greedy_keep(X: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, per_
         columns = np.asarray(alive)[:, None] * per_group + offsets  # (n_alive, per_group)
         blocks = P[columns[:, :, None], columns[:, None, :]]
         W_t = np.ascontiguousarray(W[:, columns].transpose(1, 2, 0))  # (n_alive, per_group, n_out)
-        costs = np.sum(np.linalg.solve(blocks, W_t) * W_t, axis=(1, 2))
+        costs = np.sum(solve_blocks(blocks, W_t) * W_t, axis=(1, 2))
         g = alive.pop(int(np.argmin(costs)))
         G = slice(g * per_group, (g + 1) * per_group)
         inverse_block = np.linalg.inv(P[G, G])

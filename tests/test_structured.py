@@ -9,7 +9,7 @@ from torch import nn
 import nettrim
 from conftest import batchnorm_cnn
 from nettrim.cap import greedy_keep
-from solvers.exchange import exchange, subset_error
+from solvers.exchange import exchange, solve_blocks, subset_error
 
 
 def _grouped_data(per_group, n_groups=7, n_samples=150, seed=0):
@@ -24,6 +24,17 @@ def _least_squares_error(X, T, columns):
     design = np.hstack([X[:, columns], np.ones((len(X), 1))])
     residual = T - design @ np.linalg.lstsq(design, T, rcond=None)[0]
     return float(np.sum(residual**2))
+
+
+@pytest.mark.parametrize("per_group", [1, 3])
+def test_solve_blocks_solves_each_block(per_group):
+    rng = np.random.default_rng(per_group)
+    factors = rng.standard_normal((40, per_group, per_group))
+    blocks = factors @ factors.transpose(0, 2, 1) + 0.1 * np.eye(per_group)
+    rhs = rng.standard_normal((40, per_group, 6))
+    answer = solve_blocks(blocks, rhs)
+    np.testing.assert_allclose(blocks @ answer, rhs, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(answer, np.linalg.solve(blocks, rhs), rtol=1e-14, atol=0)
 
 
 @pytest.mark.parametrize("per_group", [1, 3])
