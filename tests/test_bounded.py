@@ -322,6 +322,42 @@ def test_better_multipliers_make_a_feasible_dual_point_where_one_exists():
     assert np.array_equal(skipped, N)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_multipliers_program_by_column_generation_is_the_whole_programs_optimum(seed, monkeypatch):
+    """The multipliers' program (module docstring of solvers._multipliers) solved on a few
+    samples at a time, joined by their reduced costs, reaches the optimum of the program on
+    every sample (HiGHS on all of it), feasible; it says so where no point is feasible."""
+    from scipy.optimize import linprog
+
+    from solvers import _multipliers
+
+    rng = np.random.default_rng(seed)
+    n_samples, n_cols = 3000, 8
+    E_T = np.abs(rng.standard_normal((n_cols, n_samples)))
+    E_T[-1] = 1.0  # the bias column: an equality
+    w = np.r_[np.ones(n_cols - 1), 0.0]
+    nu_wanted = np.zeros(n_samples)
+    nu_wanted[rng.choice(n_samples, 12, replace=False)] = rng.random(12)
+    fixed = -(E_T @ nu_wanted) + np.r_[0.5 * rng.uniform(-1, 1, n_cols - 1), 0.0]
+    h = rng.random(n_samples)
+    pen = w > 0
+    A_ub = np.vstack([E_T[pen], -E_T[pen]])
+    b_ub = np.r_[w[pen] - fixed[pen], w[pen] + fixed[pen]]
+    rounds = []
+    restricted = _multipliers._Program._restricted
+    monkeypatch.setattr(_multipliers._Program, "_restricted",
+                        lambda self, chosen: rounds.append(chosen.size) or restricted(self, chosen))
+    program = _multipliers._Program(A_ub, b_ub, E_T[~pen], -fixed[~pen], h)
+    nu = program.solve(np.array([], dtype=np.int64))
+    whole = linprog(h, A_ub=A_ub, b_ub=b_ub, A_eq=E_T[~pen], b_eq=-fixed[~pen], bounds=(0, None), method="highs-ds")
+    assert len(rounds) > 1 and max(rounds) < n_samples / 4  # samples joined, and few of them
+    assert np.all(nu >= 0) and np.all(A_ub @ nu <= b_ub + 1e-7) and np.allclose(E_T[~pen] @ nu, -fixed[~pen], atol=1e-7)
+    assert h @ nu == pytest.approx(whole.fun, rel=1e-7, abs=1e-9)
+    far = _multipliers._Program(A_ub, b_ub + np.r_[np.zeros(n_cols - 1), -1e3 * np.ones(n_cols - 1)],
+                                E_T[~pen], -fixed[~pen], np.zeros(n_samples))
+    assert far.solve(np.array([], dtype=np.int64)) is None  # -E nu <= -1e3 - ...: g_j far above w_j whatever nu
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_relu_layers_are_certified_by_the_first_attempts(dtype):
     """A first-convolution-like layer (many samples, few inputs) and a wider one: the ADMM
