@@ -202,10 +202,11 @@ def each_neuron(call: Callable[[int, Work], Any], indices: Sequence[int], sizes:
     The neurons' programs are independent, so the calls are shared out over the cores
     (:func:`solvers._threads.map_threads`, in hands of about equal total ``sizes``) when
     their mean size (``k^2 r``, :attr:`_Neuron.size`) says the compiled kernels, which
-    release the GIL, do most of their work (``_THREAD_SIZE``). Each call's arithmetic, and so its
-    answer and its counted work, is the same in whichever thread it runs, and the caller
-    adds the counts up in the neurons' order: every decision taken on the work (the
-    attempt's share, :mod:`solvers._polisher`) is the one a single thread takes.
+    release the GIL, do most of their work (``_THREAD_SIZE``). Each call's arithmetic,
+    and so its answer and its counted work, is the same in whichever thread it runs (BLAS
+    on one thread there), and the caller adds the counts up in the neurons' order: every
+    decision taken on the work (the attempt's share, :mod:`solvers._polisher`) is the
+    one a single thread takes.
     """
     indices = list(indices)
 
