@@ -292,8 +292,10 @@ def assemble(run: _Run, seconds: float) -> PruneResult:
         for name, outcome in run.outcomes.items():
             write_back(run.handles[name][0], outcome)
     error = output_error(run.pruned, run.batches, run.reference_out)
-    for name, report in run.reports.items():  # a method's parts of a layer (info["seconds_<part>"]), summed per
-        if name in run.restored:  # part over the layers solved in this run (a resumed one's came from disk)
+    # a method's parts of a layer (info["seconds_<part>"]), summed per part over the layers solved in
+    # this run (a resumed run's restored layers were timed by the run that solved them)
+    for name, report in run.reports.items():
+        if name in run.restored:
             continue
         for key, value in report.info.items():
             if key.startswith("seconds_"):

@@ -105,6 +105,7 @@ class _Program:
         ``used``: the samples to start with besides those spread over all of them."""
         spread = np.linspace(0, self.n_samples - 1, min(self.n_samples, _SPREAD * self.n_rows)).astype(np.int64)
         chosen = np.union1d(used, spread)
+        scale = 1e-9 * max(1.0, float(np.abs(self.h).max(initial=0.0)))  # a reduced cost below -scale: joins
         for _ in range(_ROUNDS):
             result = self._restricted(chosen)
             if result.status != 0:
@@ -113,7 +114,6 @@ class _Program:
             if self.A_eq.shape[0]:
                 reduced -= self.A_eq.T @ result.eqlin.marginals
             reduced[chosen] = 0.0
-            scale = 1e-9 * max(1.0, float(np.abs(self.h).max(initial=0.0)))
             joining = np.flatnonzero(reduced < -scale)
             if joining.size == 0:
                 nu, slack = result.x[:chosen.size], result.x[chosen.size:]
