@@ -356,6 +356,12 @@ def test_the_multipliers_program_by_column_generation_is_the_whole_programs_opti
     far = _multipliers._Program(A_ub, b_ub + np.r_[np.zeros(n_cols - 1), -1e3 * np.ones(n_cols - 1)],
                                 E_T[~pen], -fixed[~pen], np.zeros(n_samples))
     assert far.solve(np.array([], dtype=np.int64)) is None  # -E nu <= -1e3 - ...: g_j far above w_j whatever nu
+    # with bounds h != 0 the slacks left over may only mean their cost was too low: the whole program decides
+    wholes = []
+    whole_program = _multipliers._Program._whole
+    monkeypatch.setattr(_multipliers._Program, "_whole", lambda self: wholes.append(1) or whole_program(self))
+    far_bounded = _multipliers._Program(far.A_ub, far.b_ub, far.A_eq, far.b_eq, h)
+    assert far_bounded.solve(np.array([], dtype=np.int64)) is None and wholes == [1]
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
