@@ -32,7 +32,8 @@ Net-Trim at the same fraction of the weights (:func:`structured_runs`).
 default does (``allocate="error"``); the rows that share it report the sparsity each layer
 got (``layers_kept``). ``nettrim-full-width`` (run when asked for) is Net-Trim's default
 with its per-neuron OBS candidate started from the original weights (``widen=inf``)
-instead of from L-OBS's at twice the target's count.
+instead of from L-OBS's at twice the target's count. ``nettrim-no-swaps`` (run when asked
+for) is Net-Trim's default without the single swaps after the fit (``swaps=0``).
 
 Run:  python benchmarks/compare_methods.py [--quick] [--models digits-mlp,...] [--methods NAME,...]
 (default models: the whole suite)
@@ -71,8 +72,10 @@ LAYERWISE = (  # (label, method, method_options, refit, allocate); those in ON_R
     ("nettrim-l1+relu", "nettrim", {"support": "l1"}, "relu", None),
     ("nettrim-per-layer", "nettrim", {}, None, None), ("nettrim", "nettrim", {}, None, "auto"),
     ("lobs+relu+alloc", "lobs", {}, "relu", "error"),
-    ("nettrim-full-width", "nettrim", {"widen": float("inf")}, None, "auto"))
-ON_REQUEST = ("lobs+relu+alloc", "nettrim-full-width")
+    ("nettrim-full-width", "nettrim", {"widen": float("inf")}, None, "auto"),
+    ("nettrim-no-swaps", "nettrim", {"swaps": 0}, None, "auto"))
+ON_REQUEST = ("lobs+relu+alloc", "nettrim-full-width", "nettrim-no-swaps")
+VARIANTS = ("nettrim-full-width", "nettrim-no-swaps")  # the default with an option changed: not another method
 
 
 def cap_kept(model: torch.nn.Module, fraction: float) -> float:
@@ -181,7 +184,7 @@ def summarise(rows: list[dict], models: dict, sparsities) -> tuple[dict, dict]:
         for sparsity in (s for s in sparsities if s >= 0.7):
             point = [r for r in rows if r["model"] == name and r["target_sparsity"] == sparsity]
             ours = next((r for r in point if r["method"] == "nettrim"), None)
-            others = [r for r in point if r["method"] not in ("nettrim", "nettrim-full-width")]  # not itself
+            others = [r for r in point if r["method"] not in ("nettrim", *VARIANTS)]  # not itself
             if ours is None or not others:
                 continue
             best_error = min(others, key=lambda r: r["output_error"])

@@ -26,12 +26,19 @@ repeat until none swaps or ``sweeps`` is reached, so ``f`` never grows. Taking `
 of the fit on ``K`` is an update of rank ``per_group`` (:meth:`_Fit.best_swap`), so
 trying every position costs ``O(n_in * per_group * n_out)`` each, and only an accepted
 swap refactors the fit.
+
+:func:`exchange_each` does the same for single columns, neuron by neuron, each neuron with
+a Gram matrix of its own (the rows it is fitted on, its candidate columns): an unstructured
+support chosen by greedy elimination (OBS) improved by swaps (compiled,
+:mod:`solvers._exchange_kernels`).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
-__all__ = ["subset_error", "exchange", "group_columns", "solve_blocks"]
+__all__ = ["subset_error", "exchange", "exchange_each", "group_columns", "solve_blocks"]
 
 
 def _moments(X: np.ndarray, T: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray, float]:
@@ -163,3 +170,68 @@ def exchange(X: np.ndarray, T: np.ndarray, keep: np.ndarray, per_group: int = 1,
         if not swapped:
             break
     return np.array(sorted(fit.kept), dtype=np.int64), before, total - fit.explained
+
+
+_EACH_RIDGE = 1e-10  # exchange_each: added to the diagonal, relative to its mean
+_EACH_GAIN = 1e-12  # ... and the least decrease of f, relative to ||t||^2, that a swap must bring
+
+
+def exchange_each(grams: Sequence[np.ndarray], rhs: Sequence[np.ndarray], totals: Sequence[float],
+                  kept: Sequence[np.ndarray], swappable: Sequence[np.ndarray], *,
+                  sweeps: int = 2) -> tuple[list[np.ndarray], np.ndarray]:
+    """Improve every neuron's kept columns by single swaps on its least-squares model.
+
+    Neuron ``m`` is fitted on rows ``A_m`` towards ``t_m``, through ``grams[m] = A_m^T A_m``
+    and ``rhs[m] = A_m^T t_m`` over its candidate columns; keeping columns ``K`` leaves
+    ``f_m(K) = ||t_m||^2 - c_K^T C_KK^{-1} c_K``. Each swappable position of ``kept[m]`` in
+    turn takes the column outside ``K`` that lowers ``f_m`` most, when that beats keeping
+    it (the arithmetic of :func:`exchange` for one column and one output,
+    :mod:`solvers._exchange_kernels`), for at most ``sweeps`` passes: the count of columns
+    is unchanged and ``f_m`` never grows. Neurons run in threads (:mod:`solvers._threads`).
+
+    Parameters
+    ----------
+    grams : sequence of ndarray (n_m, n_m)
+        Each neuron's Gram matrix on its candidate columns (the same array may serve several).
+    rhs : sequence of ndarray (n_m,)
+    totals : sequence of float
+        ``||t_m||^2``: the swaps' least gain is ``1e-12`` of it.
+    kept : sequence of ndarray of int
+        Indices into the candidate columns, the neuron's support to start from.
+    swappable : sequence of ndarray of bool
+        Per position of ``kept[m]``: whether it may change (False for a column that
+        always stays, such as the bias's).
+    sweeps : int, default 2
+
+    Returns
+    -------
+    kept : list of ndarray of int
+        The new supports (positions as given, columns replaced).
+    decrease : ndarray (n_out,)
+        How much each neuron's ``f`` fell.
+    """
+    from ._exchange_kernels import _swap_columns
+    from ._threads import blas_threads, deal, map_threads
+
+    n_out = len(kept)
+    if not (len(grams) == len(rhs) == len(totals) == len(swappable) == n_out):
+        raise ValueError("exchange_each: grams, rhs, totals, kept and swappable need one entry per neuron")
+    if not (isinstance(sweeps, (int, np.integer)) and sweeps >= 0):
+        raise ValueError(f"sweeps: got {sweeps!r}, needs an integer >= 0")
+    new_kept = [np.array(columns, dtype=np.int64) for columns in kept]
+    decrease = np.zeros(n_out)
+
+    def run(neurons: np.ndarray) -> None:
+        for m in neurons:
+            C = np.ascontiguousarray(grams[m], dtype=np.float64)
+            if new_kept[m].size == 0 or C.shape[0] <= new_kept[m].size:
+                continue  # nothing to swap in
+            ridge = _EACH_RIDGE * max(float(np.mean(np.diag(C))), 1e-300)
+            before, after = _swap_columns(C, np.asarray(rhs[m], dtype=np.float64), new_kept[m],
+                                          np.asarray(swappable[m], dtype=np.bool_), int(sweeps), ridge,
+                                          _EACH_GAIN * float(totals[m]))
+            decrease[m] = after - before
+
+    costs = [float(np.asarray(grams[m]).shape[0]) * float(new_kept[m].size) ** 2 for m in range(n_out)]
+    map_threads(run, [np.asarray(part, dtype=np.int64) for part in deal(costs, blas_threads()) if len(part)])
+    return new_kept, decrease

@@ -44,6 +44,7 @@ import numpy as np
 from solvers import LayerProblem
 
 from ._relu_obs import WIDEN, obs_candidates
+from ._swaps import SWEEPS, swap_supports
 from .base import LayerOutcome, LayerSolver, LayerTask, Method
 
 __all__ = ["prune_layer", "refit_support", "choose_rows", "NetTrimOptions", "METHOD", "SPARSITY_TOLERANCE", "SUPPORTS"]
@@ -119,6 +120,9 @@ class NetTrimOptions:
         ``support='obs'`` at a network target of 90% or more: also remove whole neurons at
         the same count of weights and keep that answer where it errs less
         (:mod:`nettrim.neuron_choice`); False keeps the weight-level answer.
+    swaps : int, default 2
+        ``support='obs'``: passes of single swaps over each neuron's kept weights after
+        the fit (:mod:`._swaps`); 0 keeps the OBS supports as they are.
     """
 
     refit: bool = False
@@ -126,6 +130,7 @@ class NetTrimOptions:
     damping: float = 1e-4
     widen: float = WIDEN
     neurons: bool = True
+    swaps: int = SWEEPS
 
     def __post_init__(self) -> None:
         if not isinstance(self.refit, bool):
@@ -136,6 +141,8 @@ class NetTrimOptions:
             raise ValueError(f"damping: got {self.damping!r}, needs a number >= 0")
         if not isinstance(self.neurons, bool):
             raise ValueError(f"neurons: got {self.neurons!r}, needs True or False")
+        if not isinstance(self.swaps, (int, np.integer)) or isinstance(self.swaps, bool) or self.swaps < 0:
+            raise ValueError(f"swaps: got {self.swaps!r}, needs an integer >= 0 (0: no swaps)")
         if not isinstance(self.widen, (int, float)) or isinstance(self.widen, bool) or not self.widen >= 1:
             raise ValueError(f"widen: got {self.widen!r}, needs a number >= 1 (inf: the Hessian per neuron from the "
                              f"original weights)")
@@ -194,7 +201,7 @@ def choose_rows(objectives: np.ndarray, counts: np.ndarray, budget: int) -> np.n
     return chosen
 
 
-def _obs(task: LayerTask, sparsity: float, damping: float, widen: float) -> LayerOutcome:
+def _obs(task: LayerTask, sparsity: float, damping: float, widen: float, swaps: int) -> LayerOutcome:
     """Supports by greedy OBS, weights by the ReLU-aware fit; each neuron's row from the
     Hessian whose fitted row serves the layer best under its count (:func:`choose_rows`),
     each neuron's fitted error weighted by ``task.importance`` when the task has it. The
@@ -208,7 +215,7 @@ def _obs(task: LayerTask, sparsity: float, damping: float, widen: float) -> Laye
     candidates = obs_candidates(task, sparsity, damping, widen)  # without ReLU only L-OBS: the Hessians are the same
     supports_seconds, started = time.perf_counter() - started, time.perf_counter()
     fit_bias = task.bias is not None
-    systems = None
+    systems, union = None, None
     if len(candidates) > 1:  # the candidates' supports overlap: their equations formed once, on the union
         union = np.logical_or.reduce([weight != 0 for weight, _ in candidates.values()])
         systems = active_systems(task.X, task.Y, union, relu=task.relu, fit_bias=fit_bias)
@@ -221,24 +228,31 @@ def _obs(task: LayerTask, sparsity: float, damping: float, widen: float) -> Laye
     chosen = choose_rows(np.array([fits[name].objective for name in names]) * importance, counts, budget)
     weight = np.array(fits[names[0]].weight, copy=True)
     bias = None if fits[names[0]].bias is None else np.array(fits[names[0]].bias, copy=True)
+    objective = np.array(fits[names[0]].objective, copy=True)
     for index, name in enumerate(names[1:], start=1):
         rows = chosen == index
         weight[rows] = fits[name].weight[rows]
+        objective[rows] = fits[name].objective[rows]
         if bias is not None:
             bias[rows] = fits[name].bias[rows]
+    if swaps:
+        weight, bias, objective, swapped = swap_supports(task, weight, bias, objective, union, systems, swaps)
+    else:
+        swapped = {}
     info = {"support": "obs", "damping": damping, "widen": widen, "refit": "relu",
             "consumer_weighted": task.importance is not None,
             "refit_steps": max(fit.steps for fit in fits.values()),
             "refit_converged": all(fit.converged for fit in fits.values()),
             "neurons_by_hessian": {name: int(np.sum(chosen == index)) for index, name in enumerate(names)},
             "certified_by_hessian": {name: float(np.sqrt(fit.objective.sum())) for name, fit in fits.items()},
+            **swapped,
             "seconds_supports": supports_seconds, "seconds_fits": time.perf_counter() - started}
     return LayerOutcome(weight, bias, epsilon=float("nan"), status="done", info=info)
 
 
 def prune_layer(task: LayerTask, *, sparsity: float | None, solver: LayerSolver | None = None,
                 refit: bool = False, support: str = "obs", damping: float = 1e-4,
-                widen: float = WIDEN, neurons: bool = True) -> LayerOutcome:
+                widen: float = WIDEN, neurons: bool = True, swaps: int = SWEEPS) -> LayerOutcome:
     """Solve the layer's Net-Trim program (at the mode's budget, or for a target sparsity).
 
     Parameters
@@ -249,7 +263,7 @@ def prune_layer(task: LayerTask, *, sparsity: float | None, solver: LayerSolver 
     solver : LayerSolver, optional
         The solver and its options (default: the ADMM at its own defaults). The ADMM is
         warm-started from the original weights unless its options hold ``warm_start``.
-    refit, support, damping, widen
+    refit, support, damping, widen, swaps
         See :class:`NetTrimOptions`.
     neurons : bool
         See :class:`NetTrimOptions`: a choice over the whole network, which the pipeline
@@ -263,12 +277,12 @@ def prune_layer(task: LayerTask, *, sparsity: float | None, solver: LayerSolver 
         ``target_met``, ``why``).
     """
     solver = LayerSolver() if solver is None else solver
-    NetTrimOptions(refit, support, damping, widen, neurons)  # checked
+    NetTrimOptions(refit, support, damping, widen, neurons, swaps)  # checked
     if sparsity is None:
         solution = solver.solve(_problem(task, task.budget), warm_start=(task.weight, task.bias))
         outcome = LayerOutcome.from_solution(solution, task.budget)
     elif support == "obs":
-        outcome = _obs(task, sparsity, damping, widen)
+        outcome = _obs(task, sparsity, damping, widen, swaps)
     else:
         outcome = _path(task, sparsity, solver)
     if not refit:
