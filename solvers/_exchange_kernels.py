@@ -13,7 +13,11 @@ at position ``g`` out raises ``f`` by ``beta_g^2 / P_gg`` and changes
 
 (``S_h`` the Schur complement of column ``h`` against ``K \\ {g}``); adding column ``h`` then
 lowers ``f`` by ``r_h'^2 / S_h``. Each position's best replacement is found in
-``O(n_columns)``; an accepted swap refactors the fit (``O(n_columns k^2)``).
+``O(n_columns)``. An accepted swap updates the fit in ``O(n_columns k)``: taking ``g`` out
+is a rank-one downdate of ``P``, ``beta``, ``G``, ``r`` and ``F`` by ``P_{:,g} / P_gg``, and
+putting ``h`` in borders ``P`` with ``u = P' C_{K',h}`` and ``1 / S_h``, the new column of
+``G`` being ``v / S_h`` with ``v = C_{:,h} - G' C_{K',h}``. Each pass starts from a fresh
+factorisation (``O(n_columns k^2)``), so round-off does not build up over the passes.
 """
 from __future__ import annotations
 
@@ -81,7 +85,7 @@ def _swap_columns(C, c, kept, swappable, sweeps, ridge, tol):
             for h in range(n):
                 if held[h]:
                     continue
-                schur = C[h, h] - F[h] + G[h, g] * G[h, g] / pgg
+                schur = C[h, h] + ridge - F[h] + G[h, g] * G[h, g] / pgg
                 if schur <= ridge:
                     continue
                 correlation = r[h] + G[h, g] * beta[g] / pgg
@@ -90,10 +94,57 @@ def _swap_columns(C, c, kept, swappable, sweeps, ridge, tol):
                     best, best_gain = h, gain
             if best >= 0 and best_gain - loss > tol:
                 held[kept[g]] = False
-                kept[g] = best
+                explained = _replace(C, kept, g, best, P, beta, G, r, F, explained, ridge)
                 held[best] = True
-                P, beta, G, r, F, explained = _fit(C, c, kept, ridge)
                 swapped = True
         if not swapped:
             break
+        P, beta, G, r, F, explained = _fit(C, c, kept, ridge)
     return first, explained
+
+
+@njit(cache=True, nogil=True)
+def _replace(C, kept, g, h, P, beta, G, r, F, explained, ridge):
+    """Replace the column at position ``g`` by column ``h`` in the fit (in place; module
+    docstring): a rank-one downdate, then the bordered inverse. Returns the new explained part."""
+    n, k = C.shape[0], kept.size
+    pgg, bg = P[g, g], beta[g]
+    pg = P[:, g].copy()
+    Gg = G[:, g].copy()
+    for a in range(k):
+        for b in range(k):
+            P[a, b] -= pg[a] * pg[b] / pgg
+        beta[a] -= pg[a] * bg / pgg
+    for j in range(n):
+        for a in range(k):
+            G[j, a] -= Gg[j] * pg[a] / pgg
+        r[j] += Gg[j] * bg / pgg
+        F[j] -= Gg[j] * Gg[j] / pgg
+    explained -= bg * bg / pgg
+    kept[g] = h
+    u = G[h].copy()  # P' C_{K',h}, with a zero at position g
+    u[g] = 0.0
+    s = C[h, h] + ridge - F[h]
+    v = np.empty(n)
+    for j in range(n):
+        total = C[j, h]
+        for a in range(k):
+            if a != g:
+                total -= G[j, a] * C[kept[a], h]
+        v[j] = total
+    rh = r[h]
+    for a in range(k):
+        for b in range(k):
+            P[a, b] += u[a] * u[b] / s
+        P[a, g] = -u[a] / s
+        P[g, a] = -u[a] / s
+        beta[a] -= u[a] * rh / s
+    P[g, g] = 1.0 / s
+    beta[g] = rh / s
+    for j in range(n):
+        for a in range(k):
+            G[j, a] -= v[j] * u[a] / s
+        G[j, g] = v[j] / s
+        r[j] -= v[j] * rh / s
+        F[j] += v[j] * v[j] / s
+    return explained + rh * rh / s

@@ -12,7 +12,7 @@ neuron is active, for a ReLU layer) and ``t_m`` their targets,
 each kept weight in turn is replaced by the candidate that lowers ``f_m`` most, when that
 beats keeping it. The count of weights per neuron does not change. A layer without ReLU
 draws the candidates from every input (its ``C`` is shared by the neurons: one Gram
-matrix). A ReLU layer draws them from the entries the neuron held when the per-neuron OBS
+matrix, which also gives the refit of a swapped support). A ReLU layer draws them from the entries the neuron held when the per-neuron OBS
 stage began (twice the target's count by default): the Gram matrices of those rows are
 what the fits already form (:func:`solvers.refit.active_systems`). For a ReLU layer the
 model leaves out the inactive rows (the fit's squared excess over 0): a neuron whose
@@ -32,17 +32,17 @@ __all__ = ["swap_supports", "SWEEPS"]
 SWEEPS = 2  # passes over each neuron's kept weights
 
 
-def _models(task: LayerTask, candidates: np.ndarray, systems: Any) -> tuple[list, list, np.ndarray, list]:
-    """Each neuron's Gram matrix, right-hand side, ``||t||^2`` and candidate columns."""
+def _linear_systems(task: LayerTask) -> Any:
+    """A layer without ReLU: every neuron's equations on every input and every row, one
+    Gram matrix shared by the neurons (as :class:`solvers.refit.ActiveSystems`, for the
+    swaps and for the refit of the swapped supports)."""
+    from solvers.refit import ActiveSystems
+
     X, Y = np.asarray(task.X, dtype=np.float64), np.asarray(task.Y, dtype=np.float64)
-    n_out, n_in = candidates.shape
-    if not task.relu:  # every row: one Gram matrix for every neuron
-        Xa = np.hstack([X, np.ones((X.shape[0], 1))]) if task.bias is not None else X
-        gram, rhs = Xa.T @ Xa, Xa.T @ Y
-        return [gram] * n_out, list(rhs.T), np.einsum("pm,pm->m", Y, Y), [np.arange(n_in)] * n_out
-    active = Y > 0
-    totals = np.einsum("pm,pm->m", np.where(active, Y, 0.0), Y)
-    return systems.gram, systems.rhs, totals, systems.columns
+    Xa = np.hstack([X, np.ones((X.shape[0], 1))]) if task.bias is not None else X
+    gram, rhs = Xa.T @ Xa, Xa.T @ Y
+    n_out = Y.shape[1]
+    return ActiveSystems([np.arange(X.shape[1])] * n_out, [gram] * n_out, list(rhs.T))
 
 
 def swap_supports(task: LayerTask, weight: np.ndarray, bias: np.ndarray | None, objective: np.ndarray,
@@ -76,19 +76,23 @@ def swap_supports(task: LayerTask, weight: np.ndarray, bias: np.ndarray | None, 
 
     fit_bias = bias is not None
     support = weight != 0
+    Y = np.asarray(task.Y, dtype=np.float64)
     if task.relu:
         candidates = support if candidates is None else (candidates | support)
         if systems is None:
             systems = active_systems(task.X, task.Y, candidates, relu=True, fit_bias=fit_bias)
         if systems is None:  # more than solvers.refit.SYSTEMS_BYTES of equations: the rows stay
             return weight, bias, objective, {"swapped": 0, "swap_decrease": 0.0}
-    grams, rhs, totals, columns = _models(task, candidates if task.relu else support, systems)
+        totals = np.einsum("pm,pm->m", np.where(Y > 0, Y, 0.0), Y)
+    else:
+        systems, totals = _linear_systems(task), np.einsum("pm,pm->m", Y, Y)
+    columns = systems.columns
     kept, swappable = [], []
     for m, held in enumerate(columns):
         positions = np.flatnonzero(support[m, held])
         kept.append(np.append(positions, held.size) if fit_bias else positions)  # the bias: last, never swapped
         swappable.append(np.arange(kept[-1].size) < positions.size)
-    new_kept, _ = exchange_each(grams, rhs, totals, kept, swappable, sweeps=sweeps)
+    new_kept, _ = exchange_each(systems.gram, systems.rhs, totals, kept, swappable, sweeps=sweeps)
     changed = np.array([not np.array_equal(a, b) for a, b in zip(kept, new_kept)], dtype=bool)
     info = {"swapped": 0, "swap_decrease": 0.0}
     if not changed.any():
@@ -99,12 +103,9 @@ def swap_supports(task: LayerTask, weight: np.ndarray, bias: np.ndarray | None, 
         held = columns[m]
         chosen = new_kept[m][:-1] if fit_bias else new_kept[m]
         new_support[i, held[chosen]] = True
-    subset = None
-    if task.relu:
-        subset = ActiveSystems([systems.columns[m] for m in index], [systems.gram[m] for m in index],
-                               [systems.rhs[m] for m in index])
-    fit = relu_refit(task.X, np.asarray(task.Y)[:, index], new_support, relu=task.relu, fit_bias=fit_bias,
-                     systems=subset)
+    subset = ActiveSystems([systems.columns[m] for m in index], [systems.gram[m] for m in index],
+                           [systems.rhs[m] for m in index])
+    fit = relu_refit(task.X, Y[:, index], new_support, relu=task.relu, fit_bias=fit_bias, systems=subset)
     better = fit.objective < objective[index]
     taken = index[better]
     before = float(np.sum(objective))
