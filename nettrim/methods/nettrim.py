@@ -19,6 +19,9 @@ next layer reads the neuron, in that choice and in the per-neuron candidate's al
 of removals: the network's output error, not the layer's, is what the rows should lower
 (``info["consumer_weighted"]``). Neither Hessian wins everywhere
 (``benchmarks/compare_methods.py``); the fit is what closes the gap to the original output.
+Greedy removal never takes a weight back, so each neuron's support is then improved by
+single swaps on the least-squares model of its fit (:mod:`._swaps`, ``swaps`` passes;
+``info["swapped"]``), kept where the refit errs less.
 
 ``support='l1'`` moves the program's ``epsilon`` instead, until the ℓ1 solution keeps the
 target fraction (within :data:`SPARSITY_TOLERANCE`): a path in ``epsilon``
@@ -204,7 +207,8 @@ def choose_rows(objectives: np.ndarray, counts: np.ndarray, budget: int) -> np.n
 def _obs(task: LayerTask, sparsity: float, damping: float, widen: float, swaps: int) -> LayerOutcome:
     """Supports by greedy OBS, weights by the ReLU-aware fit; each neuron's row from the
     Hessian whose fitted row serves the layer best under its count (:func:`choose_rows`),
-    each neuron's fitted error weighted by ``task.importance`` when the task has it. The
+    each neuron's fitted error weighted by ``task.importance`` when the task has it, then
+    ``swaps`` passes of single swaps (:func:`._swaps.swap_supports`; 0: none). The
     candidates' supports overlap, so the fits read their normal equations off those
     formed once on the union (:func:`solvers.refit.active_systems`). ``info`` holds the
     seconds of the two parts: ``seconds_supports`` (the OBS candidates) and
