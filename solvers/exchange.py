@@ -202,6 +202,7 @@ def exchange_each(grams: Sequence[np.ndarray], rhs: Sequence[np.ndarray], totals
         Per position of ``kept[m]``: whether it may change (False for a column that
         always stays, such as the bias's).
     sweeps : int, default 2
+        At most this many passes (a pass that swaps nothing ends them).
 
     Returns
     -------

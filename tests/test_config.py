@@ -71,7 +71,7 @@ def test_run_settings_hold_what_decides_the_weights_only(tmp_path):
     assert settings["epsilon"] == 0.1 and settings["layers"] == ["0", "2"]
     assert settings["solver_options"] == {"tol": 1e-3, "max_iter": 500}
     assert settings["method_options"] == {"refit": True, "support": "obs", "damping": 1e-4, "widen": 2.0, "neurons": True,
-                                          "swaps": 2}
+                                          "swaps": 10}
     assert not {"executor", "progress", "store", "memory_budget", "store_dir", "work_dir", "resume"} & set(settings)
     # execution and storage do not change the weights, so they do not change the fingerprint
     elsewhere = config.replace(executor="processes", progress=False, store="disk", work_dir=tmp_path)

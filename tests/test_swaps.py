@@ -111,7 +111,7 @@ def test_swaps_of_a_linear_layer_reach_its_best_support_on_a_small_problem():
 
 
 def test_nettrim_swaps_lower_the_layers_certified_error_and_can_be_turned_off():
-    """The default at a target sparsity with swaps (2 sweeps) errs no more than without
+    """The default at a target sparsity with swaps (up to 10 passes) errs no more than without
     (``swaps=0``, the OBS supports as fitted), at the same count of weights."""
     task = _task(True, n_in=20, n_out=8, seed=9)
     plain = nettrim_method.prune_layer(task, sparsity=0.8, solver=LayerSolver(), swaps=0)

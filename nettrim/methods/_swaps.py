@@ -10,7 +10,7 @@ neuron is active, for a ReLU layer) and ``t_m`` their targets,
 .. math::  f_m(K) = \\|t_m\\|^2 - c_K^T C_{KK}^{-1} c_K, \\qquad C = A_m^T A_m,\\; c = A_m^T t_m,
 
 each kept weight in turn is replaced by the candidate that lowers ``f_m`` most, when that
-beats keeping it (:data:`SWEEPS` passes). The count of weights per neuron does not
+beats keeping it, pass after pass until a pass swaps nothing (at most :data:`SWEEPS`). The count of weights per neuron does not
 change. A layer without ReLU draws the candidates from every input (its ``C`` is shared by
 the neurons: one Gram matrix, which also gives the least-squares refit of a swapped
 support). A ReLU layer draws them from the entries either OBS candidate kept (L-OBS's and
@@ -32,7 +32,7 @@ from ..types import LayerTask
 
 __all__ = ["swap_supports", "SWEEPS"]
 
-SWEEPS = 2  # passes over each neuron's kept weights
+SWEEPS = 10  # passes over each neuron's kept weights, at most (a pass that swaps nothing ends them)
 
 
 def _linear_systems(task: LayerTask) -> Any:

@@ -123,9 +123,10 @@ class NetTrimOptions:
         ``support='obs'`` at a network target of 90% or more: also remove whole neurons at
         the same count of weights and keep that answer where it errs less
         (:mod:`nettrim.neuron_choice`); False keeps the weight-level answer.
-    swaps : int, default 2
+    swaps : int, default 10
         ``support='obs'``: passes of single swaps over each neuron's kept weights after
-        the fit (:mod:`._swaps`); 0 keeps the OBS supports as they are.
+        the fit, at most (a pass that swaps nothing ends them; :mod:`._swaps`); 0 keeps
+        the OBS supports as they are.
     """
 
     refit: bool = False
