@@ -17,7 +17,7 @@ support). A ReLU layer draws them from the entries either OBS candidate kept (L-
 the per-neuron Hessians', :mod:`._relu_obs`): their equations on the active rows are what
 the fits already form (:func:`solvers.refit.active_systems`). Wider candidates (every
 entry the per-neuron stage started from) lowered the output error a little more for
-1.1-1.4x the default's time on the MNIST-1D MLP, in a probe. For a ReLU layer the model
+1.1-1.4x the default's time on the MNIST-1D MLP, in a probe (two passes at most). For a ReLU layer the model
 leaves out the inactive rows (the fit's squared excess over 0): a neuron whose swapped
 support is refitted (:func:`solvers.refit.relu_refit`) to a lower objective takes it, any
 other keeps its row, so the layer's certified error never grows.
