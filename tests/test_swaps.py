@@ -123,3 +123,19 @@ def test_nettrim_swaps_lower_the_layers_certified_error_and_can_be_turned_off():
     for bad in (-1, True, 1.5):
         with pytest.raises(ValueError, match="swaps: got"):
             nettrim_method.prune_layer(task, sparsity=0.8, swaps=bad)
+
+
+def test_a_relu_layer_whose_equations_would_not_fit_keeps_its_rows(monkeypatch):
+    """Beyond ``solvers.refit.SYSTEMS_BYTES`` of equations no Gram matrices are formed: the
+    rows come back as they were, with nothing swapped."""
+    import solvers.refit
+
+    task = _task(True)
+    support = np.argsort(np.abs(task.weight), axis=1)[:, :5]
+    mask = np.zeros_like(task.weight, dtype=bool)
+    np.put_along_axis(mask, support, True, axis=1)
+    fit = relu_refit(task.X, task.Y, mask)
+    monkeypatch.setattr(solvers.refit, "SYSTEMS_BYTES", 0)
+    weight, bias, objective, info = swap_supports(task, fit.weight, fit.bias, fit.objective, np.ones_like(mask))
+    assert info == {"swapped": 0, "swap_decrease": 0.0}
+    assert weight is fit.weight and objective is fit.objective
