@@ -23,13 +23,41 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CONVOLUTIONS", "LayerHandle", "layer_kind", "patches"]
+__all__ = ["CONVOLUTIONS", "LayerHandle", "layer_kind", "patches", "n_patches"]
 
 
 CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def patches(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _padded(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` with a batch dimension and the convolution's padding applied."""
+    if x.dim() == len(conv.kernel_size) + 1:
+        x = x.unsqueeze(0)
+    pad = conv._reversed_padding_repeated_twice
+    if any(pad):
+        mode = "constant" if conv.padding_mode == "zeros" else conv.padding_mode
+        x = F.pad(x, list(pad), mode=mode)
+    return x
+
+
+def _positions(conv: nn.Module, padded: torch.Tensor) -> list[int]:
+    """The output's length along each spatial dimension of an already padded input."""
+    return [(size - (kernel - 1) * dilation - 1) // stride + 1 for size, kernel, dilation, stride
+            in zip(padded.shape[2:], conv.kernel_size, conv.dilation, conv.stride)]
+
+
+def n_patches(conv: nn.Module, x: torch.Tensor) -> int:
+    """How many rows :func:`patches` gives for ``x``, without forming them."""
+    n_spatial = len(conv.kernel_size)
+    batch = 1 if x.dim() == n_spatial + 1 else x.shape[0]
+    sizes = [size + sum(conv._reversed_padding_repeated_twice[2 * (n_spatial - 1 - axis):][:2])
+             for axis, size in enumerate(x.shape[-n_spatial:])]
+    positions = [(size - (kernel - 1) * dilation - 1) // stride + 1 for size, kernel, dilation, stride
+                 in zip(sizes, conv.kernel_size, conv.dilation, conv.stride)]
+    return int(batch * torch.Size(positions).numel())
+
+
+def patches(conv: nn.Module, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
     """im2col rows of a convolution's input (``Conv1d``, ``Conv2d`` or ``Conv3d``).
 
     Parameters
@@ -37,10 +65,13 @@ def patches(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
     conv : nn.Conv1d, nn.Conv2d or nn.Conv3d
         With ``groups == 1``.
     x : Tensor, shape (N, C_in, *spatial) or (C_in, *spatial)
+    index : Tensor of int, optional
+        Only these rows (ascending or not; a recorder's subset of the positions): gathered
+        from the padded input, the others never formed.
 
     Returns
     -------
-    Tensor, shape (N * P, C_in * prod(kernel_size))
+    Tensor, shape (N * P, C_in * prod(kernel_size)), or (len(index), ...)
         ``P`` is the number of output positions. Row ``n * P + p`` is the patch under
         output position ``p`` (row-major over the output's spatial dimensions) of input
         ``n``: ``conv(x)[n, :, position p] = W @ row + b`` with
@@ -50,15 +81,15 @@ def patches(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
     -----
     After padding, each spatial dimension ``i`` is cut into windows of length
     ``(k_i - 1) d_i + 1`` every ``s_i`` entries (``Tensor.unfold``), of which every
-    ``d_i``-th entry is kept (dilation ``d_i``, stride ``s_i``).
+    ``d_i``-th entry is kept (dilation ``d_i``, stride ``s_i``). With ``index``, row
+    ``n * P + p`` is gathered directly: input ``n``, every channel, and along dimension ``i``
+    the entries ``o_i s_i + j d_i`` (``j < k_i``) for the output position ``(o_1, ..., o_d)``
+    that ``p`` unravels to.
     """
+    x = _padded(conv, x)
     n_spatial = len(conv.kernel_size)
-    if x.dim() == n_spatial + 1:
-        x = x.unsqueeze(0)
-    pad = conv._reversed_padding_repeated_twice
-    if any(pad):
-        mode = "constant" if conv.padding_mode == "zeros" else conv.padding_mode
-        x = F.pad(x, list(pad), mode=mode)
+    if index is not None:
+        return _gathered(conv, x, torch.as_tensor(index, dtype=torch.long, device=x.device))
     if n_spatial == 2:  # the fused im2col of torch for the common case
         columns = F.unfold(x, conv.kernel_size, dilation=conv.dilation, padding=0, stride=conv.stride)
         return columns.transpose(1, 2).reshape(-1, columns.shape[1])
@@ -69,6 +100,29 @@ def patches(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
     x = x.permute(order)
     n_in = x.shape[1 + n_spatial:].numel()
     return x.reshape(-1, n_in)
+
+
+def _gathered(conv: nn.Module, padded: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Rows ``index`` of :func:`patches` from the padded input (its Notes)."""
+    n_spatial = len(conv.kernel_size)
+    positions = _positions(conv, padded)
+    per_input = torch.Size(positions).numel()
+    sample, position = index // per_input, index % per_input
+    count, channels = index.numel(), padded.shape[1]
+    # broadcast shape (rows, channels, k_1, ..., k_d): one axis per kernel dimension
+    lead = [count, 1] + [1] * n_spatial
+    selectors = [sample.reshape(lead), torch.arange(channels, device=padded.device).reshape([1, channels] + [1] * n_spatial)]
+    unravelled = []
+    for size in reversed(positions):
+        unravelled.append(position % size)
+        position = position // size
+    for axis, (start, kernel, dilation, stride) in enumerate(zip(reversed(unravelled), conv.kernel_size,
+                                                                 conv.dilation, conv.stride)):
+        shape = [count, 1] + [1] * n_spatial
+        shape[2 + axis] = kernel
+        offsets = torch.arange(kernel, device=padded.device) * dilation
+        selectors.append((start[:, None] * stride + offsets[None, :]).reshape(shape))
+    return padded[tuple(selectors)].reshape(count, -1)
 
 
 def _host(tensor: torch.Tensor) -> torch.Tensor:
@@ -121,11 +175,18 @@ class LayerHandle:
         return self.module.bias is not None or (self.batchnorm is not None
                                                 and self.batchnorm.bias is not None)
 
-    def rows(self, x: torch.Tensor) -> torch.Tensor:
-        """The layer's input as the rows of ``X`` (``(n_rows, n_in)``)."""
+    def rows(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """The layer's input as the rows of ``X`` (``(n_rows, n_in)``), or only the rows ``index``."""
         if isinstance(self.module, CONVOLUTIONS):
-            return patches(self.module, x)
-        return x.reshape(-1, x.shape[-1])
+            return patches(self.module, x, index)
+        rows = x.reshape(-1, x.shape[-1])
+        return rows if index is None else rows[torch.as_tensor(index, dtype=torch.long, device=rows.device)]
+
+    def n_rows(self, x: torch.Tensor) -> int:
+        """How many rows :meth:`rows` gives for ``x``, without forming them."""
+        if isinstance(self.module, CONVOLUTIONS):
+            return n_patches(self.module, x)
+        return x.numel() // x.shape[-1]
 
     def _bn_scale_shift(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         bn = self.batchnorm

@@ -150,22 +150,25 @@ class _Capture:
                     "Net-Trim prunes one use of a layer: leave it out with layers=[...]")
             if name not in self.order:
                 self.order.append(name)
-            rows = self.handles[name].rows(inputs[0].detach())
+            handle, x = self.handles[name], inputs[0].detach()
+            n_rows = handle.n_rows(x)
             if name not in self.n_total:
-                per_input, rest = divmod(rows.shape[0], self.batch_size)
+                per_input, rest = divmod(n_rows, self.batch_size)
                 if rest:
                     raise RuntimeError(
-                        f"layer {name!r}: {rows.shape[0]} input rows for a batch of {self.batch_size} "
+                        f"layer {name!r}: {n_rows} input rows for a batch of {self.batch_size} "
                         "inputs; the recorder needs the same number of rows for every input")
                 self.n_total[name] = per_input * self.n_inputs
-                cap = row_cap(self.max_positions, rows.shape[1], self.handles[name].kind)
+                cap = row_cap(self.max_positions, int(np.prod(handle.shape[1:])), handle.kind)
                 self.subset[name] = _row_subset(name, self.n_total[name], cap, self.seed)
             start = self.offset[name]
-            self.offset[name] += rows.shape[0]
+            self.offset[name] += n_rows
             subset = self.subset[name]
-            if subset is not None:
-                lo, hi = np.searchsorted(subset, [start, start + rows.shape[0]])
-                rows = rows[torch.from_numpy(subset[lo:hi] - start).to(rows.device)]
+            if subset is None:
+                rows = handle.rows(x)
+            else:  # only the sampled rows are formed (a convolution's patches: gathered)
+                lo, hi = np.searchsorted(subset, [start, start + n_rows])
+                rows = handle.rows(x, torch.from_numpy(subset[lo:hi] - start))
             self.sinks[name].append(rows)
             if self.stop_early and all(self.calls.values()):
                 raise _Enough

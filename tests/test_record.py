@@ -326,3 +326,26 @@ def test_cli_reads_auto_all_and_a_number_of_rows():
     assert parser.parse_args(base + ["--max-positions", "2000"]).max_positions == 2000
     with pytest.raises(SystemExit):
         parser.parse_args(base + ["--max-positions", "many"])
+
+
+@pytest.mark.parametrize("conv, shape", [
+    (nn.Conv2d(3, 5, 3, padding=1, stride=2), (4, 3, 9, 7)),
+    (nn.Conv2d(3, 5, (3, 2), padding=2, dilation=2, padding_mode="reflect"), (2, 3, 8, 9)),
+    (nn.Conv2d(2, 4, 3, padding="same", padding_mode="circular"), (3, 2, 6, 5)),
+    (nn.Conv1d(3, 5, 4, stride=2, padding=3, dilation=2), (2, 3, 17)),
+    (nn.Conv1d(2, 4, 3, padding="same"), (2, 11)),  # no batch dimension
+    (nn.Conv3d(2, 4, (2, 3, 2), stride=(1, 2, 1), padding=1, dilation=(1, 1, 2)), (2, 2, 5, 6, 7))])
+def test_chosen_patches_are_gathered_as_the_full_im2col_has_them(conv, shape):
+    """The rows a recorder samples are gathered from the padded input directly: the same
+    numbers as those rows of the full im2col, in the order asked for, and the count of
+    rows is known without forming them."""
+    from nettrim.layers import n_patches
+
+    torch.manual_seed(0)
+    x = torch.randn(*shape)
+    full = patches(conv, x)
+    assert n_patches(conv, x) == full.shape[0]
+    index = torch.from_numpy(np.random.default_rng(0).choice(full.shape[0], size=min(23, full.shape[0]),
+                                                             replace=False))
+    torch.testing.assert_close(patches(conv, x, index), full[index], rtol=0, atol=0)
+    torch.testing.assert_close(patches(conv, x, torch.arange(full.shape[0])), full, rtol=0, atol=0)
