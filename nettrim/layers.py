@@ -103,26 +103,31 @@ def patches(conv: nn.Module, x: torch.Tensor, index: torch.Tensor | None = None)
 
 
 def _gathered(conv: nn.Module, padded: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Rows ``index`` of :func:`patches` from the padded input (its Notes)."""
+    """Rows ``index`` of :func:`patches` from the padded input (its Notes), by one gather
+    from the contiguous input: each entry's flat position is the sum of its sample's,
+    channel's and, along each spatial dimension, ``(o_i s_i + j d_i)`` times that
+    dimension's stride."""
     n_spatial = len(conv.kernel_size)
+    padded = padded.contiguous()
     positions = _positions(conv, padded)
     per_input = torch.Size(positions).numel()
+    strides, device = padded.stride(), padded.device
     sample, position = index // per_input, index % per_input
-    count, channels = index.numel(), padded.shape[1]
-    # broadcast shape (rows, channels, k_1, ..., k_d): one axis per kernel dimension
-    lead = [count, 1] + [1] * n_spatial
-    selectors = [sample.reshape(lead), torch.arange(channels, device=padded.device).reshape([1, channels] + [1] * n_spatial)]
     unravelled = []
     for size in reversed(positions):
         unravelled.append(position % size)
         position = position // size
+    # (rows, 1, ...) + (1, channels, ...) + one axis per kernel dimension: (rows, channels, k_1, ..., k_d)
+    shape = [index.numel(), 1] + [1] * n_spatial
+    flat = (sample * strides[0]).reshape(shape)
+    flat = flat + (torch.arange(padded.shape[1], device=device) * strides[1]).reshape([1, -1] + [1] * n_spatial)
     for axis, (start, kernel, dilation, stride) in enumerate(zip(reversed(unravelled), conv.kernel_size,
                                                                  conv.dilation, conv.stride)):
-        shape = [count, 1] + [1] * n_spatial
-        shape[2 + axis] = kernel
-        offsets = torch.arange(kernel, device=padded.device) * dilation
-        selectors.append((start[:, None] * stride + offsets[None, :]).reshape(shape))
-    return padded[tuple(selectors)].reshape(count, -1)
+        along = start[:, None] * stride + torch.arange(kernel, device=device)[None, :] * dilation
+        axis_shape = [index.numel(), 1] + [1] * n_spatial
+        axis_shape[2 + axis] = kernel
+        flat = flat + (along * strides[2 + axis]).reshape(axis_shape)
+    return padded.reshape(-1)[flat.reshape(index.numel(), -1)]
 
 
 def _host(tensor: torch.Tensor) -> torch.Tensor:
