@@ -40,21 +40,20 @@ def _padded(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _positions(conv: nn.Module, padded: torch.Tensor) -> list[int]:
-    """The output's length along each spatial dimension of an already padded input."""
+def _positions(conv: nn.Module, padded_sizes) -> list[int]:
+    """The output's length along each spatial dimension, from the padded input's lengths."""
     return [(size - (kernel - 1) * dilation - 1) // stride + 1 for size, kernel, dilation, stride
-            in zip(padded.shape[2:], conv.kernel_size, conv.dilation, conv.stride)]
+            in zip(padded_sizes, conv.kernel_size, conv.dilation, conv.stride)]
 
 
 def n_patches(conv: nn.Module, x: torch.Tensor) -> int:
     """How many rows :func:`patches` gives for ``x``, without forming them."""
     n_spatial = len(conv.kernel_size)
     batch = 1 if x.dim() == n_spatial + 1 else x.shape[0]
-    sizes = [size + sum(conv._reversed_padding_repeated_twice[2 * (n_spatial - 1 - axis):][:2])
+    pad = conv._reversed_padding_repeated_twice  # (last dimension's two sides, ..., first's)
+    sizes = [size + pad[2 * (n_spatial - 1 - axis)] + pad[2 * (n_spatial - 1 - axis) + 1]
              for axis, size in enumerate(x.shape[-n_spatial:])]
-    positions = [(size - (kernel - 1) * dilation - 1) // stride + 1 for size, kernel, dilation, stride
-                 in zip(sizes, conv.kernel_size, conv.dilation, conv.stride)]
-    return int(batch * torch.Size(positions).numel())
+    return int(batch * torch.Size(_positions(conv, sizes)).numel())
 
 
 def patches(conv: nn.Module, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
@@ -109,7 +108,7 @@ def _gathered(conv: nn.Module, padded: torch.Tensor, index: torch.Tensor) -> tor
     dimension's stride."""
     n_spatial = len(conv.kernel_size)
     padded = padded.contiguous()
-    positions = _positions(conv, padded)
+    positions = _positions(conv, padded.shape[2:])
     per_input = torch.Size(positions).numel()
     strides, device = padded.stride(), padded.device
     sample, position = index // per_input, index % per_input
