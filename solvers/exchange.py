@@ -217,7 +217,7 @@ def exchange_each(grams: Sequence[np.ndarray], rhs: Sequence[np.ndarray], totals
     n_out = len(kept)
     if not (len(grams) == len(rhs) == len(totals) == len(swappable) == n_out):
         raise ValueError("exchange_each: grams, rhs, totals, kept and swappable need one entry per neuron")
-    if not (isinstance(sweeps, (int, np.integer)) and sweeps >= 0):
+    if not (isinstance(sweeps, (int, np.integer)) and not isinstance(sweeps, bool) and sweeps >= 0):
         raise ValueError(f"sweeps: got {sweeps!r}, needs an integer >= 0")
     new_kept = [np.array(columns, dtype=np.int64) for columns in kept]
     decrease = np.zeros(n_out)

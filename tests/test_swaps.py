@@ -65,6 +65,8 @@ def test_exchange_each_checks_its_arguments():
         exchange_each([C], [c, c], [1.0], [np.arange(3)], [np.ones(3, bool)])
     with pytest.raises(ValueError, match="sweeps: got -1"):
         exchange_each([C], [c], [1.0], [np.arange(3)], [np.ones(3, bool)], sweeps=-1)
+    with pytest.raises(ValueError, match="sweeps: got True"):
+        exchange_each([C], [c], [1.0], [np.arange(3)], [np.ones(3, bool)], sweeps=True)
 
 
 def _task(relu, seed=5, n_samples=300, n_in=16, n_out=6, dtype=np.float64):

@@ -10,17 +10,18 @@ neuron is active, for a ReLU layer) and ``t_m`` their targets,
 .. math::  f_m(K) = \\|t_m\\|^2 - c_K^T C_{KK}^{-1} c_K, \\qquad C = A_m^T A_m,\\; c = A_m^T t_m,
 
 each kept weight in turn is replaced by the candidate that lowers ``f_m`` most, when that
-beats keeping it, pass after pass until a pass swaps nothing (at most :data:`SWEEPS`). The count of weights per neuron does not
-change. A layer without ReLU draws the candidates from every input (its ``C`` is shared by
-the neurons: one Gram matrix, which also gives the least-squares refit of a swapped
-support). A ReLU layer draws them from the entries either OBS candidate kept (L-OBS's and
-the per-neuron Hessians', :mod:`._relu_obs`): their equations on the active rows are what
-the fits already form (:func:`solvers.refit.active_systems`). Wider candidates (every
-entry the per-neuron stage started from) lowered the output error a little more for
-1.1-1.4x the default's time on the MNIST-1D MLP, in a probe (two passes at most). For a ReLU layer the model
-leaves out the inactive rows (the fit's squared excess over 0): a neuron whose swapped
-support is refitted (:func:`solvers.refit.relu_refit`) to a lower objective takes it, any
-other keeps its row, so the layer's certified error never grows.
+beats keeping it, pass after pass until a pass swaps nothing (at most :data:`SWEEPS`). The
+count of weights per neuron does not change. A layer without ReLU draws the candidates
+from every input (its ``C`` is shared by the neurons: one Gram matrix, which also gives
+the least-squares refit of a swapped support). A ReLU layer draws them from the entries
+either OBS candidate kept (L-OBS's and the per-neuron Hessians', :mod:`._relu_obs`): their
+equations on the active rows are what the fits already form
+(:func:`solvers.refit.active_systems`). Wider candidates (every entry the per-neuron stage
+started from) lowered the output error a little more for 1.1-1.4x the default's time on
+the MNIST-1D MLP, in a probe (two passes at most). For a ReLU layer the model leaves out
+the inactive rows (the fit's squared excess over 0): a neuron whose swapped support is
+refitted (:func:`solvers.refit.relu_refit`) to a lower objective takes it, any other keeps
+its row, so the layer's certified error never grows.
 """
 from __future__ import annotations
 
