@@ -9,6 +9,15 @@ lower output error on the calibration data, provided it keeps no more weights (w
 unstructured support chosen layer by layer does not find; on over-parameterised MLPs at
 90-95% that halves the output error or better (``benchmarks/compare_methods.py``).
 
+Where whole neurons err less than the weight-level answer, the network is wider than the
+target's count of weights needs, and a mix is tried as well: whole neurons removed until
+``(1 - sparsity) ** MIX_SPLIT`` of the weights are left, then the same share of every
+remaining layer's weights by Net-Trim at a target sparsity, in the structured prune's
+cascade towards the original output (``weight_sparsity`` of :mod:`nettrim.structured`), so
+that ``1 - sparsity`` is kept in all. The lowest output error of the two or three answers
+is kept. Where whole neurons err more, the mix was never the lowest on the benchmark suite
+(``nettrim-group+weights`` in ``benchmarks/compare_methods.py``), and it is not computed.
+
 The structured answer comes back in the original architecture: the removed neurons' rows
 and biases are zero, their consumers' columns are zero, the kept weights and BatchNorm
 channels are those of the smaller model, so the network computes what the smaller one
@@ -31,12 +40,13 @@ from .graph import links
 from .record import LayerRecord
 from .result import PruneResult
 
-__all__ = ["NEURONS_FROM", "WEIGHT_SLACK", "applies", "expand", "prefer_neurons"]
+__all__ = ["NEURONS_FROM", "WEIGHT_SLACK", "MIX_SPLIT", "applies", "expand", "prefer_neurons"]
 
 logger = logging.getLogger(__name__)
 
 NEURONS_FROM = 0.9  # the network targets at which the structured answer is also tried
 WEIGHT_SLACK = 0.01  # it may keep this share more weights than the unstructured answer
+MIX_SPLIT = 0.5  # the mix: whole neurons keep (1 - sparsity) ** MIX_SPLIT of the weights, then weights the rest
 
 
 def applies(config: PruneConfig) -> bool:
@@ -103,15 +113,42 @@ def expand(original: nn.Module, structured: PruneResult, found: dict[str, Any] |
     return full
 
 
-def prefer_neurons(result: PruneResult, model: nn.Module, calib: Any, config: PruneConfig,
-                   records: Mapping[str, LayerRecord] | None = None) -> PruneResult:
-    """``result`` (the default's answer), or the structured answer at the same target when
-    it has the lower output error and no more weights (within :data:`WEIGHT_SLACK`),
-    written back into the original architecture (:func:`expand`). ``records``: the layers
-    of ``model`` as the prune recorded them (original signals), so the structured prune
-    does not record them again."""
+def _structured(model: nn.Module, calib: Any, config: PruneConfig, records: Mapping[str, LayerRecord] | None,
+                sparsity: float, weight_sparsity: float | None) -> PruneResult | None:
+    """Structured Net-Trim of ``model`` removing ``sparsity`` of the weights as whole neurons
+    (then ``weight_sparsity`` of every remaining layer's weights), or None (logged) where it
+    cannot or did not run."""
     from .structured import GroupOptions, prune_network
 
+    try:
+        return prune_network(model, calib, sparsity=sparsity, epsilon=config.epsilon,
+                             options=GroupOptions(unit="weights", weight_sparsity=weight_sparsity),
+                             solver_options=config.solver_options, max_positions=config.max_positions,
+                             seed=config.seed, progress=config.progress, records=records)
+    except ValueError as exc:  # no neuron can be removed (no producer -> consumer link)
+        logger.info("nettrim: no structured answer to compare (%s)", exc)
+    except Exception as exc:  # the weight-level answer is complete: a failed alternative must not lose it
+        logger.warning("nettrim: the structured answer failed (%s: %s); the weight-level answer is kept",
+                       type(exc).__name__, exc)
+    return None
+
+
+def _beats(answer: PruneResult | None, other: PruneResult, result: PruneResult) -> bool:
+    """Whether ``answer`` errs less than ``other`` on the same layers and keeps no more weights
+    than the weight-level ``result`` (within :data:`WEIGHT_SLACK`)."""
+    return (answer is not None and answer.output_error is not None and other.output_error is not None
+            and set(answer.layers) == set(result.layers) and answer.output_error < other.output_error
+            and answer.nnz_after <= (1.0 + WEIGHT_SLACK) * result.nnz_after)
+
+
+def prefer_neurons(result: PruneResult, model: nn.Module, calib: Any, config: PruneConfig,
+                   records: Mapping[str, LayerRecord] | None = None) -> PruneResult:
+    """``result`` (the default's answer), or a structured answer at the same target when it
+    has the lower output error and no more weights (within :data:`WEIGHT_SLACK`), written
+    back into the original architecture (:func:`expand`). The structured answers: whole
+    neurons alone, and, where that one errs less than ``result``, the mix of
+    :data:`MIX_SPLIT` (module docstring). ``records``: the layers of ``model`` as the prune
+    recorded them (original signals), so the structured prunes do not record them again."""
     try:
         found = links(model)
     except ValueError as exc:
@@ -122,36 +159,33 @@ def prefer_neurons(result: PruneResult, model: nn.Module, calib: Any, config: Pr
         logger.info("nettrim: no structured answer to compare (%s: no neuron of theirs can be removed)",
                     ", ".join(sorted(set(result.layers) - reachable)))
         return result
-    try:
-        structured = prune_network(model, calib, sparsity=config.sparsity, epsilon=config.epsilon,
-                                   options=GroupOptions(unit="weights"), solver_options=config.solver_options,
-                                   max_positions=config.max_positions, seed=config.seed, progress=config.progress,
-                                   records=records)
-    except ValueError as exc:  # no neuron can be removed (no producer -> consumer link)
-        logger.info("nettrim: no structured answer to compare (%s)", exc)
+    structured = _structured(model, calib, config, records, config.sparsity, None)
+    if structured is None:
         return result
-    except Exception as exc:  # the weight-level answer is complete: a failed alternative must not lose it
-        logger.warning("nettrim: the structured answer failed (%s: %s); the weight-level answer is kept",
-                       type(exc).__name__, exc)
-        return result
-    seconds = result.seconds + structured.seconds
-    timings = {**result.timings, "neurons": structured.seconds}
-    if (result.output_error is None or structured.output_error is None or set(structured.layers) != set(result.layers)
-            or structured.output_error >= result.output_error
-            or structured.nnz_after > (1.0 + WEIGHT_SLACK) * result.nnz_after):
+    spent = structured.seconds
+    best = structured if _beats(structured, result, result) else None
+    if best is not None:  # whole neurons err less: fewer of them, with sparse weights, may err less still
+        kept = (1.0 - config.sparsity) ** MIX_SPLIT
+        mix = _structured(model, calib, config, records, 1.0 - kept, 1.0 - (1.0 - config.sparsity) / kept)
+        spent += 0.0 if mix is None else mix.seconds
+        best = mix if _beats(mix, best, result) else best
+    seconds = result.seconds + spent
+    timings = {**result.timings, "neurons": spent}
+    if best is None:
         logger.info("nettrim: kept the weight-level answer (output error %.4g; whole neurons: %.4g with %d weights "
                     "against %d)", result.output_error, structured.output_error, structured.nnz_after,
                     result.nnz_after)
         return dataclasses.replace(result, seconds=seconds, timings=timings)
-    full = expand(model, structured, found)
+    full = expand(model, best, found)
+    answer = "neurons removed" if best is structured else "neurons removed, then weights"
     layers = {}
     for name, report in result.layers.items():  # the same layers (checked above)
-        chosen = structured.layers[name]
+        chosen = best.layers[name]
         info = {key: value for key, value in chosen.info.items() if key != "shape_after"}  # the shapes stay
-        info.update(answer="neurons removed", weight_level_error=result.output_error)
+        info.update(answer=answer, weight_level_error=result.output_error)
         layers[name] = dataclasses.replace(chosen, shape=report.shape, info=info,
                                            nnz_after=int(torch.count_nonzero(full.get_submodule(name).weight)))
-    logger.info("nettrim: whole neurons out (output error %.4g against %.4g for the weight-level answer)",
-                structured.output_error, result.output_error)
+    logger.info("nettrim: %s (output error %.4g against %.4g for the weight-level answer)", answer,
+                best.output_error, result.output_error)
     return dataclasses.replace(result, model=full, layers=layers, mode="neurons", sparsity=config.sparsity,
-                               output_error=structured.output_error, seconds=seconds, timings=timings)
+                               output_error=best.output_error, seconds=seconds, timings=timings)

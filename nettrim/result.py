@@ -270,10 +270,11 @@ def summary_from_dict(report: dict[str, Any]) -> str:
                           f"the saved file {_fmt_bytes(sizes['stored'])} ({sizes['stored'] / sizes['dense']:.1%})")
     for row in dense:
         footer.append(f"left dense: {row['name']} ({row['reason']})")
-    weight_level = [(row.get("info") or {}).get("weight_level_error") for row in report["layers"]]
-    if any(error is not None for error in weight_level):
-        footer.append("whole neurons removed, zeros in the original shapes (the weight-level answer's output "
-                      f"error was {next(e for e in weight_level if e is not None):.4f})")
+    chosen = [row["info"] for row in report["layers"] if (row.get("info") or {}).get("weight_level_error") is not None]
+    if chosen:
+        then = ", then weights within the remaining layers" if chosen[0].get("answer", "").endswith("weights") else ""
+        footer.append(f"whole neurons removed{then}, zeros in the original shapes (the weight-level answer's output "
+                      f"error was {chosen[0]['weight_level_error']:.4f})")
     uncertified = [row["name"] for row in report["layers"]
                    if (row.get("info") or {}).get("polish_outcome", "certified") != "certified"]
     if uncertified:

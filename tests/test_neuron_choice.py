@@ -145,3 +145,45 @@ def test_the_structured_prune_reads_the_signals_the_prune_recorded(monkeypatch):
     result = nettrim.prune(model, x, sparsity=0.9, progress=False)
     assert result.mode == "neurons" and result.output_error == pytest.approx(alone.output_error, rel=1e-9)
     assert calls.count(2) == 1  # both layers captured at once: the recording, made once
+
+
+def test_the_mix_is_tried_where_whole_neurons_err_less_and_kept_where_it_errs_least(tmp_path, monkeypatch):
+    """An MNIST-1D CNN at 95%: whole neurons err less than the weight-level answer, and the
+    mix (fewer neurons removed, then weights) less than either; the answer returned is the
+    mix computed on its own, in the original shapes, and the report says so."""
+    from nettrim.examples import load_mnist1d_split, mnist1d_cnn, train
+    from nettrim.structured import GroupOptions, prune_network
+
+    data = load_mnist1d_split()
+    model = train(mnist1d_cnn(), data.x_train, data.y_train, epochs=10, weight_decay=1e-3, seed=0)
+    x = data.x_train[:500]
+    calls = []
+    real = neuron_choice._structured
+    monkeypatch.setattr(neuron_choice, "_structured", lambda *a: calls.append(a[-2:]) or real(*a))
+    result = nettrim.prune(model, x, sparsity=0.95, progress=False)
+    kept = 0.05 ** neuron_choice.MIX_SPLIT
+    assert calls == [(0.95, None), (pytest.approx(1 - kept), pytest.approx(1 - 0.05 / kept))]
+    neurons = prune_network(model, x, sparsity=0.95, epsilon=float("nan"), options=GroupOptions(unit="weights"),
+                            progress=False)
+    mix = prune_network(model, x, sparsity=1 - kept, epsilon=float("nan"), progress=False,
+                        options=GroupOptions(unit="weights", weight_sparsity=1 - 0.05 / kept))
+    weight_level = result.layers["conv1"].info["weight_level_error"]
+    assert mix.output_error < neurons.output_error < weight_level  # the case this test is about
+    assert result.mode == "neurons" and result.output_error == pytest.approx(mix.output_error, rel=1e-9)
+    assert result.nnz_after == mix.nnz_after <= (1 + neuron_choice.WEIGHT_SLACK) * 0.05 * result.size
+    assert [p.shape for p in result.model.parameters()] == [p.shape for p in model.parameters()]
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(x), mix.model(x), rtol=1e-5, atol=1e-5)
+    assert result.layers["conv1"].info["answer"] == "neurons removed, then weights"
+    assert "whole neurons removed, then weights within the remaining layers" in result.summary()
+    again = nettrim.load(result.save(tmp_path / "pruned.safetensors"), mnist1d_cnn())
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), result.model(x))
+
+
+def test_the_mix_is_not_tried_where_the_weight_level_answer_errs_less(digits, digits_model, monkeypatch):
+    calls = []
+    real = neuron_choice._structured
+    monkeypatch.setattr(neuron_choice, "_structured", lambda *a: calls.append(a[-2:]) or real(*a))
+    result = nettrim.prune(digits_model, digits.x_train[:600], sparsity=0.9, progress=False)
+    assert result.mode == "cascade" and calls == [(0.9, None)]
