@@ -119,6 +119,67 @@ def test_lobs_path_equals_one_prune_per_sparsity(bias):
         lobs.prune_path(task, [0.5, 0.25])
 
 
+def _brute_force_forward(theta, H, n_prunable, keep):
+    """Forward selection by trying every candidate: the entry whose least-squares row on the
+    support with it errs least, the error and the row from the Hessian directly."""
+    fixed = list(range(n_prunable, len(theta)))
+    g = H @ theta
+
+    def fitted(S):
+        row = np.zeros_like(theta)
+        if S:
+            row[S] = np.linalg.solve(H[np.ix_(S, S)], g[S])
+        return row, (row - theta) @ H @ (row - theta)
+
+    chosen = []
+    for _ in range(keep):
+        q = min((q for q in range(n_prunable) if q not in chosen), key=lambda q: fitted(fixed + chosen + [q])[1])
+        chosen.append(q)
+    return fitted(fixed + chosen)[0], sorted(chosen)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_forward_path_equals_brute_force_forward_selection(bias):
+    """``order="forward"``: each row keeps what :func:`lobs.removal_counts` leaves it, chosen
+    one at a time by the lowest OBS error, the row the least-squares one on its support;
+    the levels' supports are nested."""
+    task = _task(n_in=9, n_out=5, seed=4, bias=bias)
+    damping, sparsities = 1e-3, [0.3, 0.6, 0.8]
+    H = _hessian(task, damping)
+    theta = np.hstack([task.weight, task.bias[:, None]]) if bias else task.weight
+    levels = lobs.prune_path(task, sparsities, damping, order="forward")
+    for (weight, b), sparsity in zip(levels, sparsities):
+        _, counts = lobs.removal_counts(task.weight, np.diag(np.linalg.inv(H))[:9], sparsity)
+        for m in range(5):
+            expected, kept = _brute_force_forward(theta[m], H, 9, 9 - counts[m])
+            assert sorted(np.flatnonzero(weight[m])) == kept
+            np.testing.assert_allclose(weight[m], expected[:9], rtol=1e-9, atol=1e-10)
+            if bias:
+                assert b[m] == pytest.approx(expected[-1], rel=1e-9, abs=1e-12)
+            else:
+                assert b is None
+    supports = [weight != 0 for weight, _ in levels]
+    assert all(np.all(later <= earlier) for earlier, later in zip(supports, supports[1:]))
+    with pytest.raises(ValueError, match="order: got 'sideways'"):
+        lobs.prune_path(task, sparsities, order="sideways")
+
+
+def test_auto_order_removes_greedily_up_to_its_budget_then_selects_forward(monkeypatch):
+    """``order="auto"`` is greedy removal while that costs at most ``BACKWARD_FLOPS`` (the
+    suite's layers), forward selection beyond, when that costs less; the flop counts are
+    those of the two kernels' loops."""
+    task = _task(n_samples=200, n_in=30, n_out=6, seed=5)
+    backward = lobs.prune_path(task, [0.9], order="backward")[0][0]
+    forward = lobs.prune_path(task, [0.9], order="forward")[0][0]
+    assert not np.array_equal(backward, forward)  # the two choose differently here
+    np.testing.assert_array_equal(lobs.prune_path(task, [0.9])[0][0], backward)
+    monkeypatch.setattr(lobs, "BACKWARD_FLOPS", 0.0)
+    np.testing.assert_array_equal(lobs.prune_path(task, [0.9])[0][0], forward)
+    np.testing.assert_array_equal(lobs.prune_path(task, [0.0, 0.1])[0][0], task.weight)  # keeping most: backward
+    assert lobs.backward_flops(31, np.array([1])) == pytest.approx(2 * 31**2, rel=0.05)
+    assert lobs.forward_flops(31, np.array([3])) == pytest.approx(31 * 9 + 2 * 31**2)
+
+
 def test_lobs_single_removal_predicts_the_error_it_makes():
     task = _task(n_out=1)
     result = lobs.prune_layer(task, sparsity=1 / 7, damping=0.0)

@@ -26,22 +26,33 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._lobs_kernels import greedy_obs_path, greedy_obs_rows
+from ._lobs_kernels import greedy_forward_path, greedy_obs_path, greedy_obs_rows
 from .base import LayerOutcome, LayerTask, Method, require_sparsity
 
-__all__ = ["prune_layer", "prune_path", "inverse_hessian", "removal_counts", "cheapest", "LobsOptions", "METHOD"]
+ORDERS = ("auto", "backward", "forward")  # how prune_path chooses the kept entries
+BACKWARD_FLOPS = 2e10  # prune_path's "auto": greedy removals up to this many operations (about a second)
+
+__all__ = ["prune_layer", "prune_path", "hessian", "inverse_hessian", "backward_flops", "forward_flops", "ORDERS",
+           "BACKWARD_FLOPS", "removal_counts", "cheapest", "LobsOptions", "METHOD"]
 
 
-def inverse_hessian(X: np.ndarray, fit_bias: bool, damping: float) -> np.ndarray:
-    """``H^{-1}`` with ``H = Xa^T Xa / n + delta I`` (float64, Cholesky-based)."""
-    from scipy.linalg import cho_factor, cho_solve
-
+def hessian(X: np.ndarray, fit_bias: bool, damping: float) -> np.ndarray:
+    """``H = Xa^T Xa / n + delta I`` (float64)."""
     X = np.asarray(X, dtype=np.float64)
     n_samples = X.shape[0]
     Xa = np.hstack([X, np.ones((n_samples, 1))]) if fit_bias else X
     H = Xa.T @ Xa / n_samples
     delta = damping * float(np.mean(np.diag(H)))
     H[np.diag_indices_from(H)] += delta if delta > 0 else 1e-12
+    return H
+
+
+def inverse_hessian(X: np.ndarray, fit_bias: bool, damping: float, H: np.ndarray | None = None) -> np.ndarray:
+    """``H^{-1}`` with ``H = Xa^T Xa / n + delta I`` (float64, Cholesky-based; ``H`` when
+    the caller has it)."""
+    from scipy.linalg import cho_factor, cho_solve
+
+    H = hessian(X, fit_bias, damping) if H is None else H
     inverse = cho_solve(cho_factor(H, lower=True), np.eye(H.shape[0]))
     return (inverse + inverse.T) / 2
 
@@ -89,20 +100,55 @@ def _rows(task: LayerTask) -> np.ndarray:
     return np.array(theta, dtype=np.float64, order="C", copy=True)
 
 
+def backward_flops(n_cols: int, removals: np.ndarray) -> float:
+    """Floating-point operations of greedy removals (:func:`._lobs_kernels.greedy_obs_path`):
+    a removal from a row holding ``k`` entries downdates its ``k x k`` inverse, so
+    ``removals[m]`` of row ``m``'s ``n_cols`` cost ``2/3 (n^3 - (n - R_m)^3)``."""
+    removals = np.asarray(removals, dtype=np.float64)
+    return float(np.sum(2.0 / 3.0 * (n_cols**3 - (n_cols - removals) ** 3)))
+
+
+def forward_flops(n_cols: int, kept: np.ndarray) -> float:
+    """Floating-point operations of forward selection (:func:`._lobs_kernels.greedy_forward_path`)
+    up to ``kept[m]`` entries of each row: ``n K^2`` per row, and ``2 n^2`` for its ``H w``."""
+    kept = np.asarray(kept, dtype=np.float64)
+    return float(np.sum(n_cols * kept**2 + 2.0 * n_cols**2))
+
+
 def prune_path(task: LayerTask, sparsities: list[float] | tuple[float, ...],
-               damping: float = 1e-4) -> list[tuple[np.ndarray, np.ndarray | None]]:
-    """Greedy L-OBS at each of the increasing ``sparsities``, in one pass: the same weights
-    and biases as :func:`prune_layer` at each (the globally cheapest weights at the start
-    are nested in the sparsity, and greedy removal never revisits a choice), for the cost
-    of the last one."""
+               damping: float = 1e-4, order: str = "auto") -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """Greedy OBS at each of the increasing ``sparsities``, in one pass.
+
+    The rows lose the counts of :func:`removal_counts` (the globally cheapest weights at the
+    start). ``order="backward"``: greedy L-OBS, the same weights and biases as
+    :func:`prune_layer` at each sparsity (greedy removal never revisits a choice) for the
+    cost of the last one, ``O(n_out n^3)`` for rows of ``n`` entries. ``"forward"``: each
+    row's kept entries chosen by forward selection on the same objective
+    ``(theta - w)^T H (theta - w)``, one at a time the entry that lowers it most, each level
+    the least-squares row on its support (:func:`._lobs_kernels.greedy_forward_path`),
+    ``O(n_out n K^2)`` for ``K`` kept: far cheaper when few are kept. ``"auto"``: backward
+    unless it would take more than :data:`BACKWARD_FLOPS` floating-point operations and
+    forward fewer (the count, not the clock, decides, so the answer does not depend on the
+    machine); on the benchmark suite's layers (at most 577 inputs) that is backward.
+    """
     if any(b < a for a, b in zip(sparsities, sparsities[1:])):
         raise ValueError(f"sparsities: got {list(sparsities)}, needs them in increasing order")
+    if order not in ORDERS:
+        raise ValueError(f"order: got {order!r}, needs one of {ORDERS}")
     fit_bias = task.bias is not None
-    hinv = inverse_hessian(task.X, fit_bias, damping)
+    H = hessian(task.X, fit_bias, damping)
+    hinv = inverse_hessian(task.X, fit_bias, damping, H)
     n_in = task.weight.shape[1]
     diag = np.diag(hinv)[:n_in]
     counts = np.array([removal_counts(task.weight, diag, sparsity)[1] for sparsity in sparsities], dtype=np.int64)
-    levels = greedy_obs_path(_rows(task), np.ascontiguousarray(hinv), n_in, counts.reshape(len(sparsities), -1))
+    counts = counts.reshape(len(sparsities), -1)
+    rows, n_cols = _rows(task), n_in + fit_bias
+    backward = backward_flops(n_cols, counts[-1])
+    if order == "backward" or (order == "auto" and (backward <= BACKWARD_FLOPS
+                                                     or backward <= forward_flops(n_cols, n_in - counts[0]))):
+        levels = greedy_obs_path(rows, np.ascontiguousarray(hinv), n_in, counts)
+    else:
+        levels = greedy_forward_path(np.ascontiguousarray(rows @ H), np.ascontiguousarray(H), n_in, n_in - counts)
     return [(np.ascontiguousarray(level[:, :n_in]), level[:, n_in].copy() if fit_bias else None) for level in levels]
 
 
