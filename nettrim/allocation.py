@@ -7,7 +7,8 @@ One fraction for every layer hurts where a layer is small or carries much of the
 1. :class:`ErrorCurves`: on the original signals (what every layer's program sees in
    parallel mode), each layer is pruned by one greedy L-OBS pass to the last sparsity of
    :data:`GRID`, and the weights at every point of the grid are read off it
-   (:func:`.methods.lobs.prune_path`). The error of a layer at ``s``, ``e_l(s)``, is the
+   (:func:`.methods.lobs.prune_path`; forward selection instead on a layer too wide for
+   greedy removal, its ``order="auto"``). The error of a layer at ``s``, ``e_l(s)``, is the
    square root of the ReLU-aware objective (:func:`solvers.refit.refit_objective`, a
    certified bound of the post-ReLU error), relative to ``||Y_l||_F``, of those weights
    after the ReLU-aware fit (:func:`solvers.refit.relu_refit`) on their support. Where
