@@ -149,7 +149,9 @@ def test_an_attempt_gives_up_once_its_work_is_past_the_limit():
     unlimited = polish(Xa, problem.Y, None, problem.epsilon, True, Q, weights, 1e-6)
     # enough for the first round to be tried (the model's estimate of it), not for the attempt
     estimate = first_round_flops(problem.active, (Q != 0) | (weights[:, None] == 0))
-    limited = polish(Xa, problem.Y, None, problem.epsilon, True, Q, weights, 1e-6, flops_limit=2 * estimate)
+    assert estimate < unlimited.flops / 1.5  # the attempt takes several rounds' work
+    limit = (estimate + unlimited.flops) / 2
+    limited = polish(Xa, problem.Y, None, problem.epsilon, True, Q, weights, 1e-6, flops_limit=limit)
     assert limited.Theta is None and "share of the work is spent" in limited.reason
     assert 0 < limited.flops < unlimited.flops
 
