@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	$(INSTALL) -e . >> $(LOG) 2>&1 || { cat $(LOG); exit 1; }
 	touch $@
 
-# plus the test suite's tools (pytest, hypothesis, dask, the notebook runner, matplotlib)
+# plus the test suite's tools (pytest, hypothesis, dask, the notebook runner, matplotlib, mnist1d)
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(INSTALL) -e ".[dev]" >> $(LOG) 2>&1 || { cat $(LOG); exit 1; }
 	touch $@
