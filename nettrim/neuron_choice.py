@@ -5,7 +5,9 @@ At a network target of :data:`NEURONS_FROM` (90%) of the weights and above, the 
 the network with structured Net-Trim (:mod:`nettrim.structured`, ``unit="weights"``: the
 neurons removed are counted in weights) at the same target and keeps the answer with the
 lower output error on the calibration data, provided it keeps no more weights (within
-:data:`WEIGHT_SLACK`). Removing a neuron also empties its consumers' columns, which an
+:data:`WEIGHT_SLACK`). Neurons come whole, so the count of weights nearest the target may
+lie above it: where that answer errs less but keeps too many, the next count of neurons
+down (the nearest at or below the target) is pruned instead. Removing a neuron also empties its consumers' columns, which an
 unstructured support chosen layer by layer does not find; on over-parameterised MLPs at
 90-95% that halves the output error or better (``benchmarks/compare_methods.py``).
 
@@ -114,15 +116,16 @@ def expand(original: nn.Module, structured: PruneResult, found: dict[str, Any] |
 
 
 def _structured(model: nn.Module, calib: Any, config: PruneConfig, records: Mapping[str, LayerRecord] | None,
-                sparsity: float, weight_sparsity: float | None) -> PruneResult | None:
+                sparsity: float, weight_sparsity: float | None, at_most: bool = False) -> PruneResult | None:
     """Structured Net-Trim of ``model`` removing ``sparsity`` of the weights as whole neurons
     (then ``weight_sparsity`` of every remaining layer's weights), or None (logged) where it
-    cannot or did not run."""
+    cannot or did not run. ``at_most``: the count of neurons nearest the target without
+    keeping more weights (``GroupOptions.at_most``)."""
     from .structured import GroupOptions, prune_network
 
     try:
         return prune_network(model, calib, sparsity=sparsity, epsilon=config.epsilon,
-                             options=GroupOptions(unit="weights", weight_sparsity=weight_sparsity),
+                             options=GroupOptions(unit="weights", weight_sparsity=weight_sparsity, at_most=at_most),
                              solver_options=config.solver_options, max_positions=config.max_positions,
                              seed=config.seed, progress=config.progress, records=records)
     except ValueError as exc:  # no neuron can be removed (no producer -> consumer link)
@@ -141,12 +144,21 @@ def _beats(answer: PruneResult | None, other: PruneResult, result: PruneResult) 
             and answer.nnz_after <= (1.0 + WEIGHT_SLACK) * result.nnz_after)
 
 
+def _wider(answer: PruneResult, result: PruneResult) -> bool:
+    """Whether ``answer`` errs less than the weight-level ``result`` but keeps more weights than
+    :data:`WEIGHT_SLACK` allows (whole neurons: the nearest count may overshoot the target)."""
+    return (answer.output_error is not None and result.output_error is not None
+            and answer.output_error < result.output_error
+            and answer.nnz_after > (1.0 + WEIGHT_SLACK) * result.nnz_after)
+
+
 def prefer_neurons(result: PruneResult, model: nn.Module, calib: Any, config: PruneConfig,
                    records: Mapping[str, LayerRecord] | None = None) -> PruneResult:
     """``result`` (the default's answer), or a structured answer at the same target when it
     has the lower output error and no more weights (within :data:`WEIGHT_SLACK`), written
     back into the original architecture (:func:`expand`). The structured answers: whole
-    neurons alone, and, where that one errs less than ``result``, the mix of
+    neurons alone (at the count of weights nearest the target, or where that errs less but
+    keeps too many, at the nearest count at or below it), and, where that one errs less than ``result``, the mix of
     :data:`MIX_SPLIT` (module docstring). ``records``: the layers of ``model`` as the prune
     recorded them (original signals), so the structured prunes do not record them again."""
     try:
@@ -163,6 +175,10 @@ def prefer_neurons(result: PruneResult, model: nn.Module, calib: Any, config: Pr
     if structured is None:
         return result
     spent = structured.seconds
+    if _wider(structured, result):  # errs less, but the nearest count of neurons keeps too many weights
+        fewer = _structured(model, calib, config, records, config.sparsity, None, True)
+        spent += 0.0 if fewer is None else fewer.seconds
+        structured = structured if fewer is None else fewer
     best = structured if _beats(structured, result, result) else None
     if best is not None:  # whole neurons err less: fewer of them, with sparse weights, may err less still
         kept = (1.0 - config.sparsity) ** MIX_SPLIT

@@ -84,6 +84,10 @@ class GroupOptions:
         weights, or the multiply-adds of one input, of all the prunable layers, reached
         by removing one fraction of every producer's neurons, the one whose count comes
         closest.
+    at_most : bool, default False
+        With ``unit='weights'`` or ``'flops'``: the fraction whose count comes closest
+        without keeping more than ``1 - sparsity`` of them (neurons come whole, so the
+        closest count may lie above the target).
     weight_sparsity : float, optional
         With ``sparsity=``: structured, then unstructured, in one run. After the neurons
         are removed, every layer (in order, on the pruned network's input, towards the
@@ -96,6 +100,7 @@ class GroupOptions:
     ridge: float = 1e-8
     unit: str = "neurons"
     weight_sparsity: float | None = None
+    at_most: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.swaps, int) or isinstance(self.swaps, bool) or self.swaps < 0:
@@ -108,6 +113,8 @@ class GroupOptions:
             raise ValueError(f"weight_sparsity: got {self.weight_sparsity!r}, needs a fraction of weights in (0, 1)")
         if self.unit not in UNITS:
             raise ValueError(f"unit: got {self.unit!r}, needs one of {UNITS}")
+        if not isinstance(self.at_most, bool):
+            raise ValueError(f"at_most: got {self.at_most!r}, needs True or False")
 
     def check(self, sparsity: Any, layers: Any) -> None:
         """The errors of a target the method cannot run with."""
@@ -171,9 +178,11 @@ def _kept_share(chain: list[_Link], records: dict, fraction: float, unit: str, n
     return kept / total
 
 
-def _neuron_fraction(chain: list[_Link], records: dict, sparsity: float, unit: str, n_inputs: int) -> float:
+def _neuron_fraction(chain: list[_Link], records: dict, sparsity: float, unit: str, n_inputs: int,
+                     at_most: bool = False) -> float:
     """The fraction of every producer's neurons whose removal leaves the share of weights or
-    multiply-adds nearest to ``1 - sparsity`` (bisection: the share falls as the fraction grows)."""
+    multiply-adds nearest to ``1 - sparsity`` (bisection: the share falls as the fraction grows);
+    ``at_most``: the nearest at or below it."""
     if unit == "neurons":
         return sparsity
     low, high = 0.0, 1.0
@@ -184,7 +193,7 @@ def _neuron_fraction(chain: list[_Link], records: dict, sparsity: float, unit: s
         else:
             high = middle
     error = {f: abs(_kept_share(chain, records, f, unit, n_inputs) - (1.0 - sparsity)) for f in (low, high)}
-    fraction = min(error, key=error.get)
+    fraction = high if at_most else min(error, key=error.get)
     logger.info("nettrim-group: %.1f%% of the %s removed by removing %.1f%% of every producer's neurons "
                 "(%.1f%% of them kept)", 100 * sparsity, unit, 100 * fraction,
                 100 * _kept_share(chain, records, fraction, unit, n_inputs))
@@ -355,7 +364,8 @@ def prune_network(model: nn.Module, calib: Any, *, sparsity: float | None, epsil
     bar = tqdm(total=len(order), desc="nettrim-group", unit="layer", disable=not progress, leave=False)
     try:
         if sparsity is not None:
-            fraction = _neuron_fraction(chain, records, sparsity, options.unit, sum(int(x.shape[0]) for x in batches))
+            fraction = _neuron_fraction(chain, records, sparsity, options.unit, sum(int(x.shape[0]) for x in batches),
+                                        options.at_most)
             kept = _choose_by_sparsity(chain, records, fraction, options)
             _cut(pruned, chain, kept)
             errors = _refit_cascade(pruned, batches, order, records, kept, chain[0].consumer, max_positions, seed,

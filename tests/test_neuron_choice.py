@@ -66,6 +66,33 @@ def test_the_default_removes_whole_neurons_where_that_errs_less(tmp_path, monkey
     assert result.layers["0"].info["weight_level_error"] == pytest.approx(weights.output_error)
 
 
+def test_whole_neurons_that_overshoot_the_count_are_tried_at_the_count_below(monkeypatch):
+    """At 90.5% of the duplicated MLP's 1,500 weights (142.5 kept) the nearest count of
+    neurons keeps the six distinct ones (150 weights, 5% more than the weight-level
+    answer): it errs less but keeps too many, so the next count down (five neurons, 125
+    weights) is pruned too; the answer is the lowest error among those within the count."""
+    model, x = duplicated_mlp()
+    calls, answers = [], []
+    real = neuron_choice._structured
+
+    def spy(*args):
+        answer = real(*args)
+        calls.append(args[4:])
+        answers.append(answer)
+        return answer
+
+    monkeypatch.setattr(neuron_choice, "_structured", spy)
+    result = nettrim.prune(model, x, sparsity=0.905, progress=False)
+    weight_level = result.layers["0"].info.get("weight_level_error", result.output_error)
+    nearest, fewer = answers[:2]
+    assert calls[:2] == [(0.905, None), (0.905, None, True)]
+    assert nearest.output_error < weight_level and nearest.nnz_after == 150 > (1 + neuron_choice.WEIGHT_SLACK) * 142
+    assert fewer.layers["0"].info["neurons_after"] == 5 and fewer.nnz_after <= 142
+    eligible = [a.output_error for a in answers[1:]
+                if a.nnz_after <= (1 + neuron_choice.WEIGHT_SLACK) * result.nnz_after] + [weight_level]
+    assert result.output_error == pytest.approx(min(eligible), rel=1e-9)
+
+
 def test_the_weight_level_answer_stays_where_it_errs_less(digits, digits_model, monkeypatch):
     x = digits.x_train[:600]
     result = nettrim.prune(digits_model, x, sparsity=0.9, progress=False)
@@ -179,7 +206,7 @@ def test_the_mix_is_tried_where_whole_neurons_err_less_and_the_lowest_answer_kep
     model, x = mnist1d_cnn_case
     calls = []
     real = neuron_choice._structured
-    monkeypatch.setattr(neuron_choice, "_structured", lambda *a: calls.append(a[-2:]) or real(*a))
+    monkeypatch.setattr(neuron_choice, "_structured", lambda *a: calls.append(a[4:6]) or real(*a))
     result = nettrim.prune(model, x, sparsity=0.95, progress=False)
     kept = 0.05 ** neuron_choice.MIX_SPLIT
     assert calls == [(0.95, None), (pytest.approx(1 - kept), pytest.approx(1 - 0.05 / kept))]
@@ -225,6 +252,6 @@ def test_the_mix_when_kept_is_written_in_the_original_shapes_and_reported(mnist1
 def test_the_mix_is_not_tried_where_the_weight_level_answer_errs_less(digits, digits_model, monkeypatch):
     calls = []
     real = neuron_choice._structured
-    monkeypatch.setattr(neuron_choice, "_structured", lambda *a: calls.append(a[-2:]) or real(*a))
+    monkeypatch.setattr(neuron_choice, "_structured", lambda *a: calls.append(a[4:6]) or real(*a))
     result = nettrim.prune(digits_model, digits.x_train[:600], sparsity=0.9, progress=False)
     assert result.mode == "cascade" and calls == [(0.9, None)]

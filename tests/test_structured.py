@@ -197,7 +197,32 @@ def test_a_target_in_weights_or_flops_is_met_to_one_neuron(unit):
     assert neurons.model.conv1.out_channels == 3 and abs(neurons.kept - 0.4) > 0.2
 
 
+@pytest.mark.parametrize("sparsity", [0.55, 0.6, 0.65, 0.7])
+def test_at_most_keeps_the_nearest_count_at_or_below_the_target(sparsity):
+    """Neurons come whole: ``at_most`` takes the largest count of weights at or below
+    ``1 - sparsity``, which is the nearest count where that one is at or below it too."""
+    from nettrim.examples import DigitsCNN
+
+    torch.manual_seed(0)
+    model = DigitsCNN(channels=(8, 12), hidden=16).eval()
+    x = torch.rand(40, 1, 8, 8)
+    dense = sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d)))
+
+    def share(at_most):
+        result = nettrim.prune(model, x, method="nettrim-group", sparsity=sparsity, progress=False,
+                               method_options={"unit": "weights", "at_most": at_most})
+        return sum(m.weight.numel() for m in result.model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))) / dense
+
+    nearest, below = share(False), share(True)
+    assert below <= 1 - sparsity
+    assert below == nearest if nearest <= 1 - sparsity else below < nearest
+    assert 1 - sparsity - below <= 0.1  # one neuron less per producer, at most
+
+
 def test_unit_is_checked(digits, digits_model):
+    with pytest.raises(ValueError, match="at_most: got 1"):
+        nettrim.prune(digits_model, digits.x_train[:50], method="nettrim-group", sparsity=0.5,
+                      method_options={"unit": "weights", "at_most": 1}, progress=False)
     with pytest.raises(ValueError, match="unit: got 'bytes'"):
         nettrim.prune(digits_model, digits.x_train[:50], method="nettrim-group", sparsity=0.5,
                       method_options={"unit": "bytes"}, progress=False)
