@@ -7,9 +7,10 @@ neurons removed are counted in weights) at the same target and keeps the answer 
 lower output error on the calibration data, provided it keeps no more weights (within
 :data:`WEIGHT_SLACK`). Neurons come whole, so the count of weights nearest the target may
 lie above it: where that answer errs less but keeps too many, the next count of neurons
-down (the nearest at or below the target) is pruned instead. Removing a neuron also empties its consumers' columns, which an
-unstructured support chosen layer by layer does not find; on over-parameterised MLPs at
-90-95% that halves the output error or better (``benchmarks/compare_methods.py``).
+down (the nearest at or below the target) is pruned instead. Removing a neuron also
+empties its consumers' columns, which an unstructured support chosen layer by layer does
+not find; on over-parameterised MLPs at 90-95% that halves the output error or better
+(``benchmarks/compare_methods.py``).
 
 Where whole neurons err less than the weight-level answer, the network is wider than the
 target's count of weights needs, and a mix is tried as well: whole neurons removed until
