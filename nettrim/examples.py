@@ -217,6 +217,13 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 6
     The default weight decay (1e-2) costs the digits MLP nothing in accuracy and leaves it
     more prunable than 1e-4 does (fewer large weights carrying redundant signal).
 
+    BatchNorm's running statistics are re-estimated at the end, over the training data
+    with the final weights (:func:`_recalibrate_batchnorm`): the moving averages kept
+    while training lag the weights, and at this learning rate a last few large steps can
+    leave them far from what the final network computes (the ResNet-style digits CNN, on
+    one processor: 83.5% test accuracy in eval mode, 99.4% in train mode; 99.4% after the
+    re-estimate).
+
     Deterministic for a given seed: the initial weights and the batch order are drawn from
     ``torch.manual_seed(seed)``.
     """
@@ -235,4 +242,26 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 6
             loss = nn.functional.cross_entropy(model(x[index]), y[index])
             loss.backward()
             optimizer.step()
+    return _recalibrate_batchnorm(model, x, batch_size)
+
+
+def _recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int) -> nn.Module:
+    """Set every BatchNorm's running mean and variance to the average of its batch statistics
+    over ``x`` in batches of ``batch_size`` (cumulative averages, ``momentum=None``), with the
+    weights as they are and every other module in eval mode (no dropout); the model is
+    returned in eval mode, its momenta as they were."""
+    norms = [module for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return model.eval()
+    momenta = [module.momentum for module in norms]
+    model.eval()  # dropout off: only the BatchNorms use their batch statistics
+    for module in norms:
+        module.reset_running_stats()
+        module.momentum = None
+        module.train()
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            model(x[start:start + batch_size])
+    for module, momentum in zip(norms, momenta):
+        module.momentum = momentum
     return model.eval()
