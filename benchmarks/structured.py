@@ -16,8 +16,9 @@ every model alike).
 Subnormal weights (nonzero, below ``torch.finfo(dtype).tiny``) make CPU arithmetic many
 times slower: the MNIST-1D MLP as trained has thousands of them (1,748 made it 13x slower
 at batch 256 than with them set to zero, in one run). Any prune that zeroes them would
-look that much faster without being smaller, so every model is timed with its subnormal weights set to zero
-(which changes no output measurably), and their count is recorded in the meta file.
+look that much faster without being smaller, so every model is timed with its subnormal
+weights set to zero (which changes no output measurably), and their count is recorded in
+the meta file.
 
 At half of the neurons, structured Net-Trim is also run with ``weight_sparsity=0.5``
 (structured, then half of the remaining weights of every layer, in one run), beside

@@ -137,20 +137,28 @@ def _structured(model: nn.Module, calib: Any, config: PruneConfig, records: Mapp
     return None
 
 
+def _within_slack(answer: PruneResult, result: PruneResult) -> bool:
+    """Whether ``answer`` keeps no more weights than the weight-level ``result``, within
+    :data:`WEIGHT_SLACK` (neurons come whole: a count of them may overshoot the target)."""
+    return answer.nnz_after <= (1.0 + WEIGHT_SLACK) * result.nnz_after
+
+
+def _errs_less(answer: PruneResult, other: PruneResult) -> bool:
+    return (answer.output_error is not None and other.output_error is not None
+            and answer.output_error < other.output_error)
+
+
 def _beats(answer: PruneResult | None, other: PruneResult, result: PruneResult) -> bool:
     """Whether ``answer`` errs less than ``other`` on the same layers and keeps no more weights
-    than the weight-level ``result`` (within :data:`WEIGHT_SLACK`)."""
-    return (answer is not None and answer.output_error is not None and other.output_error is not None
-            and set(answer.layers) == set(result.layers) and answer.output_error < other.output_error
-            and answer.nnz_after <= (1.0 + WEIGHT_SLACK) * result.nnz_after)
+    than the weight-level ``result`` (:func:`_within_slack`)."""
+    return (answer is not None and set(answer.layers) == set(result.layers) and _errs_less(answer, other)
+            and _within_slack(answer, result))
 
 
 def _wider(answer: PruneResult, result: PruneResult) -> bool:
     """Whether ``answer`` errs less than the weight-level ``result`` but keeps more weights than
-    :data:`WEIGHT_SLACK` allows (whole neurons: the nearest count may overshoot the target)."""
-    return (answer.output_error is not None and result.output_error is not None
-            and answer.output_error < result.output_error
-            and answer.nnz_after > (1.0 + WEIGHT_SLACK) * result.nnz_after)
+    :func:`_within_slack` allows."""
+    return _errs_less(answer, result) and not _within_slack(answer, result)
 
 
 def prefer_neurons(result: PruneResult, model: nn.Module, calib: Any, config: PruneConfig,
@@ -159,8 +167,8 @@ def prefer_neurons(result: PruneResult, model: nn.Module, calib: Any, config: Pr
     has the lower output error and no more weights (within :data:`WEIGHT_SLACK`), written
     back into the original architecture (:func:`expand`). The structured answers: whole
     neurons alone (at the count of weights nearest the target, or where that errs less but
-    keeps too many, at the nearest count at or below it), and, where that one errs less than ``result``, the mix of
-    :data:`MIX_SPLIT` (module docstring). ``records``: the layers of ``model`` as the prune
+    keeps too many, at the nearest count at or below it), and, where that one errs less
+    than ``result``, the mix of :data:`MIX_SPLIT` (module docstring). ``records``: the layers of ``model`` as the prune
     recorded them (original signals), so the structured prunes do not record them again."""
     try:
         found = links(model)

@@ -192,8 +192,11 @@ def _neuron_fraction(chain: list[_Link], records: dict, sparsity: float, unit: s
             low = middle
         else:
             high = middle
-    error = {f: abs(_kept_share(chain, records, f, unit, n_inputs) - (1.0 - sparsity)) for f in (low, high)}
-    fraction = high if at_most else min(error, key=error.get)
+
+    def miss(f: float) -> float:
+        return abs(_kept_share(chain, records, f, unit, n_inputs) - (1.0 - sparsity))
+
+    fraction = high if at_most else min((low, high), key=miss)
     logger.info("nettrim-group: %.1f%% of the %s removed by removing %.1f%% of every producer's neurons "
                 "(%.1f%% of them kept)", 100 * sparsity, unit, 100 * fraction,
                 100 * _kept_share(chain, records, fraction, unit, n_inputs))
