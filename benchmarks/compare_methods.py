@@ -7,7 +7,7 @@ Methods, all in cascade mode (each layer on the pruned network's input), at the 
 sparsity: the baselines at one sparsity per layer, each as published and with the
 ReLU-aware refit (``+relu``: ``refit="relu"``, every layer fitted on its support towards
 the original output on the pruned input): magnitude, SparseGPT, L-OBS as released
-(``lobs-faithful``, published only), L-OBS; Net-Trim's l1 program with epsilon searched
+(``lobs-faithful``, published only), L-OBS; Net-Trim's l1 program with epsilon moved along a path
 per layer (``nettrim-l1``, the published Net-Trim at a target sparsity); Net-Trim's
 default at a target sparsity (``nettrim``: one target for the network shared out among
 the layers by their error curves, OBS supports on the ReLU-aware objective and the

@@ -112,7 +112,7 @@ class NetTrimOptions:
         entries are not held; ``PruneConfig(refit='relu')`` holds them).
     support : {'obs', 'l1'}, default 'obs'
         With a target sparsity: greedy OBS on the ReLU-aware objective, then the ReLU-aware
-        fit (``'obs'``), or the ℓ1 program with ``epsilon`` searched (``'l1'``).
+        fit (``'obs'``), or the ℓ1 program with ``epsilon`` moved along a path (``'l1'``).
     damping : float, default 1e-4
         ``support='obs'``: the Hessians' damping, relative to their mean diagonal.
     widen : float, default 2.0
