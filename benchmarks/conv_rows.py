@@ -10,7 +10,7 @@ budget (``epsilon=0.05``) and at a target (``sparsity=0.8``), and records the pr
 the weights kept and the test accuracy; and for every convolution, the rows used, the
 relative post-ReLU error of the pruned layer on the rows it was solved on and on every
 row of the calibration data, and their ratio: the sampling error (1 when every row is
-used).
+used; NaN for a convolution the target leaves whole, whose error is 0 on any rows).
 
 Run:  python benchmarks/conv_rows.py [--models digits-cnn,...] [--rows 2500,auto,all]
 Writes benchmarks/results/conv_rows.csv, .meta.json and .png (needs the ``bench`` extra).
@@ -22,6 +22,7 @@ import os
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")  # see README, Performance notes
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -76,10 +77,11 @@ def measure(bench, rows_settings) -> list[dict]:
             for name in convolutions:
                 report = result.layers[name]
                 on_all = layer_error(handles[name][0], full[name])
+                ratio = on_all / report.error_out if report.error_out > 0 else math.nan  # a layer left whole: none
                 found.append({"model": bench.name, "target": target, "rows_setting": _label(setting), "layer": name,
                               "n_in": full[name].weight.shape[1], "rows": report.n_samples,
                               "rows_total": full[name].n_samples, "error_solved": report.error_out,
-                              "error_all_rows": on_all, "sampling_ratio": on_all / report.error_out,
+                              "error_all_rows": on_all, "sampling_ratio": ratio,
                               "kept": result.kept, "accuracy": accuracy, "seconds": seconds})
             print(f"{bench.name:<14} {target:<13} rows {_label(setting):<5} kept {result.kept:6.1%} "
                   f"test acc {accuracy:6.2%} {seconds:7.1f}s", flush=True)
@@ -89,7 +91,8 @@ def measure(bench, rows_settings) -> list[dict]:
 def draw(rows: list[dict], path: str) -> None:
     fig, ax = new_axes((6.4, 4.4))
     for marker, target in zip("os", TARGETS):
-        points = [(r["rows"] / r["n_in"], r["sampling_ratio"]) for r in rows if r["target"] == target]
+        points = [(r["rows"] / r["n_in"], r["sampling_ratio"]) for r in rows
+                  if r["target"] == target and not math.isnan(r["sampling_ratio"])]
         ax.scatter(*zip(*points), marker=marker, label=target, alpha=0.7)
     ax.axhline(1.0, color="grey", linewidth=0.8)
     ax.set_xscale("log")
@@ -121,7 +124,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{used:>16} {r['error_solved']:10.4f} {r['error_all_rows']:8.4f} {r['sampling_ratio']:6.3f}")
     summary = {}
     for setting in map(_label, settings):
-        ratios = [r["sampling_ratio"] for r in rows if r["rows_setting"] == setting]
+        ratios = [r["sampling_ratio"] for r in rows
+                  if r["rows_setting"] == setting and not math.isnan(r["sampling_ratio"])]
         summary[setting] = {"median": statistics.median(ratios), "max": max(ratios)}
         print(f"rows {setting}: error on every row / on the rows solved on, median {summary[setting]['median']:.3f}, "
               f"largest {summary[setting]['max']:.3f}")
