@@ -62,6 +62,23 @@ def layer_error(handle, record) -> float:
     return float(torch.linalg.norm(Z - Y) / torch.linalg.norm(Y))
 
 
+def sampling_ratio(error_all_rows: float, error_solved: float) -> float:
+    """A convolution's error on every row over its error on the rows it was solved on; NaN
+    where the latter is 0 (a layer the target leaves whole has no error on any rows)."""
+    return error_all_rows / error_solved if error_solved > 0 else math.nan
+
+
+def summarise(rows: list[dict], labels: list[str]) -> dict[str, dict[str, float]]:
+    """The median and largest sampling ratio of each row setting, over the convolutions that
+    have one (NaN ratios left out)."""
+    summary = {}
+    for label in labels:
+        ratios = [r["sampling_ratio"] for r in rows
+                  if r["rows_setting"] == label and not math.isnan(r["sampling_ratio"])]
+        summary[label] = {"median": statistics.median(ratios), "max": max(ratios)}
+    return summary
+
+
 def measure(bench, rows_settings) -> list[dict]:
     full = nettrim.record(bench.model, bench.data.x_train)  # every row, original signals
     convolutions = [name for name, record in full.items() if record.kind != "linear"]
@@ -77,11 +94,10 @@ def measure(bench, rows_settings) -> list[dict]:
             for name in convolutions:
                 report = result.layers[name]
                 on_all = layer_error(handles[name][0], full[name])
-                ratio = on_all / report.error_out if report.error_out > 0 else math.nan  # a layer left whole: none
                 found.append({"model": bench.name, "target": target, "rows_setting": _label(setting), "layer": name,
                               "n_in": full[name].weight.shape[1], "rows": report.n_samples,
                               "rows_total": full[name].n_samples, "error_solved": report.error_out,
-                              "error_all_rows": on_all, "sampling_ratio": ratio,
+                              "error_all_rows": on_all, "sampling_ratio": sampling_ratio(on_all, report.error_out),
                               "kept": result.kept, "accuracy": accuracy, "seconds": seconds})
             print(f"{bench.name:<14} {target:<13} rows {_label(setting):<5} kept {result.kept:6.1%} "
                   f"test acc {accuracy:6.2%} {seconds:7.1f}s", flush=True)
@@ -122,11 +138,8 @@ def main(argv: list[str] | None = None) -> None:
         used = f"{r['rows']:,} of {r['rows_total']:,}"
         print(f"{r['model']:<14} {r['target']:<13} {r['rows_setting']:<5} {r['layer']:<14} {r['n_in']:>5} "
               f"{used:>16} {r['error_solved']:10.4f} {r['error_all_rows']:8.4f} {r['sampling_ratio']:6.3f}")
-    summary = {}
-    for setting in map(_label, settings):
-        ratios = [r["sampling_ratio"] for r in rows
-                  if r["rows_setting"] == setting and not math.isnan(r["sampling_ratio"])]
-        summary[setting] = {"median": statistics.median(ratios), "max": max(ratios)}
+    summary = summarise(rows, [_label(setting) for setting in settings])
+    for setting in summary:
         print(f"rows {setting}: error on every row / on the rows solved on, median {summary[setting]['median']:.3f}, "
               f"largest {summary[setting]['max']:.3f}")
     meta = {**info, "rows_settings": [_label(s) for s in settings], "sampling_ratio": summary,

@@ -1,5 +1,6 @@
 """The benchmarks' own code: the GPU benchmark's LeNet run, end to end at a small size on the CPU,
-the counting of the structured benchmark, the path benchmark on one program, and how
+the counting of the structured benchmark, the path benchmark on one program, the sampling
+ratios of ``conv_rows.py`` (a layer left whole has none), and how
 ``prune_digits.py`` pairs its timings.
 
 A session with a GPU has minutes of device time: the command it runs
@@ -189,3 +190,17 @@ def test_structured_asks_for_the_weight_level_answer_above_the_shared_targets_to
     assert nettrim.PruneConfig(**high).allocation is None
     with pytest.raises(ValueError, match="up to 0.98"):
         nettrim.PruneConfig(sparsity=0.989, method_options={"neurons": False})
+
+
+def test_conv_rows_leaves_a_layer_without_error_out_of_its_summary():
+    """A convolution the shared target leaves whole has error 0 on its rows: no sampling ratio
+    (NaN, not a division by zero), and the medians are those of the other layers."""
+    conv_rows = pytest.importorskip("conv_rows")
+    assert conv_rows.sampling_ratio(0.03, 0.02) == pytest.approx(1.5)
+    assert conv_rows.sampling_ratio(0.0, 0.0) != conv_rows.sampling_ratio(0.0, 0.0)  # NaN
+    rows = [{"rows_setting": "auto", "sampling_ratio": ratio} for ratio in (1.0, conv_rows.sampling_ratio(0.0, 0.0),
+                                                                            1.2, 1.1)]
+    rows.append({"rows_setting": "2500", "sampling_ratio": 2.0})
+    summary = conv_rows.summarise(rows, ["auto", "2500"])
+    assert summary["auto"] == {"median": pytest.approx(1.1), "max": pytest.approx(1.2)}
+    assert summary["2500"] == {"median": 2.0, "max": 2.0}
