@@ -25,6 +25,14 @@ from ._threads import blas_threads, deal, map_threads
 __all__ = ["first_round_flops", "each_neuron"]
 
 _INFEASIBLE = 1e-10  # NNLS residual below which the bounds admit no point
+_RIDGE = 1e-10  # G's ridge, relative to its largest diagonal entry: keeps a (nearly) zero column definite ...
+# ... and the ridge of a neuron with more unknowns than active rows, whose G is singular: the
+# quadratic program's answer then jumps in t (a face of the bounds to another), and with the
+# tiny ridge the root search of the ball's step bisects to the jump for all its steps and
+# ends off the budget. This ridge makes the answer move continuously over a window of t the
+# search can land in; it only picks among (nearly) equivalent answers, and the certificate of
+# the full program (solvers._polish) judges the result as before.
+_RANK_DEFICIENT_RIDGE = 1e-6
 # one neuron's solve at one t, in flops of a large product (fitted to the timed attempts
 # of eight of the suite's ReLU programs, whose time the model puts at 0.65-1.26 of what
 # two runs measured): a fixed part (Python, dispatch) ...
@@ -54,8 +62,9 @@ class _Neuron:
         self.Xa = Xa  # C-contiguous float64 (one compiled signature of the kernels)
         k = columns.size
         G = moments.neuron(m, columns, work)
-        # a tiny ridge keeps G definite when a support column is (nearly) zero on the active rows
-        G[np.diag_indices(k)] += 1e-10 * max(float(G.diagonal().max(initial=0.0)), 1e-300)
+        fitted_rows = Xa.shape[0] if moments.active is None else moments.rows_of(m).size
+        ridge = _RANK_DEFICIENT_RIDGE if k > fitted_rows else _RIDGE
+        G[np.diag_indices(k)] += ridge * max(float(G.diagonal().max(initial=0.0)), 1e-300)
         self.G, self.b, self.y_sq = G, moments.moment[columns, m], float(moments.y_sq[m])
         self.linear = weights[columns] * signs
         self.L = np.ascontiguousarray(cholesky_lower(G))

@@ -158,7 +158,7 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
         round_.charge(work)
         progress.judge(round_, bounded, work)
         if round_.settled(bounded, progress.gaps[-1]):
-            return round_.certify(relu, work.flops)
+            return round_.certify(relu, work.flops, by_gap=bounded and round_.gap_certifies(progress.gaps[-1]))
         stop = progress.stop_after(round_, round_index, bounded, work)
         if stop is not None:
             return PolishResult(None, stop, flops=work.flops)
@@ -284,7 +284,12 @@ class _Round:
         sign flipped) the relative duality gap (:meth:`gap`) within ``tol``."""
         if not self.needs_mending:
             return True
-        return bounded and not self.flipped.any() and gap <= self.tol
+        return bounded and self.gap_certifies(gap)
+
+    def gap_certifies(self, gap: float) -> bool:
+        """Whether the relative duality gap ``gap`` certifies the round's answer (a round
+        with sign bounds): no sign flipped and ``gap <= tol``."""
+        return not self.flipped.any() and gap <= self.tol
 
     def gap(self, dual_bound: float) -> float:
         """The relative duality gap ``(P - D) / P`` to ``D = dual_bound``, a lower bound of
@@ -306,17 +311,22 @@ class _Round:
         logger.debug("polish round %d: %d flipped, %d off-support excess, %.3g flops so far", round_index,
                      self.flipped.sum(), (self.excess > 0).sum(), flops)
 
-    def certify(self, relu: bool, flops: float) -> PolishResult:
+    def certify(self, relu: bool, flops: float, by_gap: bool = False) -> PolishResult:
         """The certificate for the full program (``flops``: the attempt's work, reported with
-        the result)."""
-        result = self._certificate(relu)
+        the result). ``by_gap``: the relative duality gap is within ``tol``, which with
+        every constraint holding certifies the answer by weak duality whether or not the
+        restricted program was solved exactly; otherwise the optimality conditions."""
+        result = self._certificate(relu, by_gap)
         result.flops = flops
         return result
 
-    def _certificate(self, relu: bool) -> PolishResult:
+    def _certificate(self, relu: bool, by_gap: bool) -> PolishResult:
         tol, response = self.tol, self.response
         if relative_excess(response, self.Y, self.epsilon, relu=relu, upper=self.V) > tol:
             return PolishResult(None, "a constraint outside the restricted program is violated")
+        ratio = np.abs(self.gradient[self.outside]) / self.bound[self.outside]
+        if by_gap:
+            return PolishResult(self.Theta, "certified", float(ratio.max()) if ratio.size else 0.0)
         # stationarity on the support (g = -w sign) and complementary slackness on the
         # bounds: exact when the restricted program was solved exactly, checked in case not
         on_support = np.abs(self.gradient + self.bound * self.signs)[self.support]
@@ -327,7 +337,6 @@ class _Round:
             slack = np.abs(response - upper)[self.nu > 0]
             if slack.max() > tol * self.slack_scale / np.sqrt(self.Y.size):
                 return PolishResult(None, "a bound with a positive multiplier is not tight")
-        ratio = np.abs(self.gradient[self.outside]) / self.bound[self.outside]
         return PolishResult(self.Theta, "certified", float(ratio.max()) if ratio.size else 0.0)
 
     def mended(self, bounded: bool) -> tuple[np.ndarray, np.ndarray, bool]:

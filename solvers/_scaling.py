@@ -41,8 +41,8 @@ def scaled_input(X: np.ndarray, fit_bias: bool, dtype: np.dtype, settings: AdmmS
     ``W`` and the objective unchanged and removes the one large eigenvalue that the
     common mean of non-negative (ReLU) inputs puts into ``X^T X``. The scale stays that
     of the uncentred columns, which keeps the balance of the split's two constraints as
-    it was without centring (the centred columns' own scale took 1.1-2.6x more iterations
-    on the digits networks' layers, ``benchmarks/rho_rule.py``), capped at
+    it was without centring (the centred columns' own scale took up to 1.13x more
+    iterations on the layers of ``benchmarks/rho_rule.py``), capped at
     ``settings.offset_scale_cap`` times the centred scale so that a large constant offset
     cannot shrink the centred data without bound.
     """
