@@ -56,6 +56,7 @@ __all__ = ["bounded_restricted", "mend_bounded"]
 _ROOT_STEPS = 40  # evaluations of f(t) at most per round
 _ROOT_TOL = 0.1  # t is taken once f(t) is within this times tol below the budget (a gap of about as much)
 _ROOT_ROUNDING = 1e-9  # f(t) this far above the budget counts as on it (far below any tol of the certificate)
+_BRACKET_FLOOR = 1e-12  # a bracket of t narrower than this (relative) holds a jump of f, not a root
 _CONFIRM_ROUNDS = 4  # batched checks of the neurons' answers before the kernel checks its own
 
 
@@ -188,7 +189,9 @@ def bounded_restricted(moments, Xa, V, epsilon, support, signs, weights, work, c
     sign bounds hold at zero are exact zeros), ``("budget", neurons)`` when their supports
     cannot meet the budget (for a layer ball: the neurons furthest from ``Y``), or
     ``("stop", why)`` when the attempt cannot go on: a neuron's bounds admit no point on
-    its support, or ``work`` went past ``flops_limit`` (checked after each neuron).
+    its support, ``work`` went past ``flops_limit`` (checked after each neuron), or the
+    search's bracket of ``t`` closed on a jump of ``f`` without meeting the budget (a
+    neuron's answer not unique there; :data:`_BRACKET_FLOOR`).
     ``cache`` keeps each neuron's program (and active bounds) between rounds while its
     support and signs stay. The neurons' answers at each ``t`` are checked against every
     bound together (:func:`_confirm`), and the bounds' row norms and first candidates are
@@ -244,6 +247,8 @@ def bounded_restricted(moments, Xa, V, epsilon, support, signs, weights, work, c
                 low[g] = max(low[g], t[g])
             else:
                 high[g] = min(high[g], t[g])
+            if 0.0 < low[g] and np.isfinite(high[g]) and high[g] - low[g] <= _BRACKET_FLOOR * high[g]:
+                return "stop", f"the ball's step has no root on the support (its answers jump at t = {high[g]:.6g})"
             t[g] = _step(t[g], f[g], gamma[g], budget[g], low[g], high[g], zero_tried[g])
     cache["t"] = t.copy()
     Theta = np.zeros((n_cols, n_out))

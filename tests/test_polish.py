@@ -387,3 +387,33 @@ def test_a_neuron_with_more_weights_than_active_rows_is_certified():
         assert _objective(problem, result.Theta) == pytest.approx(reference.objective, rel=1e-5)
         assert problem.violation(result.Theta[:-1].T, result.Theta[-1]) <= 1e-4 * float(problem.epsilon)
     assert certified >= 5
+
+
+def test_the_search_for_the_step_stops_at_a_jump_and_says_so(monkeypatch):
+    """With only the tiny ridge, the rarely active neuron's answer jumps at one step ``t``:
+    the search closes its bracket on the jump and stops there, saying so, instead of
+    spending its remaining steps; with that neuron's ridge it meets the budget."""
+    import solvers._bounded as bounded
+    import solvers._neuron as neuron
+    from solvers._restricted import Moments
+
+    problem = _rarely_active_layer(0)
+    reference = solve(problem, method="cvxpy")
+    Xa, weights = _data(problem)
+    Q = np.vstack([reference.weight.T, reference.bias])
+    support, signs = Q != 0, np.sign(Q)
+    support[-1] = True
+    steps = []
+    original_step = bounded._step
+    monkeypatch.setattr(bounded, "_step", lambda *args: steps.append(args[0]) or original_step(*args))
+
+    def restricted():
+        steps.clear()
+        return bounded.bounded_restricted(Moments(Xa, problem.Y, problem.active), Xa, None, problem.epsilon,
+                                          support.copy(), signs, weights, Work(), {}, 1e-4)
+
+    assert restricted()[0] == "ok"
+    monkeypatch.setattr(neuron, "_RANK_DEFICIENT_RIDGE", neuron._RIDGE)
+    outcome = restricted()
+    assert outcome[0] == "stop" and "no root" in outcome[1]
+    assert len(steps) < bounded._ROOT_STEPS - 1
