@@ -190,12 +190,10 @@ def bounded_restricted(moments, Xa, V, epsilon, support, signs, weights, work, c
     cannot meet the budget (for a layer ball: the neurons furthest from ``Y``), or
     ``("stop", why)`` when the attempt cannot go on: a neuron's bounds admit no point on
     its support, ``work`` went past ``flops_limit`` (checked after each neuron), or the
-    search's bracket of ``t`` closed on a jump of ``f`` without meeting the budget (a
-    neuron's answer not unique there; :data:`_BRACKET_FLOOR`).
-    ``cache`` keeps each neuron's program (and active bounds) between rounds while its
-    support and signs stay. The neurons' answers at each ``t`` are checked against every
-    bound together (:func:`_confirm`), and the bounds' row norms and first candidates are
-    priced for all neurons at once.
+    bracket of ``t`` closed on a jump of ``f`` (:data:`_BRACKET_FLOOR`). ``cache`` keeps
+    each neuron's program (and active bounds) between rounds while its support and signs
+    stay. The neurons' answers at each ``t`` are checked against every bound together
+    (:func:`_confirm`); the bounds' row norms and first candidates are priced at once.
     """
     n_cols, n_out = support.shape
     per_neuron = epsilon.ndim == 1
