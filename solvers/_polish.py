@@ -23,14 +23,14 @@ bounds' ``nu >= 0``.
 The answer is accepted only with a certificate for the FULL program: every constraint
 holds, and with ``g = Xa^T N`` (``N`` holds ``(R - Y) / t`` on ``Omega`` and ``nu`` on the
 inactive entries; one product for all neurons) ``g_j = -w_j sigma_j`` on the support and
-``|g_j| <= w_j`` off it. In the rounds with sign bounds a duality gap may also certify: the multipliers,
-each neuron's divided by its largest ``|g_j| / w_j``, are feasible for the dual, whose
-value bounds the optimum from below (:meth:`_Round.dual_bound`, the best over the
-attempt's rounds); a relative gap within ``tol`` certifies a feasible answer by weak
-duality, even where degenerate bounds leave the multipliers not unique or the restricted
-program was not solved exactly (the optimality conditions are then not checked). When a round's gap has stalled
-within a few times ``tol`` (the attempt would give up, :mod:`solvers._progress`) and a
-few neurons' multipliers hold it there (their ``|g_j| > (1 + tol) w_j``), those
+``|g_j| <= w_j`` off it. In the rounds with sign bounds a duality gap may also certify:
+the multipliers, each neuron's divided by its largest ``|g_j| / w_j``, are feasible for
+the dual, whose value bounds the optimum from below (:meth:`_Round.dual_bound`, the best
+over the attempt's rounds); a relative gap within ``tol`` certifies a feasible answer by
+weak duality, even where degenerate bounds leave the multipliers not unique or the
+restricted program was not solved exactly (the optimality conditions are then not
+checked). When a round's gap has stalled within a few times ``tol`` (the attempt would
+give up, :mod:`solvers._progress`) and a few neurons' multipliers hold it there (their ``|g_j| > (1 + tol) w_j``), those
 neurons' inactive multipliers are chosen again by a small linear program each
 (:mod:`solvers._multipliers`), which finds a feasible dual point for them without the
 division where one exists.
