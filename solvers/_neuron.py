@@ -235,15 +235,23 @@ def each_neuron(call: Callable[[int, Work], Any], indices: Sequence[int], sizes:
     return results
 
 
-def first_round_flops(active, support) -> float:
+def first_round_flops(active: np.ndarray, support: np.ndarray, entering: np.ndarray) -> float:
     """The cost model's estimate of a first round from ``support``: per neuron with ``k``
-    unknowns and ``r`` inactive samples, about ``k`` bounds enter, each priced among
+    unknowns, ``r`` inactive samples and ``b`` of them that the iterate's response already
+    puts at or above their bound, about ``min(b, k) + 1`` bounds enter, each priced among
     ``8 (k + 1)`` candidates (a product) and factored in (about ``3 k^2`` at
     ``_SCALAR_COST``, see :meth:`_Neuron.at`), and a few passes over the bounds
     (``4 r k``); a few evaluations of ``t``, each at a call's own cost per neuron and a
-    warm start of about ``k / 2`` bounds."""
+    warm start of about half the entering bounds.
+
+    The bounds that enter are those the restricted answer would leave: near the iterate,
+    mostly those its response leaves already (the random MLP's wide layers of
+    ``benchmarks/solver_convergence.py``: 27 of 1,473 per neuron at iteration 50, 275
+    unknowns, where counting every unknown as entering put a first round at 18 times
+    what it took)."""
     k = support.sum(axis=0).astype(float)
     rows = (~active).sum(axis=0).astype(float)
+    bounds = np.minimum(np.asarray(entering, dtype=float), k) + 1.0
     return 3.0 * float(np.sum(_CALL_COST + _BOUND_COST * rows + _UNKNOWN_COST * k
-                              + _WARM_COST * (k / 2.0) ** 2 * (k + 1.0)
-                              + 2.0 * k * k * (8.0 * (k + 1.0) + 3.0 * _SCALAR_COST * k) + 4.0 * rows * k))
+                              + _WARM_COST * (bounds / 2.0) ** 2 * (k + 1.0)
+                              + 2.0 * k * bounds * (8.0 * (k + 1.0) + 3.0 * _SCALAR_COST * k) + 4.0 * rows * k))

@@ -129,7 +129,7 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
     Xa, Y, V = _float64(Xa, Y, V)
     free, work = weights[:, None] == 0, Work() if work is None else work
     support, signs, active = (Q != 0) | free, np.sign(Q), (Y > 0 if relu else None)
-    if relu and first_round_flops(active, support) > flops_limit:
+    if relu and first_round_flops(active, support, _entering(Xa, Q, V, active)) > flops_limit:
         return PolishResult(None, "the support is too large to polish within its share of the work")
     # formed once per solve (or given as a function that forms them): a set-up, not charged to ``work``
     moments = Moments(Xa, Y, active) if moments is None else moments() if callable(moments) else moments
@@ -167,6 +167,15 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
         if switching:  # from now on the signs are bounds: a weight stops at zero instead of flipping
             bounded, cache = True, dict(seeded)
     return PolishResult(None, progress.reason, flops=work.flops)
+
+
+def _entering(Xa: np.ndarray, Q: np.ndarray, V: np.ndarray | None, active: np.ndarray) -> np.ndarray:
+    """Per neuron, the inactive samples at which the iterate's response ``Xa Q`` is at or
+    above the bound (0, or the cascade's ``V``): the bounds a first round is expected to
+    take in (:func:`solvers._neuron.first_round_flops`). One product, a set-up of the
+    decision, not charged to the attempt's work (as the moments)."""
+    above = Xa @ Q >= (0.0 if V is None else V)
+    return np.count_nonzero(above & ~active, axis=0)
 
 
 def _float64(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None) -> tuple:

@@ -125,14 +125,16 @@ class AdmmSettings:
         ReLU layer's dual at each step, and two products per round, the moments formed
         once per solve not included; :class:`solvers._restricted.Work`), so which attempts
         run never depends on the machine's speed. ``inf``: no limit.
-    polish_limit : float, default 400
+    polish_limit : float, default 800
         On a ReLU layer, the work one polishing attempt may take, in ADMM iterations of
         the cost model: an attempt whose first round the model expects to cost more is
-        not made (the support is too large; a later iterate is sparser), and one that
+        not made (the support is too large; a later iterate is sparser; the model counts
+        the bounds the iterate's response leaves as those that will enter), and one that
         goes past it gives up (a small layer's attempt may always take 1e10 operations),
         unless, at its last round's rate of convergence and cost, it would certify within
-        twice as much: then it may take that. Certified attempts at the suite's budgets took 100-540
-        (a first convolution certified at iteration 50 saves hundreds of iterations);
+        twice as much: then it may take that. Certified attempts at the suite's budgets took 100-600
+        (a first convolution certified at iteration 50 saves hundreds of iterations; the
+        random MLP's wide layers, which the ADMM alone takes 550 iterations to, 430 and 600);
         ``inf``: no limit.
     screen : bool, default True
         Drop before iterating the inputs whose weights are zero at every optimum: columns
@@ -162,7 +164,7 @@ class AdmmSettings:
     polish_wait: int = 50
     polish_backoff: float = 2.0
     polish_budget: float = 0.1
-    polish_limit: float = 400.0
+    polish_limit: float = 800.0
     screen: bool = True
 
     def __post_init__(self) -> None:

@@ -5,7 +5,7 @@ import pytest
 from conftest import make_layer
 from solvers import LayerProblem, solve
 from solvers._neuron import first_round_flops
-from solvers._polish import PolishResult, Work, can_polish, polish
+from solvers._polish import PolishResult, Work, _entering, can_polish, polish
 
 
 def _data(problem):
@@ -148,12 +148,32 @@ def test_an_attempt_gives_up_once_its_work_is_past_the_limit():
     Q[:-1] *= np.random.default_rng(0).random(Q[:-1].shape) < 0.6  # far from the optimum: several rounds
     unlimited = polish(Xa, problem.Y, None, problem.epsilon, True, Q, weights, 1e-6)
     # enough for the first round to be tried (the model's estimate of it), not for the attempt
-    estimate = first_round_flops(problem.active, (Q != 0) | (weights[:, None] == 0))
+    estimate = first_round_flops(problem.active, (Q != 0) | (weights[:, None] == 0),
+                                 _entering(Xa, Q, None, problem.active))
     assert estimate < unlimited.flops / 1.5  # the attempt takes several rounds' work
     limit = (estimate + unlimited.flops) / 2
     limited = polish(Xa, problem.Y, None, problem.epsilon, True, Q, weights, 1e-6, flops_limit=limit)
     assert limited.Theta is None and "share of the work is spent" in limited.reason
     assert 0 < limited.flops < unlimited.flops
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_first_round_estimate_counts_the_bounds_the_iterate_leaves(seed):
+    """On a dense support (150 unknowns per neuron) the bounds that enter a first round are
+    the few the iterate's response leaves, not one per unknown: the estimate that counts
+    those is within a small factor of the round's work; counting every unknown put it at
+    ten times that, and an attempt that would certify was not made."""
+    problem, original = make_layer(n_samples=650, n_in=150, n_out=4, density=1.0, epsilon=0.02, seed=seed)
+    iterate = solve(problem, warm_start=original, polish=False, max_iter=50, tol=1e-3)
+    Q = np.vstack([iterate.weight.T, iterate.bias])
+    Xa, weights = _data(problem)
+    support = (Q != 0) | (weights[:, None] == 0)
+    first_round = polish(Xa, problem.Y, None, problem.epsilon, True, Q, weights, 1e-3, rounds=1)
+    entering = _entering(Xa, Q, None, problem.active)
+    assert np.all(entering < support.sum(axis=0) / 10)
+    estimate = first_round_flops(problem.active, support, entering)
+    assert 0.5 * first_round.flops < estimate < 2.5 * first_round.flops
+    assert first_round_flops(problem.active, support, support.sum(axis=0)) > 5 * first_round.flops
 
 
 def test_the_cost_model_counts_products_and_solves():
