@@ -226,6 +226,7 @@ class _Round:
         self.outside = ~support
         self.excess = np.where(self.outside, np.abs(self.gradient) - self.bound * (1.0 + tol), -np.inf)
         self.slack_scale = max(float(np.sqrt(np.sum(epsilon**2))), 1e-300)
+        self._active_sums = None  # see _free_stationary
 
     @property
     def primal(self) -> float:
@@ -261,9 +262,8 @@ class _Round:
     def _dual_value(self, N: np.ndarray, gradient: np.ndarray) -> float:
         """The dual's value at the multipliers ``N`` (``g = Xa^T N``), each neuron's divided
         by its largest ``|g_j| / w_j`` above 1 (:meth:`dual_bound`)."""
-        penalised = self.bound > 0
-        if (self.bound[~penalised].size and np.abs(gradient[~penalised]).max()
-                > self.tol * max(1.0, float(self.bound.max()))):
+        N, gradient = self._free_stationary(N, gradient)
+        if N is None:
             return -np.inf  # an unpenalised weight is not stationary: no dual point from these multipliers
         shrink = 1.0 / np.maximum(1.0, self._largest_ratios(gradient))
         active = np.ones(self.Y.shape, dtype=bool) if self.active is None else self.active
@@ -273,6 +273,41 @@ class _Round:
         if np.ndim(self.epsilon) == 1:
             return dual - float(self.epsilon @ np.linalg.norm(Z, axis=0))
         return dual - float(self.epsilon) * float(np.linalg.norm(Z))
+
+    def _free_stationary(self, N: np.ndarray, gradient: np.ndarray) -> tuple:
+        """The multipliers ``N`` and their gradient with the unpenalised row's gradient made
+        exactly zero, as the dual's equality ``(Xa^T N)_f = 0`` for the free weight (the
+        bias) asks; ``(None, None)`` where that cannot be done.
+
+        The round's own multipliers meet it only to the accuracy of the restricted solve
+        (2e-4 of the l1 weight on a wide layer at ``tol = 1e-4``, which gave no dual
+        point). Each neuron's active entries, free in sign (the inactive ones are
+        ``nu >= 0`` and stay), are shifted by one amount
+        ``delta_m = -g_fm / sum_{i in Omega_m} Xa_if``; the other gradients move by
+        ``delta_m`` times the active rows' column sums, which the division of
+        :meth:`_dual_value` absorbs. A neuron without active samples whose free gradient is
+        not zero gets ``N = 0`` (a feasible dual point of value 0). With more than one free
+        row (not formed by :func:`polish`) the gradient must be within ``tol`` of zero as
+        it is."""
+        free_rows = np.flatnonzero(self.bound[:, 0] == 0)
+        if free_rows.size == 0:
+            return N, gradient
+        if free_rows.size > 1:
+            stationary = np.abs(gradient[free_rows]).max() <= self.tol * max(1.0, float(self.bound.max()))
+            return (N, gradient) if stationary else (None, None)
+        row = free_rows[0]
+        if self._active_sums is None:  # Xa^T of the active indicator, once per round
+            indicator = (np.ones(self.Y.shape) if self.active is None else self.active.astype(np.float64))
+            self._active_sums = (indicator, self.Xa.T @ indicator)
+        indicator, sums = self._active_sums
+        along, residual = sums[row], gradient[row]
+        usable = along != 0
+        delta = np.where(usable, -residual / np.where(usable, along, 1.0), 0.0)
+        unmoved = ~usable & (residual != 0)
+        N, gradient = N + indicator * delta, gradient + sums * delta
+        gradient[row] = 0.0  # zero by construction, but for round-off
+        N[:, unmoved], gradient[:, unmoved] = 0.0, 0.0
+        return N, gradient
 
     def _largest_ratios(self, gradient: np.ndarray) -> np.ndarray:
         """Each neuron's largest ``|g_j| / w_j`` over its penalised weights (0 if none)."""

@@ -288,6 +288,31 @@ def test_the_duality_gap_bounds_the_optimum_from_below():
     assert len(gaps) >= 3 and gaps[0] <= 1e-6 < max(gaps[1:])
 
 
+@pytest.mark.parametrize("upper", [False, True])
+def test_any_multipliers_give_a_lower_bound_once_the_bias_is_made_stationary(upper):
+    """The dual point is formed from any multipliers (``nu >= 0`` on the inactive entries):
+    the bias's gradient is made zero by one shift of each neuron's active entries, so
+    multipliers far from stationary for the bias still bound the optimum from below (they
+    gave no bound before, the same as a restricted solve 2e-4 off stationarity)."""
+    problem, original = make_layer(n_samples=120, n_in=10, n_out=4, upper=upper, seed=12)
+    optimum = solve(problem, method="cvxpy")
+    Xa = np.ascontiguousarray(np.column_stack([problem.X, np.ones(problem.n_samples)]))
+    weights = np.r_[np.ones(problem.n_in), 0.0]
+    Theta = np.vstack([optimum.weight.T, optimum.bias])
+    free = np.broadcast_to(weights[:, None] == 0, Theta.shape)
+    round_ = _Round(Xa, problem.Y, problem.upper, problem.epsilon, problem.active, weights, free, (Theta != 0) | free,
+                    np.sign(Theta), Theta, np.zeros_like(problem.Y), 1.0, 1e-6)
+    rng = np.random.default_rng(0)
+    bounds = []
+    for _ in range(20):
+        N = rng.standard_normal(problem.Y.shape)
+        N[~problem.active] = np.abs(N[~problem.active])
+        assert abs((Xa.T @ N)[-1]).max() > 1.0  # far from stationary for the bias
+        bounds.append(round_._dual_value(N, Xa.T @ N))
+    assert np.all(np.isfinite(bounds))
+    assert max(bounds) <= optimum.objective * (1 + 1e-7)
+
+
 def test_better_multipliers_make_a_feasible_dual_point_where_one_exists():
     """For a neuron whose inactive multipliers leave ``|g_j| > w_j``, the LP finds others
     (``nu >= 0``) with every ``|g_j| <= w_j`` and the free column's ``g = 0``, at the least
