@@ -24,8 +24,9 @@ The answer is accepted only with a certificate for the FULL program: every const
 holds, and with ``g = Xa^T N`` (``N`` holds ``(R - Y) / t`` on ``Omega`` and ``nu`` on the
 inactive entries; one product for all neurons) ``g_j = -w_j sigma_j`` on the support and
 ``|g_j| <= w_j`` off it. In the rounds with sign bounds a duality gap may also certify:
-the multipliers, each neuron's divided by its largest ``|g_j| / w_j``, are feasible for
-the dual, whose value bounds the optimum from below (:meth:`_Round.dual_bound`, the best
+the multipliers, each neuron's shifted on its active entries so that the free weight's
+(the bias's) ``g`` is exactly zero and divided by its largest ``|g_j| / w_j``, are
+feasible for the dual, whose value bounds the optimum from below (:meth:`_Round.dual_bound`, the best
 over the attempt's rounds); a relative gap within ``tol`` certifies a feasible answer by
 weak duality, even where degenerate bounds leave the multipliers not unique or the
 restricted program was not solved exactly (the optimality conditions are then not
@@ -239,9 +240,10 @@ class _Round:
         The dual of the program is ``max y^T z - eps ||z|| - h^T nu`` over ``nu >= 0`` and
         ``|M^T z - E^T nu|_j <= w_j`` (per neuron; the layer ball takes ``eps ||Z||_F``). The
         round's multipliers give ``z = -N`` on the active entries and ``nu = N`` on the
-        inactive ones, whose constraint is ``|g_j| <= w_j``: each neuron's are divided by
-        its largest ``|g_j| / w_j`` (when above 1), which makes them feasible, so the dual's
-        value there bounds the optimum from below (weak duality).
+        inactive ones, whose constraint is ``|g_j| <= w_j`` (``g_f = 0`` for the free
+        bias): each neuron's are shifted to make ``g_f`` zero (:meth:`_free_stationary`)
+        and divided by its largest ``|g_j| / w_j`` (when above 1), which makes them
+        feasible, so the dual's value there bounds the optimum from below (weak duality).
         """
         return self._dual_value(self.N, self.gradient)
 

@@ -130,10 +130,12 @@ class Polisher:
         usable = (pairing > 0) & (squares > 0)
         return np.where(usable, squares / np.where(usable, state.rho * pairing, 1.0), np.nan)
 
-    def attempt(self, engine, state, iteration: int) -> PolishResult:
+    def attempt(self, engine, state, iteration: int, residuals=None) -> PolishResult:
         """One attempt at the ADMM's current iterate ``state`` (its engine's arrays brought
         to the host). After a failed one, it gives up after a round that takes the failed
-        attempts' work past the allowance at ``iteration``."""
+        attempts' work past the allowance at ``iteration``. ``residuals``: the check's
+        (:class:`solvers.admm._Residuals`), for the work the ADMM is expected to need
+        still (:meth:`remaining`; None: not projected, as for a run's last attempt)."""
         started = time.perf_counter()
         work = Work()
         cache = self._float64()
@@ -141,7 +143,10 @@ class Polisher:
         allowance = self.allowance(iteration) if self.budgeted else np.inf
         limit = allowance
         if self.problem.relu:  # one attempt's share, whether or not others failed (small layers: a floor)
-            limit = min(limit, max(self.settings.polish_limit * self.iteration_flops, _ATTEMPT_FLOOR))
+            share = self.settings.polish_limit
+            if residuals is not None and np.isfinite(share):  # inf: no limit at all
+                share = min(share, self.remaining(engine, state, iteration, residuals))
+            limit = min(limit, max(share * self.iteration_flops, _ATTEMPT_FLOOR))
         result = polish(cache["Xa"], cache["Y"], cache["V"], self.data.epsilon, self.problem.relu, Q_host,
                         state.penalized, self.settings.tol, moments=self._moments, work=work, flops_limit=limit,
                         steps=lambda: self._steps(engine, state))
@@ -150,6 +155,22 @@ class Polisher:
             result.reason = f"{result.reason}; the share was what the failed attempts had left of their allowance"
         self.outcome = result.reason
         return result
+
+    def remaining(self, engine, state, iteration: int, residuals) -> float:
+        """The iterations the ADMM is expected to need still at ``iteration``, if the
+        measures its stop waits for fall like ``1 / k`` (its rate in general):
+        ``k (r - 1)``, with ``r`` the largest of the relative residuals over ``tol`` and
+        the thresholded copy's violation over ``feasibility_tol``. An attempt that would
+        cost more than that does not pay: near its stop (the random MLP's wide layer in
+        cascade at iteration 400: 175 iterations left, an attempt of 600 iterations'
+        worth) the ADMM finishes first. The violation costs one product, taken only when
+        the residuals leave the projection below ``polish_limit``."""
+        settings = self.settings
+        ratio = max(residuals.primal_rel, residuals.dual_rel) / settings.tol
+        if iteration * (ratio - 1.0) < settings.polish_limit:
+            violation = engine.violation(state.Q) if residuals.violation is None else residuals.violation
+            ratio = max(ratio, violation / settings.feasibility_tol)
+        return max(iteration * (ratio - 1.0), 0.0)
 
     def summary(self, polished: bool) -> str:
         """What polishing did for the answer: ``'certified'``, ``'off'`` (polishing off, or

@@ -291,7 +291,7 @@ def _run(engine: Engine, state: _State, polisher: Polisher, settings: AdmmSettin
                 status = "optimal"
                 break
         if polisher.due(residuals.primal_rel, iteration):
-            attempt = polisher.attempt(engine, state, iteration)
+            attempt = polisher.attempt(engine, state, iteration, residuals)
             logger.debug("iter %d polish: %s (%.3g flops)", iteration, attempt.reason, attempt.flops)
             if attempt.Theta is not None:
                 polished, status = attempt, "optimal"

@@ -211,6 +211,30 @@ def test_a_relu_attempt_is_held_to_polish_limit():
         AdmmSettings(polish_limit=-1.0)
 
 
+def test_an_attempt_may_take_no_more_than_the_admm_is_expected_to_need():
+    """The work an attempt may take is at most the iterations the ADMM is projected to
+    need still (its measures falling like 1/k): ``k (r - 1)`` for the largest ratio ``r``
+    of a relative residual to ``tol`` or of the violation to ``feasibility_tol``; the
+    violation is measured only when the residuals leave that below ``polish_limit``."""
+    from types import SimpleNamespace
+
+    from solvers import AdmmSettings
+    from solvers._polisher import Polisher
+    from solvers.admm import _Residuals
+
+    polisher, state = SimpleNamespace(settings=AdmmSettings(tol=1e-3)), SimpleNamespace(Q="Q")
+    measured = []
+    engine = SimpleNamespace(violation=lambda Q: measured.append(Q) or 0.02)
+    far = _Residuals(primal_rel=1e-3, dual_rel=7e-2, met=False, violation=None)
+    assert Polisher.remaining(polisher, engine, state, 50, far) == pytest.approx(50 * 69)
+    assert not measured  # 3,450 iterations from the residuals alone: no product
+    near = _Residuals(primal_rel=1e-4, dual_rel=1.5e-3, met=False, violation=None)
+    assert Polisher.remaining(polisher, engine, state, 400, near) == pytest.approx(400 * 3)  # 0.02 / 5e-3
+    assert measured == ["Q"]
+    done = _Residuals(primal_rel=1e-4, dual_rel=5e-4, met=True, violation=1e-3)
+    assert Polisher.remaining(polisher, engine, state, 400, done) == 0.0
+
+
 def test_a_relu_attempt_whose_duality_gap_stalls_gives_up(monkeypatch):
     """A ReLU attempt whose relative duality gap shrinks by less than ``_GAP_FACTOR`` over
     ``_GAP_ROUNDS`` rounds, or whose first round leaves a gap above ``_FIRST_GAP``, gives
