@@ -17,6 +17,10 @@ __all__ = ["Polisher", "PolishResult"]
 
 _ATTEMPT_FLOOR = 1e10  # a ReLU layer's attempt may always take this much work (a fraction of a second)
 _ELEMENT_COST = 300.0  # an iteration's elementwise passes over the response, per entry, in flops of a product
+# an attempt's counted work takes about 1 / this of the time the same count takes in ADMM iterations
+# (probes on the random MLP's wide layer, the digits hidden layer, a LeNet-size layer and the digits CNN's
+# conv2 in cascade: 1.5-3.5x), so an attempt may count this many times the iterations it would save
+_POLISH_PACE = 2.0
 
 
 class Polisher:
@@ -145,7 +149,7 @@ class Polisher:
         if self.problem.relu:  # one attempt's share, whether or not others failed (small layers: a floor)
             share = self.settings.polish_limit
             if residuals is not None and np.isfinite(share):  # inf: no limit at all
-                share = min(share, self.remaining(engine, state, iteration, residuals))
+                share = min(share, _POLISH_PACE * self.remaining(engine, state, iteration, residuals))
             limit = min(limit, max(share * self.iteration_flops, _ATTEMPT_FLOOR))
         result = polish(cache["Xa"], cache["Y"], cache["V"], self.data.epsilon, self.problem.relu, Q_host,
                         state.penalized, self.settings.tol, moments=self._moments, work=work, flops_limit=limit,
@@ -161,13 +165,14 @@ class Polisher:
         measures its stop waits for fall like ``1 / k`` (its rate in general):
         ``k (r - 1)``, with ``r`` the largest of the relative residuals over ``tol`` and
         the thresholded copy's violation over ``feasibility_tol``. An attempt that would
-        cost more than that does not pay: near its stop (the random MLP's wide layer in
-        cascade at iteration 400: 175 iterations left, an attempt of 600 iterations'
-        worth) the ADMM finishes first. The violation costs one product, taken only when
-        the residuals leave the projection below ``polish_limit``."""
+        cost more than that (its counted work over ``_POLISH_PACE``) does not pay: near
+        its stop (the random MLP's wide layer in cascade at iteration 400: 175 iterations
+        left, an attempt of 770 iterations' worth) the ADMM finishes first. The violation
+        costs one product, taken only when the residuals leave the attempt's share of it
+        below ``polish_limit``."""
         settings = self.settings
         ratio = max(residuals.primal_rel, residuals.dual_rel) / settings.tol
-        if iteration * (ratio - 1.0) < settings.polish_limit:
+        if _POLISH_PACE * iteration * (ratio - 1.0) < settings.polish_limit:
             violation = engine.violation(state.Q) if residuals.violation is None else residuals.violation
             ratio = max(ratio, violation / settings.feasibility_tol)
         return max(iteration * (ratio - 1.0), 0.0)

@@ -132,9 +132,10 @@ class AdmmSettings:
         the bounds the iterate's response leaves as those that will enter), and one that
         goes past it gives up (a small layer's attempt may always take 1e10 operations),
         unless, at its last round's rate of convergence and cost, it would certify within
-        twice as much: then it may take that. An attempt may take no more than the
-        iterations the ADMM is projected to need still either (its stop's measures
-        falling like ``1 / k``, :meth:`solvers._polisher.Polisher.remaining`): near its
+        twice as much: then it may take that. An attempt may take no more than twice
+        the iterations the ADMM is projected to need still either (its stop's measures
+        falling like ``1 / k``, :meth:`solvers._polisher.Polisher.remaining`; an
+        attempt's counted work runs about twice as fast as an iteration's): near its
         stop the ADMM finishes first. Certified attempts at the suite's budgets took 100-600
         (a first convolution certified at iteration 50 saves hundreds of iterations; the
         random MLP's wide layers, which the ADMM alone takes 550 iterations to, 430 and 600);
