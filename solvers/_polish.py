@@ -156,7 +156,7 @@ def polish(Xa: np.ndarray, Y: np.ndarray, V: np.ndarray | None, epsilon: np.ndar
             Theta = _without_round_off(Theta, free)
             support = (Theta != 0) | free
         round_ = _Round(Xa, Y, V, epsilon, active, weights, free, support, signs, Theta, nu, inverse_steps, tol,
-                        solved_on)
+                        solved_on, moments)
         round_.charge(work)
         progress.judge(round_, bounded, work)
         if round_.settled(bounded, progress.gaps[-1]):
@@ -212,7 +212,7 @@ class _Round:
     """
 
     def __init__(self, Xa, Y, V, epsilon, active, weights, free, support, signs, Theta, nu, inverse_steps,
-                 tol, solved_on=None) -> None:
+                 tol, solved_on=None, moments: Moments | None = None) -> None:
         self.Xa, self.Y, self.V, self.epsilon, self.active, self.tol = Xa, Y, V, epsilon, active, tol
         self.support, self.signs, self.Theta, self.nu = support, signs, Theta, nu
         self.solved_on = support if solved_on is None else solved_on  # the support the round was solved on
@@ -227,7 +227,7 @@ class _Round:
         self.outside = ~support
         self.excess = np.where(self.outside, np.abs(self.gradient) - self.bound * (1.0 + tol), -np.inf)
         self.slack_scale = max(float(np.sqrt(np.sum(epsilon**2))), 1e-300)
-        self._active_sums = None  # see _free_stationary
+        self.moments = Moments(Xa, Y, active) if moments is None else moments  # the solve's (active_sums)
 
     @property
     def primal(self) -> float:
@@ -298,15 +298,13 @@ class _Round:
             stationary = np.abs(gradient[free_rows]).max() <= self.tol * max(1.0, float(self.bound.max()))
             return (N, gradient) if stationary else (None, None)
         row = free_rows[0]
-        if self._active_sums is None:  # Xa^T of the active indicator, once per round
-            indicator = (np.ones(self.Y.shape) if self.active is None else self.active.astype(np.float64))
-            self._active_sums = (indicator, self.Xa.T @ indicator)
-        indicator, sums = self._active_sums
+        sums = self.moments.active_sums()  # Xa^T of the active indicator, once per solve
         along, residual = sums[row], gradient[row]
         usable = along != 0
         delta = np.where(usable, -residual / np.where(usable, along, 1.0), 0.0)
         unmoved = ~usable & (residual != 0)
-        N, gradient = N + indicator * delta, gradient + sums * delta
+        shift = np.broadcast_to(delta, N.shape) if self.active is None else np.where(self.active, delta, 0.0)
+        N, gradient = N + shift, gradient + sums * delta
         gradient[row] = 0.0  # zero by construction, but for round-off
         N[:, unmoved], gradient[:, unmoved] = 0.0, 0.0
         return N, gradient

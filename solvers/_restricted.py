@@ -99,6 +99,16 @@ class Moments:
         self._transposed: np.ndarray | None = None  # Xa^T, C-ordered: a support's columns are its rows
         self._grams: dict[int, np.ndarray] = {}  # neuron -> its Gram over every column
         self._rows: dict[tuple[int, bool], np.ndarray] = {}  # (neuron, active) -> those rows (a ReLU layer's)
+        self._active_sums: np.ndarray | None = None  # Xa^T of the active indicator (see active_sums)
+
+    def active_sums(self) -> np.ndarray:
+        """``Xa^T`` of the active indicator (every row of a linear layer): each neuron's
+        column sums over ``Omega_m``, ``(n_cols, n_out)``, formed once per solve (the dual
+        point of every round reads it, :meth:`solvers._polish._Round._free_stationary`)."""
+        if self._active_sums is None:
+            indicator = np.ones((self.Xa.shape[0], self.moment.shape[1])) if self.active is None else self.active
+            self._active_sums = self.Xa.T @ indicator.astype(np.float64)
+        return self._active_sums
 
     def rows_of(self, m: int, active: bool = True) -> np.ndarray:
         """Neuron ``m``'s active rows ``Omega_m`` (or with ``active`` False the others;
