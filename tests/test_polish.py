@@ -235,6 +235,26 @@ def test_an_attempt_may_take_no_more_than_the_admm_is_expected_to_need():
     assert Polisher.remaining(polisher, engine, state, 400, done) == 0.0
 
 
+def test_an_attempt_is_held_to_twice_the_projected_iterations(monkeypatch):
+    """A ReLU attempt's share is ``min(polish_limit, 2 x remaining)`` iterations' worth:
+    its counted work runs about twice as fast as the same count of iterations."""
+    import solvers._polisher as schedule
+
+    problem, original = make_layer(n_samples=2000, n_in=200, n_out=50, epsilon=0.05, seed=5)
+    limits = []
+
+    def failing(*args, **kwargs):
+        limits.append(kwargs["flops_limit"])
+        return PolishResult(None, "made to fail", flops=1.0)
+
+    monkeypatch.setattr(schedule, "polish", failing)
+    monkeypatch.setattr(schedule.Polisher, "remaining", lambda self, engine, state, iteration, residuals: 100.0)
+    solution = solve(problem, warm_start=original, tol=1e-3, max_iter=60, polish_limit=800.0)
+    assert limits, "no attempt was made"
+    assert 200 * solution.info["iteration_flops"] > 1e10  # above the small layers' floor: the share shows
+    assert limits[0] == pytest.approx(200 * solution.info["iteration_flops"])
+
+
 def test_a_relu_attempt_whose_duality_gap_stalls_gives_up(monkeypatch):
     """A ReLU attempt whose relative duality gap shrinks by less than ``_GAP_FACTOR`` over
     ``_GAP_ROUNDS`` rounds, or whose first round leaves a gap above ``_FIRST_GAP``, gives
