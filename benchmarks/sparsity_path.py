@@ -21,7 +21,10 @@ of the target, the solves (search) or stages (path), iterations, seconds,
 solve-equivalents, the objective and status at the end, the path's reason when it
 misses, and whether the path's answer and the single solve's are polished (certified;
 otherwise the ADMM's own answer, whose support depends on the run that reached it), with
-the path answer's violation of its budget and why its last polishing attempt gave up.
+the path answer's violation of its budget and why its last polishing attempt gave up,
+how many weights the path's landing rounded to zero (``path_rounded``; see
+:mod:`solvers.path`), and the error of the path's and the search's answers on the
+ball's entries, ``||(X W^T + b - Y)_Omega|| / ||Y||`` (``path_error``, ``search_error``).
 numba's kernels are compiled before the first timing; each program is solved once,
 untimed, before its timed runs.
 
@@ -108,6 +111,14 @@ def _bracketing_search(problem: LayerProblem, target_kept: float, original: tupl
     return best, best_epsilon, len(tried), iterations
 
 
+def _error(problem: LayerProblem, solution) -> float:
+    """The answer's error on the ball's entries, ``||(X W^T + b - Y)_Omega||_F / ||Y||_F``."""
+    residual = problem.response(solution.weight, solution.bias) - problem.Y
+    if problem.relu:
+        residual[problem.Y <= 0] = 0.0
+    return float(np.linalg.norm(residual) / np.linalg.norm(problem.Y))
+
+
 def measure(found, targets: list[float]) -> list[dict]:
     rows = []
     for model, layer, problem, original in found:
@@ -135,9 +146,11 @@ def measure(found, targets: list[float]) -> list[dict]:
                    "path_status": path.status, "path_why": path.info["why"] or "",
                    "path_polished": bool(path.info.get("polished")), "path_violation": path.violation,
                    "path_polish_outcome": path.info.get("polish_outcome", ""),
+                   "path_rounded": path.info.get("rounded", 0), "path_error": _error(problem, path),
                    "search_kept": search.nnz / size, "search_met": _within(search.nnz / size, target_kept, TOLERANCE),
                    "search_solves": solves, "search_iterations": search_iterations, "search_seconds": search_seconds,
                    "search_epsilon": search_epsilon, "search_status": search.status,
+                   "search_error": _error(problem, search),
                    "single_seconds": single.solve_time, "single_iterations": single.iterations,
                    "single_kept": single.nnz / size, "single_status": single.status,
                    "single_polished": bool(single.info.get("polished")),
@@ -168,6 +181,14 @@ def summary(rows: list[dict]) -> None:
               f"| {statistics.median(search_eq):.1f} ({max(search_eq):.1f}) "
               f"| {statistics.median(r['search_over_path'] for r in sel):.1f} |")
     print(f"\nall: path {sum(r['path_seconds'] for r in rows):.1f} s, search {sum(r['search_seconds'] for r in rows):.1f} s")
+    rounded = [r for r in rows if r["path_rounded"]]
+    both = [r for r in rows if r["path_met"] and r["search_met"]]
+    print(f"path answers rounded onto the target: {len(rounded)} of {len(rows)} ({sum(r['path_rounded'] for r in rounded)} "
+          f"weights set to zero in all, violation at most {max((r['path_violation'] for r in rounded), default=0.0):.1e})")
+    if both:
+        ratios = [r["path_error"] / r["search_error"] for r in both]
+        print(f"error of the path's answer / the search's, where both are within a point: median "
+              f"{statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f}, {len(both)} programs)")
     print(f"path answers polished (certified): {sum(r['path_polished'] for r in rows)} of {len(rows)}; the others "
           f"are the ADMM's, violation at most "
           f"{max((r['path_violation'] for r in rows if not r['path_polished']), default=0.0):.1e} "

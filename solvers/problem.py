@@ -250,7 +250,7 @@ class LayerProblem:
         0.01 means the answer leaves its budget by 1%.
         """
         weight, bias = self._check_answer(weight, bias)
-        column_sq, over_sq = np.zeros(self.n_out), 0.0
+        column_sq, over_sq = np.zeros(self.n_out), np.zeros(self.n_out)
         for rows in row_blocks(self.n_samples):  # the response is formed block by block
             response = np.asarray(self.X[rows], dtype=np.float64) @ weight.T
             if bias is not None:
@@ -263,11 +263,11 @@ class LayerProblem:
 
 
 def _excess_parts(response: np.ndarray, Y: np.ndarray, relu: bool,
-                  upper: np.ndarray | None) -> tuple[np.ndarray, float]:
-    """Per-column squared norms of the residual on ``Omega`` and the squared norm of the
-    inequality excess on ``Omega^c``, accumulated over row blocks in float64."""
+                  upper: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column squared norms of the residual on ``Omega`` and of the inequality excess
+    on ``Omega^c``, accumulated over row blocks in float64."""
     column_sq = np.zeros(Y.shape[1])
-    over_sq = 0.0
+    over_sq = np.zeros(Y.shape[1])
     for rows in row_blocks(Y.shape[0]):
         y = np.asarray(Y[rows], dtype=np.float64)
         residual = np.asarray(response[rows], dtype=np.float64) - y
@@ -277,13 +277,13 @@ def _excess_parts(response: np.ndarray, Y: np.ndarray, relu: bool,
             bound = 0.0 if upper is None else np.asarray(upper[rows], dtype=np.float64)
             over = np.maximum(residual - bound, 0.0)
             over[active] = 0.0
-            over_sq += float(np.einsum("pm,pm->", over, over))
+            over_sq += np.einsum("pm,pm->m", over, over)
             residual[~active] = 0.0
         column_sq += np.einsum("pm,pm->m", residual, residual)
     return column_sq, over_sq
 
 
-def _combine(column_sq: np.ndarray, over_sq: float, Y: np.ndarray, epsilon: np.ndarray) -> float:
+def _combine(column_sq: np.ndarray, over_sq: np.ndarray, Y: np.ndarray, epsilon: np.ndarray) -> float:
     if epsilon.ndim == 1:
         ball_excess = float(np.linalg.norm(np.maximum(np.sqrt(column_sq) - epsilon, 0.0)))
     else:
@@ -291,7 +291,7 @@ def _combine(column_sq: np.ndarray, over_sq: float, Y: np.ndarray, epsilon: np.n
     scale = float(np.sqrt(np.sum(epsilon**2)))
     if scale == 0.0:
         scale = float(np.linalg.norm(Y)) or 1.0
-    return max(ball_excess, float(np.sqrt(over_sq))) / scale
+    return max(ball_excess, float(np.sqrt(np.sum(over_sq)))) / scale
 
 
 def relative_excess(

@@ -135,9 +135,12 @@ def test_sparsity_path_benchmark_compares_both_ways_on_one_program(capsys):
     assert row["path_epsilon"] > 0 and row["single_iterations"] > 0
     assert row["path_solve_equivalents"] == pytest.approx(row["path_seconds"] / row["single_seconds"])
     assert isinstance(row["path_polished"], bool) and row["path_violation"] >= 0.0
+    assert row["path_rounded"] >= 0 and 0.0 < row["path_error"] < 1.0 and 0.0 < row["search_error"] < 1.0
     sparsity_path.summary(rows)
     out = capsys.readouterr().out
     assert "| 50% | 1 | 1 | 1 |" in out and f"path answers polished (certified): {int(row['path_polished'])} of 1" in out
+    assert f"rounded onto the target: {int(row['path_rounded'] > 0)} of 1" in out
+    assert "error of the path's answer / the search's" in out
 
 
 def test_prune_digits_pairs_each_round_of_the_cascade_with_its_baselines(monkeypatch):

@@ -39,6 +39,23 @@ def test_path_reaches_the_target_at_an_optimum_of_its_budget(relu, dtype, sparsi
     assert all(stage["epsilon"] < zero_budget(final) for stage in stages)
 
 
+def test_a_path_that_lands_by_rounding_keeps_the_target_within_the_feasibility_tolerance():
+    # 40 inputs, 10 neurons at 70%: the full answer kept too much, and six of its weights
+    # that carry least of the response were set to zero within the solver's tolerance
+    problem, original = make_layer(n_samples=300, n_in=40, n_out=10, relu=True, density=0.9, seed=0)
+    at = _at(problem)
+    solution = solve_at_sparsity(at, 0.7, float(problem.epsilon), warm_start=original)
+    assert solution.info["rounded"] > 0 and solution.info["target_met"]
+    assert abs(solution.nnz / solution.weight.size - 0.3) <= 0.01 + 1e-12
+    final = at(solution.info["epsilon"])
+    assert solution.violation == pytest.approx(final.violation(solution.weight, solution.bias))
+    assert solution.violation <= 5e-3  # the tolerance every answer of tol=1e-3 is held to
+    # below the optimum of its budget (it uses the slack), and keeping fewer weights than it
+    reference = solve(final, method="cvxpy")
+    assert solution.objective <= reference.objective * (1 + 1e-6)
+    assert solution.nnz < np.count_nonzero(np.abs(reference.weight) > 1e-6 * np.abs(reference.weight).max())
+
+
 def test_path_through_the_cascade_bound_and_screened_inputs():
     rng = np.random.default_rng(3)
     X = rng.standard_normal((300, 48))
