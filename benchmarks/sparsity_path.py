@@ -189,14 +189,14 @@ def summary(rows: list[dict]) -> None:
         ratios = [r["path_error"] / r["search_error"] for r in both]
         print(f"error of the path's answer / the search's, where both are within a point: median "
               f"{statistics.median(ratios):.3f} ({min(ratios):.3f}-{max(ratios):.3f}, {len(both)} programs)")
-    print(f"path answers polished (certified): {sum(r['path_polished'] for r in rows)} of {len(rows)}; the others "
-          f"are the ADMM's, violation at most "
-          f"{max((r['path_violation'] for r in rows if not r['path_polished']), default=0.0):.1e} "
-          f"of the budget")
-    for row in rows:
-        if not row["path_polished"]:
-            print(f"  not certified: {row['model']} {row['layer']} at {row['target']:.0%}: "
-                  f"{row['path_polish_outcome']}")
+    certified = [r for r in rows if r["path_polished"] and not r["path_rounded"]]
+    own = [r for r in rows if not r["path_polished"]]
+    print(f"path answers polished (certified optima of their budget): {len(certified)} of {len(rows)}; rounded "
+          f"after a certified stage: {sum(r['path_polished'] and r['path_rounded'] > 0 for r in rows)}; the ADMM's "
+          f"own (rounded or not): {len(own)}, violation at most "
+          f"{max((r['path_violation'] for r in own), default=0.0):.1e} of the budget")
+    for row in own:
+        print(f"  not certified: {row['model']} {row['layer']} at {row['target']:.0%}: {row['path_polish_outcome']}")
 
 
 def main(argv: list[str] | None = None) -> None:
