@@ -247,6 +247,19 @@ def test_the_summary_names_the_layers_whose_answers_are_not_certified(digits, di
     assert all(r.info["polish_outcome"] == "off" for r in plain.layers.values())
 
 
+def test_the_summary_names_the_layers_whose_path_answers_were_rounded_onto_the_target(digits, digits_model):
+    result = nettrim.prune(digits_model, digits.x_train, mode="parallel", sparsity=0.9, allocate=None,
+                           method_options={"support": "l1"}, progress=False)
+    rounded = [name for name, report in result.layers.items() if report.info.get("rounded")]
+    assert rounded  # the two hidden layers' answers keep too much at every budget near the target
+    for name in rounded:
+        report = result.layers[name]
+        assert abs(report.nnz_after / report.nnz_before - 0.1) <= 0.01 + 1e-12
+        assert report.info["target_met"] and report.violation <= 5e-3
+    line = next(line for line in result.summary().splitlines() if line.startswith("rounded onto the target"))
+    assert line.endswith(": " + ", ".join(rounded))
+
+
 @pytest.mark.parametrize("method", ["nettrim", "lobs"])
 def test_same_inputs_give_bit_identical_weights(digits, digits_model, method):
     kwargs = {"sparsity": 0.8} if method == "lobs" else {}

@@ -26,8 +26,9 @@ single swaps on the least-squares model of its fit (:mod:`._swaps`, ``swaps`` pa
 ``support='l1'`` moves the program's ``epsilon`` instead, until the ℓ1 solution keeps the
 target fraction (within :data:`SPARSITY_TOLERANCE`): a path in ``epsilon``
 (:func:`solvers.path.solve_at_sparsity`), one ADMM run continued from budget to budget,
-starting at the mode's budget; a layer whose target it cannot reach is reported with the
-reason (``info["why"]``).
+starting at the mode's budget; where no budget's solution lands on the target, a denser one
+is rounded onto it within the solver's tolerance (``info["rounded"]``); a layer whose
+target it cannot reach is reported with the reason (``info["why"]``).
 
 Below the floor (cascade mode: the error the original weights carry on the pruned input)
 the program with the cascade's inactive bound ``V`` is infeasible or nearly so, since any
