@@ -40,7 +40,8 @@ The number of nonzeros of the program's answer falls as its budget ``epsilon`` g
    leave the path by shrinking to zero, so the answers hold weights on their way out,
    and on a small layer several leave at nearly the same budget: on the suite's small
    convolutions no budget's optimum came within a point of the target, and the rounded
-   answers reached it at budgets 10-30% smaller (``benchmarks/sparsity_path.py``).
+   answers reached it at budgets up to a third smaller than those of the optima that
+   keep as many weights (``benchmarks/sparsity_path.py``).
 
 With the ADMM the stages are one run: the iterates (weights, response, both duals and
 ``rho``) carry over from one ``epsilon`` to the next, and only the radius of the ball (and
