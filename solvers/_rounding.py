@@ -4,8 +4,7 @@ The ADMM returns an answer whose violation of its budget is at most
 :attr:`~solvers.AdmmSettings.feasibility_tol` (relative to the budget). Along the path in
 ``epsilon`` a weight leaves the support by shrinking to zero continuously, so an answer
 holds weights on their way out; on a small layer several often leave at nearly the same
-budget (on the suite's small convolutions, a neuron's last four weights within 0.5% of
-``epsilon``), and then no budget's answer keeps the count a target asks for.
+budget (on the suite's small convolutions, four weights within 0.5% of ``epsilon``), and then no budget's answer keeps the count a target asks for.
 
 :func:`round_to_count` sets weights to zero, the one that carries least of the response
 first (smallest ``|w_mj| ||x_j||``, ``x_j`` the input's column ``j``), each only when the
@@ -32,25 +31,6 @@ def _column_norms(X: np.ndarray) -> np.ndarray:
         block = np.asarray(X[rows], dtype=np.float64)
         squares += np.einsum("pj,pj->j", block, block)
     return np.sqrt(squares)
-
-
-def _parts(problem: LayerProblem, weight: np.ndarray, bias: np.ndarray | None,
-           outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-output squared residual on ``Omega`` and squared inequality excess of the
-    answer, and the response of the ``outputs`` asked for (float64, ``n_samples x
-    len(outputs)``)."""
-    ball, over = np.zeros(problem.n_out), np.zeros(problem.n_out)
-    kept = np.empty((problem.n_samples, len(outputs)))
-    for rows in row_blocks(problem.n_samples):
-        response = np.asarray(problem.X[rows], dtype=np.float64) @ weight.T
-        if bias is not None:
-            response += bias
-        upper = None if problem.upper is None else problem.upper[rows]
-        block_ball, block_over = _excess_parts(response, problem.Y[rows], problem.relu, upper)
-        ball += block_ball
-        over += block_over
-        kept[rows] = response[:, outputs]
-    return ball, over, kept
 
 
 def round_to_count(problem: LayerProblem, weight: np.ndarray, bias: np.ndarray | None, count: int,
@@ -93,7 +73,7 @@ def round_to_count(problem: LayerProblem, weight: np.ndarray, bias: np.ndarray |
     order = np.argsort(np.abs(weight[outputs, inputs]) * _column_norms(problem.X)[inputs], kind="stable")
     order = order[:2 * surplus]  # at most ``surplus`` removals and as many skips
     touched = np.unique(outputs[order])
-    ball, over, kept = _parts(problem, weight, bias, touched)
+    ball, over, kept = problem._excess_by_column(weight, bias, keep=touched)
     responses = {int(m): kept[:, k] for k, m in enumerate(touched)}
     epsilon = np.asarray(problem.epsilon, dtype=np.float64)
     removed = skipped = 0

@@ -250,8 +250,17 @@ class LayerProblem:
         0.01 means the answer leaves its budget by 1%.
         """
         weight, bias = self._check_answer(weight, bias)
+        column_sq, over_sq, _ = self._excess_by_column(weight, bias)
+        return _combine(column_sq, over_sq, self.Y, self.epsilon)
+
+    def _excess_by_column(self, weight: np.ndarray, bias: np.ndarray | None,
+                          keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Per-output squared residual on ``Omega`` and squared inequality excess of a
+        checked answer (float64), the response formed a block of rows at a time; with
+        ``keep`` (output indices) also those outputs' response, ``n_samples x len(keep)``."""
         column_sq, over_sq = np.zeros(self.n_out), np.zeros(self.n_out)
-        for rows in row_blocks(self.n_samples):  # the response is formed block by block
+        kept = None if keep is None else np.empty((self.n_samples, len(keep)))
+        for rows in row_blocks(self.n_samples):
             response = np.asarray(self.X[rows], dtype=np.float64) @ weight.T
             if bias is not None:
                 response += bias
@@ -259,7 +268,9 @@ class LayerProblem:
                                                  None if self.upper is None else self.upper[rows])
             column_sq += block_sq
             over_sq += block_over
-        return _combine(column_sq, over_sq, self.Y, self.epsilon)
+            if kept is not None:
+                kept[rows] = response[:, keep]
+        return column_sq, over_sq, kept
 
 
 def _excess_parts(response: np.ndarray, Y: np.ndarray, relu: bool,
