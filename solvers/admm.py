@@ -223,7 +223,11 @@ def _adapt(engine: Engine, state: _State, residuals: _Residuals, iteration: int,
     program known to be feasible, the primal side is at least the violation over
     ``feasibility_factor`` (the relative residual the stop waits for: on a tight budget the
     splitting's residual meets ``tol`` long before the weights meet the budget, and
-    balancing that residual alone lowered rho, slowing them further). Where feasibility
+    balancing that residual alone lowered rho, slowing them further). The balancing acts
+    when the two differ by more than ``rho_adapt_ratio``, and also when the primal side
+    alone is left above ``tol``: the stop then waits on it, and a ratio inside the band
+    had left rho alone for hundreds of iterations while the primal residual hovered just
+    above ``tol`` (warm-started stages of a sparsity path). Where feasibility
     is not known, a lasting violation may be the program's own (its duals then grow),
     and rho does not fall while the weights leave the budget: balancing alone had taken
     it to its floor there, the weights ever further outside.
@@ -241,7 +245,9 @@ def _adapt(engine: Engine, state: _State, residuals: _Residuals, iteration: int,
             violation = engine.violation(state.Q) if violation is None else violation
             primal_rel = max(primal_rel, violation / settings.feasibility_factor)
         factor = np.sqrt(primal_rel / dual_rel)
-        if not (factor > settings.rho_adapt_ratio or factor < 1.0 / settings.rho_adapt_ratio):
+        waiting_on_primal = primal_rel > settings.tol >= dual_rel and factor > 1.0
+        if not (factor > settings.rho_adapt_ratio or factor < 1.0 / settings.rho_adapt_ratio
+                or waiting_on_primal):
             return
         if factor < 1.0 and not state.feasible:
             violation = engine.violation(state.Q) if violation is None else violation

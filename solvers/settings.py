@@ -48,7 +48,8 @@ class AdmmSettings:
         (times ``sqrt(rho_budget_ref / (||epsilon|| / ||Y||_F))`` for a budget tighter
         than ``rho_budget_ref``), holds it for ``rho_hold`` iterations, then balances the
         residuals: at a check where ``sqrt(primal_rel / dual_rel)`` leaves ``[1 /
-        rho_adapt_ratio, rho_adapt_ratio]``, rho is multiplied by that square root
+        rho_adapt_ratio, rho_adapt_ratio]``, or exceeds 1 while only ``primal_rel`` is
+        above ``tol``, rho is multiplied by that square root
         (clipped to ``rho_bounds``), and the wait before the next change doubles, so rho
         settles and the usual convergence guarantee applies. When the starting point
         meets the budget (the program is feasible), ``primal_rel`` there is at least the

@@ -349,8 +349,9 @@ def test_centring_is_a_setting():
 def test_rho_grows_while_the_thresholded_weights_are_infeasible(dtype):
     """On a layer with few inputs and many samples (like a first convolution) the residuals
     meet tol at iteration 200 while the thresholded weights still leave their budget. rho
-    then grows (``rho_feasibility_step``): the run stops earlier and nearer the optimum (cvxpy)
-    than with the step off, with the returned weights within 5 tol of their budget."""
+    then grows (``rho_feasibility_step``): the run stops no later, nearer the optimum (cvxpy)
+    and deeper inside the budget than with the step off (where only the balancing, which
+    also acts while the primal side alone is above tol, moves rho), within 5 tol of it."""
     rng = np.random.default_rng(0)
     X = rng.standard_normal((2000, 9))
     weight, bias = rng.standard_normal((8, 9)), 0.5 * rng.standard_normal(8)
@@ -361,9 +362,9 @@ def test_rho_grows_while_the_thresholded_weights_are_infeasible(dtype):
     off = solve(problem, warm_start=(weight, bias), tol=1e-3, dtype=dtype, rho_feasibility_step=1.0, polish=False)
     grown = solve(problem, warm_start=(weight, bias), tol=1e-3, dtype=dtype, polish=False)
     assert off.info["residuals_met_at"] == grown.info["residuals_met_at"] < off.iterations
-    assert grown.info["rho"] > 2 * off.info["rho"]
-    assert grown.status == "optimal" and grown.iterations < off.iterations
-    assert grown.violation <= 5e-3
+    assert grown.info["rho"] > 1.2 * off.info["rho"]
+    assert grown.status == "optimal" and grown.iterations <= off.iterations
+    assert grown.violation < 0.8 * off.violation <= 5e-3
     assert abs(grown.objective / optimum - 1) < abs(off.objective / optimum - 1)
     held = solve(problem, warm_start=(weight, bias), tol=1e-3, dtype=dtype, rho_adapt=False, max_iter=400,
                  polish=False)

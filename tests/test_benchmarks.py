@@ -129,7 +129,7 @@ def test_sparsity_path_benchmark_compares_both_ways_on_one_program(capsys):
     from conftest import make_layer
 
     problem, original = make_layer(n_samples=200, n_in=40, n_out=10, density=0.9, seed=1)
-    rows = sparsity_path.measure([("toy", "0", problem, original)], [0.5])
+    rows = sparsity_path.measure([("toy", "0", problem, original)], [0.5], repeats=2)
     (row,) = rows
     assert row["path_met"] and row["search_met"]
     assert row["path_epsilon"] > 0 and row["single_iterations"] > 0
@@ -142,6 +142,21 @@ def test_sparsity_path_benchmark_compares_both_ways_on_one_program(capsys):
         f"{int(row['path_polished'] and not row['path_rounded'])} of 1" in out
     assert f"rounded onto the target: {int(row['path_rounded'] > 0)} of 1" in out
     assert "error of the path's answer / the search's" in out
+
+
+def test_sparsity_path_times_the_median_of_its_repeats_and_refuses_runs_that_differ(monkeypatch):
+    sparsity_path = pytest.importorskip("sparsity_path")
+    from types import SimpleNamespace
+
+    clock = iter([0.0, 5.0, 10.0, 11.0, 20.0, 23.0])  # runs of 5, 1 and 3 seconds
+    monkeypatch.setattr(sparsity_path.time, "perf_counter", lambda: next(clock))
+    same = SimpleNamespace(nnz=7, iterations=50)
+    answer, seconds = sparsity_path._timed(3, lambda: same)
+    assert answer is same and seconds == 3.0
+    answers = iter([same, SimpleNamespace(nnz=8, iterations=50)])
+    monkeypatch.setattr(sparsity_path.time, "perf_counter", lambda: 0.0)
+    with pytest.raises(RuntimeError, match="answered differently"):
+        sparsity_path._timed(2, lambda: next(answers))
 
 
 def test_prune_digits_pairs_each_round_of_the_cascade_with_its_baselines(monkeypatch):
