@@ -198,11 +198,13 @@ def summary(rows: list[dict]) -> None:
               f"| {statistics.median(path_eq):.1f} ({max(path_eq):.1f}) "
               f"| {statistics.median(search_eq):.1f} ({max(search_eq):.1f}) "
               f"| {statistics.median(r['search_over_path'] for r in sel):.1f} |")
-    print(f"\nall: path {sum(r['path_seconds'] for r in rows):.1f} s, search {sum(r['search_seconds'] for r in rows):.1f} s")
+    print(f"\nall: path {sum(r['path_seconds'] for r in rows):.1f} s, "
+          f"search {sum(r['search_seconds'] for r in rows):.1f} s")
     rounded = [r for r in rows if r["path_rounded"]]
     both = [r for r in rows if r["path_met"] and r["search_met"]]
-    print(f"path answers rounded onto the target: {len(rounded)} of {len(rows)} ({sum(r['path_rounded'] for r in rounded)} "
-          f"weights set to zero in all, violation at most {max((r['path_violation'] for r in rounded), default=0.0):.1e})")
+    print(f"path answers rounded onto the target: {len(rounded)} of {len(rows)} "
+          f"({sum(r['path_rounded'] for r in rounded)} weights set to zero in all, violation at most "
+          f"{max((r['path_violation'] for r in rounded), default=0.0):.1e})")
     if both:
         ratios = [r["path_error"] / r["search_error"] for r in both]
         print(f"error of the path's answer / the search's, where both are within a point: median "

@@ -282,8 +282,9 @@ def summary_from_dict(report: dict[str, Any]) -> str:
                       f"info['polish_outcome'] says why): {', '.join(uncertified)}")
     rounded = [row["name"] for row in report["layers"] if (row.get("info") or {}).get("rounded")]
     if rounded:
-        footer.append("rounded onto the target sparsity within the solver's tolerance of the budget (not the optimum "
-                      f"of the budget; the layer's info['rounded'] counts the weights set to zero): {', '.join(rounded)}")
+        footer.append("rounded onto the target sparsity within the solver's tolerance of the budget (not the "
+                      "optimum of the budget; the layer's info['rounded'] counts the weights set to zero): "
+                      f"{', '.join(rounded)}")
     emptied = [row["name"] for row in report["layers"] if row["nnz_after"] == 0 and row["nnz_before"] > 0]
     if emptied:
         footer.append(f"pruned to nothing (every weight zero, the bias alone left): {', '.join(emptied)}")

@@ -4,7 +4,8 @@ The ADMM returns an answer whose violation of its budget is at most
 :attr:`~solvers.AdmmSettings.feasibility_tol` (relative to the budget). Along the path in
 ``epsilon`` a weight leaves the support by shrinking to zero continuously, so an answer
 holds weights on their way out; on a small layer several often leave at nearly the same
-budget (on the suite's small convolutions, four weights within 0.5% of ``epsilon``), and then no budget's answer keeps the count a target asks for.
+budget (on the suite's small convolutions, four weights within 0.5% of ``epsilon``),
+and then no budget's answer keeps the count a target asks for.
 
 :func:`round_to_count` sets weights to zero, the one that carries least of the response
 first (smallest ``|w_mj| ||x_j||``, ``x_j`` the input's column ``j``), each only when the

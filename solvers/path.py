@@ -15,8 +15,8 @@ The number of nonzeros of the program's answer falls as its budget ``epsilon`` g
    stops at a stage within half the tolerance of the target, or, once the target is
    bracketed, when two stages in a row come no closer than the closest reading and
    contradict it (a larger budget read denser, or a smaller one sparser), or three in a
-   row read farther from it: a loose reading then follows the run more
-   than the budget, and the full stages take over.
+   row read farther from it: a loose reading then follows the run more than the budget,
+   and the full stages take over.
 2. *Full stages.* The ``epsilon`` whose stage kept closest to the target is iterated to
    the solver's own tolerance, with polishing; a stage that stops on the ADMM's own test
    before any attempt gets one at its answer. An answer no attempt certifies is the
@@ -303,8 +303,9 @@ def _stalled(points: list[_Point], target_kept: float) -> bool:
     closer to it than the closest reading before them and contradict it (a larger budget
     read denser, or a smaller one sparser), or the last ``_STALL + 1`` all read farther
     from it, whatever they read (a reading that respects the budget and repeats the
-    closest, as on either side of a jump over the target, leaves the bracket to close). A loose stage's reading depends on the iterate it starts from as
-    well as on its budget: within a narrow bracket that drift is larger than the budget's
+    closest, as on either side of a jump over the target, leaves the bracket to close).
+    A loose stage's reading depends on the iterate it starts from as well as on its
+    budget: within a narrow bracket that drift is larger than the budget's
     effect, and a bracket entered from the sparse side can hold the readings of its dense
     side still while interpolation narrows it (the MNIST-1D CNN's conv2 at 70%: seven
     stages at budgets 134.1 to 157.6 read 31.5-32.1%, the target 30% and the closest
