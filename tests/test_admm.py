@@ -374,6 +374,24 @@ def test_rho_grows_while_the_thresholded_weights_are_infeasible(dtype):
         solve(problem, rho_feasibility_step=0.5)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_rho_rises_while_only_the_primal_residual_is_above_tol(dtype):
+    """From the original weights of a conv-like layer the dual residual meets tol first
+    and the primal one hovers above it, their ratio inside ``rho_adapt_ratio``. With the
+    feasibility step off, only the balancing can move rho: it rises (it stayed at its
+    start value, and the run took 625 iterations instead of 500, before the balancing
+    acted on a primal residual left alone above tol)."""
+    X, Y, original, size = _conv_like_layer()
+    problem = LayerProblem(X, Y, 0.05 * size)
+    start = solve(problem, warm_start=original, dtype=dtype, max_iter=1, polish=False).info["rho"]
+    balanced = solve(problem, warm_start=original, tol=1e-3, dtype=dtype, rho_feasibility_step=1.0, polish=False)
+    assert balanced.status == "optimal" and balanced.violation <= 5e-3
+    assert balanced.info["rho"] > 1.5 * start
+    wide = solve(problem, warm_start=original, tol=1e-3, dtype=dtype, rho_feasibility_step=1.0, polish=False,
+                 rho_adapt_ratio=1e6)  # a band no ratio leaves: the rule alone moves rho
+    assert wide.info["rho"] > start
+
+
 def _conv_like_layer(seed: int = 0):
     """A ReLU layer with few inputs and many samples, its original weights and ``||Y||``."""
     rng = np.random.default_rng(seed)
