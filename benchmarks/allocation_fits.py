@@ -2,7 +2,7 @@
 
 Net-Trim's default at a target sparsity shares the target out among the layers by their
 error curves (``nettrim.allocation``). A curve's points are the errors of each layer's
-greedy L-OBS weights after the ReLU-aware fit; :func:`nettrim.allocation.share_out` fits
+L-OBS weights (as released: the initial ranking, the fixed inverse) after the ReLU-aware fit; :func:`nettrim.allocation.share_out` fits
 only the points next to each layer's share (a first allocation on the unfitted errors,
 then rounds of fits where the shares fall), and measures the curves on a subset of each
 layer's rows (``ROWS_PER_INPUT * (n_in + 1)`` within ``[ROWS, ROWS_MAX]``,

@@ -8,15 +8,18 @@ that numpy can only do with a Python loop or several temporaries:
 - :func:`_objectives`: every neuron's ``f`` at ``z + length * dz`` in one pass,
   ``f = sum_{p in Omega} (z_p - y_p)^2 + sum_{p not in Omega} max(z_p - v_p, 0)^2``;
 - :func:`_add_rows`: the normal equations of chosen rows of each neuron, added to its
-  padded system (its active rows once; at each Newton step, the inactive rows above
-  their bound).
+  padded system (at each Newton step, the inactive rows above their bound);
+- :func:`_gathered`: a neuron's support columns of the transposed input at chosen rows,
+  gathered contiguous, for the product that forms its equations on its active rows
+  (numpy's ``B @ B.T``, BLAS's symmetric rank-k update: half the work of a general
+  product, which is what a compiled ``B @ B.T`` calls).
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
-__all__ = ["_add_rows", "_objectives"]
+__all__ = ["_add_rows", "_gathered", "_objectives"]
 
 
 @njit(cache=True, nogil=True)
@@ -72,3 +75,18 @@ def _add_rows(XT, index, columns, sizes, extra, target, gram, rhs, width, fit_bi
             rhs[i, slot] += moments[a]
             for b in range(n_cols):
                 gram[i, slot, b if b < k else width] += products[a, b]
+
+
+@njit(cache=True, nogil=True)
+def _gathered(XT, columns, size, rows, fit_bias):
+    """``B = [X_{rows, S}, 1]^T`` (``(size + fit_bias) x len(rows)``, C-ordered) for the
+    support ``S = columns[:size]``: each support column's samples at ``rows``, then a row
+    of 1s when ``fit_bias``."""
+    block = np.empty((size + 1 if fit_bias else size, rows.size))
+    for j in range(size):
+        column = XT[columns[j]]
+        for r in range(rows.size):
+            block[j, r] = column[rows[r]]
+    if fit_bias:
+        block[size] = 1.0
+    return block

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._refit_kernels import _add_rows, _objectives
+from ._refit_kernels import _add_rows, _gathered, _objectives
 from ._threads import blas_threads, map_threads
 
 __all__ = ["RefitResult", "ActiveSystems", "active_systems", "SYSTEMS_BYTES", "relu_refit", "refit_objective",
@@ -119,6 +119,13 @@ class ActiveSystems:
         if fit_bias:
             index = np.append(index, held.size)
         return self.gram[m][np.ix_(index, index)], self.rhs[m][index]
+
+    def narrowed(self, support: np.ndarray, fit_bias: bool) -> ActiveSystems:
+        """The equations on ``support`` (``(n_out, n_in)`` of bool, each row inside its
+        neuron's ``S_m``), read off these."""
+        columns = [np.flatnonzero(row) for row in np.asarray(support, dtype=bool)]
+        parts = [self.restricted(m, held, fit_bias) for m, held in enumerate(columns)]
+        return ActiveSystems(columns, [gram for gram, _ in parts], [rhs for _, rhs in parts])
 
 
 def refit_objective(X: np.ndarray, Y: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, *,
@@ -228,9 +235,13 @@ class _Chunk:
             n_cols = self.valid.shape[1]
             gram = np.zeros((self.neurons.size, n_cols, n_cols))
             rhs = np.zeros((self.neurons.size, n_cols))
-            if self.systems is None:  # every neuron's active rows, gathered by the kernel
-                _add_rows(self.XT, np.arange(self.neurons.size), self.padded, self.sizes, self.active, self.target,
-                          gram, rhs, self.width, self.fit_bias)
+            if self.systems is None:  # every neuron's active rows, gathered, then B B^T (BLAS's syrk)
+                for k in range(self.neurons.size):
+                    rows = np.flatnonzero(self.active[k])
+                    block = _gathered(self.XT, self.padded[k], int(self.sizes[k]), rows, self.fit_bias)
+                    index = self._index(k)
+                    gram[k][np.ix_(index, index)] = block @ block.T
+                    rhs[k][index] = block @ self.target[k, rows]
             else:
                 for k, m in enumerate(self.neurons):
                     index = self._index(k)

@@ -33,6 +33,28 @@ def test_error_curves_start_at_zero_and_grow_and_the_fit_lowers_them(digits, dig
         assert curve[1:] == pytest.approx([curves.fitted[name][s] for s in GRID[1:]])
 
 
+def test_the_curves_path_is_the_released_lobs_ranking_without_greedy_removal(digits, digits_model, monkeypatch):
+    """The curves' path removes each row's weights in the order of their costs at the start,
+    with the fixed inverse Hessian (``prune_path(order="ranked")``): the weights at every
+    point are L-OBS's released answer (``faithful=True``) on the curves' rows, and no greedy
+    removal runs."""
+    from nettrim.methods import lobs
+
+    def refuse(*args):
+        raise AssertionError("greedy removal in the curves")
+
+    monkeypatch.setattr(lobs, "greedy_obs_path", refuse)
+    monkeypatch.setattr(lobs, "greedy_forward_path", refuse)
+    curves = ErrorCurves(record(digits_model, digits.x_train[:300]))
+    for name in curves.unfitted:
+        task = curves._task(name)
+        for sparsity in GRID[1:]:
+            released = lobs.prune_layer(task, sparsity=sparsity, faithful=True)
+            weight, bias = curves._paths[name][sparsity]
+            np.testing.assert_array_equal(weight, released.weight.astype(np.float32))
+            np.testing.assert_array_equal(bias, released.bias.astype(np.float32))
+
+
 def test_error_curves_read_evenly_spaced_rows(digits, digits_model):
     x = digits.x_train[:300]
     rows = np.unique(np.linspace(0, 299, 120).round().astype(int))

@@ -76,7 +76,7 @@ def test_relu_obs_second_stage_equals_brute_force_greedy_obs(bias, widen):
 
     task = _task(n_samples=120, n_in=9, n_out=5, seed=3, bias=bias, relu=True)
     sparsity, damping = 0.75, 1e-3
-    candidates = obs_candidates(task, sparsity, damping, widen)
+    candidates, _ = obs_candidates(task, sparsity, damping, widen)
     start, _ = lobs.prune_path(task, [max(0.0, 1.0 - widen * (1.0 - sparsity)), sparsity], damping)
     Xa = np.hstack([task.X, np.ones((len(task.X), 1))]) if bias else task.X
     rows, hessians, costs = [], [], []
@@ -98,10 +98,26 @@ def test_relu_obs_second_stage_equals_brute_force_greedy_obs(bias, widen):
         expected, removed = _brute_force_greedy(theta, H, held.size, counts[m])
         assert sorted(np.flatnonzero(weight[m] == 0)) == sorted(
             set(range(task.weight.shape[1])) - set(held) | set(held[removed]))
-        np.testing.assert_allclose(weight[m, held], expected[:held.size], rtol=1e-5, atol=1e-7)  # float32 products
+        np.testing.assert_allclose(weight[m, held], expected[:held.size], rtol=1e-9, atol=1e-12)
         if bias:
-            assert b[m] == pytest.approx(expected[-1], rel=1e-5)
+            assert b[m] == pytest.approx(expected[-1], rel=1e-9)
     np.testing.assert_array_equal(candidates["layer"][0], lobs.prune_layer(task, sparsity=sparsity, damping=damping).weight)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_a_ranked_path_equals_the_released_lobs_at_each_sparsity(bias):
+    """``order="ranked"``: at every level, bit for bit L-OBS as released (the weights of the
+    initial ranking removed in order, the fixed inverse, the removed entries zeroed)."""
+    task = _task(n_in=12, n_out=5, bias=bias)
+    sparsities = [0.0, 0.25, 0.5, 0.5, 0.9, 1.0]
+    for (weight, b), sparsity in zip(lobs.prune_path(task, sparsities, order="ranked"), sparsities):
+        released = lobs.prune_layer(task, sparsity=sparsity, faithful=True)
+        np.testing.assert_array_equal(weight, released.weight)
+        assert np.count_nonzero(weight == 0) >= round(sparsity * weight.size)
+        if bias:
+            np.testing.assert_array_equal(b, released.bias)
+        else:
+            assert b is None
 
 
 @pytest.mark.parametrize("bias", [True, False])

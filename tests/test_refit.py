@@ -5,7 +5,7 @@ import torch
 
 import nettrim
 from solvers import LayerProblem, solve
-from solvers.refit import certified_error, refit_objective, relu_refit
+from solvers.refit import active_systems, certified_error, refit_objective, relu_refit
 
 
 def _layer(seed=0, n_samples=150, n_in=10, n_out=4, noise=0.3, density=0.5):
@@ -74,6 +74,12 @@ def test_refits_read_their_equations_off_systems_formed_on_a_wider_support(relu,
         read = relu_refit(X, Y, support, relu=relu, fit_bias=fit_bias, systems=systems)
         np.testing.assert_allclose(read.objective, formed.objective, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(read.weight, formed.weight, rtol=1e-8, atol=1e-10)
+    narrowed = systems.narrowed(narrow, fit_bias)  # the equations on the narrower support, read off
+    direct = active_systems(X, Y, narrow, relu=relu, fit_bias=fit_bias)
+    for m in range(wide.shape[0]):
+        np.testing.assert_array_equal(narrowed.columns[m], direct.columns[m])
+        np.testing.assert_allclose(narrowed.gram[m], direct.gram[m], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(narrowed.rhs[m], direct.rhs[m], rtol=1e-12, atol=1e-12)
     outside = narrow.copy()
     m = int(np.flatnonzero((~wide).any(axis=1))[0])
     outside[m, np.flatnonzero(~wide[m])[0]] = True
@@ -191,9 +197,9 @@ def test_obs_candidates_without_relu_are_lobs():
     from nettrim.methods._relu_obs import obs_candidates
 
     task = _task(relu=False)
-    candidates = obs_candidates(task, 0.6, 1e-4)
+    candidates, systems = obs_candidates(task, 0.6, 1e-4)
     expected = lobs.prune_layer(task, sparsity=0.6, damping=1e-4)
-    assert list(candidates) == ["layer"]
+    assert list(candidates) == ["layer"] and systems is None
     np.testing.assert_array_equal(candidates["layer"][0], expected.weight)
     np.testing.assert_array_equal(candidates["layer"][1], expected.bias)
 
@@ -247,50 +253,62 @@ def test_rows_are_chosen_within_the_budget_and_never_worse_than_a_whole_candidat
 
 def test_neuron_inverse_hessians_match_direct_inverses():
     """Each neuron's H_m^{-1} on the entries it holds (each at its own width), from its
-    active rows, against numpy's inverse of the Hessian formed directly (the padding is the
-    identity); a singular one is named by its neuron."""
+    active rows' equations, against numpy's inverse of the Hessian formed directly (the
+    padding is the identity); a singular one is named by its neuron."""
     from nettrim.methods import _relu_obs
 
     rng = np.random.default_rng(5)
     X = rng.standard_normal((200, 6))
-    active = rng.random((200, 5)) < 0.5
-    entries = [np.array([0, 2, 5, 6]), np.array([1, 6]), np.arange(7), np.array([3, 4, 6]), np.array([6])]
-    inverses = _relu_obs.neuron_inverse_hessians(_relu_obs._augmented(X, True), active, entries, 7, 1e-4,
-                                                 np.arange(5))
+    Y = np.maximum(rng.standard_normal((200, 5)), 0.0)
+    support = np.zeros((5, 6), dtype=bool)
+    for m, held in enumerate([[0, 2, 5], [1], range(6), [3, 4], []]):
+        support[m, list(held)] = True
+    systems = active_systems(X, Y, support, relu=True, fit_bias=True)
+    inverses = _relu_obs.neuron_inverse_hessians(systems, 200, 7, 1e-4, np.arange(5))
     Xa = np.hstack([X, np.ones((200, 1))])
-    for m, held in enumerate(entries):
-        rows = Xa[active[:, m]][:, held]
+    for m in range(5):
+        entries = np.append(np.flatnonzero(support[m]), 6)
+        rows = Xa[Y[:, m] > 0][:, entries]
         H = rows.T @ rows / 200
-        H += 1e-4 * np.mean(np.diag(H)) * np.eye(held.size)
-        np.testing.assert_allclose(inverses[m, :held.size, :held.size], np.linalg.inv(H), rtol=1e-4, atol=1e-6)
-        np.testing.assert_array_equal(inverses[m, held.size:, held.size:], np.eye(7 - held.size))
-        assert not inverses[m, :held.size, held.size:].any()
+        H += 1e-4 * np.mean(np.diag(H)) * np.eye(entries.size)
+        np.testing.assert_allclose(inverses[m, :entries.size, :entries.size], np.linalg.inv(H), rtol=1e-9)
+        np.testing.assert_array_equal(inverses[m, entries.size:, entries.size:], np.eye(7 - entries.size))
+        assert not inverses[m, :entries.size, entries.size:].any()
     singular = np.stack([np.eye(3), np.eye(3), np.zeros((3, 3))])
     with pytest.raises(np.linalg.LinAlgError, match="neuron 7 is not positive definite"):
         _relu_obs._cholesky_inverses(singular, np.array([3, 3, 3]), np.array([5, 6, 7]))
 
 
-def test_relu_obs_in_chunks_of_neurons_gives_the_same_weights(monkeypatch):
+@pytest.mark.parametrize("whole_systems", [True, False])
+def test_relu_obs_in_chunks_of_neurons_gives_the_same_weights(monkeypatch, whole_systems):
     """Beyond the memory budget the inverse Hessians are formed a chunk of neurons at a
-    time (twice); the weights are bit for bit those of one pass."""
+    time (twice), from the equations formed for the whole layer or, where those would not
+    fit either, a chunk's at a time; the weights are bit for bit those of one pass."""
+    import solvers.refit
+
     from nettrim.methods import _relu_obs
 
     task = _task(seed=13)
-    whole = _relu_obs.obs_candidates(task, 0.6, 1e-4)["neuron"]
+    whole, systems = _relu_obs.obs_candidates(task, 0.6, 1e-4)
+    assert systems is not None
     monkeypatch.setattr(_relu_obs, "_INVERSE_BYTES", 1)  # a chunk per neuron
+    if not whole_systems:
+        monkeypatch.setattr(solvers.refit, "SYSTEMS_BYTES", 1)
     formed = []
     inverses = _relu_obs.neuron_inverse_hessians
-    monkeypatch.setattr(_relu_obs, "neuron_inverse_hessians", lambda *args: formed.append(args[-1]) or inverses(*args))
-    chunked = _relu_obs.obs_candidates(task, 0.6, 1e-4)["neuron"]
-    assert [neurons.tolist() for neurons in formed] == [[m] for m in range(task.weight.shape[0])] * 2
-    np.testing.assert_array_equal(chunked[0], whole[0])
-    np.testing.assert_array_equal(chunked[1], whole[1])
+    monkeypatch.setattr(_relu_obs, "neuron_inverse_hessians",
+                        lambda *args: formed.append(args[-1].size) or inverses(*args))
+    chunked, chunked_systems = _relu_obs.obs_candidates(task, 0.6, 1e-4)
+    assert (chunked_systems is not None) == whole_systems
+    assert formed == [1] * (2 * task.weight.shape[0])
+    np.testing.assert_array_equal(chunked["neuron"][0], whole["neuron"][0])
+    np.testing.assert_array_equal(chunked["neuron"][1], whole["neuron"][1])
 
 
 def test_the_refit_kernels_match_their_numpy_forms():
     """``_objectives`` is the refit's ``f`` at a point or along a step, ``_add_rows`` adds the
     normal equations of a neuron's chosen rows into its padded system (the bias last)."""
-    from solvers._refit_kernels import _add_rows, _objectives
+    from solvers._refit_kernels import _add_rows, _gathered, _objectives
 
     rng = np.random.default_rng(4)
     n_samples, n_in, c = 50, 7, 3
@@ -321,3 +339,10 @@ def test_the_refit_kernels_match_their_numpy_forms():
         assert np.allclose(rhs[i][slots], B.T @ y[m, extra[i]])
         unused = np.setdiff1d(np.arange(width + 1), slots)
         assert not gram[i][unused].any() and not rhs[i][unused].any()
+    for m in range(2):
+        rows = np.flatnonzero(extra[m])
+        for fit_bias in (True, False):
+            block = _gathered(np.ascontiguousarray(X.T), columns[m], int(sizes[m]), rows, fit_bias)
+            expected = X[np.ix_(rows, columns[m, :sizes[m]])].T
+            expected = np.vstack([expected, np.ones((1, rows.size))]) if fit_bias else expected
+            np.testing.assert_array_equal(block, expected)

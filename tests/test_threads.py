@@ -98,13 +98,14 @@ def test_the_per_neuron_inverses_do_not_depend_on_the_threads():
 
     rng = np.random.default_rng(7)
     X = rng.standard_normal((300, 12))
-    active = rng.random((300, 9)) < 0.6
-    entries = [np.sort(rng.choice(13, size=int(rng.integers(1, 13)), replace=False)) for _ in range(9)]
-    Xa = _relu_obs._augmented(X, True)
+    Y = np.maximum(rng.standard_normal((300, 9)), 0.0)
+    support = rng.random((9, 12)) < 0.6
     with threadpool_limits(1, user_api="blas"):
-        alone = _relu_obs.neuron_inverse_hessians(Xa, active, entries, 13, 1e-4, np.arange(9))
+        systems = active_systems(X, Y, support, relu=True, fit_bias=True)
+        alone = _relu_obs.neuron_inverse_hessians(systems, 300, 13, 1e-4, np.arange(9))
     with threadpool_limits(2, user_api="blas"):
-        shared = _relu_obs.neuron_inverse_hessians(Xa, active, entries, 13, 1e-4, np.arange(9))
+        systems = active_systems(X, Y, support, relu=True, fit_bias=True)
+        shared = _relu_obs.neuron_inverse_hessians(systems, 300, 13, 1e-4, np.arange(9))
     np.testing.assert_array_equal(shared, alone)
 
 

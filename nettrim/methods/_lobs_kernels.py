@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["greedy_obs_rows", "greedy_obs_rows_each", "greedy_obs_path", "spd_inverse"]
+__all__ = ["greedy_obs_rows", "greedy_obs_rows_each", "greedy_obs_path", "ranked_obs_path", "spd_inverse"]
 
 
 @njit(cache=True)
@@ -138,6 +138,37 @@ def greedy_obs_path(theta: np.ndarray, hinv: np.ndarray, n_prunable: int, counts
             n_alive = _remove_greedily(w, P, alive, n_alive, n_prunable, counts[level, m] - done)
             done = max(done, counts[level, m])
             _scatter(w, alive, n_alive, levels[level, m])
+    return levels
+
+
+@njit(parallel=True, cache=True)
+def ranked_obs_path(theta: np.ndarray, hinv: np.ndarray, order: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """OBS removals in a fixed order with the fixed ``H^{-1}`` (L-OBS's released code), at
+    several sparsities in one pass.
+
+    Row ``m`` removes ``order[m, 0], order[m, 1], ...`` in turn, each removal ``q``
+    compensated by ``w <- w - (w_q / P_qq) P_{:, q}`` with ``P = hinv`` never downdated
+    (``O(n)`` per removal instead of greedy removal's ``O(n^2)``); level ``l`` is the row
+    after its first ``counts[l, m]`` removals (``counts``: ``n_levels x n_out``,
+    non-decreasing down each column), its removed entries set to exactly 0 (a later
+    compensation moves an entry removed before). Returns the rows at every level
+    (``n_levels x n_out x n_cols``); ``theta`` is not modified.
+    """
+    n_levels, n_out, n_cols = counts.shape[0], theta.shape[0], theta.shape[1]
+    levels = np.empty((n_levels, n_out, n_cols))
+    for m in prange(n_out):
+        w = theta[m].copy()
+        done = 0
+        for level in range(n_levels):
+            for k in range(done, counts[level, m]):
+                q = order[m, k]
+                factor = w[q] / hinv[q, q]
+                for j in range(n_cols):
+                    w[j] -= factor * hinv[q, j]
+            done = max(done, counts[level, m])
+            levels[level, m] = w
+            for k in range(done):
+                levels[level, m, order[m, k]] = 0.0
     return levels
 
 

@@ -43,6 +43,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from solvers.refit import ActiveSystems, active_systems
+
 from ..types import LayerTask
 from ._lobs_kernels import greedy_obs_rows_each, spd_inverse
 from .lobs import cheapest, prune_path
@@ -53,47 +55,29 @@ WIDEN = 2.0  # the first stage keeps this many times the target's weights
 _INVERSE_BYTES = 2**30  # the neurons' inverse Hessians held at once (in chunks beyond this)
 
 
-def _augmented(X: np.ndarray, fit_bias: bool) -> np.ndarray:
-    """``[X, 1]`` in float32, rows contiguous."""
-    X = np.asarray(X, dtype=np.float32)
-    return np.hstack([X, np.ones((X.shape[0], 1), dtype=np.float32)]) if fit_bias else np.ascontiguousarray(X)
+def neuron_inverse_hessians(systems: ActiveSystems, n_samples: int, n_cols: int, damping: float,
+                            neurons: np.ndarray) -> np.ndarray:
+    """``H_m^{-1}`` of the ``neurons`` on the entries they hold (``len x n_cols x n_cols``, float64).
 
-
-def neuron_inverse_hessians(Xa: np.ndarray, active: np.ndarray, entries: list[np.ndarray], n_cols: int,
-                            damping: float, neurons: np.ndarray) -> np.ndarray:
-    """``H_m^{-1}`` of the ``neurons`` on their ``entries`` (``len x n_cols x n_cols``, float64).
-
-    ``Xa`` is ``[X, 1]`` (:func:`_augmented`), ``active`` the ``(n_samples, n_out)`` mask of
-    ``Y > 0`` and ``entries[m]`` the columns of ``Xa`` neuron ``m`` holds (its bias last,
-    when fitted). Neuron ``m``'s inverse sits in the leading ``len(entries[m])`` rows and
-    columns; the rest, padding, is the identity. The products are formed in float32 (they
-    only rank and compensate removals; the ReLU-aware fit that follows is float64), from
-    the transposed input's rows of the neuron's columns gathered first (contiguous, and
-    only the columns held) and then its active samples; the damping and the inverses in
-    float64. Each inverse depends on its neuron's rows only, so any chunking gives the
-    same; the products are spread over the cores (:func:`solvers._threads.map_threads`).
+    ``systems`` holds each neuron's normal equations on its active rows over the entries
+    ``S_m`` it holds (:func:`solvers.refit.active_systems`; the bias last, when fitted):
+    ``systems.gram[m] = Xa_{Omega_m S_m}^T Xa_{Omega_m S_m}``, the same equations the
+    ReLU-aware fit reads afterwards. ``H_m`` is that over ``n_samples`` plus the damping.
+    Neuron ``neurons[k]``'s inverse sits in the leading ``|S_m|`` rows and columns of
+    ``[k]``; the rest, padding, is the identity.
     """
-    from solvers._threads import blas_threads, deal, map_threads
-
-    n_samples = Xa.shape[0]
-    transposed = np.ascontiguousarray(Xa.T)
     hessians = np.zeros((neurons.size, n_cols, n_cols))
-
-    def form(positions: np.ndarray) -> None:
-        for k in positions:
-            held = entries[neurons[k]]
-            rows_t = transposed[held][:, active[:, neurons[k]]]
-            block = hessians[k, :held.size, :held.size]
-            block[...] = rows_t @ rows_t.T
-            block /= n_samples
-            diagonal = np.einsum("ii->i", block)  # a writable view: the diagonal itself
-            delta = damping * diagonal.mean() if held.size else 0.0
-            diagonal += delta if delta > 0 else 1e-12
-            padding = np.arange(held.size, n_cols)
-            hessians[k, padding, padding] = 1.0
-
-    sizes = np.array([entries[m].size for m in neurons], dtype=np.int64)
-    map_threads(form, deal(sizes, blas_threads()))
+    sizes = np.zeros(neurons.size, dtype=np.int64)
+    for k, m in enumerate(neurons):
+        size = sizes[k] = systems.gram[m].shape[0]
+        block = hessians[k, :size, :size]
+        block[...] = systems.gram[m]
+        block /= n_samples
+        diagonal = np.einsum("ii->i", block)  # a writable view: the diagonal itself
+        delta = damping * diagonal.mean() if size else 0.0
+        diagonal += delta if delta > 0 else 1e-12
+        padding = np.arange(size, n_cols)
+        hessians[k, padding, padding] = 1.0
     return _cholesky_inverses(hessians, sizes, neurons)
 
 
@@ -127,36 +111,44 @@ def _neuron_chunks(n_out: int, n_cols: int) -> list[np.ndarray]:
 
 
 def _per_neuron_stage(task: LayerTask, start: tuple[np.ndarray, np.ndarray | None], sparsity: float,
-                      damping: float) -> tuple[np.ndarray, np.ndarray | None]:
+                      damping: float, systems: ActiveSystems | None) -> tuple[np.ndarray, np.ndarray | None]:
     """Stage 2 (module docstring): from the first stage's weights ``start``, the removals
     left to reach ``sparsity``, by greedy OBS with each neuron's Hessian on its entries.
     The removals are allotted by the costs times ``task.importance`` (how much the next
     layer reads each neuron) when the task has it.
 
-    Row ``m`` of the working array holds the ``w_m`` weights its neuron still has, then its
-    bias, then padding; when the inverse Hessians do not fit in ``_INVERSE_BYTES`` at once
-    they are formed a chunk of neurons at a time, twice: for the removal costs, then for
-    the removals (the same numbers either way).
+    ``systems``: the neurons' active-row equations on the entries ``start`` holds
+    (:func:`solvers.refit.active_systems`); None when they would not fit in memory at once,
+    and then they are formed a chunk of neurons at a time (``_INVERSE_BYTES``), twice: for
+    the removal costs, then for the removals (the same numbers either way). Row ``m`` of
+    the working array holds the ``w_m`` weights its neuron still has, then its bias, then
+    padding.
     """
     weight, bias = start
     fit_bias = bias is not None
     n_out, n_in = weight.shape
     held = [np.flatnonzero(row) for row in weight]
     widths = np.array([columns.size for columns in held], dtype=np.int64)
-    entries = [np.append(columns, n_in) if fit_bias else columns for columns in held]  # column n_in of Xa: the 1s
     n_cols = int(widths.max(initial=0)) + fit_bias
     theta = np.zeros((n_out, n_cols))
     for m, columns in enumerate(held):
         theta[m, :columns.size] = weight[m, columns]
         if fit_bias:
             theta[m, columns.size] = bias[m]
-    active, Xa = np.asarray(task.Y) > 0, _augmented(task.X, fit_bias)
     chunks = _neuron_chunks(n_out, n_cols)
+
+    def inverses_of(neurons: np.ndarray) -> np.ndarray:
+        if systems is not None:
+            return neuron_inverse_hessians(systems, task.X.shape[0], n_cols, damping, neurons)
+        formed = active_systems(task.X, task.Y[:, neurons], weight[neurons] != 0, relu=True, fit_bias=fit_bias,
+                                max_bytes=2**62)
+        return neuron_inverse_hessians(formed, task.X.shape[0], n_cols, damping, np.arange(neurons.size))
+
     inverses = None
     cost = np.full((n_out, n_cols), np.inf)
     prunable = np.arange(n_cols)[None, :] < widths[:, None]
     for neurons in chunks:
-        inverses = neuron_inverse_hessians(Xa, active, entries, n_cols, damping, neurons)
+        inverses = inverses_of(neurons)
         diagonal = np.einsum("mii->mi", inverses)
         cost[neurons] = np.where(prunable[neurons], theta[neurons] ** 2 / (2.0 * diagonal), np.inf)
     if task.importance is not None:  # the entries that may not go stay at inf
@@ -164,7 +156,7 @@ def _per_neuron_stage(task: LayerTask, start: tuple[np.ndarray, np.ndarray | Non
     counts = cheapest(cost, int(round(sparsity * weight.size)) - int(n_out * n_in - widths.sum()))[1]
     for neurons in chunks:
         if len(chunks) > 1:  # formed again: only one chunk is held at a time
-            inverses = neuron_inverse_hessians(Xa, active, entries, n_cols, damping, neurons)
+            inverses = inverses_of(neurons)
         rows = np.ascontiguousarray(theta[neurons])
         greedy_obs_rows_each(rows, np.ascontiguousarray(inverses), widths[neurons], int(fit_bias), counts[neurons])
         theta[neurons] = rows
@@ -174,15 +166,23 @@ def _per_neuron_stage(task: LayerTask, start: tuple[np.ndarray, np.ndarray | Non
     return pruned, (theta[np.arange(n_out), widths].copy() if fit_bias else None)
 
 
-def obs_candidates(task: LayerTask, sparsity: float, damping: float,
-                   widen: float = WIDEN) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+def obs_candidates(task: LayerTask, sparsity: float, damping: float, widen: float = WIDEN
+                   ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray | None]], ActiveSystems | None]:
     """The layer pruned to ``sparsity`` by OBS, exact zeros on the removed entries and the
     rest compensated: ``'layer'``, greedy L-OBS (the shared Hessian), and, for a ReLU
     layer, ``'neuron'``, the two stages of the module docstring (the same L-OBS pass up to
     ``widen`` times the target's weights, then a Hessian per neuron; with ``widen = inf``
-    the first stage removes nothing)."""
+    the first stage removes nothing).
+
+    Also returns, for a ReLU layer, every neuron's active-row equations on the entries the
+    first stage kept (:func:`solvers.refit.active_systems`): the per-neuron Hessians are
+    formed from them, both candidates' supports lie inside them, so their ReLU-aware fits
+    read their equations off them too (None without ReLU, or beyond
+    :data:`solvers.refit.SYSTEMS_BYTES`).
+    """
     first = max(0.0, 1.0 - widen * (1.0 - sparsity))
     start, final = prune_path(task, [first, sparsity], damping)
     if not task.relu:  # every row active: the shared Hessian, L-OBS itself
-        return {"layer": final}
-    return {"neuron": _per_neuron_stage(task, start, sparsity, damping), "layer": final}
+        return {"layer": final}, None
+    systems = active_systems(task.X, task.Y, start[0] != 0, relu=True, fit_bias=start[1] is not None)
+    return {"neuron": _per_neuron_stage(task, start, sparsity, damping, systems), "layer": final}, systems

@@ -211,20 +211,22 @@ def _obs(task: LayerTask, sparsity: float, damping: float, widen: float, swaps: 
     Hessian whose fitted row serves the layer best under its count (:func:`choose_rows`),
     each neuron's fitted error weighted by ``task.importance`` when the task has it, then
     ``swaps`` passes of single swaps (:func:`._swaps.swap_supports`; 0: none). The
-    candidates' supports overlap, so the fits read their normal equations off those
-    formed once on the union (:func:`solvers.refit.active_systems`). ``info`` holds the
+    candidates' supports lie inside the entries OBS's first stage kept, so the fits read
+    their normal equations off those formed once there for the per-neuron Hessians
+    (:func:`._relu_obs.obs_candidates`), and the swaps off the same, narrowed to the
+    entries either candidate kept. ``info`` holds the
     seconds of the two parts: ``seconds_supports`` (the OBS candidates) and
     ``seconds_fits`` (their fits and the choice of rows)."""
-    from solvers.refit import active_systems, relu_refit
+    from solvers.refit import relu_refit
 
     started = time.perf_counter()
-    candidates = obs_candidates(task, sparsity, damping, widen)  # without ReLU only L-OBS: the Hessians are the same
+    # without ReLU only L-OBS (the Hessians are the same); with it, the equations both fits read off
+    candidates, systems = obs_candidates(task, sparsity, damping, widen)
     supports_seconds, started = time.perf_counter() - started, time.perf_counter()
     fit_bias = task.bias is not None
-    systems, union = None, None
-    if len(candidates) > 1:  # the candidates' supports overlap: their equations formed once, on the union
+    union = None
+    if len(candidates) > 1:  # the swaps draw from the entries either candidate kept
         union = np.logical_or.reduce([weight != 0 for weight, _ in candidates.values()])
-        systems = active_systems(task.X, task.Y, union, relu=task.relu, fit_bias=fit_bias)
     fits = {hessian: relu_refit(task.X, task.Y, weight != 0, relu=task.relu, fit_bias=fit_bias, weight=weight,
                                 bias=bias, systems=systems) for hessian, (weight, bias) in candidates.items()}
     names = list(fits)
@@ -242,7 +244,8 @@ def _obs(task: LayerTask, sparsity: float, damping: float, widen: float, swaps: 
         if bias is not None:
             bias[rows] = fits[name].bias[rows]
     if swaps:
-        weight, bias, objective, swapped = swap_supports(task, weight, bias, objective, union, systems, swaps)
+        narrowed = None if systems is None else systems.narrowed(union, fit_bias)
+        weight, bias, objective, swapped = swap_supports(task, weight, bias, objective, union, narrowed, swaps)
     else:
         swapped = {}
     info = {"support": "obs", "damping": damping, "widen": widen, "refit": "relu",
