@@ -141,7 +141,7 @@ def _per_neuron_stage(task: LayerTask, start: tuple[np.ndarray, np.ndarray | Non
         if systems is not None:
             return neuron_inverse_hessians(systems, task.X.shape[0], n_cols, damping, neurons)
         formed = active_systems(task.X, task.Y[:, neurons], weight[neurons] != 0, relu=True, fit_bias=fit_bias,
-                                max_bytes=2**62)
+                                max_bytes=2**62)  # no limit: a chunk is sized to fit (_neuron_chunks)
         return neuron_inverse_hessians(formed, task.X.shape[0], n_cols, damping, np.arange(neurons.size))
 
     inverses = None

@@ -64,8 +64,12 @@ def removal_counts(weight: np.ndarray, hinv_diag: np.ndarray, sparsity: float) -
     Hessian shared by the rows or ``(n_out, n_in)`` for one per row. Returns the boolean
     mask of those weights and the count per row.
     """
-    cost = weight**2 / (2.0 * np.broadcast_to(hinv_diag, weight.shape))
-    return cheapest(cost, int(round(sparsity * weight.size)))
+    return cheapest(_removal_cost(weight, hinv_diag), int(round(sparsity * weight.size)))
+
+
+def _removal_cost(weight: np.ndarray, hinv_diag: np.ndarray) -> np.ndarray:
+    """``w_q^2 / (2 [H^{-1}]_qq)``: what removing each weight alone costs at the start."""
+    return weight**2 / (2.0 * np.broadcast_to(hinv_diag, weight.shape))
 
 
 def cheapest(cost: np.ndarray, n_remove: int) -> tuple[np.ndarray, np.ndarray]:
@@ -145,7 +149,7 @@ def prune_path(task: LayerTask, sparsities: list[float] | tuple[float, ...],
     hinv = inverse_hessian(task.X, fit_bias, damping, H)
     n_in = task.weight.shape[1]
     diag = np.diag(hinv)[:n_in]
-    cost = task.weight**2 / (2.0 * diag[None, :])
+    cost = _removal_cost(task.weight, diag)
     ranked_rows = np.argsort(cost, axis=None, kind="stable") // n_in  # one ranking serves every level
     counts = np.array([np.bincount(ranked_rows[:int(round(sparsity * cost.size))], minlength=cost.shape[0])
                        for sparsity in sparsities], dtype=np.int64).reshape(len(sparsities), -1)
@@ -203,7 +207,7 @@ def prune_layer(task: LayerTask, *, sparsity: float | None, faithful: bool = Fal
     diag = np.diag(hinv)[:n_in]
     chosen, counts = removal_counts(task.weight, diag, sparsity)
     if faithful:
-        theta = _faithful(theta, hinv, chosen, task.weight**2 / (2.0 * diag[None, :]))
+        theta = _faithful(theta, hinv, chosen, _removal_cost(task.weight, diag))
     else:
         greedy_obs_rows(theta, np.ascontiguousarray(hinv), n_in, counts)
     weight = theta[:, :n_in]  # removed entries are exact zeros in both variants
