@@ -2,16 +2,18 @@
 
 Net-Trim's default at a target sparsity shares the target out among the layers by their
 error curves (``nettrim.allocation``). A curve's points are the errors of each layer's
-L-OBS weights (as released: the initial ranking, the fixed inverse) after the ReLU-aware fit; :func:`nettrim.allocation.share_out` fits
-only the points next to each layer's share (a first allocation on the unfitted errors,
-then rounds of fits where the shares fall), and measures the curves on a subset of each
-layer's rows (``ROWS_PER_INPUT * (n_in + 1)`` within ``[ROWS, ROWS_MAX]``,
-``nettrim.allocation``). This benchmark measures what both give up: for every model of
-the suite (its layers recorded on the calibration data, at the default rows) and every
-target, the shares of ``share_out`` (at its default rows, and on every row) against those
-of the allocation on curves fitted at every point on every row, the largest difference of
-a layer's share, the objective ``sum_l e_l(s_l)^2`` of each on those fully fitted curves,
-the fits made, and the time of each (the L-OBS passes, common to all, counted in each).
+L-OBS weights (as released: the initial ranking, the fixed inverse) after the ReLU-aware
+fit; :func:`nettrim.allocation.share_out` fits only the points next to each layer's share
+(a first allocation on the unfitted errors, then rounds of fits where the shares fall),
+stops each fit after ``FIT_STEPS`` Newton steps, and measures the curves on a subset of
+each layer's rows (``ROWS_PER_INPUT * (n_in + 1)`` within ``[ROWS, ROWS_MAX]``,
+``nettrim.allocation``). This benchmark measures what the three give up: for every model
+of the suite (its layers recorded on the calibration data, at the default rows) and every
+target, the shares of ``share_out`` (as it runs; on every row; with fits run to
+convergence) against those of the allocation on curves fitted to convergence at every
+point on every row, the largest difference of a layer's share, the objective
+``sum_l e_l(s_l)^2`` of each on those fully fitted curves, the fits made, and the time of
+each (the L-OBS passes, common to all, counted in each).
 
 Every curve weighs each neuron's error by the consumer weights (``nettrim.consumers``), as
 the default does.
@@ -35,11 +37,12 @@ from _common import RESULTS, ROOT, compile_cost, machine_info, write_results
 
 sys.path.insert(0, str(ROOT))
 import suite  # noqa: E402
-from nettrim.allocation import GRID, ROWS, ErrorCurves, allocate, share_out  # noqa: E402
+from nettrim.allocation import FIT_STEPS, GRID, ROWS, ErrorCurves, allocate, share_out  # noqa: E402
 from nettrim.consumers import consumer_importance  # noqa: E402
 from nettrim.record import record  # noqa: E402
 
 TARGETS = (0.5, 0.7, 0.8, 0.9, 0.95)
+CONVERGED = 50  # Newton steps of a fit that runs to convergence (relu_refit's default max_steps)
 
 
 def objective(shares: dict[str, float], curves: dict[str, np.ndarray]) -> float:
@@ -52,7 +55,7 @@ def compare(name: str, bench: suite.Benchmark, targets: tuple[float, ...], rows_
     importance = consumer_importance(bench.model, records)
     sizes = {layer: rec.weight.numel() for layer, rec in records.items()}
     started = time.perf_counter()
-    every = ErrorCurves(records, importance=importance, rows=None)
+    every = ErrorCurves(records, importance=importance, rows=None, fit_steps=CONVERGED)
     every.fit_all()
     fitted_curves = every.curves()
     every_seconds = time.perf_counter() - started
@@ -67,6 +70,10 @@ def compare(name: str, bench: suite.Benchmark, targets: tuple[float, ...], rows_
         shares_every_row = share_out(records, target,
                                      curves=ErrorCurves(records, importance=importance, rows=None))
         seconds_every_row = time.perf_counter() - started
+        started = time.perf_counter()
+        shares_converged = share_out(records, target, curves=ErrorCurves(records, importance=importance,
+                                                                          rows=rows_read, fit_steps=CONVERGED))
+        seconds_converged = time.perf_counter() - started
         total = sum(sizes.values())
         rows.append({
             "model": name, "target_sparsity": target, "layers": len(records), "rows": rows_read,
@@ -76,14 +83,17 @@ def compare(name: str, bench: suite.Benchmark, targets: tuple[float, ...], rows_
             "objective_share_out": objective(shares, fitted_curves),
             "same_shares_every_row": shares_every_row == full,
             "objective_share_out_every_row": objective(shares_every_row, fitted_curves),
+            "same_shares_as_converged": shares == shares_converged,
             "kept_share_out": sum(sizes[layer] * (1 - shares[layer]) for layer in records) / total,
             "fits": sum(len(curves.fitted[layer]) for layer in records),
             "fits_every": (len(GRID) - 1) * len(records),
             "seconds_share_out": seconds, "seconds_share_out_every_row": seconds_every_row,
+            "seconds_share_out_converged": seconds_converged,
             "seconds_every": every_seconds})
         row = rows[-1]
         print(f"{name:<14} {target:5.2f} same {str(row['same_shares']):5} (every row: "
-              f"{str(row['same_shares_every_row']):5}) diff {row['largest_share_difference']:.3f} "
+              f"{str(row['same_shares_every_row']):5}; converged fits: "
+              f"{str(row['same_shares_as_converged']):5}) diff {row['largest_share_difference']:.3f} "
               f"objective {row['objective_share_out'] / max(row['objective_every'], 1e-300):.4f}x "
               f"fits {row['fits']:3d}/{row['fits_every']:3d} {seconds:6.2f} s (every row {seconds_every_row:6.2f} s) "
               f"vs {every_seconds:6.2f} s", flush=True)
@@ -108,17 +118,23 @@ def main(argv: list[str] | None = None) -> None:
         rows.extend(compare(name, bench, TARGETS, args.rows))
     same = sum(row["same_shares"] for row in rows)
     same_every_row = sum(row["same_shares_every_row"] for row in rows)
+    same_converged = sum(row["same_shares_as_converged"] for row in rows)
+    steps_ratio = statistics.median(row["seconds_share_out"] / row["seconds_share_out_converged"] for row in rows)
     ratio = statistics.median(row["seconds_share_out"] / row["seconds_every"] for row in rows)
     rows_ratio = statistics.median(row["seconds_share_out"] / row["seconds_share_out_every_row"] for row in rows)
     objective_ratio = statistics.median(row["objective_share_out"] / max(row["objective_every"], 1e-300)
                                         for row in rows)
     print(f"same shares at {same} of {len(rows)} points ({same_every_row} on every row); share_out's objective "
           f"over the fully fitted allocation's: median {objective_ratio:.4f}; time of share_out over fitting every "
-          f"point on every row: median {ratio:.2f}; at {args.rows} rows over every row: median {rows_ratio:.2f}")
+          f"point on every row: median {ratio:.2f}; at {args.rows} rows over every row: median {rows_ratio:.2f}; "
+          f"fits of {FIT_STEPS} Newton steps against converged ones: the same shares at {same_converged} of "
+          f"{len(rows)}, "
+          f"time median {steps_ratio:.2f}")
     meta = {**info, "targets": list(TARGETS), "grid": list(GRID), "rows": args.rows,
             "same_shares": f"{same} of {len(rows)}", "same_shares_every_row": f"{same_every_row} of {len(rows)}",
             "median_time_ratio": ratio, "median_rows_time_ratio": rows_ratio,
-            "median_objective_ratio": objective_ratio,
+            "median_objective_ratio": objective_ratio, "fit_steps": FIT_STEPS,
+            "same_shares_as_converged": f"{same_converged} of {len(rows)}", "median_steps_time_ratio": steps_ratio,
             "sizes": {name: f"{suite.MODELS[name].description}; {len(bench.data.x_train)} calibration"
                       for name, bench in benches.items()}}
     print(f"wrote {write_results(args.out, rows, meta)} (+ .meta.json)")

@@ -72,7 +72,8 @@ from .modes import layer_task
 from .record import LayerRecord
 from .types import LayerTask
 
-__all__ = ["GRID", "ROWS", "ROWS_PER_INPUT", "ROWS_MAX", "ALLOCATIONS", "ErrorCurves", "share_out", "allocate"]
+__all__ = ["GRID", "ROWS", "ROWS_PER_INPUT", "ROWS_MAX", "FIT_STEPS", "ALLOCATIONS", "ErrorCurves", "share_out",
+           "allocate"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ ROWS = 1024  # the fewest rows of a layer's signals the curves are measured on (
 ROWS_PER_INPUT = 4  # ... and this many per weight of a neuron (its inputs and its bias) ...
 ROWS_MAX = 4096  # ... up to this many
 _ROUNDS = 3  # rounds of fits at the shares' brackets (module docstring)
+FIT_STEPS = 2  # Newton steps of a curve's fit (module docstring)
 _STEP = 0.005  # the sparsities allocate() chooses from: multiples of this up to the grid's last point
 
 
@@ -113,6 +115,9 @@ class ErrorCurves:
         The rows of each layer's signals the curves are measured on: a layer with more
         than ``rows_per_input * (n_in + 1)``, clipped to ``[rows, max_rows]``, is read
         at that many, evenly spaced over them. ``rows=None``: every row.
+    fit_steps : int, default :data:`FIT_STEPS`
+        The most Newton steps of each fit (:func:`solvers.refit.relu_refit`'s
+        ``max_steps``; its default, 50, fits to convergence).
 
     The path's weights at every point of the grid are kept for the fits (in float32, about
     ``len(grid) - 1`` copies of the network's weights in 4 bytes each); a layer's signals
@@ -128,7 +133,8 @@ class ErrorCurves:
 
     def __init__(self, records: Mapping[str, LayerRecord], grid: tuple[float, ...] = GRID,
                  importance: Mapping[str, np.ndarray] | None = None, rows: int | None = ROWS,
-                 rows_per_input: int = ROWS_PER_INPUT, max_rows: int = ROWS_MAX) -> None:
+                 rows_per_input: int = ROWS_PER_INPUT, max_rows: int = ROWS_MAX,
+                 fit_steps: int = FIT_STEPS) -> None:
         from solvers.refit import refit_objective
 
         from .methods.lobs import prune_path
@@ -143,7 +149,10 @@ class ErrorCurves:
             raise ValueError(f"rows_per_input: got {rows_per_input!r}, needs an integer >= 0")
         if not (_counted(max_rows) and max_rows >= (1 if rows is None else rows)):
             raise ValueError(f"max_rows: got {max_rows!r}, needs an integer >= rows ({rows})")
+        if not (_counted(fit_steps) and fit_steps >= 1):
+            raise ValueError(f"fit_steps: got {fit_steps!r}, needs an integer >= 1")
         self.rows, self.rows_per_input, self.max_rows = rows, int(rows_per_input), int(max_rows)
+        self.fit_steps = int(fit_steps)
         self._records = records
         self._importance = {name: np.ones(rec.weight.shape[0]) if importance is None or importance.get(name) is None
                             else np.asarray(importance[name], dtype=np.float64) for name, rec in records.items()}
@@ -199,7 +208,7 @@ class ErrorCurves:
             weight, bias = self._paths[name][sparsity]
             support = (weight != 0) & widest  # nested, even where a kept weight is exactly 0
             result = relu_refit(task.X, task.Y, support, relu=task.relu, fit_bias=fit_bias,
-                                weight=weight, bias=bias, systems=systems)
+                                weight=weight, bias=bias, systems=systems, max_steps=self.fit_steps)
             self.fitted[name][sparsity] = self._error(name, result.objective)
 
     def fit_all(self) -> None:

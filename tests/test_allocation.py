@@ -111,6 +111,34 @@ def test_unfitted_points_are_scaled_by_the_ratio_of_the_fitted_ones(digits, digi
     assert curves.bracket(0.98) == (0.98,) and curves.bracket(0.9 + 1e-12) == (0.9, 0.95)
 
 
+def test_the_curves_fits_take_at_most_fit_steps_newton_steps(digits, digits_model, monkeypatch):
+    """A curve's fit stops after ``fit_steps`` Newton steps: its error lies between the
+    converged fit's and the path's unfitted one, and more steps never raise it."""
+    from solvers import refit
+
+    records = record(digits_model, digits.x_train[:300])
+    steps = []
+    fit = refit.relu_refit
+    monkeypatch.setattr(refit, "relu_refit", lambda *a, **k: steps.append(k["max_steps"]) or fit(*a, **k))
+    errors = {}
+    for fit_steps in (1, 2, 50):
+        curves = ErrorCurves(records, fit_steps=fit_steps)
+        curves.fit_all()
+        errors[fit_steps] = curves
+        assert set(steps) == {fit_steps}
+        steps.clear()
+    for name in records:
+        for index, sparsity in enumerate(GRID[1:], start=1):
+            one, two, converged = (errors[k].fitted[name][sparsity] for k in (1, 2, 50))
+            assert converged <= two * (1 + 1e-9) and two <= one * (1 + 1e-9)
+            assert one <= errors[1].unfitted[name][index] * (1 + 1e-9)
+    assert any(errors[50].fitted[name][s] < errors[1].fitted[name][s] * (1 - 1e-6)
+               for name in records for s in GRID[1:])
+    for wrong in (0, 1.5, True):
+        with pytest.raises(ValueError, match="fit_steps"):
+            ErrorCurves(records, fit_steps=wrong)
+
+
 def test_points_fitted_together_match_points_fitted_alone(digits, digits_model, monkeypatch):
     """Fitted together, the points read their equations off those formed once on the
     widest point's support (the path's supports are nested); the errors are those of
