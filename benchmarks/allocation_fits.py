@@ -128,8 +128,7 @@ def main(argv: list[str] | None = None) -> None:
           f"over the fully fitted allocation's: median {objective_ratio:.4f}; time of share_out over fitting every "
           f"point on every row: median {ratio:.2f}; at {args.rows} rows over every row: median {rows_ratio:.2f}; "
           f"fits of {FIT_STEPS} Newton steps against converged ones: the same shares at {same_converged} of "
-          f"{len(rows)}, "
-          f"time median {steps_ratio:.2f}")
+          f"{len(rows)}, time median {steps_ratio:.2f}")
     meta = {**info, "targets": list(TARGETS), "grid": list(GRID), "rows": args.rows,
             "same_shares": f"{same} of {len(rows)}", "same_shares_every_row": f"{same_every_row} of {len(rows)}",
             "median_time_ratio": ratio, "median_rows_time_ratio": rows_ratio,

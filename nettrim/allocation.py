@@ -47,6 +47,7 @@ Each step is a descent from the path's weights, so a fitted point's error stays 
 certified bound, between the converged fit's and the unfitted one. On the benchmark
 suite the shares are those of fits run to convergence at 29 of the 30 targets, in a
 median 0.83 of their time (0.61 against 0.83 s on the VGG-style CNN).
+
 The points a layer fits at once share the work: the path's supports are nested, so each
 neuron's normal equations are formed once, on the widest point's support, and every
 point's fit reads its own off them (:func:`solvers.refit.active_systems`).
