@@ -40,9 +40,9 @@ import suite  # noqa: E402
 from nettrim.allocation import FIT_STEPS, GRID, ROWS, ErrorCurves, allocate, share_out  # noqa: E402
 from nettrim.consumers import consumer_importance  # noqa: E402
 from nettrim.record import record  # noqa: E402
+from solvers.refit import MAX_STEPS as CONVERGED  # noqa: E402  (the fits' default: run to convergence)
 
 TARGETS = (0.5, 0.7, 0.8, 0.9, 0.95)
-CONVERGED = 50  # Newton steps of a fit that runs to convergence (relu_refit's default max_steps)
 
 
 def objective(shares: dict[str, float], curves: dict[str, np.ndarray]) -> float:

@@ -126,7 +126,7 @@ class ErrorCurves:
         at that many, evenly spaced over them. ``rows=None``: every row.
     fit_steps : int, default :data:`FIT_STEPS`
         The most Newton steps of each fit (:func:`solvers.refit.relu_refit`'s
-        ``max_steps``; its default, 50, fits to convergence).
+        ``max_steps``; its default, :data:`solvers.refit.MAX_STEPS`, fits to convergence).
 
     The path's weights at every point of the grid are kept for the fits (in float32, about
     ``len(grid) - 1`` copies of the network's weights in 4 bytes each); a layer's signals

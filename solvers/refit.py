@@ -51,8 +51,8 @@ import numpy as np
 from ._refit_kernels import _add_rows, _gathered, _objectives
 from ._threads import blas_threads, map_threads
 
-__all__ = ["RefitResult", "ActiveSystems", "active_systems", "SYSTEMS_BYTES", "relu_refit", "refit_objective",
-           "certified_error"]
+__all__ = ["RefitResult", "ActiveSystems", "active_systems", "SYSTEMS_BYTES", "MAX_STEPS", "relu_refit",
+           "refit_objective", "certified_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ _BACKTRACKS = 30
 _NO_STEP, _NO_LENGTH = np.zeros((0, 0)), np.zeros(0)  # an objective at z itself, no step
 _ROUNDING = 1e-14  # a decrease of f below this much of max(||y||^2, f at the start) is round-off, not progress
 SYSTEMS_BYTES = 2**30  # active_systems forms no more than this
+MAX_STEPS = 50  # relu_refit's Newton steps at most by default: enough for its fits to converge
 
 
 @dataclass
@@ -350,7 +351,7 @@ def _checked(X: np.ndarray, Y: np.ndarray, support: np.ndarray) -> tuple[np.ndar
 
 def relu_refit(X: np.ndarray, Y: np.ndarray, support: np.ndarray, *, relu: bool = True,
                upper: np.ndarray | None = None, fit_bias: bool = True, weight: np.ndarray | None = None,
-               bias: np.ndarray | None = None, tol: float = 1e-10, max_steps: int = 50,
+               bias: np.ndarray | None = None, tol: float = 1e-10, max_steps: int = MAX_STEPS,
                systems: ActiveSystems | None = None) -> RefitResult:
     """Refit every neuron on its support (module docstring).
 
@@ -374,7 +375,7 @@ def relu_refit(X: np.ndarray, Y: np.ndarray, support: np.ndarray, *, relu: bool 
         least squares on the active rows.
     tol : float, default 1e-10
         A neuron stops once a step lowers its ``f`` by less than ``tol`` relative.
-    max_steps : int, default 50
+    max_steps : int, default :data:`MAX_STEPS`
     systems : ActiveSystems, optional
         The active rows' normal equations (:func:`active_systems`) of the same ``X``, ``Y``
         and ``relu`` on a support that holds this one: read off instead of formed again.
