@@ -9,6 +9,11 @@ that numpy can only do with a Python loop or several temporaries:
   ``f = sum_{p in Omega} (z_p - y_p)^2 + sum_{p not in Omega} max(z_p - v_p, 0)^2``;
 - :func:`_add_rows`: the normal equations of chosen rows of each neuron, added to its
   padded system (at each Newton step, the inactive rows above their bound);
+- :func:`_support_response`: the responses of neurons whose supports are narrow, from
+  their support columns alone (a dense product with the whole input costs ``n_in`` per
+  sample and neuron, this ``|S_m|``);
+- :func:`_read_off`: a neuron's equations on a support, copied out of those formed on a
+  wider one (into its padded system);
 - :func:`_gathered`: a neuron's support columns of the transposed input at chosen rows,
   gathered contiguous, for the product that forms its equations on its active rows
   (numpy's ``B @ B.T``, BLAS's symmetric rank-k update: half the work of a general
@@ -19,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["_add_rows", "_gathered", "_objectives"]
+__all__ = ["_add_rows", "_gathered", "_objectives", "_read_off", "_support_response"]
 
 
 @njit(cache=True, nogil=True)
@@ -90,3 +95,46 @@ def _gathered(XT, columns, size, rows, fit_bias):
     if fit_bias:
         block[size] = 1.0
     return block
+
+
+@njit(cache=True, nogil=True)
+def _support_response(XT, index, columns, sizes, theta, width, fit_bias):
+    """``z_i = X_{:, S_m} theta_i[:|S_m|] + b_i`` for neuron ``m = index[i]`` (``c x n_samples``):
+    a sum of its support columns of the transposed input ``XT`` (``columns[m, :sizes[m]]``),
+    the bias ``theta[i, width]`` when ``fit_bias``."""
+    z = np.empty((index.size, XT.shape[1]))
+    for i in range(index.size):
+        m = index[i]
+        row = z[i]
+        row[:] = theta[i, width] if fit_bias else 0.0
+        for j in range(sizes[m]):
+            weight = theta[i, j]
+            column = XT[columns[m, j]]
+            for p in range(row.size):
+                row[p] += weight * column[p]
+    return z
+
+
+@njit(cache=True, nogil=True)
+def _read_off(held, columns, gram, rhs, fit_bias, out_gram, out_rhs, at):
+    """Copy the equations ``gram``, ``rhs`` formed on the support ``held`` (ascending, the
+    bias last when ``fit_bias``) onto ``columns`` (ascending): ``columns[i]``'s entries go
+    to position ``i`` of ``out_gram``, ``out_rhs``, the bias's to position ``at``. False,
+    with nothing copied, when ``columns`` is not inside ``held``."""
+    n = columns.size
+    index = np.empty(n + 1, dtype=np.int64)
+    j = 0
+    for i in range(n):
+        while j < held.size and held[j] < columns[i]:
+            j += 1
+        if j == held.size or held[j] != columns[i]:
+            return False
+        index[i] = j
+    index[n] = held.size
+    count = n + 1 if fit_bias else n
+    for a in range(count):
+        slot = a if a < n else at
+        out_rhs[slot] = rhs[index[a]]
+        for b in range(count):
+            out_gram[slot, b if b < n else at] = gram[index[a], index[b]]
+    return True

@@ -28,7 +28,8 @@ stops when the rows no longer change (the point then minimises ``f`` exactly) or
 relative decrease of ``f`` falls below ``tol`` (or below round-off, ``1e-14`` of the larger
 of ``||y||^2`` and ``f`` at the start); a step that does not lower ``f`` is not taken.
 Neurons are processed in chunks of similar support width, all the neurons of a chunk
-together: the responses are one dense product with the whole input, each neuron's
+together: the responses are one dense product with the whole input (the sum of the
+support columns, by a compiled kernel, for a chunk whose supports are narrow), each neuron's
 normal equations on its active rows are formed once (from its support's rows of the
 transposed input), each step adds the few inactive rows above their bound (both by a
 compiled kernel, one BLAS product per neuron, :mod:`solvers._refit_kernels`, which also
@@ -48,7 +49,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._refit_kernels import _add_rows, _gathered, _objectives
+from ._refit_kernels import _add_rows, _gathered, _objectives, _read_off, _support_response
 from ._threads import blas_threads, map_threads
 
 __all__ = ["RefitResult", "ActiveSystems", "active_systems", "SYSTEMS_BYTES", "MAX_STEPS", "relu_refit",
@@ -61,6 +62,7 @@ _RIDGE = 1e-12  # relative to the mean diagonal of a Gram matrix: keeps a collin
 _BACKTRACKS = 30
 _NO_STEP, _NO_LENGTH = np.zeros((0, 0)), np.zeros(0)  # an objective at z itself, no step
 _ROUNDING = 1e-14  # a decrease of f below this much of max(||y||^2, f at the start) is round-off, not progress
+_NARROW = 8  # a chunk whose supports hold at most 1/_NARROW of the inputs sums their columns for its responses
 SYSTEMS_BYTES = 2**30  # active_systems forms no more than this
 MAX_STEPS = 50  # relu_refit's Newton steps at most by default: enough for its fits to converge
 
@@ -112,14 +114,19 @@ class ActiveSystems:
 
     def restricted(self, m: int, columns: np.ndarray, fit_bias: bool) -> tuple[np.ndarray, np.ndarray]:
         """Neuron ``m``'s equations on ``columns`` (ascending, inside ``S_m``), and the bias."""
-        held = self.columns[m]
-        index = np.searchsorted(held, columns)
-        if np.any(index >= held.size) or np.any(held[np.minimum(index, held.size - 1)] != columns):
+        size = columns.size + fit_bias
+        gram, rhs = np.empty((size, size)), np.empty(size)
+        self.read(m, columns, fit_bias, gram, rhs, columns.size)
+        return gram, rhs
+
+    def read(self, m: int, columns: np.ndarray, fit_bias: bool, gram: np.ndarray, rhs: np.ndarray, at: int) -> None:
+        """Neuron ``m``'s equations on ``columns`` (ascending, inside ``S_m``) written into
+        ``gram`` and ``rhs`` (a padded system: ``columns[i]`` at position ``i``, the bias at
+        ``at``; the other entries left as they are)."""
+        columns = np.asarray(columns, dtype=np.int64)
+        if not _read_off(self.columns[m], columns, self.gram[m], self.rhs[m], fit_bias, gram, rhs, at):
             raise ValueError(f"systems: neuron {m}'s support is not inside the one the systems were formed on; "
                              f"form them (active_systems) on a support that holds every one refitted with them")
-        if fit_bias:
-            index = np.append(index, held.size)
-        return self.gram[m][np.ix_(index, index)], self.rhs[m][index]
 
     def narrowed(self, support: np.ndarray, fit_bias: bool) -> ActiveSystems:
         """The equations on ``support`` (``(n_out, n_in)`` of bool, each row inside its
@@ -196,7 +203,8 @@ def _shared_chunks(support: np.ndarray, n_samples: int) -> list[np.ndarray]:
 class _Chunk:
     """The refit of a chunk of neurons.
 
-    Responses are dense products with the whole input (``X W^T + b``: BLAS, no gathering).
+    Responses are dense products with the whole input (``X W^T + b``: BLAS, no gathering),
+    or sums of the support columns where the supports are narrow (:meth:`response`).
     The normal equations of neuron ``k`` on its support ``S_k`` are formed from its active
     rows once (``X_{Omega,S}^T X_{Omega,S}``, from the transposed input's rows ``S_k``), and
     each Newton step adds the few inactive rows whose response exceeds their bound; the
@@ -229,6 +237,12 @@ class _Chunk:
         index = np.arange(self.columns[k].size)
         return np.append(index, self.width) if self.fit_bias else index
 
+    def block(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Neuron ``k``'s support columns (and a row of 1s, when the bias is fitted) at its
+        active rows, gathered (``B``, ``(|S_k| + fit_bias) x |Omega_k|``), and those rows."""
+        rows = np.flatnonzero(self.active[k])
+        return _gathered(self.XT, self.padded[k], int(self.sizes[k]), rows, self.fit_bias), rows
+
     def _active_system(self) -> tuple[np.ndarray, np.ndarray]:
         """``X_{Omega,S}^T X_{Omega,S}`` and ``X_{Omega,S}^T y_Omega`` of every neuron, formed
         once (read off ``systems`` when given)."""
@@ -238,16 +252,13 @@ class _Chunk:
             rhs = np.zeros((self.neurons.size, n_cols))
             if self.systems is None:  # every neuron's active rows, gathered, then B B^T (BLAS's syrk)
                 for k in range(self.neurons.size):
-                    rows = np.flatnonzero(self.active[k])
-                    block = _gathered(self.XT, self.padded[k], int(self.sizes[k]), rows, self.fit_bias)
+                    block, rows = self.block(k)
                     index = self._index(k)
                     gram[k][np.ix_(index, index)] = block @ block.T
                     rhs[k][index] = block @ self.target[k, rows]
             else:
                 for k, m in enumerate(self.neurons):
-                    index = self._index(k)
-                    gram[k][np.ix_(index, index)], rhs[k][index] = self.systems.restricted(m, self.columns[k],
-                                                                                           self.fit_bias)
+                    self.systems.read(m, self.columns[k], self.fit_bias, gram[k], rhs[k], self.width)
             self._system = gram, rhs
         return self._system
 
@@ -260,9 +271,14 @@ class _Chunk:
         return weight, bias
 
     def response(self, theta: np.ndarray, neurons: np.ndarray | None = None) -> np.ndarray:
-        """``z`` of the chunk's ``neurons`` at their coefficients ``theta`` (one dense product,
-        C-ordered: a neuron's responses are a row)."""
+        """``z`` of the chunk's ``neurons`` at their coefficients ``theta`` (C-ordered: a
+        neuron's responses are a row): one dense product with the whole input, or, where the
+        supports hold at most ``1/_NARROW`` of the inputs, the sum of their columns (a dense
+        product would spend most of its work on zeros)."""
         neurons = np.arange(self.neurons.size) if neurons is None else neurons
+        if (self.width + 1) * _NARROW <= self.XT.shape[0]:
+            return _support_response(self.XT, neurons, self.padded, self.sizes, np.ascontiguousarray(theta),
+                                     self.width, self.fit_bias)
         weight, bias = self.dense(theta, neurons)
         return weight @ self.XT + bias[:, None]
 
@@ -340,13 +356,17 @@ def _descend(chunk: _Chunk, theta: np.ndarray, tol: float, max_steps: int) -> tu
     return theta, step_count, False
 
 
-def _checked(X: np.ndarray, Y: np.ndarray, support: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``X``, ``Y`` in float64 and ``support`` as booleans, their shapes checked."""
-    X, Y = np.ascontiguousarray(X, dtype=np.float64), np.asarray(Y, dtype=np.float64)
+def _transposed(X: np.ndarray, Y: np.ndarray, support: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``X^T`` and ``Y^T`` in float64, C-ordered (a chunk's neurons and support columns are
+    their rows), and ``support`` as booleans, the shapes checked. Each is made in one pass,
+    and an ``X`` already in float64 and column-major order (``np.asfortranarray(X,
+    dtype=np.float64)``, which a caller refitting one layer several times makes once) is
+    read without a copy."""
+    X, Y = np.asarray(X), np.asarray(Y)
     support = np.asarray(support, dtype=bool)
     if support.ndim != 2 or X.ndim != 2 or X.shape[1] != support.shape[1] or Y.shape != (X.shape[0], support.shape[0]):
         raise ValueError(f"support: got shape {support.shape} for X {X.shape} and Y {Y.shape}; needs (n_out, n_in)")
-    return X, Y, support
+    return (np.ascontiguousarray(X.T, dtype=np.float64), np.ascontiguousarray(Y.T, dtype=np.float64), support)
 
 
 def relu_refit(X: np.ndarray, Y: np.ndarray, support: np.ndarray, *, relu: bool = True,
@@ -358,7 +378,10 @@ def relu_refit(X: np.ndarray, Y: np.ndarray, support: np.ndarray, *, relu: bool 
     Parameters
     ----------
     X : ndarray (n_samples, n_in)
-        The input the layer is fitted on (the pruned network's, in cascade mode).
+        The input the layer is fitted on (the pruned network's, in cascade mode). Read
+        transposed, in float64: one copy, none where ``X`` is already float64 in
+        column-major order (``np.asfortranarray(X, dtype=np.float64)``, made once by a
+        caller that refits one layer several times).
     Y : ndarray (n_samples, n_out)
         The original layer's output (``relu(Z)`` for a ReLU layer); ``Y > 0`` is ``Omega``.
     support : ndarray (n_out, n_in) of bool
@@ -384,13 +407,12 @@ def relu_refit(X: np.ndarray, Y: np.ndarray, support: np.ndarray, *, relu: bool 
     -------
     RefitResult
     """
-    X, Y, support = _checked(X, Y, support)
+    XT, YT, support = _transposed(X, Y, support)
     n_out, n_in = support.shape
     V = None if upper is None or not relu else np.asarray(upper, dtype=np.float64)
     new_weight = np.zeros((n_out, n_in))
     new_bias = np.zeros(n_out) if fit_bias else None
     objective = np.zeros(n_out)
-    XT, YT = np.ascontiguousarray(X.T), np.ascontiguousarray(Y.T)  # once: a chunk's neurons are their rows
     VT = None if V is None else np.ascontiguousarray(V.T)
     weight = None if weight is None else np.asarray(weight, dtype=np.float64)
     bias = None if bias is None else np.asarray(bias, dtype=np.float64)
@@ -408,7 +430,7 @@ def relu_refit(X: np.ndarray, Y: np.ndarray, support: np.ndarray, *, relu: bool 
         objective[neurons] = chunk.objective(chunk.response(theta))
         return used, done
 
-    outcomes = map_threads(fit, _shared_chunks(support, X.shape[0]))
+    outcomes = map_threads(fit, _shared_chunks(support, XT.shape[1]))
     steps = max((used for used, _ in outcomes), default=0)
     converged = all(done for _, done in outcomes)
     if not converged:
@@ -424,21 +446,19 @@ def active_systems(X: np.ndarray, Y: np.ndarray, support: np.ndarray, *, relu: b
     They take ``8 * sum_m (|S_m| + 1)^2`` bytes; beyond ``max_bytes`` (default :data:`SYSTEMS_BYTES`)
     None is returned and each refit forms its own. The other arguments are :func:`relu_refit`'s.
     """
-    X, Y, support = _checked(X, Y, support)
-    needed = 8 * int(np.sum((support.sum(axis=1, dtype=np.int64) + 1) ** 2))
+    needed = 8 * int(np.sum((np.asarray(support, dtype=bool).sum(axis=1, dtype=np.int64) + 1) ** 2))
     if needed > (SYSTEMS_BYTES if max_bytes is None else max_bytes):
         return None
+    XT, YT, support = _transposed(X, Y, support)
     n_out = support.shape[0]
     systems = ActiveSystems([np.empty(0, dtype=np.int64)] * n_out, [np.empty((0, 0))] * n_out, [np.empty(0)] * n_out)
-    XT, YT = np.ascontiguousarray(X.T), np.ascontiguousarray(Y.T)
 
     def form(neurons: np.ndarray) -> None:
         chunk = _Chunk(XT, YT, None, support, neurons, relu, fit_bias)
-        gram, rhs = chunk._active_system()
-        for k, m in enumerate(neurons):  # without the padding
-            index = chunk._index(k)
-            systems.columns[m], systems.rhs[m] = chunk.columns[k], rhs[k][index]
-            systems.gram[m] = gram[k][np.ix_(index, index)]
+        for k, m in enumerate(neurons):  # B B^T (BLAS's syrk) and B t, B the active rows (the bias last)
+            block, rows = chunk.block(k)
+            systems.columns[m], systems.gram[m], systems.rhs[m] = chunk.columns[k], block @ block.T, \
+                block @ chunk.target[k, rows]
 
-    map_threads(form, _shared_chunks(support, X.shape[0]))
+    map_threads(form, _shared_chunks(support, XT.shape[1]))
     return systems

@@ -305,10 +305,33 @@ def test_relu_obs_in_chunks_of_neurons_gives_the_same_weights(monkeypatch, whole
     np.testing.assert_array_equal(chunked["neuron"][1], whole["neuron"][1])
 
 
+@pytest.mark.parametrize("relu", [True, False])
+def test_refit_reads_x_in_either_layout_and_narrow_supports_by_their_columns(monkeypatch, relu):
+    """An ``X`` in float64 column-major order (read without a copy) gives the refit of the
+    same ``X`` in row-major float32 or float64, bit for bit; responses summed over the
+    support columns (narrow supports) give the refit of dense products."""
+    import solvers.refit
+
+    X, Y, support, _ = _layer(8, n_in=40, n_out=6, density=0.1)
+    X32 = X.astype(np.float32)
+    X = X32.astype(np.float64)
+    results = [relu_refit(data, Y, support, relu=relu) for data in (X32, X, np.asfortranarray(X))]
+    for other in results[1:]:
+        np.testing.assert_array_equal(other.weight, results[0].weight)
+        np.testing.assert_array_equal(other.objective, results[0].objective)
+    monkeypatch.setattr(solvers.refit, "_NARROW", 10**9)  # dense products always
+    dense = relu_refit(X, Y, support, relu=relu)
+    monkeypatch.setattr(solvers.refit, "_NARROW", 1)  # column sums always
+    summed = relu_refit(X, Y, support, relu=relu)
+    np.testing.assert_allclose(summed.objective, dense.objective, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(summed.weight, dense.weight, rtol=1e-7, atol=1e-9)
+
+
 def test_the_refit_kernels_match_their_numpy_forms():
     """``_objectives`` is the refit's ``f`` at a point or along a step, ``_add_rows`` adds the
-    normal equations of a neuron's chosen rows into its padded system (the bias last)."""
-    from solvers._refit_kernels import _add_rows, _gathered, _objectives
+    normal equations of a neuron's chosen rows into its padded system (the bias last),
+    ``_support_response`` sums a neuron's support columns."""
+    from solvers._refit_kernels import _add_rows, _gathered, _objectives, _support_response
 
     rng = np.random.default_rng(4)
     n_samples, n_in, c = 50, 7, 3
@@ -346,3 +369,9 @@ def test_the_refit_kernels_match_their_numpy_forms():
             expected = X[np.ix_(rows, columns[m, :sizes[m]])].T
             expected = np.vstack([expected, np.ones((1, rows.size))]) if fit_bias else expected
             np.testing.assert_array_equal(block, expected)
+    theta = rng.standard_normal((2, width + 1))
+    for fit_bias in (True, False):
+        z = _support_response(np.ascontiguousarray(X.T), np.array([2, 0]), columns, sizes, theta, width, fit_bias)
+        for i, m in enumerate([2, 0]):
+            expected = X[:, columns[m, :sizes[m]]] @ theta[i, :sizes[m]] + (theta[i, width] if fit_bias else 0.0)
+            np.testing.assert_allclose(z[i], expected, rtol=1e-12, atol=1e-12)

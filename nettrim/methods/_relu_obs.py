@@ -41,6 +41,8 @@ without ReLU has every row active: the shared Hessian, L-OBS itself.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from solvers.refit import ActiveSystems, active_systems
@@ -64,29 +66,34 @@ def neuron_inverse_hessians(systems: ActiveSystems, n_samples: int, n_cols: int,
     ``systems.gram[m] = Xa_{Omega_m S_m}^T Xa_{Omega_m S_m}``, the same equations the
     ReLU-aware fit reads afterwards. ``H_m`` is that over ``n_samples`` plus the damping.
     Neuron ``neurons[k]``'s inverse sits in the leading ``|S_m|`` rows and columns of
-    ``[k]``; the rest, padding, is the identity.
+    ``[k]``; the rest, padding, is the identity. Each Hessian is formed by the thread
+    that inverts it (:func:`_cholesky_inverses`).
     """
     hessians = np.zeros((neurons.size, n_cols, n_cols))
-    sizes = np.zeros(neurons.size, dtype=np.int64)
-    for k, m in enumerate(neurons):
-        size = sizes[k] = systems.gram[m].shape[0]
+    sizes = np.array([systems.gram[m].shape[0] for m in neurons], dtype=np.int64)
+
+    def form(k: int) -> None:
+        size = sizes[k]
         block = hessians[k, :size, :size]
-        block[...] = systems.gram[m]
+        block[...] = systems.gram[neurons[k]]
         block /= n_samples
         diagonal = np.einsum("ii->i", block)  # a writable view: the diagonal itself
         delta = damping * diagonal.mean() if size else 0.0
         diagonal += delta if delta > 0 else 1e-12
         padding = np.arange(size, n_cols)
         hessians[k, padding, padding] = 1.0
-    return _cholesky_inverses(hessians, sizes, neurons)
+
+    return _cholesky_inverses(hessians, sizes, neurons, form)
 
 
-def _cholesky_inverses(matrices: np.ndarray, sizes: np.ndarray, neurons: np.ndarray) -> np.ndarray:
+def _cholesky_inverses(matrices: np.ndarray, sizes: np.ndarray, neurons: np.ndarray,
+                       form: Callable[[int], None] | None = None) -> np.ndarray:
     """Invert, in place, the leading ``sizes[k]`` rows and columns of each symmetric positive
     definite ``matrices[k]``, the Hessian of neuron ``neurons[k]`` (the rest, the padding, is
     left as it is; :func:`._lobs_kernels.spd_inverse`), each matrix at its own size, so
     that a few wide rows do not make every neuron pay for their width; the matrices are
-    shared out over the cores (:func:`solvers._threads.map_threads`). A matrix that is not
+    shared out over the cores (:func:`solvers._threads.map_threads`), ``form(k)`` (when
+    given) filling ``matrices[k]`` first, in the same thread. A matrix that is not
     positive definite is named by its neuron."""
     from solvers._threads import blas_threads, deal, map_threads
 
@@ -95,6 +102,8 @@ def _cholesky_inverses(matrices: np.ndarray, sizes: np.ndarray, neurons: np.ndar
 
     def invert(positions: np.ndarray) -> None:
         for k in positions:
+            if form is not None:
+                form(int(k))
             try:
                 spd_inverse(matrices, int(k), int(sizes[k]))
             except np.linalg.LinAlgError:

@@ -42,7 +42,7 @@ def _linear_systems(task: LayerTask) -> Any:
     swaps and for the refit of the swapped supports)."""
     from solvers.refit import ActiveSystems
 
-    X, Y = np.asarray(task.X, dtype=np.float64), np.asarray(task.Y, dtype=np.float64)
+    X, Y = np.ascontiguousarray(task.X, dtype=np.float64), np.asarray(task.Y, dtype=np.float64)
     Xa = np.hstack([X, np.ones((X.shape[0], 1))]) if task.bias is not None else X
     gram, rhs = Xa.T @ Xa, Xa.T @ Y
     n_out = Y.shape[1]
