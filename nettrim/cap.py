@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from solvers.exchange import solve_blocks
 
+from ._cap_kernels import _remove_column
 from .graph import links
 from .layers import LayerHandle, layer_kind
 from .measure import classification_accuracy, network_outputs, output_error
@@ -89,6 +90,8 @@ def greedy_keep(X: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, per_
     alive = list(range(n_groups))
     original = np.asarray(weight, dtype=np.float64)
     offsets = np.arange(per_group)
+    if per_group == 1:  # single columns (module docstring of ._cap_kernels)
+        return _greedy_keep_columns(W, P, n_keep, mean, original, bias)
     while len(alive) > n_keep:
         # each alive group's removal cost tr(W_G P_GG^{-1} W_G^T), all groups in one batched solve
         columns = np.asarray(alive)[:, None] * per_group + offsets  # (n_alive, per_group)
@@ -105,6 +108,22 @@ def greedy_keep(X: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, per_
         P[:, G] = 0.0
     b = np.zeros(W.shape[0]) if bias is None else np.asarray(bias, dtype=np.float64)
     return np.array(sorted(alive)), W, b + mean @ (original - W).T
+
+
+def _greedy_keep_columns(W: np.ndarray, P: np.ndarray, n_keep: int, mean: np.ndarray, original: np.ndarray,
+                         bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`greedy_keep` with groups of one column: the blocks of ``P`` are its diagonal, a
+    column's cost is ``||W_g||^2 / P_gg``, and each removal a rank-one update
+    (:func:`._cap_kernels._remove_column`, ``W`` held transposed), the same numbers."""
+    WT = np.ascontiguousarray(W.T)
+    alive = list(range(WT.shape[0]))
+    while len(alive) > n_keep:
+        kept = WT[alive]  # (n_alive, n_out)
+        costs = np.sum(kept * (1.0 / P.diagonal()[alive])[:, None] * kept, axis=1)
+        g = alive.pop(int(np.argmin(costs)))
+        _remove_column(WT, P, g, 1.0 / P[g, g])  # 1 / P_gg: what LAPACK's inverse gives for one
+    b = np.zeros(WT.shape[1]) if bias is None else np.asarray(bias, dtype=np.float64)
+    return np.array(sorted(alive)), WT.T.copy(), b + mean @ (original - WT.T).T
 
 
 def _matrix(layer: nn.Module) -> np.ndarray:

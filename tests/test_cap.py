@@ -47,6 +47,27 @@ def test_greedy_elimination_matches_trying_every_removal():
     np.testing.assert_allclose(new_bias, bias, atol=1e-8)
 
 
+def test_a_column_removed_in_place_is_the_rank_one_update_bit_for_bit():
+    """The compiled removal of one column (single-column groups) gives the numbers of the
+    update through ``1 x 1`` blocks that wider groups take."""
+    from nettrim._cap_kernels import _remove_column
+
+    rng = np.random.default_rng(3)
+    W = rng.standard_normal((5, 7))
+    A = rng.standard_normal((7, 7))
+    P = np.linalg.inv(A @ A.T + np.eye(7))
+    g = 4
+    inverse = np.linalg.inv(P[g:g + 1, g:g + 1])
+    expected_W = W - W[:, g:g + 1] @ inverse @ P[g:g + 1, :]
+    expected_P = P - P[:, g:g + 1] @ inverse @ P[g:g + 1, :]
+    expected_W[:, g] = 0.0
+    expected_P[g, :] = expected_P[:, g] = 0.0
+    WT, updated = np.ascontiguousarray(W.T), P.copy()
+    _remove_column(WT, updated, g, 1.0 / P[g, g])
+    np.testing.assert_array_equal(WT.T, expected_W)
+    np.testing.assert_array_equal(updated, expected_P)
+
+
 def test_links_follow_relu_batchnorm_pool_and_flatten():
     from nettrim.examples import DigitsCNN, digits_mlp
 
