@@ -8,7 +8,6 @@ subtractions, so the numbers are the same bit for bit, without the temporaries.
 """
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
 __all__ = ["_remove_column"]

@@ -9,6 +9,7 @@ that numpy can only do with a Python loop or several temporaries:
   ``f = sum_{p in Omega} (z_p - y_p)^2 + sum_{p not in Omega} max(z_p - v_p, 0)^2``;
 - :func:`_add_rows`: the normal equations of chosen rows of each neuron, added to its
   padded system (at each Newton step, the inactive rows above their bound);
+- :func:`_dense_rows`: neurons' coefficients scattered into dense rows of weights;
 - :func:`_support_response`: the responses of neurons whose supports are narrow, from
   their support columns alone (a dense product with the whole input costs ``n_in`` per
   sample and neuron, this ``|S_m|``);
@@ -24,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["_add_rows", "_gathered", "_objectives", "_read_off", "_support_response"]
+__all__ = ["_add_rows", "_dense_rows", "_gathered", "_objectives", "_read_off", "_support_response"]
 
 
 @njit(cache=True, nogil=True)
@@ -138,3 +139,15 @@ def _read_off(held, columns, gram, rhs, fit_bias, out_gram, out_rhs, at):
         for b in range(count):
             out_gram[slot, b if b < n else at] = gram[index[a], index[b]]
     return True
+
+
+@njit(cache=True, nogil=True)
+def _dense_rows(theta, index, columns, sizes, n_in):
+    """Weights ``(len(index), n_in)``, zero off the supports: row ``i`` holds neuron
+    ``m = index[i]``'s coefficients ``theta[i, :sizes[m]]`` at its support ``columns[m, :sizes[m]]``."""
+    weight = np.zeros((index.size, n_in))
+    for i in range(index.size):
+        m = index[i]
+        for j in range(sizes[m]):
+            weight[i, columns[m, j]] = theta[i, j]
+    return weight

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._refit_kernels import _add_rows, _gathered, _objectives, _read_off, _support_response
+from ._refit_kernels import _add_rows, _dense_rows, _gathered, _objectives, _read_off, _support_response
 from ._threads import blas_threads, map_threads
 
 __all__ = ["RefitResult", "ActiveSystems", "active_systems", "SYSTEMS_BYTES", "MAX_STEPS", "relu_refit",
@@ -232,10 +232,14 @@ class _Chunk:
         self.target = np.where(self.active, self.y, self.v)
         self._system: tuple[np.ndarray, np.ndarray] | None = None
 
-    def _index(self, k: int) -> np.ndarray:
-        """Where neuron ``k``'s support and bias sit in the padded system."""
-        index = np.arange(self.columns[k].size)
-        return np.append(index, self.width) if self.fit_bias else index
+    def _put(self, gram: np.ndarray, rhs: np.ndarray, formed: np.ndarray, moments: np.ndarray) -> None:
+        """Write a neuron's equations ``formed``, ``moments`` (its support, then the bias)
+        into its padded system ``gram``, ``rhs`` (the support first, the bias at ``width``)."""
+        size = formed.shape[0] - self.fit_bias
+        gram[:size, :size], rhs[:size] = formed[:size, :size], moments[:size]
+        if self.fit_bias:
+            gram[:size, self.width], gram[self.width, :size] = formed[:size, size], formed[size, :size]
+            gram[self.width, self.width], rhs[self.width] = formed[size, size], moments[size]
 
     def block(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Neuron ``k``'s support columns (and a row of 1s, when the bias is fitted) at its
@@ -253,9 +257,7 @@ class _Chunk:
             if self.systems is None:  # every neuron's active rows, gathered, then B B^T (BLAS's syrk)
                 for k in range(self.neurons.size):
                     block, rows = self.block(k)
-                    index = self._index(k)
-                    gram[k][np.ix_(index, index)] = block @ block.T
-                    rhs[k][index] = block @ self.target[k, rows]
+                    self._put(gram[k], rhs[k], block @ block.T, block @ self.target[k, rows])
             else:
                 for k, m in enumerate(self.neurons):
                     self.systems.read(m, self.columns[k], self.fit_bias, gram[k], rhs[k], self.width)
@@ -264,9 +266,8 @@ class _Chunk:
 
     def dense(self, theta: np.ndarray, neurons: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Weights ``(c, n_in)`` and biases ``(c,)`` of the chunk's ``neurons`` from their coefficients."""
-        weight = np.zeros((neurons.size, self.XT.shape[0]))
-        for i, k in enumerate(neurons):
-            weight[i, self.columns[k]] = theta[i, :self.columns[k].size]
+        weight = _dense_rows(np.ascontiguousarray(theta), np.asarray(neurons, dtype=np.int64), self.padded, self.sizes,
+                             self.XT.shape[0])
         bias = theta[:, self.width] if self.fit_bias else np.zeros(neurons.size)
         return weight, bias
 

@@ -330,8 +330,9 @@ def test_refit_reads_x_in_either_layout_and_narrow_supports_by_their_columns(mon
 def test_the_refit_kernels_match_their_numpy_forms():
     """``_objectives`` is the refit's ``f`` at a point or along a step, ``_add_rows`` adds the
     normal equations of a neuron's chosen rows into its padded system (the bias last),
-    ``_support_response`` sums a neuron's support columns."""
-    from solvers._refit_kernels import _add_rows, _gathered, _objectives, _support_response
+    ``_support_response`` sums a neuron's support columns, ``_dense_rows`` scatters its
+    coefficients onto them."""
+    from solvers._refit_kernels import _add_rows, _dense_rows, _gathered, _objectives, _support_response
 
     rng = np.random.default_rng(4)
     n_samples, n_in, c = 50, 7, 3
@@ -370,6 +371,10 @@ def test_the_refit_kernels_match_their_numpy_forms():
             expected = np.vstack([expected, np.ones((1, rows.size))]) if fit_bias else expected
             np.testing.assert_array_equal(block, expected)
     theta = rng.standard_normal((2, width + 1))
+    dense = _dense_rows(theta, np.array([2, 0]), columns, sizes, n_in)
+    expected = np.zeros((2, n_in))
+    expected[0, 3], expected[1, [1, 4, 6]] = theta[0, 0], theta[1, :3]
+    np.testing.assert_array_equal(dense, expected)
     for fit_bias in (True, False):
         z = _support_response(np.ascontiguousarray(X.T), np.array([2, 0]), columns, sizes, theta, width, fit_bias)
         for i, m in enumerate([2, 0]):
