@@ -114,13 +114,16 @@ class _Fit:
         ``S_h = C_hh - F_hh + A_hg P_gg^{-1} A_hg^T``; it explains ``tr(B_g^T P_gg^{-1} B_g)`` less."""
         per_group = self.per_group
         local = np.arange(position * per_group, (position + 1) * per_group)
-        inverse = np.linalg.inv(self.P[np.ix_(local, local)])
+        block = self.P[np.ix_(local, local)]
+        inverse = 1.0 / block if per_group == 1 else np.linalg.inv(block)  # for one: what LAPACK's inverse gives
         A_g = self.A[:, local]
         B_g = self.B[local]
         residual = self.R + A_g @ (inverse @ B_g)
         explained = self.explained - float(np.sum(B_g * (inverse @ B_g)))
         rest = self.kept[:position] + self.kept[position + 1:]
-        candidates = np.setdiff1d(np.arange(len(self.blocks)), rest)
+        outside = np.ones(len(self.blocks), dtype=bool)
+        outside[rest] = False
+        candidates = np.flatnonzero(outside)  # the groups not kept, ascending
         A_hg = A_g[self.blocks[candidates]]  # (n_candidates, per_group, per_group)
         schur = (self.C_blocks[candidates] - self.F_blocks[candidates]
                  + np.einsum("gpa,ab,gqb->gpq", A_hg, inverse, A_hg))
