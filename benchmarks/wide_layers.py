@@ -5,8 +5,9 @@ row's weights one at a time with its ``n x n`` inverse Hessian downdated each ti
 ``O(n^3)`` per row, ``O(n_out n^3)`` per layer. Forward selection
 (``nettrim.methods.lobs.prune_path(order="forward")``) adds the ``K`` kept entries one at
 a time instead, on the same objective: ``O(n K^2)`` per row. The default (``"auto"``)
-removes greedily up to ``BACKWARD_FLOPS`` operations and selects forward beyond, when that
-costs less.
+takes the order that counts fewer operations (greedy removal where both count the same
+or where it counts at most ``BACKWARD_FLOPS``: 0 now; 2e10 when the committed run was
+made, which then took greedy removal up to that count).
 
 Two sections, in one process:
 

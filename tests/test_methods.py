@@ -66,12 +66,14 @@ def test_lobs_equals_brute_force_greedy_obs(bias):
 
 
 @pytest.mark.parametrize("bias, widen", [(True, 2.0), (False, 2.0), (True, np.inf)])
-def test_relu_obs_second_stage_equals_brute_force_greedy_obs(bias, widen):
-    """Net-Trim's per-neuron OBS candidate: L-OBS down to ``widen`` times the target's weights
-    (none removed with ``inf``), then, from those weights, each neuron's Hessian on its
-    active rows and the entries it still holds, the remaining removals allotted over the
-    layer by the costs there, and each row's share removed greedily, against removals tried
-    one by one on the Hessians formed directly."""
+def test_relu_obs_second_stage_equals_brute_force_greedy_obs(bias, widen, monkeypatch):
+    """Net-Trim's per-neuron OBS candidate: the shared Hessian's pass down to ``widen`` times
+    the target's weights (none removed with ``inf``), then, from those weights, each
+    neuron's Hessian on its active rows and the entries it still holds, the remaining
+    removals allotted over the layer by the costs there, and each row's share removed
+    greedily, against removals tried one by one on the Hessians formed directly. The
+    shared Hessian's candidate is that pass's last level: L-OBS's answer where the pass
+    removes greedily."""
     from nettrim.methods._relu_obs import obs_candidates
 
     task = _task(n_samples=120, n_in=9, n_out=5, seed=3, bias=bias, relu=True)
@@ -101,7 +103,11 @@ def test_relu_obs_second_stage_equals_brute_force_greedy_obs(bias, widen):
         np.testing.assert_allclose(weight[m, held], expected[:held.size], rtol=1e-9, atol=1e-12)
         if bias:
             assert b[m] == pytest.approx(expected[-1], rel=1e-9)
-    np.testing.assert_array_equal(candidates["layer"][0], lobs.prune_layer(task, sparsity=sparsity, damping=damping).weight)
+    first = max(0.0, 1.0 - widen * (1.0 - sparsity))
+    np.testing.assert_array_equal(candidates["layer"][0], lobs.prune_path(task, [first, sparsity], damping)[1][0])
+    monkeypatch.setattr(lobs, "BACKWARD_FLOPS", float("inf"))  # greedy removal: L-OBS's answer
+    np.testing.assert_array_equal(obs_candidates(task, sparsity, damping, widen)[0]["layer"][0],
+                                  lobs.prune_layer(task, sparsity=sparsity, damping=damping).weight)
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -124,7 +130,7 @@ def test_a_ranked_path_equals_the_released_lobs_at_each_sparsity(bias):
 def test_lobs_path_equals_one_prune_per_sparsity(bias):
     task = _task(n_in=12, n_out=5, bias=bias)
     sparsities = [0.25, 0.5, 0.5, 0.9, 1.0]
-    for (weight, b), sparsity in zip(lobs.prune_path(task, sparsities), sparsities):
+    for (weight, b), sparsity in zip(lobs.prune_path(task, sparsities, order="backward"), sparsities):
         alone = lobs.prune_layer(task, sparsity=sparsity)
         np.testing.assert_array_equal(weight, alone.weight)
         if bias:
@@ -180,18 +186,20 @@ def test_forward_path_equals_brute_force_forward_selection(bias):
         lobs.prune_path(task, sparsities, order="sideways")
 
 
-def test_auto_order_removes_greedily_up_to_its_budget_then_selects_forward(monkeypatch):
-    """``order="auto"`` is greedy removal while that costs at most ``BACKWARD_FLOPS`` (the
-    suite's layers), forward selection beyond, when that costs less; the flop counts are
-    those of the two kernels' loops."""
+def test_auto_order_takes_the_order_that_counts_fewer_operations(monkeypatch):
+    """``order="auto"`` is forward selection where that counts fewer operations than greedy
+    removal (keeping a tenth of 30 inputs), greedy removal where it does (keeping most),
+    and greedy removal while that counts at most ``BACKWARD_FLOPS`` (``inf``: always); the
+    flop counts are those of the two kernels' loops."""
     task = _task(n_samples=200, n_in=30, n_out=6, seed=5)
     backward = lobs.prune_path(task, [0.9], order="backward")[0][0]
     forward = lobs.prune_path(task, [0.9], order="forward")[0][0]
     assert not np.array_equal(backward, forward)  # the two choose differently here
-    np.testing.assert_array_equal(lobs.prune_path(task, [0.9])[0][0], backward)
-    monkeypatch.setattr(lobs, "BACKWARD_FLOPS", 0.0)
+    assert lobs.forward_flops(31, np.array([3])) < lobs.backward_flops(31, np.array([27]))
     np.testing.assert_array_equal(lobs.prune_path(task, [0.9])[0][0], forward)
     np.testing.assert_array_equal(lobs.prune_path(task, [0.0, 0.1])[0][0], task.weight)  # keeping most: backward
+    monkeypatch.setattr(lobs, "BACKWARD_FLOPS", float("inf"))
+    np.testing.assert_array_equal(lobs.prune_path(task, [0.9])[0][0], backward)
     assert lobs.backward_flops(31, np.array([1])) == pytest.approx(2 * 31**2, rel=0.05)
     assert lobs.forward_flops(31, np.array([3])) == pytest.approx(31 * 9 + 2 * 31**2)
 

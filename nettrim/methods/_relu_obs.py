@@ -21,9 +21,10 @@ The removals run in two stages (:func:`obs_candidates`):
 
 1. Greedy L-OBS (the shared Hessian, :func:`.lobs.prune_path`) removes weights until the
    layer keeps ``widen`` (:data:`WIDEN`, 2, by default) times the target's count. The same pass goes on to the target:
-   L-OBS's own answer, the other candidate. On a layer where greedy removal would cost
-   more than ``BACKWARD_FLOPS`` operations, ``prune_path``'s ``order="auto"`` selects the
-   kept entries forward instead (same objective, ``O(n K^2)`` per row).
+   the shared Hessian's candidate. Where selecting the kept entries forward counts fewer
+   operations than greedy removal (``prune_path``'s ``order="auto"``: on the same
+   objective, ``O(n K^2)`` per row for ``K`` kept against ``O(n^3)``; where little is
+   kept), the pass selects them forward instead.
 2. From the first stage's weights, each neuron's Hessian is formed on the entries its row
    still holds, the remaining removals are allotted over the layer by the costs there
    (each neuron's times how much the next layer reads it, ``task.importance``, where the

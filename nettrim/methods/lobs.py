@@ -30,7 +30,7 @@ from ._lobs_kernels import greedy_forward_path, greedy_obs_path, greedy_obs_rows
 from .base import LayerOutcome, LayerTask, Method, require_sparsity
 
 ORDERS = ("auto", "backward", "forward", "ranked")  # how prune_path chooses the kept entries
-BACKWARD_FLOPS = 2e10  # prune_path's "auto": greedy removals up to this many operations (about a second)
+BACKWARD_FLOPS = 0.0  # prune_path's "auto": greedy removals up to this many operations whatever forward counts
 
 __all__ = ["prune_layer", "prune_path", "hessian", "inverse_hessian", "backward_flops", "forward_flops", "ORDERS",
            "BACKWARD_FLOPS", "removal_counts", "cheapest", "LobsOptions", "METHOD"]
@@ -130,10 +130,11 @@ def prune_path(task: LayerTask, sparsities: list[float] | tuple[float, ...],
     row's kept entries chosen by forward selection on the same objective
     ``(theta - w)^T H (theta - w)``, one at a time the entry that lowers it most, each level
     the least-squares row on its support (:func:`._lobs_kernels.greedy_forward_path`),
-    ``O(n_out n K^2)`` for ``K`` kept: far cheaper when few are kept. ``"auto"``: backward
-    unless it would take more than :data:`BACKWARD_FLOPS` floating-point operations and
-    forward fewer (the count, not the clock, decides, so the answer does not depend on the
-    machine); on the benchmark suite's layers (at most 577 inputs) that is backward.
+    ``O(n_out n K^2)`` for ``K`` kept: far cheaper when few are kept. ``"auto"``: the order
+    that counts fewer floating-point operations (backward where both count the same, or
+    where backward counts at most :data:`BACKWARD_FLOPS`, 0 by default: ``inf`` forces
+    greedy removal); the count, not the clock, decides, so the answer does not depend on
+    the machine. Backward where little is removed, forward where little is kept.
     ``"ranked"``: the same counts, each row removing its entries in the order of their
     costs at the start, compensated with the fixed ``H^{-1}`` (L-OBS's released code,
     :func:`prune_layer` with ``faithful=True``, at each sparsity), ``O(n_out n^2)`` for
