@@ -86,12 +86,11 @@ def greedy_keep(X: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, per_
     W = np.asarray(weight, dtype=np.float64).copy()
     P = np.linalg.inv(C)
     P = (P + P.T) / 2
-    n_groups = W.shape[1] // per_group
-    alive = list(range(n_groups))
     original = np.asarray(weight, dtype=np.float64)
-    offsets = np.arange(per_group)
     if per_group == 1:  # single columns (module docstring of ._cap_kernels)
         return _greedy_keep_columns(W, P, n_keep, mean, original, bias)
+    alive = list(range(W.shape[1] // per_group))
+    offsets = np.arange(per_group)
     while len(alive) > n_keep:
         # each alive group's removal cost tr(W_G P_GG^{-1} W_G^T), all groups in one batched solve
         columns = np.asarray(alive)[:, None] * per_group + offsets  # (n_alive, per_group)
