@@ -6,8 +6,7 @@ row's weights one at a time with its ``n x n`` inverse Hessian downdated each ti
 (``nettrim.methods.lobs.prune_path(order="forward")``) adds the ``K`` kept entries one at
 a time instead, on the same objective: ``O(n K^2)`` per row. The default (``"auto"``)
 takes the order that counts fewer operations (greedy removal where both count the same
-or where it counts at most ``BACKWARD_FLOPS``: 0 now; 2e10 when the committed run was
-made, which then took greedy removal up to that count).
+or where it counts at most ``BACKWARD_FLOPS``, 0 by default).
 
 Two sections, in one process:
 
@@ -22,7 +21,7 @@ Two sections, in one process:
   a 256-wide hidden layer; its last convolution has 1,153 inputs per neuron, its first
   linear layer 513), trained here (seed 0), pruned at 70-95% by L-OBS, by Net-Trim's
   default and by the default with greedy removals forced on every layer
-  (``BACKWARD_FLOPS = inf``, what the default did before forward selection):
+  (``BACKWARD_FLOPS = inf``):
   accuracy, output error, seconds and the default's parts.
 
 Run:  python benchmarks/wide_layers.py [--sections kernel,network] [--widths 256,512,1024,2048]
