@@ -83,12 +83,12 @@ def greedy_keep(X: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, per_
     columns) and bias.
     """
     mean, C = _moments(X, ridge)
-    W = np.asarray(weight, dtype=np.float64).copy()
     P = np.linalg.inv(C)
     P = (P + P.T) / 2
     original = np.asarray(weight, dtype=np.float64)
     if per_group == 1:  # single columns (module docstring of ._cap_kernels)
-        return _greedy_keep_columns(W, P, n_keep, mean, original, bias)
+        return _greedy_keep_columns(P, n_keep, mean, original, bias)
+    W = original.copy()
     alive = list(range(W.shape[1] // per_group))
     offsets = np.arange(per_group)
     while len(alive) > n_keep:
@@ -109,12 +109,12 @@ def greedy_keep(X: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, per_
     return np.array(sorted(alive)), W, b + mean @ (original - W).T
 
 
-def _greedy_keep_columns(W: np.ndarray, P: np.ndarray, n_keep: int, mean: np.ndarray, original: np.ndarray,
+def _greedy_keep_columns(P: np.ndarray, n_keep: int, mean: np.ndarray, original: np.ndarray,
                          bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`greedy_keep` with groups of one column: the blocks of ``P`` are its diagonal, a
     column's cost is ``||W_g||^2 / P_gg``, and each removal a rank-one update
     (:func:`._cap_kernels._remove_column`, ``W`` held transposed), the same numbers."""
-    WT = np.ascontiguousarray(W.T)
+    WT = np.array(original.T, order="C")  # always a copy: updated in place, the caller's weight untouched
     alive = list(range(WT.shape[0]))
     while len(alive) > n_keep:
         kept = WT[alive]  # (n_alive, n_out)

@@ -232,15 +232,6 @@ class _Chunk:
         self.target = np.where(self.active, self.y, self.v)
         self._system: tuple[np.ndarray, np.ndarray] | None = None
 
-    def _put(self, gram: np.ndarray, rhs: np.ndarray, formed: np.ndarray, moments: np.ndarray) -> None:
-        """Write a neuron's equations ``formed``, ``moments`` (its support, then the bias)
-        into its padded system ``gram``, ``rhs`` (the support first, the bias at ``width``)."""
-        size = formed.shape[0] - self.fit_bias
-        gram[:size, :size], rhs[:size] = formed[:size, :size], moments[:size]
-        if self.fit_bias:
-            gram[:size, self.width], gram[self.width, :size] = formed[:size, size], formed[size, :size]
-            gram[self.width, self.width], rhs[self.width] = formed[size, size], moments[size]
-
     def block(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Neuron ``k``'s support columns (and a row of 1s, when the bias is fitted) at its
         active rows, gathered (``B``, ``(|S_k| + fit_bias) x |Omega_k|``), and those rows."""
@@ -256,8 +247,9 @@ class _Chunk:
             rhs = np.zeros((self.neurons.size, n_cols))
             if self.systems is None:  # every neuron's active rows, gathered, then B B^T (BLAS's syrk)
                 for k in range(self.neurons.size):
-                    block, rows = self.block(k)
-                    self._put(gram[k], rhs[k], block @ block.T, block @ self.target[k, rows])
+                    block, rows = self.block(k)  # then put into the padded system, the bias at width
+                    _read_off(self.columns[k], self.columns[k], block @ block.T, block @ self.target[k, rows],
+                              self.fit_bias, gram[k], rhs[k], self.width)
             else:
                 for k, m in enumerate(self.neurons):
                     self.systems.read(m, self.columns[k], self.fit_bias, gram[k], rhs[k], self.width)
