@@ -47,6 +47,17 @@ def test_greedy_elimination_matches_trying_every_removal():
     np.testing.assert_allclose(new_bias, bias, atol=1e-8)
 
 
+@pytest.mark.parametrize("per_group", [1, 2])
+def test_greedy_elimination_leaves_the_callers_weight_untouched(per_group):
+    """The elimination updates its own copy: the caller's weight, in either memory order
+    (a column-major float64 one would be read without a copy), keeps its values."""
+    X, W, b = _layer_data(n_in=6)
+    for weight in (W.copy(), np.asfortranarray(W)):
+        before = weight.copy()
+        greedy_keep(X, weight, b, per_group=per_group, n_keep=2)
+        np.testing.assert_array_equal(weight, before)
+
+
 def test_a_column_removed_in_place_is_the_rank_one_update_bit_for_bit():
     """The compiled removal of one column (single-column groups) gives the numbers of the
     update through ``1 x 1`` blocks that wider groups take."""
