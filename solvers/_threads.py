@@ -107,12 +107,19 @@ def deal(costs: Sequence[float], parts: int) -> list[np.ndarray]:
     return [order[start::parts] for start in range(max(1, min(parts, len(order))))]
 
 
-def map_threads(function: Callable[[Item], Result], items: Sequence[Item]) -> list[Result]:
+def map_threads(function: Callable[[Item], Result], items: Sequence[Item], *,
+                serial_blas: bool = False) -> list[Result]:
     """``[function(item) for item in items]``, the items spread over :func:`blas_threads`
     Python threads (taken in order as threads come free: put the dearest first), with
-    BLAS on one thread meanwhile. One thread, or one item: a plain loop, BLAS as it is."""
+    BLAS on one thread meanwhile. One thread, or one item: a plain loop, BLAS as it is,
+    or on one thread with ``serial_blas`` (for items of small LAPACK calls whose threaded
+    versions round differently, OpenBLAS's inverse from a Cholesky factor among them: so
+    that their results do not depend on how many items there are)."""
     workers = min(blas_threads(), len(items))
     if workers <= 1:
+        if serial_blas:
+            with _one_blas_thread():
+                return [function(item) for item in items]
         return [function(item) for item in items]
     with _one_blas_thread():
         return list(_pool(workers).map(function, items))

@@ -110,7 +110,7 @@ def _cholesky_inverses(matrices: np.ndarray, sizes: np.ndarray, neurons: np.ndar
             except np.linalg.LinAlgError:
                 raise np.linalg.LinAlgError(f"the Hessian of neuron {neurons[k]} is not positive definite") from None
 
-    map_threads(invert, parts)
+    map_threads(invert, parts, serial_blas=True)  # LAPACK's threaded inverse rounds differently
     return matrices
 
 
