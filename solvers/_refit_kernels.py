@@ -18,14 +18,16 @@ that numpy can only do with a Python loop or several temporaries:
 - :func:`_gathered`: a neuron's support columns of the transposed input at chosen rows,
   gathered contiguous, for the product that forms its equations on its active rows
   (numpy's ``B @ B.T``, BLAS's symmetric rank-k update: half the work of a general
-  product, which is what a compiled ``B @ B.T`` calls).
+  product, which is what a compiled ``B @ B.T`` calls);
+- :func:`_complement`: a neuron's equations on its active rows from the layer's over every
+  row, less those of its inactive rows (for neurons active on most rows).
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
-__all__ = ["_add_rows", "_dense_rows", "_gathered", "_objectives", "_read_off", "_support_response"]
+__all__ = ["_add_rows", "_complement", "_dense_rows", "_gathered", "_objectives", "_read_off", "_support_response"]
 
 
 @njit(cache=True, nogil=True)
@@ -151,3 +153,16 @@ def _dense_rows(theta, index, columns, sizes, n_in):
         for j in range(sizes[m]):
             weight[i, columns[m, j]] = theta[i, j]
     return weight
+
+
+@njit(cache=True, nogil=True)
+def _complement(layer_gram, layer_rhs, m, entries, gram, rhs):
+    """In place, ``gram = G[entries, entries] - gram`` and ``rhs = r[entries] - rhs`` for the
+    layer's ``G = [X, 1]^T [X, 1]`` and ``r = [X, 1]^T y_m`` (column ``m`` of ``layer_rhs``):
+    a neuron's equations on its active rows from those on every row, given ``gram`` and
+    ``rhs`` of its inactive rows."""
+    for a in range(entries.size):
+        row = layer_gram[entries[a]]
+        for b in range(entries.size):
+            gram[a, b] = row[entries[b]] - gram[a, b]
+        rhs[a] = layer_rhs[entries[a], m] - rhs[a]

@@ -31,7 +31,8 @@ Neurons are processed in chunks of similar support width, all the neurons of a c
 together: the responses are one dense product with the whole input (the sum of the
 support columns, by a compiled kernel, for a chunk whose supports are narrow), each neuron's
 normal equations on its active rows are formed once (from its support's rows of the
-transposed input), each step adds the few inactive rows above their bound (both by a
+transposed input; for a neuron active on most rows, as the layer's Gram matrix over every
+row less its inactive rows', where that counts fewer operations), each step adds the few inactive rows above their bound (both by a
 compiled kernel, one BLAS product per neuron, :mod:`solvers._refit_kernels`, which also
 evaluates ``f`` in one pass), and the systems, padded to the chunk's width, are solved
 by one batched LU factorisation. The chunks are independent: they are shared out over
@@ -49,7 +50,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._refit_kernels import _add_rows, _dense_rows, _gathered, _objectives, _read_off, _support_response
+from ._refit_kernels import _add_rows, _complement, _dense_rows, _gathered, _objectives, _read_off, _support_response
 from ._threads import blas_threads, map_threads
 
 __all__ = ["RefitResult", "ActiveSystems", "active_systems", "SYSTEMS_BYTES", "MAX_STEPS", "relu_refit",
@@ -200,6 +201,56 @@ def _shared_chunks(support: np.ndarray, n_samples: int) -> list[np.ndarray]:
     return _spread(_chunks(support, n_samples), support, blas_threads())
 
 
+@dataclass
+class _LayerGram:
+    """The layer's Gram matrix over every row, from which neurons active on most rows form
+    their equations by subtracting their inactive rows (:func:`_layer_gram`).
+
+    Attributes
+    ----------
+    gram : ndarray (n_in + fit_bias, n_in + fit_bias)
+        ``[X, 1]^T [X, 1]`` (the column of 1s last, when the bias is fitted).
+    rhs : ndarray (n_in + fit_bias, n_out)
+        ``[X, 1]^T y_m`` in the columns of the neurons that use it (the others unset).
+    uses : ndarray (n_out,) of bool
+        The neurons that form their equations from it: those inactive on fewer rows than
+        they are active on.
+    """
+
+    gram: np.ndarray
+    rhs: np.ndarray
+    uses: np.ndarray
+
+
+def _layer_gram(XT: np.ndarray, YT: np.ndarray, support: np.ndarray, relu: bool, fit_bias: bool) -> _LayerGram | None:
+    """The layer's Gram matrix, for the neurons active on most rows. Neuron ``m``'s
+    active-row equations cost ``(|S_m| + 1)^2 |Omega_m|`` multiply-adds formed from its
+    active rows, and ``(|S_m| + 1)^2 |Omega_m^c|`` as ``[X, 1]_{:, S_m}^T [X, 1]_{:, S_m}``
+    (read off the layer's Gram matrix) minus its inactive rows' ones, plus
+    ``(n_in + 1) n_samples`` for its ``[X, 1]^T y_m``. A neuron takes the second way where
+    that counts fewer (every neuron of a layer without ReLU, which has no inactive row); the
+    Gram matrix (``(n_in + 1)^2 n_samples``, as L-OBS's Hessian) is formed once when one
+    does. The choice is each neuron's own, so its equations do not depend on which other
+    neurons are formed with it. None where no neuron takes it."""
+    n_in, n_samples = XT.shape
+    widths = support.sum(axis=1, dtype=np.int64) + fit_bias
+    active = np.count_nonzero(YT > 0, axis=1) if relu else np.full(YT.shape[0], n_samples)
+    saved = widths.astype(np.float64) ** 2 * (2 * active - n_samples) - float(n_in + fit_bias) * n_samples
+    uses = saved > 0
+    if np.sum(saved[uses]) <= float(n_in + fit_bias) ** 2 * n_samples:
+        return None
+    gram = np.empty((n_in + fit_bias, n_in + fit_bias))
+    rhs = np.empty((n_in + fit_bias, YT.shape[0]))
+    targets = YT[uses]
+    gram[:n_in, :n_in] = XT @ XT.T
+    rhs[:n_in, uses] = XT @ targets.T
+    if fit_bias:  # the column of 1s, without a copy of X to hold it
+        gram[n_in, :n_in] = gram[:n_in, n_in] = XT.sum(axis=1)
+        gram[n_in, n_in] = n_samples
+        rhs[n_in, uses] = targets.sum(axis=1)
+    return _LayerGram(gram, rhs, uses)
+
+
 class _Chunk:
     """The refit of a chunk of neurons.
 
@@ -212,9 +263,10 @@ class _Chunk:
     """
 
     def __init__(self, XT: np.ndarray, YT: np.ndarray, VT: np.ndarray | None, support: np.ndarray,
-                 neurons: np.ndarray, relu: bool, fit_bias: bool, systems: ActiveSystems | None = None) -> None:
+                 neurons: np.ndarray, relu: bool, fit_bias: bool, systems: ActiveSystems | None = None,
+                 layer: _LayerGram | None = None) -> None:
         self.XT, self.neurons, self.relu, self.fit_bias = XT, neurons, relu, fit_bias
-        self.systems = systems
+        self.systems, self.layer = systems, layer
         width = int(support[neurons].sum(axis=1).max(initial=0))
         self.width, n_cols = width, width + fit_bias
         self.columns = [np.flatnonzero(support[m]) for m in neurons]
@@ -232,11 +284,20 @@ class _Chunk:
         self.target = np.where(self.active, self.y, self.v)
         self._system: tuple[np.ndarray, np.ndarray] | None = None
 
-    def block(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Neuron ``k``'s support columns (and a row of 1s, when the bias is fitted) at its
-        active rows, gathered (``B``, ``(|S_k| + fit_bias) x |Omega_k|``), and those rows."""
-        rows = np.flatnonzero(self.active[k])
-        return _gathered(self.XT, self.padded[k], int(self.sizes[k]), rows, self.fit_bias), rows
+    def equations(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Neuron ``k``'s normal equations on its active rows: ``B B^T`` and ``B y`` with
+        ``B = [X, 1]_{Omega, S}^T`` gathered (BLAS's syrk), or, for a neuron that uses the
+        layer's Gram matrix, that matrix's ``S`` rows and columns minus the same over its
+        inactive rows (the bias last, when fitted)."""
+        m = self.neurons[k]
+        uses = self.layer is not None and self.layer.uses[m]
+        rows = np.flatnonzero(~self.active[k] if uses else self.active[k])
+        block = _gathered(self.XT, self.padded[k], int(self.sizes[k]), rows, self.fit_bias)
+        gram, rhs = block @ block.T, block @ self.y[k, rows]
+        if uses:
+            entries = np.append(self.columns[k], self.XT.shape[0]) if self.fit_bias else self.columns[k]
+            _complement(self.layer.gram, self.layer.rhs, m, entries, gram, rhs)
+        return gram, rhs
 
     def _active_system(self) -> tuple[np.ndarray, np.ndarray]:
         """``X_{Omega,S}^T X_{Omega,S}`` and ``X_{Omega,S}^T y_Omega`` of every neuron, formed
@@ -245,11 +306,10 @@ class _Chunk:
             n_cols = self.valid.shape[1]
             gram = np.zeros((self.neurons.size, n_cols, n_cols))
             rhs = np.zeros((self.neurons.size, n_cols))
-            if self.systems is None:  # every neuron's active rows, gathered, then B B^T (BLAS's syrk)
+            if self.systems is None:  # formed (then put into the padded system, the bias at width)
                 for k in range(self.neurons.size):
-                    block, rows = self.block(k)  # then put into the padded system, the bias at width
-                    _read_off(self.columns[k], self.columns[k], block @ block.T, block @ self.target[k, rows],
-                              self.fit_bias, gram[k], rhs[k], self.width)
+                    _read_off(self.columns[k], self.columns[k], *self.equations(k), self.fit_bias, gram[k], rhs[k],
+                              self.width)
             else:
                 for k, m in enumerate(self.neurons):
                     self.systems.read(m, self.columns[k], self.fit_bias, gram[k], rhs[k], self.width)
@@ -410,8 +470,10 @@ def relu_refit(X: np.ndarray, Y: np.ndarray, support: np.ndarray, *, relu: bool 
     weight = None if weight is None else np.asarray(weight, dtype=np.float64)
     bias = None if bias is None else np.asarray(bias, dtype=np.float64)
 
+    layer = None if systems is not None else _layer_gram(XT, YT, support, relu, fit_bias)
+
     def fit(neurons: np.ndarray) -> tuple[int, bool]:
-        chunk = _Chunk(XT, YT, VT, support, neurons, relu, fit_bias, systems)
+        chunk = _Chunk(XT, YT, VT, support, neurons, relu, fit_bias, systems, layer)
         theta = chunk.start(weight, bias)
         if relu:
             theta, used, done = _descend(chunk, theta, tol, max_steps)
@@ -446,12 +508,13 @@ def active_systems(X: np.ndarray, Y: np.ndarray, support: np.ndarray, *, relu: b
     n_out = support.shape[0]
     systems = ActiveSystems([np.empty(0, dtype=np.int64)] * n_out, [np.empty((0, 0))] * n_out, [np.empty(0)] * n_out)
 
+    layer = _layer_gram(XT, YT, support, relu, fit_bias)
+
     def form(neurons: np.ndarray) -> None:
-        chunk = _Chunk(XT, YT, None, support, neurons, relu, fit_bias)
-        for k, m in enumerate(neurons):  # B B^T (BLAS's syrk) and B t, B the active rows (the bias last)
-            block, rows = chunk.block(k)
-            systems.columns[m], systems.gram[m], systems.rhs[m] = chunk.columns[k], block @ block.T, \
-                block @ chunk.target[k, rows]
+        chunk = _Chunk(XT, YT, None, support, neurons, relu, fit_bias, layer=layer)
+        for k, m in enumerate(neurons):
+            systems.columns[m] = chunk.columns[k]
+            systems.gram[m], systems.rhs[m] = chunk.equations(k)
 
     map_threads(form, _shared_chunks(support, XT.shape[1]))
     return systems

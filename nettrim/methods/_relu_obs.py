@@ -130,7 +130,9 @@ def _per_neuron_stage(task: LayerTask, start: tuple[np.ndarray, np.ndarray | Non
     ``systems``: the neurons' active-row equations on the entries ``start`` holds
     (:func:`solvers.refit.active_systems`); None when they would not fit in memory at once,
     and then they are formed a chunk of neurons at a time (``_INVERSE_BYTES``), twice: for
-    the removal costs, then for the removals (the same numbers either way). Row ``m`` of
+    the removal costs, then for the removals (the same numbers either way, to round-off:
+    the chunk's equations may be formed the other of :func:`solvers.refit.active_systems`'s
+    two ways). Row ``m`` of
     the working array holds the ``w_m`` weights its neuron still has, then its bias, then
     padding.
     """
