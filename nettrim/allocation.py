@@ -212,12 +212,13 @@ class ErrorCurves:
         task = self._task(name)
         fit_bias = task.bias is not None
         X = np.asfortranarray(task.X, dtype=np.float64)  # what every fit reads, made once (relu_refit)
+        Y = np.asfortranarray(task.Y, dtype=np.float64)
         widest = self._paths[name][wanted[0]][0] != 0
-        systems = active_systems(X, task.Y, widest, relu=task.relu, fit_bias=fit_bias) if len(wanted) > 1 else None
+        systems = active_systems(X, Y, widest, relu=task.relu, fit_bias=fit_bias) if len(wanted) > 1 else None
         for sparsity in wanted:
             weight, bias = self._paths[name][sparsity]
             support = (weight != 0) & widest  # nested, even where a kept weight is exactly 0
-            result = relu_refit(X, task.Y, support, relu=task.relu, fit_bias=fit_bias,
+            result = relu_refit(X, Y, support, relu=task.relu, fit_bias=fit_bias,
                                 weight=weight, bias=bias, systems=systems, max_steps=self.fit_steps)
             self.fitted[name][sparsity] = self._error(name, result.objective)
 

@@ -412,7 +412,7 @@ def _descend(chunk: _Chunk, theta: np.ndarray, tol: float, max_steps: int) -> tu
 def _transposed(X: np.ndarray, Y: np.ndarray, support: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``X^T`` and ``Y^T`` in float64, C-ordered (a chunk's neurons and support columns are
     their rows), and ``support`` as booleans, the shapes checked. Each is made in one pass,
-    and an ``X`` already in float64 and column-major order (``np.asfortranarray(X,
+    and an ``X`` or ``Y`` already in float64 and column-major order (``np.asfortranarray(X,
     dtype=np.float64)``, which a caller refitting one layer several times makes once) is
     read without a copy."""
     X, Y = np.asarray(X), np.asarray(Y)
@@ -437,6 +437,7 @@ def relu_refit(X: np.ndarray, Y: np.ndarray, support: np.ndarray, *, relu: bool 
         caller that refits one layer several times).
     Y : ndarray (n_samples, n_out)
         The original layer's output (``relu(Z)`` for a ReLU layer); ``Y > 0`` is ``Omega``.
+        Read transposed, as ``X`` is.
     support : ndarray (n_out, n_in) of bool
         The entries each neuron may use.
     relu : bool, default True

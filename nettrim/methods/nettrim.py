@@ -220,8 +220,8 @@ def _obs(task: LayerTask, sparsity: float, damping: float, widen: float, swaps: 
     from solvers.refit import relu_refit
 
     started = time.perf_counter()
-    # every fit reads X transposed in float64: read so once here, not in each (solvers.refit.relu_refit)
-    task = replace(task, X=np.asfortranarray(task.X, dtype=np.float64))
+    # every fit reads X and Y transposed in float64: read so once here, not in each (solvers.refit.relu_refit)
+    task = replace(task, X=np.asfortranarray(task.X, dtype=np.float64), Y=np.asfortranarray(task.Y, dtype=np.float64))
     # without ReLU only L-OBS (the Hessians are the same); with it, the equations both fits read off
     candidates, systems = obs_candidates(task, sparsity, damping, widen)
     supports_seconds, started = time.perf_counter() - started, time.perf_counter()
