@@ -16,13 +16,17 @@ lowers ``f`` by ``r_h'^2 / S_h``. Each position's best replacement is found in
 ``O(n_columns)``. An accepted swap updates the fit in ``O(n_columns k)``: taking ``g`` out
 is a rank-one downdate of ``P``, ``beta``, ``G``, ``r`` and ``F`` by ``P_{:,g} / P_gg``, and
 putting ``h`` in borders ``P`` with ``u = P' C_{K',h}`` and ``1 / S_h``, the new column of
-``G`` being ``v / S_h`` with ``v = C_{:,h} - G' C_{K',h}``. Each pass starts from a fresh
-factorisation (``O(n_columns k^2)``), so round-off does not build up over the passes.
+``G`` being ``v / S_h`` with ``v = C_{:,h} - G' C_{K',h}``. A pass that follows ``k`` or
+more swaps since the last factorisation starts from a fresh one (``C_KK``'s inverse from
+its Cholesky factor, then ``G``: ``O(n_columns k^2)``, no more than those swaps' updates
+cost), so round-off does not build up.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+from ._lapack import invert_spd
 
 __all__ = ["_swap_columns"]
 
@@ -36,7 +40,9 @@ def _fit(C, c, kept, ridge):
         for b in range(k):
             block[a, b] = C[kept[a], kept[b]]
         block[a, a] += ridge
-    P = np.linalg.inv(block)
+    P = block.copy()
+    if not invert_spd(P, k):  # round-off made the ridged block indefinite: the general inverse
+        P = np.ascontiguousarray(np.linalg.inv(block))
     beta = np.zeros(k)
     for a in range(k):
         for b in range(k):
@@ -72,6 +78,7 @@ def _swap_columns(C, c, kept, swappable, sweeps, ridge, tol):
         held[kept[a]] = True
     P, beta, G, r, F, explained = _fit(C, c, kept, ridge)
     first = explained
+    since = 0  # swaps since the last factorisation
     for _ in range(sweeps):
         swapped = False
         for g in range(k):
@@ -97,9 +104,12 @@ def _swap_columns(C, c, kept, swappable, sweeps, ridge, tol):
                 explained = _replace(C, kept, g, best, P, beta, G, r, F, explained, ridge)
                 held[best] = True
                 swapped = True
+                since += 1
         if not swapped:
             break
-        P, beta, G, r, F, explained = _fit(C, c, kept, ridge)
+        if since >= k:
+            P, beta, G, r, F, explained = _fit(C, c, kept, ridge)
+            since = 0
     return first, explained
 
 

@@ -9,15 +9,29 @@ the same LAPACK routines (``dpotrf``, ``dpotrs``, ``dtrtrs``) with the arguments
 and skip the checks: the arguments must be finite float64 arrays, and the factor ``L`` a
 C-contiguous lower triangle. Empty systems (no unknown, or no right-hand side) give
 empty answers, as in ``scipy.linalg``.
+
+:func:`invert_spd` is for compiled kernels (numba): the inverse of a symmetric positive
+definite matrix from its Cholesky factor (``dpotrf``, ``dpotri``), called without the GIL.
 """
 from __future__ import annotations
 
+import llvmlite.binding as llvm
 import numpy as np
+from numba import njit, types
+from numba.extending import get_cython_function_address
 from scipy.linalg import LinAlgError, lapack
 
-__all__ = ["cholesky_lower", "cho_solve_lower", "solve_lower", "solve_lower_transposed"]
+__all__ = ["cholesky_lower", "cho_solve_lower", "solve_lower", "solve_lower_transposed", "invert_spd"]
 
 _potrf, _potrs, _trtrs = lapack.dpotrf, lapack.dpotrs, lapack.dtrtrs
+
+# the same LAPACK, callable from compiled kernels without the GIL: declared by symbol name,
+# so that the kernels that call them can be cached
+for _routine in ("dpotrf", "dpotri"):
+    llvm.add_symbol("nettrim_" + _routine, get_cython_function_address("scipy.linalg.cython_lapack", _routine))
+_FORTRAN_CALL = types.void(types.voidptr, types.voidptr, types.voidptr, types.voidptr, types.voidptr)
+_dpotrf = types.ExternalFunction("nettrim_dpotrf", _FORTRAN_CALL)  # (uplo, n, a, lda, info)
+_dpotri = types.ExternalFunction("nettrim_dpotri", _FORTRAN_CALL)
 
 
 def cholesky_lower(G: np.ndarray, clean: bool = True) -> np.ndarray:
@@ -65,3 +79,31 @@ def _check(info: int, routine: str) -> None:
         raise LinAlgError(f"singular matrix: {routine} met a zero at diagonal {info - 1}")
     if info < 0:
         raise ValueError(f"illegal value in argument {-info} of {routine}")
+
+
+@njit(cache=True, nogil=True)
+def invert_spd(matrix: np.ndarray, size: int) -> bool:
+    """Invert, in place, the leading ``size`` rows and columns of the symmetric positive
+    definite ``matrix`` (2-D, C-contiguous; the rest is left as it is), for compiled
+    kernels: LAPACK's Cholesky factorisation ``H = L L^T`` (``dpotrf``, ``n^3 / 3``
+    multiply-adds) and the inverse from it, ``H^{-1} = L^{-T} L^{-1}`` (``dpotri``,
+    ``2 n^3 / 3``; a general inverse, ``getrf`` and ``getri``, takes about twice that),
+    in the matrix's own memory, one triangle computed and mirrored (exactly symmetric).
+    Returns False, the block left factored in part, when it is not positive definite.
+    OpenBLAS's threaded ``dpotri`` rounds differently from its single-threaded one: call
+    it with BLAS on one thread where the answers must not depend on the thread count."""
+    if size == 0:
+        return True
+    # C order is Fortran's transpose, and the block symmetric: LAPACK's lower triangle is C's upper one
+    lower = np.array([76], dtype=np.uint8)  # 'L'
+    n = np.array([size], dtype=np.int32)
+    lda = np.array([matrix.shape[1]], dtype=np.int32)
+    info = np.zeros(1, dtype=np.int32)
+    _dpotrf(lower.ctypes, n.ctypes, matrix.ctypes, lda.ctypes, info.ctypes)
+    if info[0] != 0:
+        return False
+    _dpotri(lower.ctypes, n.ctypes, matrix.ctypes, lda.ctypes, info.ctypes)
+    for a in range(1, size):
+        for b in range(a):
+            matrix[a, b] = matrix[b, a]
+    return True

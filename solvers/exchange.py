@@ -237,5 +237,6 @@ def exchange_each(grams: Sequence[np.ndarray], rhs: Sequence[np.ndarray], totals
             decrease[m] = after - before
 
     costs = [float(np.asarray(grams[m]).shape[0]) * float(new_kept[m].size) ** 2 for m in range(n_out)]
-    map_threads(run, [np.asarray(part, dtype=np.int64) for part in deal(costs, blas_threads()) if len(part)])
+    parts = [np.asarray(part, dtype=np.int64) for part in deal(costs, blas_threads()) if len(part)]
+    map_threads(run, parts, serial_blas=True)  # LAPACK's threaded inverse rounds differently
     return new_kept, decrease

@@ -59,6 +59,31 @@ def test_no_single_swap_lowers_the_error_after_the_exchange(seed):
         assert subset_error(X, t[:, None], np.array(trial), ridge=0.0) >= best * (1 - 1e-9)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_the_exchange_stays_exact_over_many_swaps_between_factorisations(seed):
+    """Many swaps, the fit updated in place between fresh factorisations (one once as many
+    swaps as the support holds columns have been made): the decrease it reports is the
+    least-squares error's, to round-off, and no single swap lowers the error further."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((300, 40)) @ (np.eye(40) + 0.5 * rng.standard_normal((40, 40)))
+    t = X[:, 20:] @ rng.standard_normal(20) + 0.1 * rng.standard_normal(300)  # the last twenty inputs explain t
+    C, c = _moments(X, t)
+    start = np.arange(12)  # twelve of the first twenty: each should go
+    kept = np.append(start, 40)
+    new, decrease = exchange_each([C], [c], [t @ t], [kept], [np.arange(13) < 12], sweeps=60)
+    chosen = new[0][:-1]
+    assert len(np.setdiff1d(chosen, start)) >= 10  # most of the support swapped, over several passes
+    before = subset_error(X, t[:, None], start, ridge=0.0)
+    after = subset_error(X, t[:, None], chosen, ridge=0.0)
+    assert decrease[0] == pytest.approx(before - after, rel=1e-8)
+    for position, column in itertools.product(range(12), range(40)):
+        if column in chosen:
+            continue
+        trial = chosen.copy()
+        trial[position] = column
+        assert subset_error(X, t[:, None], trial, ridge=0.0) >= after * (1 - 1e-9)
+
+
 def test_exchange_each_checks_its_arguments():
     C, c = _moments(*_regression(0))
     with pytest.raises(ValueError, match="one entry per neuron"):

@@ -15,20 +15,12 @@ still in the row first, so every update runs over contiguous memory.
 """
 from __future__ import annotations
 
-import llvmlite.binding as llvm
 import numpy as np
-from numba import njit, prange, types
-from numba.extending import get_cython_function_address
+from numba import njit, prange
+
+from solvers._lapack import invert_spd
 
 __all__ = ["greedy_obs_rows", "greedy_obs_rows_each", "greedy_obs_path", "ranked_obs_path", "spd_inverse"]
-
-# LAPACK's Cholesky factorisation and inverse from it, as scipy ships them, callable from the
-# kernels without the GIL; declared by symbol name, so that the compiled kernels can be cached
-for _routine in ("dpotrf", "dpotri"):
-    llvm.add_symbol("nettrim_" + _routine, get_cython_function_address("scipy.linalg.cython_lapack", _routine))
-_FORTRAN_CALL = types.void(types.voidptr, types.voidptr, types.voidptr, types.voidptr, types.voidptr)
-_dpotrf = types.ExternalFunction("nettrim_dpotrf", _FORTRAN_CALL)  # (uplo, n, a, lda, info)
-_dpotri = types.ExternalFunction("nettrim_dpotri", _FORTRAN_CALL)
 
 
 @njit(cache=True)
@@ -185,29 +177,14 @@ def ranked_obs_path(theta: np.ndarray, hinv: np.ndarray, order: np.ndarray, coun
 @njit(cache=True, nogil=True)
 def spd_inverse(matrices: np.ndarray, k: int, size: int) -> None:
     """Invert, in place, the leading ``size`` rows and columns of the symmetric positive
-    definite ``matrices[k]`` (C-contiguous; the rest, padding, is left as it is): LAPACK's
-    Cholesky factorisation ``H = L L^T`` (``dpotrf``, ``n^3 / 3`` multiply-adds) and the
-    inverse from it, ``H^{-1} = L^{-T} L^{-1}`` (``dpotri``, ``2 n^3 / 3``), in the block's
-    own memory, one triangle computed and mirrored (exactly symmetric); raises
-    ``LinAlgError`` when the block is not positive definite. Without the GIL, so that
-    threads can share the matrices out."""
+    definite ``matrices[k]`` (C-contiguous; the rest, padding, is left as it is), by
+    LAPACK's inverse from the Cholesky factor (:func:`solvers._lapack.invert_spd`:
+    exactly symmetric); raises ``LinAlgError`` when the block is not positive definite.
+    Without the GIL, so that threads can share the matrices out."""
     if not matrices.flags.c_contiguous:
         raise ValueError("spd_inverse: the matrices must be C-contiguous")
-    if size == 0:
-        return
-    block = matrices[k]
-    # C order is Fortran's transpose, and the block symmetric: LAPACK's lower triangle is C's upper one
-    lower = np.array([76], dtype=np.uint8)  # 'L'
-    n = np.array([size], dtype=np.int32)
-    lda = np.array([matrices.shape[2]], dtype=np.int32)
-    info = np.zeros(1, dtype=np.int32)
-    _dpotrf(lower.ctypes, n.ctypes, block.ctypes, lda.ctypes, info.ctypes)
-    if info[0] != 0:
+    if not invert_spd(matrices[k], size):
         raise np.linalg.LinAlgError("Matrix is not positive definite.")
-    _dpotri(lower.ctypes, n.ctypes, block.ctypes, lda.ctypes, info.ctypes)
-    for a in range(1, size):
-        for b in range(a):
-            block[a, b] = block[b, a]
 
 
 @njit(cache=True)
