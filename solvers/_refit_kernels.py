@@ -7,6 +7,9 @@ that numpy can only do with a Python loop or several temporaries:
 
 - :func:`_objectives`: every neuron's ``f`` at ``z + length * dz`` in one pass,
   ``f = sum_{p in Omega} (z_p - y_p)^2 + sum_{p not in Omega} max(z_p - v_p, 0)^2``;
+- :func:`_advance`: the accepted steps taken (``z += length * dz``) and, in the same pass,
+  each neuron's rows there (active, or inactive above the bound), compared with those
+  its Newton point was fitted on;
 - :func:`_add_rows`: the normal equations of chosen rows of each neuron, added to its
   padded system (at each Newton step, the inactive rows above their bound);
 - :func:`_dense_rows`: neurons' coefficients scattered into dense rows of weights;
@@ -27,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["_add_rows", "_complement", "_dense_rows", "_gathered", "_objectives", "_read_off", "_support_response"]
+__all__ = ["_add_rows", "_advance", "_complement", "_dense_rows", "_gathered", "_objectives", "_read_off", "_support_response"]
 
 
 @njit(cache=True, nogil=True)
@@ -49,6 +52,25 @@ def _objectives(z, index, dz, length, y, v, active):
             total += residual * residual
         values[i] = total
     return values
+
+
+@njit(cache=True, nogil=True)
+def _advance(z, running, move, dz, active, v, rows):
+    """Move neuron ``m = running[i]`` to ``z[m] + move[i] * dz[i]`` (in place; where
+    ``move[i]`` is 0 it stays) and set ``rows[i]`` to its rows there: active, or above
+    their bound ``v``. Returns, per ``i``, whether those are the rows ``rows[i]`` held."""
+    same = np.ones(running.size, dtype=np.bool_)
+    for i in range(running.size):
+        m = running[i]
+        step = move[i]
+        for p in range(z.shape[1]):
+            if step != 0.0:
+                z[m, p] += step * dz[i, p]
+            now = active[m, p] or z[m, p] > v[m, p]
+            if now != rows[i, p]:
+                same[i] = False
+                rows[i, p] = now
+    return same
 
 
 @njit(cache=True, nogil=True)

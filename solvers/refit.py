@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._refit_kernels import _add_rows, _complement, _dense_rows, _gathered, _objectives, _read_off, _support_response
+from ._refit_kernels import _add_rows, _advance, _complement, _dense_rows, _gathered, _objectives, _read_off, _support_response
 from ._threads import blas_threads, map_threads
 
 __all__ = ["RefitResult", "ActiveSystems", "active_systems", "SYSTEMS_BYTES", "MAX_STEPS", "relu_refit",
@@ -383,9 +383,9 @@ def _descend(chunk: _Chunk, theta: np.ndarray, tol: float, max_steps: int) -> tu
     value = chunk.objective(z)
     negligible = _ROUNDING * np.maximum(np.einsum("cp,cp->c", chunk.y, chunk.y), value)  # f's round-off level
     running = np.arange(theta.shape[0])
+    rows = chunk.rows(z)  # the running neurons' rows: active, or inactive above their bound
     step_count = 0
     for step_count in range(1, max_steps + 1):
-        rows = chunk.rows(z[running], running)
         direction = chunk.newton_point(rows, running) - theta[running]
         dz = chunk.response(direction, running)
         length = np.ones(running.size)
@@ -397,13 +397,13 @@ def _descend(chunk: _Chunk, theta: np.ndarray, tol: float, max_steps: int) -> tu
             length[worse] *= 0.5
             trial[worse] = chunk.objective(z, running[worse], dz[worse], length[worse])
         accepted = trial < value[running]  # a step that does not lower f is not taken (a dead neuron keeps its weights)
-        move = np.where(accepted, length, 0.0)[:, None]
-        theta[running] += move * direction
-        z[running] += move * dz
-        settled = np.all(chunk.rows(z[running], running) == rows, axis=1) & (length == 1.0)
+        move = np.where(accepted, length, 0.0)
+        theta[running] += move[:, None] * direction
+        settled = _advance(z, running, move, dz, chunk.active, chunk.v, rows) & (length == 1.0)  # z moved, rows new
         small = value[running] - np.minimum(trial, value[running]) <= tol * value[running] + negligible[running]
         value[running] = np.minimum(trial, value[running])
-        running = running[~(settled | small | ~accepted)]
+        going = ~(settled | small | ~accepted)
+        running, rows = running[going], rows[going]
         if running.size == 0:
             return theta, step_count, True
     return theta, step_count, False

@@ -393,11 +393,12 @@ def test_refit_reads_x_in_either_layout_and_narrow_supports_by_their_columns(mon
 
 
 def test_the_refit_kernels_match_their_numpy_forms():
-    """``_objectives`` is the refit's ``f`` at a point or along a step, ``_add_rows`` adds the
+    """``_objectives`` is the refit's ``f`` at a point or along a step, ``_advance`` takes a
+    step and reads the rows there, ``_add_rows`` adds the
     normal equations of a neuron's chosen rows into its padded system (the bias last),
     ``_support_response`` sums a neuron's support columns, ``_dense_rows`` scatters its
     coefficients onto them."""
-    from solvers._refit_kernels import _add_rows, _dense_rows, _gathered, _objectives, _support_response
+    from solvers._refit_kernels import _add_rows, _advance, _dense_rows, _gathered, _objectives, _support_response
 
     rng = np.random.default_rng(4)
     n_samples, n_in, c = 50, 7, 3
@@ -413,6 +414,13 @@ def test_the_refit_kernels_match_their_numpy_forms():
     assert np.allclose(_objectives(z, index, np.zeros((0, 0)), np.zeros(0), y, v, active), [f(z[2], 2), f(z[0], 0)])
     stepped = _objectives(z, index, dz, length, y, v, active)
     assert np.allclose(stepped, [f(z[2] + 0.5 * dz[0], 2), f(z[0] + dz[1], 0)])
+    moved, rows = z.copy(), active[index] | (z[index] > v[index])
+    same = _advance(moved, index, np.array([0.5, 0.0]), dz, active, v, rows)  # neuron 0 does not move
+    expected = z.copy()
+    expected[2] += 0.5 * dz[0]
+    np.testing.assert_array_equal(moved, expected)
+    np.testing.assert_array_equal(rows, active[index] | (expected[index] > v[index]))
+    np.testing.assert_array_equal(same, [np.array_equal(rows[0], active[2] | (z[2] > v[2])), True])
 
     X = rng.standard_normal((n_samples, n_in))
     columns = np.array([[1, 4, 6], [0, 2, 0], [3, 0, 0]])
