@@ -30,7 +30,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["_add_rows", "_advance", "_complement", "_dense_rows", "_gathered", "_objectives", "_read_off", "_support_response"]
+__all__ = ["_add_rows", "_advance", "_complement", "_dense_rows", "_gathered", "_objectives", "_read_off",
+           "_support_response"]
 
 
 @njit(cache=True, nogil=True)

@@ -32,9 +32,10 @@ together: the responses are one dense product with the whole input (the sum of t
 support columns, by a compiled kernel, for a chunk whose supports are narrow), each neuron's
 normal equations on its active rows are formed once (from its support's rows of the
 transposed input; for a neuron active on most rows, as the layer's Gram matrix over every
-row less its inactive rows', where that counts fewer operations), each step adds the few inactive rows above their bound (both by a
-compiled kernel, one BLAS product per neuron, :mod:`solvers._refit_kernels`, which also
-evaluates ``f`` in one pass), and the systems, padded to the chunk's width, are solved
+row less its inactive rows', where that counts fewer operations), each step adds the few
+inactive rows above their bound (both by a compiled kernel, one BLAS product per neuron,
+:mod:`solvers._refit_kernels`, which also evaluates ``f`` and takes the step in one pass
+each), and the systems, padded to the chunk's width, are solved
 by one batched LU factorisation. The chunks are independent: they are shared out over
 the cores, in Python threads with BLAS on one thread each (:mod:`solvers._threads`; the
 chunks cut smaller where one would hold more than a core's share of the work), which on
@@ -50,7 +51,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._refit_kernels import _add_rows, _advance, _complement, _dense_rows, _gathered, _objectives, _read_off, _support_response
+from ._refit_kernels import (_add_rows, _advance, _complement, _dense_rows, _gathered, _objectives, _read_off,
+                             _support_response)
 from ._threads import blas_threads, map_threads
 
 __all__ = ["RefitResult", "ActiveSystems", "active_systems", "SYSTEMS_BYTES", "MAX_STEPS", "relu_refit",
@@ -213,8 +215,7 @@ class _LayerGram:
     rhs : ndarray (n_in + fit_bias, n_out)
         ``[X, 1]^T y_m`` in the columns of the neurons that use it (the others unset).
     uses : ndarray (n_out,) of bool
-        The neurons that form their equations from it: those inactive on fewer rows than
-        they are active on.
+        The neurons that form their equations from it (:func:`_layer_gram`).
     """
 
     gram: np.ndarray
@@ -227,11 +228,11 @@ def _layer_gram(XT: np.ndarray, YT: np.ndarray, support: np.ndarray, relu: bool,
     active-row equations cost ``(|S_m| + 1)^2 |Omega_m|`` multiply-adds formed from its
     active rows, and ``(|S_m| + 1)^2 |Omega_m^c|`` as ``[X, 1]_{:, S_m}^T [X, 1]_{:, S_m}``
     (read off the layer's Gram matrix) minus its inactive rows' ones, plus
-    ``(n_in + 1) n_samples`` for its ``[X, 1]^T y_m``. A neuron takes the second way where
-    that counts fewer (every neuron of a layer without ReLU, which has no inactive row); the
-    Gram matrix (``(n_in + 1)^2 n_samples``, as L-OBS's Hessian) is formed once when one
-    does. The choice is each neuron's own, so its equations do not depend on which other
-    neurons are formed with it. None where no neuron takes it."""
+    ``(n_in + 1) n_samples`` for its ``[X, 1]^T y_m``. The neurons for which the second way
+    counts fewer (every neuron of a layer without ReLU, which has no inactive row) take it
+    where together they save more than the Gram matrix costs (``(n_in + 1)^2 n_samples``,
+    as L-OBS's Hessian), formed once; otherwise None, and every neuron gathers its
+    active rows. Either way gives the same equations to round-off."""
     n_in, n_samples = XT.shape
     widths = support.sum(axis=1, dtype=np.int64) + fit_bias
     active = np.count_nonzero(YT > 0, axis=1) if relu else np.full(YT.shape[0], n_samples)
