@@ -92,6 +92,8 @@ def invert_spd(matrix: np.ndarray, size: int) -> bool:
     Returns False, the block left factored in part, when it is not positive definite.
     OpenBLAS's threaded ``dpotri`` rounds differently from its single-threaded one: call
     it with BLAS on one thread where the answers must not depend on the thread count."""
+    if not matrix.flags.c_contiguous:
+        raise ValueError("invert_spd: the matrix must be C-contiguous (LAPACK reads it with its row length)")
     if size == 0:
         return True
     # C order is Fortran's transpose, and the block symmetric: LAPACK's lower triangle is C's upper one

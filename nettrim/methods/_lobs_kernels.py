@@ -181,9 +181,7 @@ def spd_inverse(matrices: np.ndarray, k: int, size: int) -> None:
     LAPACK's inverse from the Cholesky factor (:func:`solvers._lapack.invert_spd`:
     exactly symmetric); raises ``LinAlgError`` when the block is not positive definite.
     Without the GIL, so that threads can share the matrices out."""
-    if not matrices.flags.c_contiguous:
-        raise ValueError("spd_inverse: the matrices must be C-contiguous")
-    if not invert_spd(matrices[k], size):
+    if not invert_spd(matrices[k], size):  # refuses a stack that is not C-contiguous
         raise np.linalg.LinAlgError("Matrix is not positive definite.")
 
 
