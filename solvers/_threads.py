@@ -117,9 +117,7 @@ def map_threads(function: Callable[[Item], Result], items: Sequence[Item], *,
     that their results do not depend on how many items there are)."""
     workers = min(blas_threads(), len(items))
     if workers <= 1:
-        if serial_blas:
-            with _one_blas_thread():
-                return [function(item) for item in items]
-        return [function(item) for item in items]
+        with _one_blas_thread() if serial_blas else contextlib.nullcontext():
+            return [function(item) for item in items]
     with _one_blas_thread():
         return list(_pool(workers).map(function, items))

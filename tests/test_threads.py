@@ -39,6 +39,35 @@ def test_map_threads_keeps_the_order_and_limits_blas_while_it_runs():
     assert _blas_counts() == before
 
 
+def test_serial_blas_keeps_blas_on_one_thread_for_a_single_item_too():
+    """One item runs in the calling thread with BLAS as it is, or, with ``serial_blas``, on
+    one BLAS thread (restored after), as it would among several items."""
+    seen = []
+    with threadpool_limits(2, user_api="blas"):
+        _threads.map_threads(lambda item: seen.append(_threads.blas_threads()), [0])
+        _threads.map_threads(lambda item: seen.append(_threads.blas_threads()), [0], serial_blas=True)
+        assert _threads.blas_threads() == 2
+    assert seen == [2, 1]
+
+
+def test_one_neurons_inverse_is_the_same_alone_and_among_others():
+    """The per-neuron inverses (LAPACK's, whose threaded version rounds differently) give a
+    neuron the same bits whether it is inverted alone, in the calling thread, or among
+    others in the worker threads."""
+    from nettrim.methods import _relu_obs
+
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((300, 40))
+    Y = np.maximum(rng.standard_normal((300, 6)), 0.0)
+    support = rng.random((6, 40)) < 0.8
+    with threadpool_limits(2, user_api="blas"):
+        systems = active_systems(X, Y, support, relu=True, fit_bias=True)
+        together = _relu_obs.neuron_inverse_hessians(systems, 300, 41, 1e-4, np.arange(6))
+        for m in range(6):
+            alone = _relu_obs.neuron_inverse_hessians(systems, 300, 41, 1e-4, np.array([m]))
+            np.testing.assert_array_equal(alone[0], together[m])
+
+
 def test_map_threads_passes_an_items_error_on():
     def work(item):
         if item == 2:

@@ -18,9 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from solvers._lapack import invert_spd
-
-__all__ = ["greedy_obs_rows", "greedy_obs_rows_each", "greedy_obs_path", "ranked_obs_path", "spd_inverse"]
+__all__ = ["greedy_obs_rows", "greedy_obs_rows_each", "greedy_obs_path", "ranked_obs_path"]
 
 
 @njit(cache=True)
@@ -172,17 +170,6 @@ def ranked_obs_path(theta: np.ndarray, hinv: np.ndarray, order: np.ndarray, coun
             for k in range(done):
                 levels[level, m, order[m, k]] = 0.0
     return levels
-
-
-@njit(cache=True, nogil=True)
-def spd_inverse(matrices: np.ndarray, k: int, size: int) -> None:
-    """Invert, in place, the leading ``size`` rows and columns of the symmetric positive
-    definite ``matrices[k]`` (C-contiguous; the rest, padding, is left as it is), by
-    LAPACK's inverse from the Cholesky factor (:func:`solvers._lapack.invert_spd`:
-    exactly symmetric); raises ``LinAlgError`` when the block is not positive definite.
-    Without the GIL, so that threads can share the matrices out."""
-    if not invert_spd(matrices[k], size):  # refuses a stack that is not C-contiguous
-        raise np.linalg.LinAlgError("Matrix is not positive definite.")
 
 
 @njit(cache=True)

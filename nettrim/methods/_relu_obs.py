@@ -46,10 +46,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+from solvers._lapack import invert_spd
 from solvers.refit import ActiveSystems, active_systems
 
 from ..types import LayerTask
-from ._lobs_kernels import greedy_obs_rows_each, spd_inverse
+from ._lobs_kernels import greedy_obs_rows_each
 from .lobs import cheapest, prune_path
 
 __all__ = ["obs_candidates", "neuron_inverse_hessians", "WIDEN"]
@@ -91,7 +92,8 @@ def _cholesky_inverses(matrices: np.ndarray, sizes: np.ndarray, neurons: np.ndar
                        form: Callable[[int], None] | None = None) -> np.ndarray:
     """Invert, in place, the leading ``sizes[k]`` rows and columns of each symmetric positive
     definite ``matrices[k]``, the Hessian of neuron ``neurons[k]`` (the rest, the padding, is
-    left as it is; :func:`._lobs_kernels.spd_inverse`), each matrix at its own size, so
+    left as it is; LAPACK's inverse from the Cholesky factor, :func:`solvers._lapack.invert_spd`,
+    exactly symmetric), each matrix at its own size, so
     that a few wide rows do not make every neuron pay for their width; the matrices are
     shared out over the cores (:func:`solvers._threads.map_threads`), ``form(k)`` (when
     given) filling ``matrices[k]`` first, in the same thread. A matrix that is not
@@ -105,10 +107,8 @@ def _cholesky_inverses(matrices: np.ndarray, sizes: np.ndarray, neurons: np.ndar
         for k in positions:
             if form is not None:
                 form(int(k))
-            try:
-                spd_inverse(matrices, int(k), int(sizes[k]))
-            except np.linalg.LinAlgError:
-                raise np.linalg.LinAlgError(f"the Hessian of neuron {neurons[k]} is not positive definite") from None
+            if not invert_spd(matrices[k], int(sizes[k])):
+                raise np.linalg.LinAlgError(f"the Hessian of neuron {neurons[k]} is not positive definite")
 
     map_threads(invert, parts, serial_blas=True)  # LAPACK's threaded inverse rounds differently
     return matrices
