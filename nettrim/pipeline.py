@@ -404,8 +404,9 @@ def prune(model: nn.Module, calib: Any, config: PruneConfig | None = None, **ove
             bar.close()
             runner.close()
         result = assemble(run, time.perf_counter() - started)
-        if neuron_choice.applies(config):  # the structured prune reads the signals recorded here
-            result = neuron_choice.prefer_neurons(result, model, calib, config, records=run.records)
+        if neuron_choice.applies(config):  # the structured prune reads the signals and outputs recorded here
+            result = neuron_choice.prefer_neurons(result, model, calib, config, records=run.records,
+                                                  reference_outputs=run.reference_out)
     finally:
         run.close()
     return result

@@ -333,7 +333,8 @@ def _refit_cascade(model: nn.Module, batches: Sequence[torch.Tensor], order: Seq
 def prune_network(model: nn.Module, calib: Any, *, sparsity: float | None, epsilon: float, options: GroupOptions,
                   solver_options: Mapping[str, Any] | None = None, layers: Sequence[str] | None = None,
                   max_positions: int | str | None = None, seed: int = 0, progress: bool = True,
-                  records: Mapping[str, LayerRecord] | None = None) -> PruneResult:
+                  records: Mapping[str, LayerRecord] | None = None,
+                  reference_outputs: torch.Tensor | None = None) -> PruneResult:
     """Structured Net-Trim on a copy of ``model`` (module docstring); the model comes out
     physically smaller.
 
@@ -345,7 +346,9 @@ def prune_network(model: nn.Module, calib: Any, *, sparsity: float | None, epsil
     go to :func:`solvers.solve` for the group programs (default ``tol=1e-4``,
     ``max_iter=20000``). ``records``: every prunable layer of ``model`` already recorded on
     ``calib`` at the same ``max_positions`` and ``seed`` (a prune of the same model that ran
-    before, :func:`nettrim.record`), used instead of recording them again.
+    before, :func:`nettrim.record`), used instead of recording them again;
+    ``reference_outputs``: ``model``'s outputs on ``calib``
+    (:func:`nettrim.measure.network_outputs`), used instead of computing them again.
     """
     options.check(sparsity, layers)
     started = time.perf_counter()
@@ -362,7 +365,7 @@ def prune_network(model: nn.Module, calib: Any, *, sparsity: float | None, epsil
     order = list(records)
     before = {name: (tuple(handle.module.weight.shape), int(torch.count_nonzero(handle.module.weight)))
               for name, (handle, _) in found.items()}
-    reference_out = network_outputs(pruned, batches)
+    reference_out = network_outputs(pruned, batches) if reference_outputs is None else reference_outputs
     chain = _resolve_links(pruned, order, records)
     bar = tqdm(total=len(order), desc="nettrim-group", unit="layer", disable=not progress, leave=False)
     try:

@@ -77,7 +77,7 @@ def test_whole_neurons_that_overshoot_the_count_are_tried_at_the_count_below(mon
 
     def spy(*args):
         answer = real(*args)
-        calls.append(args[4:])
+        calls.append(args[5:])
         answers.append(answer)
         return answer
 
@@ -148,7 +148,8 @@ def test_a_failing_structured_prune_leaves_the_weight_level_answer(monkeypatch, 
 def test_the_structured_prune_reads_the_signals_the_prune_recorded(monkeypatch):
     """Given the layers as recorded (same rows), the structured prune gives what it gives
     recording them itself; records of other layers are refused; the default at a high
-    target records the network once (its structured prune reads the prune's records)."""
+    target records the network once, and computes its outputs once (its structured prune
+    reads the prune's records and reference outputs)."""
     import importlib
 
     from nettrim import structured
@@ -170,9 +171,18 @@ def test_the_structured_prune_reads_the_signals_the_prune_recorded(monkeypatch):
     real = record_module.capture_inputs
     monkeypatch.setattr(record_module, "capture_inputs", lambda *a, **k: calls.append(len(a[2])) or real(*a, **k))
     monkeypatch.setattr(structured, "capture_inputs", record_module.capture_inputs)
+    references = []
+    real_outputs = structured.network_outputs
+    monkeypatch.setattr(structured, "network_outputs", lambda *a: references.append(1) or real_outputs(*a))
     result = nettrim.prune(model, x, sparsity=0.9, progress=False)
     assert result.mode == "neurons" and result.output_error == pytest.approx(alone.output_error, rel=1e-9)
     assert calls.count(2) == 1  # both layers captured at once: the recording, made once
+    assert not references  # the original outputs: the prune's own, not computed again
+    reference = real_outputs(model, [x])
+    given = prune_network(model, x, records=records, reference_outputs=reference, **options)
+    assert given.output_error == alone.output_error and len(references) == 0
+    prune_network(model, x, records=records, **options)
+    assert len(references) == 1
 
 
 def _alternatives(model, x, sparsity):
@@ -187,15 +197,22 @@ def _alternatives(model, x, sparsity):
     return neurons, mix
 
 
-def test_the_mix_is_tried_where_whole_neurons_err_less_and_the_lowest_answer_kept(monkeypatch):
-    """Whole neurons err less than the weight-level answer (the MLP whose hidden neurons are
-    copies: six of them carry the function), so the mix (fewer neurons removed, then
-    weights) is tried too; the answer returned is the lower of the two structured
-    answers, each computed on its own, and the report says which."""
-    model, x = duplicated_mlp()
+def _calls_of_structured(monkeypatch) -> list:
+    """The (sparsity, weight_sparsity) of every structured prune the default makes."""
     calls = []
     real = neuron_choice._structured
-    monkeypatch.setattr(neuron_choice, "_structured", lambda *a: calls.append(a[4:6]) or real(*a))
+    monkeypatch.setattr(neuron_choice, "_structured", lambda *a: calls.append(a[5:7]) or real(*a))
+    return calls
+
+
+def test_the_mix_is_tried_where_whole_neurons_err_less_and_the_lowest_answer_kept(monkeypatch):
+    """Whole neurons err less than the weight-level answer (the MLP whose hidden neurons are
+    copies: six of them carry the function), so with the mix's margin taken away the mix
+    (fewer neurons removed, then weights) is tried too; the answer returned is the lower of
+    the two structured answers, each computed on its own, and the report says which."""
+    model, x = duplicated_mlp()
+    monkeypatch.setattr(neuron_choice, "MIX_WITHIN", 0.0)
+    calls = _calls_of_structured(monkeypatch)
     result = nettrim.prune(model, x, sparsity=0.9, progress=False)
     kept = 0.1 ** neuron_choice.MIX_SPLIT
     assert calls == [(0.9, None), (pytest.approx(1 - kept), pytest.approx(1 - 0.1 / kept))]
@@ -215,6 +232,7 @@ def test_the_mix_when_kept_is_written_in_the_original_shapes_and_reported(tmp_pa
     model gives), the answer is the mix's model in the original shapes, its weights
     counted there, the report and summary say so, and it saves and loads."""
     model, x = duplicated_mlp()
+    monkeypatch.setattr(neuron_choice, "MIX_WITHIN", 0.0)
     real = neuron_choice._structured
 
     def mix_first(*args):
@@ -237,8 +255,23 @@ def test_the_mix_when_kept_is_written_in_the_original_shapes_and_reported(tmp_pa
 
 
 def test_the_mix_is_not_tried_where_the_weight_level_answer_errs_less(digits, digits_model, monkeypatch):
-    calls = []
-    real = neuron_choice._structured
-    monkeypatch.setattr(neuron_choice, "_structured", lambda *a: calls.append(a[4:6]) or real(*a))
+    calls = _calls_of_structured(monkeypatch)
     result = nettrim.prune(digits_model, digits.x_train[:600], sparsity=0.9, progress=False)
     assert result.mode == "cascade" and calls == [(0.9, None)]
+
+
+def test_the_mix_is_tried_only_where_whole_neurons_err_nearly_as_much(monkeypatch):
+    """On the MLP of copies whole neurons err far less than the weight-level answer (below
+    MIX_WITHIN of it): the mix is not computed. With the margin at the ratio of the two
+    errors it is, and just above that ratio it is not."""
+    model, x = duplicated_mlp()
+    calls = _calls_of_structured(monkeypatch)
+    result = nettrim.prune(model, x, sparsity=0.9, progress=False)
+    ratio = result.output_error / result.layers["0"].info["weight_level_error"]
+    assert ratio < neuron_choice.MIX_WITHIN and calls == [(0.9, None)] and result.mode == "neurons"
+    for within, tried in ((ratio * (1 - 1e-9), True), (ratio * (1 + 1e-9), False)):
+        monkeypatch.setattr(neuron_choice, "MIX_WITHIN", within)
+        calls.clear()
+        again = nettrim.prune(model, x, sparsity=0.9, progress=False)
+        assert (len(calls) == 2) is tried
+        assert again.output_error <= result.output_error
