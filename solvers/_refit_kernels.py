@@ -23,15 +23,20 @@ that numpy can only do with a Python loop or several temporaries:
   (numpy's ``B @ B.T``, BLAS's symmetric rank-k update: half the work of a general
   product, which is what a compiled ``B @ B.T`` calls);
 - :func:`_complement`: a neuron's equations on its active rows from the layer's over every
-  row, less those of its inactive rows (for neurons active on most rows).
+  row, less those of its inactive rows (for neurons active on most rows);
+- :func:`_ridged_solve`: every neuron's Newton point from its padded system, ridged, by a
+  Cholesky factorisation (:func:`._lapack.solve_spd`: half the operations of the LU
+  factorisation of a batched ``np.linalg.solve``).
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
+from ._lapack import solve_spd
+
 __all__ = ["_add_rows", "_advance", "_complement", "_dense_rows", "_gathered", "_objectives", "_read_off",
-           "_support_response"]
+           "_ridged_solve", "_support_response"]
 
 
 @njit(cache=True, nogil=True)
@@ -189,3 +194,35 @@ def _complement(layer_gram, layer_rhs, m, entries, gram, rhs):
         for b in range(entries.size):
             gram[a, b] = row[entries[b]] - gram[a, b]
         rhs[a] = layer_rhs[entries[a], m] - rhs[a]
+
+
+@njit(cache=True, nogil=True)
+def _ridged_solve(gram, rhs, valid, ridge):
+    """Solve each padded system ``(G_c + D_c) theta_c = b_c``: ``D_c`` adds ``ridge`` times
+    the mean diagonal of ``G_c`` over its ``valid`` entries (at least 1) to those entries,
+    and 1 to the padding, whose right-hand side is taken as 0 (so its coefficients are 0).
+    ``gram`` is left as it was. Returns the solutions ``(c, width)`` and whether each system
+    was solved: False where round-off left ``G_c + D_c`` not positive definite (its row of
+    the solutions then 0, for the caller to solve otherwise)."""
+    n_systems, width = rhs.shape
+    theta = np.zeros((n_systems, width))
+    solved = np.zeros(n_systems, dtype=np.bool_)
+    factor = np.empty((width, width))
+    for c in range(n_systems):
+        total, count = 0.0, 0
+        for j in range(width):
+            if valid[c, j]:
+                total += gram[c, j, j]
+                count += 1
+        shift = ridge * max(total / max(count, 1), 1.0)
+        factor[:, :] = gram[c]
+        for j in range(width):
+            if valid[c, j]:
+                factor[j, j] += shift
+                theta[c, j] = rhs[c, j]
+            else:
+                factor[j, j] += 1.0
+        solved[c] = solve_spd(factor, theta[c])
+        if not solved[c]:
+            theta[c] = 0.0
+    return theta, solved

@@ -36,7 +36,8 @@ row less its inactive rows', where that counts fewer operations), each step adds
 inactive rows above their bound (both by a compiled kernel, one BLAS product per neuron,
 :mod:`solvers._refit_kernels`, which also evaluates ``f`` and takes the step in one pass
 each), and the systems, padded to the chunk's width, are solved
-by one batched LU factorisation. The chunks are independent: they are shared out over
+by their Cholesky factorisations in one compiled pass (LU where round-off leaves a ridged
+system indefinite). The chunks are independent: they are shared out over
 the cores, in Python threads with BLAS on one thread each (:mod:`solvers._threads`; the
 chunks cut smaller where one would hold more than a core's share of the work), which on
 the benchmark suite's layers is faster than one chunk at a time with BLAS on every core.
@@ -52,7 +53,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._refit_kernels import (_add_rows, _advance, _complement, _dense_rows, _gathered, _objectives, _read_off,
-                             _support_response)
+                             _ridged_solve, _support_response)
 from ._threads import blas_threads, map_threads
 
 __all__ = ["RefitResult", "ActiveSystems", "active_systems", "SYSTEMS_BYTES", "MAX_STEPS", "relu_refit",
@@ -260,7 +261,8 @@ class _Chunk:
     The normal equations of neuron ``k`` on its support ``S_k`` are formed from its active
     rows once (``X_{Omega,S}^T X_{Omega,S}``, from the transposed input's rows ``S_k``), and
     each Newton step adds the few inactive rows whose response exceeds their bound; the
-    systems, padded to one width, are solved by one batched LU factorisation.
+    systems, padded to one width, are solved by Cholesky factorisations in one compiled
+    pass (:func:`._refit_kernels._ridged_solve`).
     """
 
     def __init__(self, XT: np.ndarray, YT: np.ndarray, VT: np.ndarray | None, support: np.ndarray,
@@ -357,11 +359,15 @@ class _Chunk:
         _add_rows(self.XT, index, self.padded, self.sizes, rows & ~self.active[index], self.target, gram, rhs,
                   self.width, self.fit_bias)
         valid = self.valid[index]
-        diagonal = np.einsum("css->cs", gram)
-        scale = np.maximum(np.sum(diagonal * valid, axis=1) / np.maximum(valid.sum(axis=1), 1), 1.0)
-        gram[:, np.arange(gram.shape[1]), np.arange(gram.shape[1])] += np.where(valid, _RIDGE * scale[:, None], 1.0)
-        rhs = np.where(valid, rhs, 0.0)
-        return np.linalg.solve(gram, rhs[:, :, None])[:, :, 0]  # one batched LU: a third of Cholesky and two solves
+        theta, solved = _ridged_solve(gram, rhs, valid, _RIDGE)  # Cholesky, system by system
+        if not solved.all():  # round-off left a ridged system indefinite: LU for those
+            failed = np.flatnonzero(~solved)
+            gram, valid = gram[failed], valid[failed]
+            diagonal = np.einsum("css->cs", gram)
+            scale = np.maximum(np.sum(diagonal * valid, axis=1) / np.maximum(valid.sum(axis=1), 1), 1.0)
+            gram[:, np.arange(gram.shape[1]), np.arange(gram.shape[1])] += np.where(valid, _RIDGE * scale[:, None], 1.0)
+            theta[failed] = np.linalg.solve(gram, np.where(valid, rhs[failed], 0.0)[:, :, None])[:, :, 0]
+        return theta
 
     def start(self, weight: np.ndarray | None, bias: np.ndarray | None) -> np.ndarray:
         theta = np.zeros(self.valid.shape)

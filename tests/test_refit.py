@@ -1,4 +1,6 @@
 """The ReLU-aware refit (solvers.refit) against cvxpy, its certificate, and the pipeline step."""
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -337,6 +339,68 @@ def test_invert_spd_inverts_the_leading_block_in_place_exactly_symmetric():
     assert not invert_spd(np.diag([1.0, -1.0, 1.0]), 3)
     with pytest.raises(ValueError, match="C-contiguous"):
         invert_spd(np.asfortranarray(before[1]), 4)
+
+
+def test_solve_spd_solves_in_place_and_reports_an_indefinite_matrix():
+    """The kernel behind the fits' Newton points: the solution of each system (against
+    numpy) in the right-hand side's memory; an indefinite matrix is reported with the
+    right-hand side untouched; arrays that are not C-contiguous are refused."""
+    from solvers._lapack import solve_spd
+
+    rng = np.random.default_rng(12)
+    for size in (1, 7, 40, 0):
+        A = rng.standard_normal((size, 2 * size + 1))
+        matrix, rhs = A @ A.T, rng.standard_normal(size)
+        factor, solution = matrix.copy(), rhs.copy()
+        assert solve_spd(factor, solution)
+        if size:
+            np.testing.assert_allclose(solution, np.linalg.solve(matrix, rhs), rtol=1e-8, atol=1e-10)
+    rhs = np.array([1.0, 2.0, 3.0])
+    assert not solve_spd(np.diag([1.0, -1.0, 1.0]), rhs)
+    np.testing.assert_array_equal(rhs, [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="C-contiguous"):
+        solve_spd(np.asfortranarray(rng.standard_normal((4, 4))), np.ones(4))
+
+
+def test_the_newton_points_are_the_ridged_systems_solutions_and_fall_back_where_indefinite():
+    """Each padded system ridged (relative ridge on its valid entries, 1 on the padding,
+    whose coefficients come out 0) and solved, against numpy's solve of the same systems;
+    a system that round-off leaves indefinite (here made so) is solved by LU instead, and
+    the gram matrices are left as they were."""
+    from solvers._refit_kernels import _ridged_solve
+    from solvers.refit import _RIDGE, _Chunk
+
+    rng = np.random.default_rng(14)
+    n_systems, width = 5, 6
+    valid = np.ones((n_systems, width), dtype=bool)
+    valid[1, 4:] = valid[3, 2:] = False
+    gram = np.zeros((n_systems, width, width))
+    for c in range(n_systems):
+        B = rng.standard_normal((int(valid[c].sum()), 20))
+        gram[c][np.ix_(valid[c], valid[c])] = B @ B.T
+    rhs = rng.standard_normal((n_systems, width))
+    before = gram.copy()
+    theta, solved = _ridged_solve(gram, rhs, valid, _RIDGE)
+    assert solved.all()
+    np.testing.assert_array_equal(gram, before)
+    for c in range(n_systems):
+        mean = max(np.diag(gram[c])[valid[c]].mean(), 1.0)
+        ridged = gram[c] + np.diag(np.where(valid[c], _RIDGE * mean, 1.0))
+        np.testing.assert_allclose(theta[c], np.linalg.solve(ridged, np.where(valid[c], rhs[c], 0.0)),
+                                   rtol=1e-9, atol=1e-12)
+        assert np.all(theta[c][~valid[c]] == 0.0)
+    gram[2, 0, 0] = -10.0  # indefinite, whatever the ridge: Cholesky fails, LU solves it
+    theta, solved = _ridged_solve(gram, rhs, valid, _RIDGE)
+    assert solved.tolist() == [True, True, False, True, True] and np.all(theta[2] == 0.0)
+
+    chunk = types.SimpleNamespace(  # what newton_point reads of a chunk: every row active, none added
+        neurons=np.arange(n_systems), valid=valid, XT=np.zeros((width, 3)), width=width, fit_bias=False,
+        padded=np.zeros((n_systems, width), dtype=np.int64), sizes=valid.sum(axis=1),
+        active=np.ones((n_systems, 3), dtype=bool), target=np.zeros((n_systems, 3)), _active_system=lambda: (gram, rhs))
+    point = _Chunk.newton_point(chunk, np.ones((n_systems, 3), dtype=bool))
+    ridged = gram[2] + np.diag(np.where(valid[2], _RIDGE * max(np.diag(gram[2]).mean(), 1.0), 1.0))
+    np.testing.assert_allclose(point[2], np.linalg.solve(ridged, rhs[2]), rtol=1e-9)
+    np.testing.assert_array_equal(point[[0, 1, 3, 4]], theta[[0, 1, 3, 4]])
 
 
 @pytest.mark.parametrize("whole_systems", [True, False])
