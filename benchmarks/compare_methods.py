@@ -18,7 +18,9 @@ fraction that leaves the same number of weights.
 For every model, method and sparsity: the kept fraction reached, the test accuracy, the
 relative error of the network output on the calibration data, each layer's certified
 error (``sqrt`` of the ReLU-aware objective over ``||Y||``, a bound of its post-ReLU
-error), the prune time (one run; numba kernels warmed up first) and where it went: the
+error), the prune time (numba kernels warmed up first; with ``--repeats N`` the median of
+N prunes, every method of a point pruned once per round, so that the machine's drift
+falls on all of them alike) and where it went: the
 phases of ``PruneResult.timings`` (``seconds_record``, ``seconds_share_out``,
 ``seconds_layers``, ``seconds_neurons``; 0 where a phase did not run) and, for Net-Trim's
 OBS default, the two parts of its layers' phase (``seconds_supports``: the OBS candidates,
@@ -35,7 +37,7 @@ with its per-neuron OBS candidate started from the original weights (``widen=inf
 instead of from L-OBS's at twice the target's count. ``nettrim-no-swaps`` (run when asked
 for) is Net-Trim's default without the single swaps after the fit (``swaps=0``).
 
-Run:  python benchmarks/compare_methods.py [--quick] [--models digits-mlp,...] [--methods NAME,...]
+Run:  python benchmarks/compare_methods.py [--quick] [--models digits-mlp,...] [--methods NAME,...] [--repeats N]
 (default models: the whole suite)
 Writes benchmarks/results/compare_methods.csv, .meta.json and .png (needs the ``bench``
 extra: mnist1d, matplotlib).
@@ -146,6 +148,29 @@ def run(model, data, kwargs, name: str, label: str, method: str, options: dict, 
             "layers_certified": " ".join(f"{r.certified_error:.4f}" for r in result.layers.values())}
 
 
+def median_of(runs: list[dict]) -> dict:
+    """One row from repeated prunes of the same point and method: the first run's answers
+    (the prunes are deterministic) with every time the median of the runs'."""
+    row = dict(runs[0])
+    for key in row:
+        if key.startswith("seconds"):
+            row[key] = float(np.median([run[key] for run in runs]))
+    return row
+
+
+def point_jobs(wanted: set[str], model: torch.nn.Module, sparsity: float) -> list[tuple]:
+    """The prunes of one point: ``(label, method, options, sparsity argument, refit, allocate,
+    note)`` of every method asked for, in the order of the table."""
+    jobs = [(label, method, options, sparsity, refit, allocate, "")
+            for label, method, options, refit, allocate in LAYERWISE if label in wanted]
+    jobs += [(label, method, options, structured_sparsity, None, None, "")
+             for label, (method, options, structured_sparsity) in structured_runs(sparsity).items() if label in wanted]
+    if "cap" in wanted:
+        fraction = cap_fraction_for(model, 1.0 - sparsity)
+        jobs.append(("cap", "cap", {}, fraction, None, None, f"  (neurons removed {fraction:.3f})"))
+    return jobs
+
+
 def draw(rows: list[dict], dense: dict[str, float], path: str) -> None:
     import matplotlib
     import matplotlib.ticker
@@ -236,7 +261,11 @@ def main(argv: list[str] | None = None) -> None:
                                                       + ["cap"]),
                         help=f"comma-separated labels to run (default all but {', '.join(ON_REQUEST)})")
     parser.add_argument("--out", default=str(RESULTS / "compare_methods.csv"))
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="prunes per point and method, timed in rounds; the table gives their median time")
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats: got {args.repeats}, needs at least 1")
     sparsities = (0.9,) if args.quick else SPARSITIES
 
     info = machine_info()
@@ -257,28 +286,17 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for name, (model, data, kwargs) in models.items():
         for sparsity in sparsities:
-            for label, method, options, refit, allocate in LAYERWISE:
-                if label not in wanted:
-                    continue
-                row = run(model, data, kwargs, name, label, method, options, sparsity, refit, allocate)
+            jobs = point_jobs(wanted, model, sparsity)
+            runs: dict[str, list[dict]] = {job[0]: [] for job in jobs}
+            for _ in range(args.repeats):  # a round: every method of the point once
+                for label, method, options, argument, refit, allocate, _note in jobs:
+                    runs[label].append(run(model, data, kwargs, name, label, method, options, argument, refit,
+                                           allocate))
+            for label, *_, note in jobs:
+                row = median_of(runs[label])
                 row["target_sparsity"] = sparsity
                 rows.append(row)
-                show(row)
-            for label, (method, options, structured_sparsity) in structured_runs(sparsity).items():
-                if label not in wanted:
-                    continue
-                row = run(model, data, kwargs, name, label, method, options, structured_sparsity)
-                row["target_sparsity"] = sparsity
-                rows.append(row)
-                show(row)
-            if "cap" not in wanted:
-                continue
-            fraction = cap_fraction_for(model, 1.0 - sparsity)
-            kwargs_cap = {k: v for k, v in kwargs.items()}
-            row = run(model, data, kwargs_cap, name, "cap", "cap", {}, fraction)
-            row["target_sparsity"] = sparsity
-            rows.append(row)
-            show(row, f"  (neurons removed {fraction:.3f})")
+                show(row, note)
 
     verdicts, time_ratios = summarise(rows, models, sparsities)
     breakdown = time_breakdown(rows)
@@ -286,7 +304,7 @@ def main(argv: list[str] | None = None) -> None:
 
     meta = {**info, "dense_accuracy": dense, "sparsities": list(sparsities), "nettrim_ahead": verdicts,
             "nettrim_seconds_over_lobs": time_ratios, "nettrim_time_in_lobs": breakdown, "mode": "cascade",
-            "runs_per_point": 1,
+            "runs_per_point": args.repeats,
             "sizes": {name: f"{suite.MODELS[name].description}; {len(data.x_train)} calibration / "
                       f"{len(data.x_test)} test; {kwargs}" for name, (_, data, kwargs) in models.items()}}
     out = write_results(args.out, rows, meta)

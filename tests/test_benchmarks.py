@@ -223,3 +223,21 @@ def test_conv_rows_leaves_a_layer_without_error_out_of_its_summary():
     summary = conv_rows.summarise(rows, ["auto", "2500"])
     assert summary["auto"] == {"median": pytest.approx(1.1), "max": pytest.approx(1.2)}
     assert summary["2500"] == {"median": 2.0, "max": 2.0}
+
+
+def test_repeated_prunes_give_the_first_answers_and_the_median_times():
+    compare = pytest.importorskip("compare_methods")
+    runs = [{"method": "nettrim", "output_error": 0.1, "seconds": t, "seconds_fits": f}
+            for t, f in ((3.0, 0.3), (1.0, 0.1), (2.0, 0.5))]
+    row = compare.median_of(runs)
+    assert row == {"method": "nettrim", "output_error": 0.1, "seconds": 2.0, "seconds_fits": 0.3}
+    assert runs[0]["seconds"] == 3.0  # the runs are left as they were
+
+
+def test_a_points_prunes_are_those_asked_for_in_the_tables_order():
+    compare = pytest.importorskip("compare_methods")
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    jobs = compare.point_jobs({"cap", "nettrim", "lobs", "nettrim-group"}, model, 0.9)
+    assert [job[0] for job in jobs] == ["lobs", "nettrim", "nettrim-group", "cap"]
+    assert jobs[1][3:6] == (0.9, None, "auto") and jobs[2][3] == 0.9
+    assert 0.0 < jobs[3][3] < 1.0 and jobs[3][6].startswith("  (neurons removed")
