@@ -330,6 +330,20 @@ def _refit_cascade(model: nn.Module, batches: Sequence[torch.Tensor], order: Seq
     return errors
 
 
+def _check_reference(reference_outputs: Any, n_calibration: int) -> None:
+    """Refuse ``reference_outputs`` that cannot be the model's outputs on the calibration
+    data (:func:`nettrim.measure.network_outputs`: one flattened row per input), before any
+    work is done."""
+    if reference_outputs is None:
+        return
+    if not isinstance(reference_outputs, torch.Tensor) or reference_outputs.dim() != 2 \
+            or reference_outputs.shape[0] != n_calibration:
+        raise ValueError(f"reference_outputs: got {type(reference_outputs).__name__} of shape "
+                         f"{tuple(getattr(reference_outputs, 'shape', ()))}, needs the model's outputs on calib, one "
+                         f"flattened row per input ({n_calibration} rows: nettrim.measure.network_outputs), or None "
+                         f"to compute them here")
+
+
 def prune_network(model: nn.Module, calib: Any, *, sparsity: float | None, epsilon: float, options: GroupOptions,
                   solver_options: Mapping[str, Any] | None = None, layers: Sequence[str] | None = None,
                   max_positions: int | str | None = None, seed: int = 0, progress: bool = True,
@@ -353,6 +367,8 @@ def prune_network(model: nn.Module, calib: Any, *, sparsity: float | None, epsil
     options.check(sparsity, layers)
     started = time.perf_counter()
     batches = calibration_batches(calib)
+    n_calibration = sum(int(x.shape[0]) for x in batches)
+    _check_reference(reference_outputs, n_calibration)
     pruned = copy.deepcopy(model)
     found = layer_handles(pruned, None)
     if records is None:
@@ -370,8 +386,7 @@ def prune_network(model: nn.Module, calib: Any, *, sparsity: float | None, epsil
     bar = tqdm(total=len(order), desc="nettrim-group", unit="layer", disable=not progress, leave=False)
     try:
         if sparsity is not None:
-            fraction = _neuron_fraction(chain, records, sparsity, options.unit, sum(int(x.shape[0]) for x in batches),
-                                        options.at_most)
+            fraction = _neuron_fraction(chain, records, sparsity, options.unit, n_calibration, options.at_most)
             kept = _choose_by_sparsity(chain, records, fraction, options)
             _cut(pruned, chain, kept)
             errors = _refit_cascade(pruned, batches, order, records, kept, chain[0].consumer, max_positions, seed,
@@ -392,7 +407,7 @@ def prune_network(model: nn.Module, calib: Any, *, sparsity: float | None, epsil
                             method="nettrim-group")
     result = PruneResult(model=pruned, layers=reports, method="nettrim-group", mode="neurons",
                          epsilon=math.nan if sparsity is not None else epsilon, gamma=math.nan, sparsity=sparsity,
-                         n_calibration=sum(int(x.shape[0]) for x in batches),
+                         n_calibration=n_calibration,
                          output_error=output_error(pruned, batches, reference_out), seconds=seconds)
     logger.info("nettrim-group: %d producers cut down, %.1f%% of the pruned layers' weights kept, output error %s",
                 len(chain), 100 * result.kept_pruned, result.output_error)

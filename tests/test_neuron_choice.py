@@ -149,7 +149,8 @@ def test_the_structured_prune_reads_the_signals_the_prune_recorded(monkeypatch):
     """Given the layers as recorded (same rows), the structured prune gives what it gives
     recording them itself; records of other layers are refused; the default at a high
     target records the network once, and computes its outputs once (its structured prune
-    reads the prune's records and reference outputs)."""
+    reads the prune's records and reference outputs); outputs that cannot be the model's
+    on the calibration data are refused."""
     import importlib
 
     from nettrim import structured
@@ -183,6 +184,9 @@ def test_the_structured_prune_reads_the_signals_the_prune_recorded(monkeypatch):
     assert given.output_error == alone.output_error and len(references) == 0
     prune_network(model, x, records=records, **options)
     assert len(references) == 1
+    for wrong in (reference[:-1], reference.numpy(), reference[:, 0]):
+        with pytest.raises(ValueError, match=r"reference_outputs: got .*needs the model's outputs on calib"):
+            prune_network(model, x, records=records, reference_outputs=wrong, **options)
 
 
 def _alternatives(model, x, sparsity):
