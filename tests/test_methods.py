@@ -74,12 +74,13 @@ def test_relu_obs_second_stage_equals_brute_force_greedy_obs(bias, widen, monkey
     greedily, against removals tried one by one on the Hessians formed directly. The
     shared Hessian's candidate is that pass's last level: L-OBS's answer where the pass
     removes greedily."""
-    from nettrim.methods._relu_obs import obs_candidates
+    from nettrim.methods._relu_obs import first_stage, obs_candidates
 
     task = _task(n_samples=120, n_in=9, n_out=5, seed=3, bias=bias, relu=True)
     sparsity, damping = 0.75, 1e-3
     candidates, _ = obs_candidates(task, sparsity, damping, widen)
-    start, _ = lobs.prune_path(task, [max(0.0, 1.0 - widen * (1.0 - sparsity)), sparsity], damping)
+    first = first_stage(sparsity, widen)
+    start, _ = lobs.prune_path(task, [first, sparsity], damping)
     Xa = np.hstack([task.X, np.ones((len(task.X), 1))]) if bias else task.X
     rows, hessians, costs = [], [], []
     for m in range(task.weight.shape[0]):
@@ -103,11 +104,28 @@ def test_relu_obs_second_stage_equals_brute_force_greedy_obs(bias, widen, monkey
         np.testing.assert_allclose(weight[m, held], expected[:held.size], rtol=1e-9, atol=1e-12)
         if bias:
             assert b[m] == pytest.approx(expected[-1], rel=1e-9)
-    first = max(0.0, 1.0 - widen * (1.0 - sparsity))
     np.testing.assert_array_equal(candidates["layer"][0], lobs.prune_path(task, [first, sparsity], damping)[1][0])
     monkeypatch.setattr(lobs, "BACKWARD_FLOPS", float("inf"))  # greedy removal: L-OBS's answer
     np.testing.assert_array_equal(obs_candidates(task, sparsity, damping, widen)[0]["layer"][0],
                                   lobs.prune_layer(task, sparsity=sparsity, damping=damping).weight)
+
+
+def test_the_first_stage_keeps_widen_times_the_target_and_at_most_a_step_more():
+    """The per-neuron Hessians take over where the layer keeps ``widen`` times the target's
+    weights, or ``STEP`` of the layer's weights more than the target where that is fewer;
+    ``widen = inf``: from the original weights; never below 0."""
+    from nettrim.methods._relu_obs import STEP, first_stage
+
+    assert STEP == pytest.approx(0.1)
+    assert first_stage(0.9, 2.0) == pytest.approx(0.8)  # 0.2 kept: twice the target, a step more
+    assert first_stage(0.95, 2.0) == pytest.approx(0.9)
+    assert first_stage(0.7, 2.0) == pytest.approx(0.6)  # the step binds: 0.4 kept, not 0.6
+    assert first_stage(0.8, 1.5) == pytest.approx(0.7)
+    assert first_stage(0.8, 1.25) == pytest.approx(0.75)  # widen binds
+    assert first_stage(0.3, 2.0) == pytest.approx(0.2)
+    assert first_stage(0.05, 2.0) == 0.0
+    assert first_stage(0.7, np.inf) == 0.0
+    assert first_stage(0.7, 1.0) == pytest.approx(0.7)  # nothing left to the per-neuron Hessians
 
 
 @pytest.mark.parametrize("bias", [True, False])

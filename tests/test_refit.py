@@ -227,16 +227,21 @@ def _task(relu=True, all_active=False, seed=11):
     return LayerTask("layer", X, Y, relu, weight, bias, budget=0.1 * np.linalg.norm(Y))
 
 
-def test_obs_candidates_without_relu_are_lobs():
+@pytest.mark.parametrize("sparsity", [0.3, 0.6, 0.9])
+def test_obs_candidates_without_relu_are_lobs(sparsity, monkeypatch):
     """Without ReLU every row is active: the Hessians are the shared one, and the only
-    candidate is L-OBS's answer itself."""
+    candidate is the shared Hessian's pass straight to the target (no first stage to stop
+    at): L-OBS's answer itself where the pass removes greedily."""
     from nettrim.methods import lobs
     from nettrim.methods._relu_obs import obs_candidates
 
     task = _task(relu=False)
-    candidates, systems = obs_candidates(task, 0.6, 1e-4)
-    expected = lobs.prune_layer(task, sparsity=0.6, damping=1e-4)
+    candidates, systems = obs_candidates(task, sparsity, 1e-4)
     assert list(candidates) == ["layer"] and systems is None
+    np.testing.assert_array_equal(candidates["layer"][0], lobs.prune_path(task, [sparsity], 1e-4)[0][0])
+    monkeypatch.setattr(lobs, "BACKWARD_FLOPS", float("inf"))  # greedy removal forced
+    candidates, _ = obs_candidates(task, sparsity, 1e-4)
+    expected = lobs.prune_layer(task, sparsity=sparsity, damping=1e-4)
     np.testing.assert_array_equal(candidates["layer"][0], expected.weight)
     np.testing.assert_array_equal(candidates["layer"][1], expected.bias)
 

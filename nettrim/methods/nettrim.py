@@ -8,7 +8,8 @@ Surgeon removals and the weights from the ReLU-aware fit on that support
 0, towards the original output on the input the layer is solved on, the program's
 constraints as a penalty). Two supports are tried: OBS with the Hessian of the program's
 ReLU-aware objective (:mod:`._relu_obs`: one per neuron, from the rows it is active on,
-taking over from L-OBS once the layer keeps twice the target's weights) and with the
+taking over from L-OBS once the layer keeps twice the target's weights, or a tenth of
+its weights more than the target where that is fewer) and with the
 layer's shared ``X^T X`` (L-OBS's), each fitted. The fit's objective, a
 certified bound of the layer's post-ReLU error, is a sum over neurons, and every neuron
 is fitted on its own, so each neuron takes the row of the Hessian that serves the layer
@@ -118,8 +119,9 @@ class NetTrimOptions:
         ``support='obs'``: the Hessians' damping, relative to their mean diagonal.
     widen : float, default 2.0
         ``support='obs'``: the Hessian per neuron takes over from L-OBS's shared one when the
-        layer keeps ``widen`` times the target's weights (:mod:`._relu_obs`); ``inf``: from
-        the original weights.
+        layer keeps ``widen`` times the target's weights, or :data:`._relu_obs.STEP` of its
+        weights more than the target where that is fewer (:func:`._relu_obs.first_stage`);
+        ``inf``: from the original weights.
     neurons : bool, default True
         ``support='obs'`` at a network target of 90% or more: also remove whole neurons at
         the same count of weights and keep that answer where it errs less
