@@ -215,7 +215,7 @@ def test_the_mix_is_tried_where_whole_neurons_err_less_and_the_lowest_answer_kep
     (fewer neurons removed, then weights) is tried too; the answer returned is the lower of
     the two structured answers, each computed on its own, and the report says which."""
     model, x = duplicated_mlp()
-    monkeypatch.setattr(neuron_choice, "MIX_WITHIN", 0.0)
+    monkeypatch.setattr(neuron_choice, "MIX_BAND", float("inf"))
     calls = _calls_of_structured(monkeypatch)
     result = nettrim.prune(model, x, sparsity=0.9, progress=False)
     kept = 0.1 ** neuron_choice.MIX_SPLIT
@@ -236,7 +236,7 @@ def test_the_mix_when_kept_is_written_in_the_original_shapes_and_reported(tmp_pa
     model gives), the answer is the mix's model in the original shapes, its weights
     counted there, the report and summary say so, and it saves and loads."""
     model, x = duplicated_mlp()
-    monkeypatch.setattr(neuron_choice, "MIX_WITHIN", 0.0)
+    monkeypatch.setattr(neuron_choice, "MIX_BAND", float("inf"))
     real = neuron_choice._structured
 
     def mix_first(*args):
@@ -258,23 +258,46 @@ def test_the_mix_when_kept_is_written_in_the_original_shapes_and_reported(tmp_pa
         torch.testing.assert_close(again(x), result.model(x))
 
 
-def test_the_mix_is_not_tried_where_the_weight_level_answer_errs_less(digits, digits_model, monkeypatch):
+def test_the_mix_is_tried_where_whole_neurons_err_a_little_more(digits, digits_model, monkeypatch):
+    """On the digits MLP at 90% the weight-level answer errs less than whole neurons: the mix
+    is computed where their errors lie within MIX_BAND of each other, above as well as
+    below (the band set at the two errors' gap, then just under it), and kept only where it
+    errs less than the weight-level answer."""
     calls = _calls_of_structured(monkeypatch)
-    result = nettrim.prune(digits_model, digits.x_train[:600], sparsity=0.9, progress=False)
+    errors = []
+    real = neuron_choice._structured
+    monkeypatch.setattr(neuron_choice, "_structured", lambda *a: errors.append(real(*a)) or errors[-1])
+    calib = digits.x_train[:600]
+    monkeypatch.setattr(neuron_choice, "MIX_BAND", 0.0)
+    result = nettrim.prune(digits_model, calib, sparsity=0.9, progress=False)
     assert result.mode == "cascade" and calls == [(0.9, None)]
+    gap = errors[0].output_error / result.output_error - 1.0
+    assert gap > 0  # whole neurons err more: the case this test is about
+    for band, tried in ((gap * (1 + 1e-6), True), (gap * (1 - 1e-6), False)):
+        monkeypatch.setattr(neuron_choice, "MIX_BAND", band)
+        calls.clear()
+        errors.clear()
+        again = nettrim.prune(digits_model, calib, sparsity=0.9, progress=False)
+        assert (len(calls) == 2) is tried
+        if tried:
+            mix = errors[1]
+            assert again.output_error == pytest.approx(min(result.output_error, mix.output_error), rel=1e-9)
+            assert again.mode == ("neurons" if mix.output_error < result.output_error else "cascade")
+        else:
+            assert again.output_error == result.output_error and again.mode == "cascade"
 
 
 def test_the_mix_is_tried_only_where_whole_neurons_err_nearly_as_much(monkeypatch):
-    """On the MLP of copies whole neurons err far less than the weight-level answer (below
-    MIX_WITHIN of it): the mix is not computed. With the margin at the ratio of the two
-    errors it is, and just above that ratio it is not."""
+    """On the MLP of copies whole neurons err far less than the weight-level answer (by more
+    than MIX_BAND of it): the mix is not computed. With the band at the two errors' gap it
+    is, and just under that gap it is not."""
     model, x = duplicated_mlp()
     calls = _calls_of_structured(monkeypatch)
     result = nettrim.prune(model, x, sparsity=0.9, progress=False)
-    ratio = result.output_error / result.layers["0"].info["weight_level_error"]
-    assert ratio < neuron_choice.MIX_WITHIN and calls == [(0.9, None)] and result.mode == "neurons"
-    for within, tried in ((ratio * (1 - 1e-9), True), (ratio * (1 + 1e-9), False)):
-        monkeypatch.setattr(neuron_choice, "MIX_WITHIN", within)
+    gap = 1.0 - result.output_error / result.layers["0"].info["weight_level_error"]
+    assert gap > neuron_choice.MIX_BAND and calls == [(0.9, None)] and result.mode == "neurons"
+    for band, tried in ((gap * (1 + 1e-9), True), (gap * (1 - 1e-9), False)):
+        monkeypatch.setattr(neuron_choice, "MIX_BAND", band)
         calls.clear()
         again = nettrim.prune(model, x, sparsity=0.9, progress=False)
         assert (len(calls) == 2) is tried
