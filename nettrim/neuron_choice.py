@@ -22,8 +22,9 @@ is kept. The mix lies between the two ways of removing weights, and on the bench
 suite (``nettrim-group+weights`` in ``benchmarks/compare_methods.py``, 90% and 95% on the
 five models whose layers all take part) it was the lowest only where the two erred
 nearly alike: on the MNIST-1D CNN at 95%, whole neurons 0.5% below the weight-level
-answer (the mix 11% below both; with the code of a later change it erred 5% above whole
-neurons there), and at 90%, whole neurons 2.5% above it (the mix 1.1% below it). Where
+answer (the mix 11% below both; once the per-neuron start was capped,
+:data:`.methods._relu_obs.STEP`, it erred 5% above whole neurons there), and at 90%, with
+that cap, whole neurons 2.5% above it (the mix 1.1% below it). Where
 whole neurons erred more by 6% or more (up to 3.7 times as much) the mix erred more than
 the weight-level answer; where they erred 15% and 41% less (the digits MLP at 90% and
 95%), it erred more than either. So it is computed only where the two are within a

@@ -67,8 +67,9 @@ def test_lobs_equals_brute_force_greedy_obs(bias):
 
 @pytest.mark.parametrize("bias, widen", [(True, 2.0), (False, 2.0), (True, np.inf)])
 def test_relu_obs_second_stage_equals_brute_force_greedy_obs(bias, widen, monkeypatch):
-    """Net-Trim's per-neuron OBS candidate: the shared Hessian's pass down to ``widen`` times
-    the target's weights (none removed with ``inf``), then, from those weights, each
+    """Net-Trim's per-neuron OBS candidate: the shared Hessian's pass down to ``first_stage``
+    (``widen`` times the target's weights, at most a step above it; none removed with
+    ``inf``), then, from those weights, each
     neuron's Hessian on its active rows and the entries it still holds, the remaining
     removals allotted over the layer by the costs there, and each row's share removed
     greedily, against removals tried one by one on the Hessians formed directly. The

@@ -40,9 +40,10 @@ instead of 0.6, for under half the products of the per-neuron equations, and the
 second stage's removals, allotted over the layer by the costs at its start, are a third
 as many. On the benchmark suite (``benchmarks/compare_methods.py``'s time breakdown, against
 ``widen`` alone, run just before) that took the supports' time on the VGG-style CNN at
-70% from 1.77 to 1.04 s and the default's whole prune to a median 0.98 times its time
-(0.71-0.95 at 50%, where the cap binds most), and moved the network's output error by
-a median factor of 1.003 (0.95-1.12). A per-neuron Hessian is estimated from its
+70% from 1.77 to 1.04 s and the default's whole prune to 0.71-0.95 times its time at
+50%, where the cap binds most (a median 0.98 over the 30 points, with the mix of
+:mod:`nettrim.neuron_choice` now tried at one more of them), and moved the network's
+output error by a median factor of 1.003 (0.95-1.12). A per-neuron Hessian is estimated from its
 neuron's active rows, fewer than the shared one's; in two stages it decides only the
 removals closest to the target. On the suite's networks the network's output error
 comes out about the same as with the
