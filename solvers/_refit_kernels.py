@@ -36,7 +36,7 @@ from numba import njit
 from ._lapack import solve_spd
 
 __all__ = ["_add_rows", "_advance", "_complement", "_dense_rows", "_gathered", "_objectives", "_read_off",
-           "_ridged_solve", "_support_response"]
+           "_ridge_into", "_ridged_solve", "_support_response"]
 
 
 @njit(cache=True, nogil=True)
@@ -197,31 +197,36 @@ def _complement(layer_gram, layer_rhs, m, entries, gram, rhs):
 
 
 @njit(cache=True, nogil=True)
+def _ridge_into(gram, valid, ridge, out):
+    """``out = G + D`` for one padded system: ``D`` adds ``ridge`` times the mean diagonal of
+    ``G`` over its ``valid`` entries (at least 1) to those entries, and 1 to the padding."""
+    total, count = 0.0, 0
+    for j in range(valid.size):
+        if valid[j]:
+            total += gram[j, j]
+            count += 1
+    shift = ridge * max(total / max(count, 1), 1.0)
+    out[:, :] = gram
+    for j in range(valid.size):
+        out[j, j] += shift if valid[j] else 1.0
+
+
+@njit(cache=True, nogil=True)
 def _ridged_solve(gram, rhs, valid, ridge):
-    """Solve each padded system ``(G_c + D_c) theta_c = b_c``: ``D_c`` adds ``ridge`` times
-    the mean diagonal of ``G_c`` over its ``valid`` entries (at least 1) to those entries,
-    and 1 to the padding, whose right-hand side is taken as 0 (so its coefficients are 0).
-    ``gram`` is left as it was. Returns the solutions ``(c, width)`` and whether each system
-    was solved: False where round-off left ``G_c + D_c`` not positive definite (its row of
-    the solutions then 0, for the caller to solve otherwise)."""
+    """Solve each padded system ``(G_c + D_c) theta_c = b_c`` (:func:`_ridge_into`), the
+    padding's right-hand side taken as 0 (so its coefficients are 0). ``gram`` is left as it
+    was. Returns the solutions ``(c, width)`` and whether each system was solved: False
+    where round-off left ``G_c + D_c`` not positive definite (its row of the solutions then
+    0, for the caller to solve otherwise)."""
     n_systems, width = rhs.shape
     theta = np.zeros((n_systems, width))
     solved = np.zeros(n_systems, dtype=np.bool_)
     factor = np.empty((width, width))
     for c in range(n_systems):
-        total, count = 0.0, 0
+        _ridge_into(gram[c], valid[c], ridge, factor)
         for j in range(width):
             if valid[c, j]:
-                total += gram[c, j, j]
-                count += 1
-        shift = ridge * max(total / max(count, 1), 1.0)
-        factor[:, :] = gram[c]
-        for j in range(width):
-            if valid[c, j]:
-                factor[j, j] += shift
                 theta[c, j] = rhs[c, j]
-            else:
-                factor[j, j] += 1.0
         solved[c] = solve_spd(factor, theta[c])
         if not solved[c]:
             theta[c] = 0.0

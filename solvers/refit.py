@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._refit_kernels import (_add_rows, _advance, _complement, _dense_rows, _gathered, _objectives, _read_off,
-                             _ridged_solve, _support_response)
+                             _ridge_into, _ridged_solve, _support_response)
 from ._threads import blas_threads, map_threads
 
 __all__ = ["RefitResult", "ActiveSystems", "active_systems", "SYSTEMS_BYTES", "MAX_STEPS", "relu_refit",
@@ -362,11 +362,10 @@ class _Chunk:
         theta, solved = _ridged_solve(gram, rhs, valid, _RIDGE)  # Cholesky, system by system
         if not solved.all():  # round-off left a ridged system indefinite: LU for those
             failed = np.flatnonzero(~solved)
-            gram, valid = gram[failed], valid[failed]
-            diagonal = np.einsum("css->cs", gram)
-            scale = np.maximum(np.sum(diagonal * valid, axis=1) / np.maximum(valid.sum(axis=1), 1), 1.0)
-            gram[:, np.arange(gram.shape[1]), np.arange(gram.shape[1])] += np.where(valid, _RIDGE * scale[:, None], 1.0)
-            theta[failed] = np.linalg.solve(gram, np.where(valid, rhs[failed], 0.0)[:, :, None])[:, :, 0]
+            ridged = np.empty_like(gram[failed])
+            for k, c in enumerate(failed):
+                _ridge_into(gram[c], valid[c], _RIDGE, ridged[k])  # the same systems Cholesky was given
+            theta[failed] = np.linalg.solve(ridged, np.where(valid[failed], rhs[failed], 0.0)[:, :, None])[:, :, 0]
         return theta
 
     def start(self, weight: np.ndarray | None, bias: np.ndarray | None) -> np.ndarray:
