@@ -7,6 +7,9 @@ that numpy can only do with a Python loop or several temporaries:
 
 - :func:`_objectives`: every neuron's ``f`` at ``z + length * dz`` in one pass,
   ``f = sum_{p in Omega} (z_p - y_p)^2 + sum_{p not in Omega} max(z_p - v_p, 0)^2``;
+- :func:`_layer_objectives`: every neuron's ``f`` at a layer's pre-activations ``X W^T``
+  (``n_samples x n_out``, as BLAS gives them) plus the bias, in one pass over them
+  (:func:`solvers.refit.refit_objective`);
 - :func:`_advance`: the accepted steps taken (``z += length * dz``) and, in the same pass,
   each neuron's rows there (active, or inactive above the bound), compared with those
   its Newton point was fitted on;
@@ -35,7 +38,8 @@ from numba import njit
 
 from ._lapack import solve_spd
 
-__all__ = ["_add_rows", "_advance", "_complement", "_dense_rows", "_gathered", "_objectives", "_read_off",
+__all__ = ["_add_rows", "_advance", "_complement", "_dense_rows", "_gathered", "_layer_objectives", "_objectives",
+           "_read_off",
            "_ridge_into", "_ridged_solve", "_support_response"]
 
 
@@ -57,6 +61,28 @@ def _objectives(z, index, dz, length, y, v, active):
                 residual = max(point - v[m, p], 0.0)
             total += residual * residual
         values[i] = total
+    return values
+
+
+@njit(cache=True, nogil=True)
+def _layer_objectives(products, y, bias, upper, relu):
+    """``f_m`` of every neuron ``m`` at ``z = products[:, m] + bias[m]`` (``bias`` empty: no
+    bias): ``sum_p (z_p - y_pm)^2`` over the rows where ``y_pm > 0`` plus
+    ``sum_p max(z_p - v_pm, 0)^2`` over the others, ``v = upper`` (empty: 0); without
+    ``relu``, ``sum_p (z_p - y_pm)^2`` over every row. The arrays are ``n_samples x n_out``,
+    read row after row (one pass over row-major arrays)."""
+    n_samples, n_out = products.shape
+    values = np.zeros(n_out)
+    shifted, bounded = bias.size > 0, upper.size > 0
+    for p in range(n_samples):
+        for m in range(n_out):
+            z = products[p, m] + bias[m] if shifted else products[p, m]
+            target = y[p, m]
+            if not relu or target > 0.0:
+                residual = z - target
+            else:
+                residual = max(z - upper[p, m] if bounded else z, 0.0)
+            values[m] += residual * residual
     return values
 
 

@@ -50,6 +50,32 @@ def test_refit_reaches_the_cvxpy_optimum(seed):
     np.testing.assert_allclose(refit_objective(X, Y, fitted.weight, fitted.bias), fitted.objective, rtol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("bound", ["none", "full", "row"])
+def test_refit_objective_is_its_definition(dtype, with_bias, bound):
+    """f_m entry by entry (a Python loop over the definition), with a bias or not, with the
+    inactive bound v given in full, as one row broadcast over the samples, or 0; without
+    ReLU the squared error on every entry (the bound ignored)."""
+    X, Y, support, (weight, bias) = _layer(4, n_samples=40, n_in=6, n_out=3)
+    X, Y = X.astype(dtype), Y.astype(dtype)  # the inputs as given; the objective is computed in float64
+    rng = np.random.default_rng(4)
+    weight = (weight * support).astype(dtype)
+    bias = bias.astype(dtype) if with_bias else None
+    upper = {"none": None, "full": rng.standard_normal(Y.shape), "row": rng.standard_normal(Y.shape[1])}[bound]
+    Z = X.astype(np.float64) @ weight.astype(np.float64).T + (0.0 if bias is None else bias.astype(np.float64))
+    V = np.zeros(Y.shape) if upper is None else np.broadcast_to(upper, Y.shape)
+    expected_relu, expected_linear = np.zeros(Y.shape[1]), np.zeros(Y.shape[1])
+    for p in range(Y.shape[0]):
+        for m in range(Y.shape[1]):
+            residual = Z[p, m] - Y[p, m] if Y[p, m] > 0 else max(Z[p, m] - V[p, m], 0.0)
+            expected_relu[m] += residual ** 2
+            expected_linear[m] += (Z[p, m] - Y[p, m]) ** 2
+    np.testing.assert_allclose(refit_objective(X, Y, weight, bias, upper=upper), expected_relu, rtol=1e-12)
+    np.testing.assert_allclose(refit_objective(X, Y, weight, bias, relu=False, upper=upper), expected_linear,
+                               rtol=1e-12)
+
+
 def test_refit_with_an_inactive_bound_and_without_relu():
     X, Y, support, _ = _layer(3)
     upper = np.abs(np.random.default_rng(3).standard_normal(Y.shape))
