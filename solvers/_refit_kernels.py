@@ -39,8 +39,7 @@ from numba import njit
 from ._lapack import solve_spd
 
 __all__ = ["_add_rows", "_advance", "_complement", "_dense_rows", "_gathered", "_layer_objectives", "_objectives",
-           "_read_off",
-           "_ridge_into", "_ridged_solve", "_support_response"]
+           "_read_off", "_ridge_into", "_ridged_solve", "_support_response"]
 
 
 @njit(cache=True, nogil=True)
