@@ -147,7 +147,11 @@ def refit_objective(X: np.ndarray, Y: np.ndarray, weight: np.ndarray, bias: np.n
     layer without ReLU, the squared error on every entry. The products ``X W^T`` by BLAS,
     the rest in one compiled pass over them (:func:`._refit_kernels._layer_objectives`)."""
     Z = np.asarray(X, dtype=np.float64) @ np.asarray(weight, dtype=np.float64).T
+    Y = np.asarray(Y)
     shift = np.zeros(0) if bias is None else np.asarray(bias, dtype=np.float64).reshape(-1)
+    if Y.shape != Z.shape or (bias is not None and shift.size != Z.shape[1]):  # the compiled pass reads them unchecked
+        raise ValueError(f"Y: got shape {Y.shape} and bias {None if bias is None else shift.shape} for X "
+                         f"{np.shape(X)} and weight {np.shape(weight)}; needs Y (n_samples, n_out) and bias (n_out,)")
     bound = np.zeros((0, 0)) if upper is None or not relu else \
         np.ascontiguousarray(np.broadcast_to(np.asarray(upper, dtype=np.float64), Z.shape))
     return _layer_objectives(np.ascontiguousarray(Z), np.ascontiguousarray(Y, dtype=np.float64), shift, bound, relu)

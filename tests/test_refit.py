@@ -76,6 +76,15 @@ def test_refit_objective_is_its_definition(dtype, with_bias, bound):
                                rtol=1e-12)
 
 
+def test_refit_objective_refuses_mismatched_shapes():
+    """Y or a bias that does not match X W^T is refused, naming them, before the compiled
+    pass reads it."""
+    X, Y, support, (weight, bias) = _layer(5, n_samples=30, n_in=6, n_out=3)
+    for wrong_Y, wrong_bias in ((Y[:-1], bias), (Y[:, :2], bias), (Y, bias[:2]), (Y.T, None)):
+        with pytest.raises(ValueError, match=r"Y: got shape .*needs Y \(n_samples, n_out\) and bias \(n_out,\)"):
+            refit_objective(X, wrong_Y, weight, wrong_bias)
+
+
 def test_refit_with_an_inactive_bound_and_without_relu():
     X, Y, support, _ = _layer(3)
     upper = np.abs(np.random.default_rng(3).standard_normal(Y.shape))
