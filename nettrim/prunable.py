@@ -66,11 +66,15 @@ def left_dense(model: nn.Module, layers: Sequence[str] | None = None,
 
 
 def layer_handles(model: nn.Module, layers: Sequence[str] | None = None,
-                  followers: dict[str, Follower] | None = None) -> dict[str, tuple[LayerHandle, bool]]:
+                  followers: dict[str, Follower] | None = None, *,
+                  warn: bool = True) -> dict[str, tuple[LayerHandle, bool]]:
     """The prunable layers of ``model`` (all, or the ones named) with whether a ReLU follows.
 
     The layers :func:`left_dense` lists are left out, with one warning each (when
-    ``layers`` is None, that includes the modules of other types with weights).
+    ``layers`` is None, that includes the modules of other types with weights), and a
+    layer followed by another nonlinearity than ReLU is warned of. ``warn=False`` leaves
+    the warnings out: for a caller that finds the handles of a model again (the same
+    layers, cut smaller) after the user has been warned once.
 
     Returns
     -------
@@ -95,7 +99,7 @@ def layer_handles(model: nn.Module, layers: Sequence[str] | None = None,
         raise ValueError("model: has no nn.Linear or nn.Conv1d/2d/3d layer to prune")
     followers = analyse(model) if followers is None else followers
     dense = left_dense(model, layers, followers)
-    for name, reason in dense.items():
+    for name, reason in dense.items() if warn else ():
         logger.warning("layer %r is left dense: %s", name, reason)
     dense = {name: reason for name, reason in dense.items() if name in names}
     if len(dense) == len(names):
@@ -108,7 +112,7 @@ def layer_handles(model: nn.Module, layers: Sequence[str] | None = None,
         follower = followers.get(name, Follower(relu=False))
         if name not in followers:
             logger.info("layer %r is not called in the traced forward pass", name)
-        if follower.activation:
+        if follower.activation and warn:
             logger.warning("layer %r is followed by %s, not a ReLU: it is pruned as a linear layer (its "
                            "pre-activation kept within epsilon)", name, follower.activation)
         bn_name = follower.batchnorm
@@ -117,8 +121,9 @@ def layer_handles(model: nn.Module, layers: Sequence[str] | None = None,
             raise ValueError(f"layer {name!r}: BatchNorm {bn_name!r} keeps no running statistics "
                              "(track_running_stats=False), so it cannot be folded into the layer")
         if bn is not None and bn.bias is None and module.bias is None:
-            logger.warning("layer %r: BatchNorm %r has no shift and the layer no bias; it is not "
-                           "folded and the layer is pruned as a linear layer", name, bn_name)
+            if warn:
+                logger.warning("layer %r: BatchNorm %r has no shift and the layer no bias; it is not "
+                               "folded and the layer is pruned as a linear layer", name, bn_name)
             bn, bn_name, relu = None, None, False
         else:
             relu = follower.relu

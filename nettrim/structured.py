@@ -297,7 +297,7 @@ def _rows_kept(name: str, records: dict, kept: dict[str, np.ndarray]) -> np.ndar
 def _refit_budget(model: nn.Module, chain: list[_Link], records: dict, kept: dict[str, np.ndarray],
                   answers: dict) -> dict[str, float]:
     """Each consumer refitted on the original signals, on its kept columns, from its program's answer."""
-    handles = layer_handles(model, None)
+    handles = layer_handles(model, None, warn=False)  # the user was warned when the prune began
     errors = {}
     for link in chain:
         record = records[link.consumer]
@@ -316,7 +316,7 @@ def _refit_cascade(model: nn.Module, batches: Sequence[torch.Tensor], order: Seq
                    weight_sparsity: float | None, bar: Any) -> dict[str, float]:
     """Every layer from ``first`` on (every layer, with ``weight_sparsity``) refitted, in order,
     on the pruned network's input towards the original network's output."""
-    handles = layer_handles(model, None)
+    handles = layer_handles(model, None, warn=False)  # the user was warned when the prune began
     errors = {}
     for name in order[0 if weight_sparsity is not None else order.index(first):]:
         handle, relu = handles[name]

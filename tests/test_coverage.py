@@ -93,6 +93,18 @@ def test_other_nonlinearities_give_the_linear_program_with_a_warning(caplog, act
     assert result.layers["0"].error_pre <= 0.1 * 1.01
 
 
+def test_structured_methods_warn_of_another_nonlinearity_once(caplog):
+    """nettrim-group finds the layers of the network it cuts again for its refits: the
+    user is warned of the GELU once, as by every other method."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.GELU(), nn.Linear(16, 3)).eval()
+    for method in ("nettrim-group", "cap", "lobs"):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="nettrim"):
+            nettrim.prune(model, torch.randn(80, 6), method=method, sparsity=0.5, progress=False)
+        assert caplog.text.count("layer '2' is followed by GELU, not a ReLU") == 1, method
+
+
 class _Functional(nn.Module):
     def __init__(self, fn):
         super().__init__()
