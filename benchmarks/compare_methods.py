@@ -202,9 +202,10 @@ def draw(rows: list[dict], dense: dict[str, float], path: str) -> None:
 
 def summarise(rows: list[dict], models: dict, sparsities) -> tuple[dict, dict]:
     """Net-Trim's default against the best other method at every point >= 70%: output error
-    (ahead or equal) and test accuracy (at most 0.3 point below the best); its time over L-OBS's."""
+    (ahead or equal) and test accuracy (at most 0.3 point below the best); its time over L-OBS's.
+    Ends with the tally (:func:`tally`)."""
     print("\nNet-Trim (default, at a target sparsity) against the best other method, sparsity >= 0.7:")
-    verdicts, ratios = {}, {}
+    verdicts, ratios, trials = {}, {}, set()
     for name in models:
         for sparsity in (s for s in sparsities if s >= 0.7):
             point = [r for r in rows if r["model"] == name and r["target_sparsity"] == sparsity]
@@ -220,12 +221,36 @@ def summarise(rows: list[dict], models: dict, sparsities) -> tuple[dict, dict]:
             lobs = next((r for r in point if r["method"] == "lobs"), None)
             if lobs is not None:
                 ratios[f"{name}@{sparsity}"] = ours["seconds"] / lobs["seconds"]
+            if ours.get("seconds_neurons", 0.0) > 0:
+                trials.add(f"{name}@{sparsity}")
             print(f"  {name:<12} {sparsity:.2f}: out err {ours['output_error']:.4f} vs {best_error['method']} "
                   f"{best_error['output_error']:.4f} ({'ahead or equal' if ok_error else 'BEHIND'}); accuracy "
                   f"{ours['accuracy']:.2%} vs {best_accuracy['method']} {best_accuracy['accuracy']:.2%} "
                   f"({'within 0.3 point or ahead' if ok_accuracy else 'BEHIND'}); "
                   f"time {ratios.get(f'{name}@{sparsity}', float('nan')):.1f}x L-OBS")
+    for line in tally(verdicts, ratios, trials):
+        print("  " + line)
     return verdicts, ratios
+
+
+def tally(verdicts: dict[str, dict[str, bool]], ratios: dict[str, float], trials: set[str]) -> list[str]:
+    """The points where the default errs least, where its accuracy is within 0.3 point of
+    the best, and where it takes at most 3x L-OBS's time: at all of them, and at those
+    where it tried no structured answer (``trials``: the points where it did)."""
+    lines = []
+    if verdicts:
+        errors = sum(v["output_error"] for v in verdicts.values())
+        accuracies = sum(v["accuracy"] for v in verdicts.values())
+        lines.append(f"lowest output error at {errors} of {len(verdicts)} points; accuracy within 0.3 point "
+                     f"of the best at {accuracies}")
+    if ratios:
+        values = np.array(list(ratios.values()))
+        plain = np.array([value for point, value in ratios.items() if point not in trials])
+        lines.append(f"time {values.min():.1f}-{values.max():.1f}x L-OBS, median {np.median(values):.2f}, within 3x "
+                     f"at {int(np.sum(values <= 3.0))} of {values.size}; where no structured answer was tried "
+                     f"({plain.size} points): within 3x at {int(np.sum(plain <= 3.0))}"
+                     + (f", median {np.median(plain):.2f}" if plain.size else ""))
+    return lines
 
 
 def time_breakdown(rows: list[dict]) -> dict[str, dict[str, float]]:

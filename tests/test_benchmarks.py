@@ -241,3 +241,15 @@ def test_a_points_prunes_are_those_asked_for_in_the_tables_order():
     assert [job[0] for job in jobs] == ["lobs", "nettrim", "nettrim-group", "cap"]
     assert jobs[1][3:6] == (0.9, None, "auto") and jobs[2][3] == 0.9
     assert 0.0 < jobs[3][3] < 1.0 and jobs[3][6].startswith("  (neurons removed")
+
+
+def test_the_tally_counts_the_points_and_the_time_without_structured_trials():
+    compare = pytest.importorskip("compare_methods")
+    verdicts = {"a@0.7": {"output_error": True, "accuracy": True}, "a@0.9": {"output_error": True, "accuracy": False},
+                "b@0.9": {"output_error": False, "accuracy": True}}
+    ratios = {"a@0.7": 2.0, "a@0.9": 5.0, "b@0.9": 3.5}
+    errors, times = compare.tally(verdicts, ratios, {"a@0.9"})
+    assert errors == "lowest output error at 2 of 3 points; accuracy within 0.3 point of the best at 2"
+    assert times == ("time 2.0-5.0x L-OBS, median 3.50, within 3x at 1 of 3; where no structured answer was tried "
+                     "(2 points): within 3x at 1, median 2.75")
+    assert compare.tally({}, {}, set()) == []
