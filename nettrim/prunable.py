@@ -99,8 +99,9 @@ def layer_handles(model: nn.Module, layers: Sequence[str] | None = None,
         raise ValueError("model: has no nn.Linear or nn.Conv1d/2d/3d layer to prune")
     followers = analyse(model) if followers is None else followers
     dense = left_dense(model, layers, followers)
-    for name, reason in dense.items() if warn else ():
-        logger.warning("layer %r is left dense: %s", name, reason)
+    if warn:
+        for name, reason in dense.items():
+            logger.warning("layer %r is left dense: %s", name, reason)
     dense = {name: reason for name, reason in dense.items() if name in names}
     if len(dense) == len(names):
         raise ValueError(f"model: none of its layers can be pruned ({'; '.join(f'{n}: {r}' for n, r in dense.items())})")
