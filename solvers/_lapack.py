@@ -1,4 +1,5 @@
-"""Cholesky factors and triangular solves of small dense systems, straight from LAPACK.
+"""Cholesky factors and triangular solves of small dense systems, straight from LAPACK,
+and the two BLAS products of a neuron's normal equations, for compiled kernels.
 
 The polish of a ReLU layer (:mod:`solvers._bounded`) factors and solves thousands of
 systems of a few to a few hundred unknowns, one neuron and one step at a time. The
@@ -13,6 +14,12 @@ empty answers, as in ``scipy.linalg``.
 :func:`invert_spd` and :func:`solve_spd` are for compiled kernels (numba): the inverse of a
 symmetric positive definite matrix, and the solution of a system with one, from its
 Cholesky factor (``dpotrf``, then ``dpotri`` or ``dpotrs``), called without the GIL.
+:func:`gram_into` and :func:`product_into` are too: ``B B^T`` by BLAS's symmetric rank-k
+update (``dsyrk``, what numpy's ``B @ B.T`` calls) and ``B x`` (``dgemv``), from SciPy's BLAS.
+A kernel that forms a neuron's equations with them holds no GIL from its rows to its
+system, where numpy's products would each take it back on return: with several threads
+forming equations at once, those hand-overs, not the products, set the pace on narrow
+layers.
 """
 from __future__ import annotations
 
@@ -22,7 +29,8 @@ from numba import njit, types
 from numba.extending import get_cython_function_address
 from scipy.linalg import LinAlgError, lapack
 
-__all__ = ["cholesky_lower", "cho_solve_lower", "solve_lower", "solve_lower_transposed", "invert_spd", "solve_spd"]
+__all__ = ["cholesky_lower", "cho_solve_lower", "solve_lower", "solve_lower_transposed", "invert_spd", "solve_spd",
+           "gram_into", "product_into"]
 
 _potrf, _potrs, _trtrs = lapack.dpotrf, lapack.dpotrs, lapack.dtrtrs
 
@@ -35,6 +43,12 @@ _dpotrf = types.ExternalFunction("nettrim_dpotrf", _FORTRAN_CALL)  # (uplo, n, a
 _dpotri = types.ExternalFunction("nettrim_dpotri", _FORTRAN_CALL)
 # (uplo, n, nrhs, a, lda, b, ldb, info)
 _dpotrs = types.ExternalFunction("nettrim_dpotrs", types.void(*[types.voidptr] * 8))
+for _routine in ("dsyrk", "dgemv"):
+    llvm.add_symbol("nettrim_" + _routine, get_cython_function_address("scipy.linalg.cython_blas", _routine))
+# (uplo, trans, n, k, alpha, a, lda, beta, c, ldc)
+_dsyrk = types.ExternalFunction("nettrim_dsyrk", types.void(*[types.voidptr] * 10))
+# (trans, m, n, alpha, a, lda, x, incx, beta, y, incy)
+_dgemv = types.ExternalFunction("nettrim_dgemv", types.void(*[types.voidptr] * 11))
 
 
 def cholesky_lower(G: np.ndarray, clean: bool = True) -> np.ndarray:
@@ -138,3 +152,44 @@ def solve_spd(matrix: np.ndarray, rhs: np.ndarray) -> bool:
         return False
     _dpotrs(lower.ctypes, n.ctypes, one.ctypes, matrix.ctypes, n.ctypes, rhs.ctypes, n.ctypes, info.ctypes)
     return info[0] == 0
+
+
+@njit(cache=True, nogil=True)
+def gram_into(block: np.ndarray, gram: np.ndarray) -> None:
+    """``gram[:s, :s] = B B^T`` for ``B = block`` (``s x k``, C-contiguous; ``gram`` C-contiguous,
+    at least ``s x s``), for compiled kernels: BLAS's symmetric rank-k update (``dsyrk``,
+    ``s^2 k / 2`` multiply-adds, half a general product's), one triangle computed and
+    mirrored, as numpy computes ``B @ B.T``. With ``k = 0`` the block is zero."""
+    if not block.flags.c_contiguous or not gram.flags.c_contiguous:
+        raise ValueError("gram_into: the block and the Gram matrix must be C-contiguous")
+    size, depth = block.shape
+    if size == 0:
+        return
+    # C's (s, k) block is Fortran's (k, s) matrix A, and C's Gram matrix Fortran's transpose:
+    # A^T A by the transposed update, in Fortran's lower triangle, C's upper one
+    lower, transposed = np.array([76], dtype=np.uint8), np.array([84], dtype=np.uint8)  # 'L', 'T'
+    n, k = np.array([size], dtype=np.int32), np.array([depth], dtype=np.int32)
+    lda, ldc = np.array([max(depth, 1)], dtype=np.int32), np.array([gram.shape[1]], dtype=np.int32)
+    one, zero = np.ones(1), np.zeros(1)
+    _dsyrk(lower.ctypes, transposed.ctypes, n.ctypes, k.ctypes, one.ctypes, block.ctypes, lda.ctypes, zero.ctypes,
+           gram.ctypes, ldc.ctypes)
+    for a in range(1, size):
+        for b in range(a):
+            gram[a, b] = gram[b, a]
+
+
+@njit(cache=True, nogil=True)
+def product_into(block: np.ndarray, vector: np.ndarray, out: np.ndarray) -> None:
+    """``out[:s] = B x`` for ``B = block`` (``s x k``, C-contiguous) and ``x = vector`` (``k``,
+    contiguous), for compiled kernels: BLAS's ``dgemv``. With ``k = 0`` it is zero."""
+    if not block.flags.c_contiguous or not vector.flags.c_contiguous or not out.flags.c_contiguous:
+        raise ValueError("product_into: the block, the vector and the output must be contiguous")
+    size, depth = block.shape
+    if size == 0:
+        return
+    transposed = np.array([84], dtype=np.uint8)  # 'T': C's (s, k) block is Fortran's (k, s) matrix
+    m, n = np.array([depth], dtype=np.int32), np.array([size], dtype=np.int32)
+    lda, step = np.array([max(depth, 1)], dtype=np.int32), np.ones(1, dtype=np.int32)
+    one, zero = np.ones(1), np.zeros(1)
+    _dgemv(transposed.ctypes, m.ctypes, n.ctypes, one.ctypes, block.ctypes, lda.ctypes, vector.ctypes, step.ctypes,
+           zero.ctypes, out.ctypes, step.ctypes)

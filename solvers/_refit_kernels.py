@@ -16,17 +16,18 @@ that numpy can only do with a Python loop or several temporaries:
 - :func:`_add_rows`: the normal equations of chosen rows of each neuron, added to its
   padded system (at each Newton step, the inactive rows above their bound);
 - :func:`_dense_rows`: neurons' coefficients scattered into dense rows of weights;
+- :func:`_padded_supports`: a chunk's supports as rows of input indices, padded to one width;
 - :func:`_support_response`: the responses of neurons whose supports are narrow, from
   their support columns alone (a dense product with the whole input costs ``n_in`` per
   sample and neuron, this ``|S_m|``);
 - :func:`_read_off`: a neuron's equations on a support, copied out of those formed on a
   wider one (into its padded system);
-- :func:`_gathered`: a neuron's support columns of the transposed input at chosen rows,
-  gathered contiguous, for the product that forms its equations on its active rows
-  (numpy's ``B @ B.T``, BLAS's symmetric rank-k update: half the work of a general
-  product, which is what a compiled ``B @ B.T`` calls);
-- :func:`_complement`: a neuron's equations on its active rows from the layer's over every
-  row, less those of its inactive rows (for neurons active on most rows);
+- :func:`_equations`: a neuron's normal equations on its active rows, in one call without
+  the GIL: its support columns of the transposed input gathered at those rows, then BLAS's
+  symmetric rank-k update and matrix-vector product (:func:`._lapack.gram_into`, half the
+  work of a general product, which is what a compiled ``B @ B.T`` calls); for a neuron
+  active on most rows, the same over its inactive rows, taken from the layer's equations
+  over every row;
 - :func:`_ridged_solve`: every neuron's Newton point from its padded system, ridged, by a
   Cholesky factorisation (:func:`._lapack.solve_spd`: half the operations of the LU
   factorisation of a batched ``np.linalg.solve``).
@@ -36,9 +37,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._lapack import solve_spd
+from ._lapack import gram_into, product_into, solve_spd
 
-__all__ = ["_add_rows", "_advance", "_complement", "_dense_rows", "_gathered", "_layer_objectives", "_objectives",
+__all__ = ["_add_rows", "_advance", "_dense_rows", "_equations", "_layer_objectives", "_objectives", "_padded_supports",
            "_read_off", "_ridge_into", "_ridged_solve", "_support_response"]
 
 
@@ -139,18 +140,43 @@ def _add_rows(XT, index, columns, sizes, extra, target, gram, rhs, width, fit_bi
 
 
 @njit(cache=True, nogil=True)
-def _gathered(XT, columns, size, rows, fit_bias):
-    """``B = [X_{rows, S}, 1]^T`` (``(size + fit_bias) x len(rows)``, C-ordered) for the
-    support ``S = columns[:size]``: each support column's samples at ``rows``, then a row
-    of 1s when ``fit_bias``."""
-    block = np.empty((size + 1 if fit_bias else size, rows.size))
+def _equations(XT, y, active, columns, fit_bias, complement, layer_gram, layer_rhs, m):
+    """Neuron ``m``'s normal equations on its active rows ``Omega`` (``active``) over its
+    support ``S = columns``: ``(gram, rhs) = (B B^T, B y_Omega)`` with ``B = [X, 1]_{Omega, S}^T``,
+    its support columns of the transposed input ``XT`` gathered at those rows (a row of 1s
+    last when ``fit_bias``), multiplied by BLAS. With ``complement``, ``B`` is gathered at
+    the inactive rows instead, and the equations are the layer's over every row
+    (``layer_gram = [X, 1]^T [X, 1]``, column ``m`` of ``layer_rhs = [X, 1]^T Y``) less those."""
+    n_in, size = XT.shape[0], columns.size
+    n_rows = 0
+    for p in range(active.size):
+        n_rows += active[p] != complement
+    rows = np.empty(n_rows, dtype=np.int64)
+    n_rows = 0
+    for p in range(active.size):
+        if active[p] != complement:
+            rows[n_rows] = p
+            n_rows += 1
+    width = size + 1 if fit_bias else size
+    block, target = np.empty((width, n_rows)), np.empty(n_rows)
     for j in range(size):
         column = XT[columns[j]]
-        for r in range(rows.size):
+        for r in range(n_rows):
             block[j, r] = column[rows[r]]
     if fit_bias:
         block[size] = 1.0
-    return block
+    for r in range(n_rows):
+        target[r] = y[rows[r]]
+    gram, rhs = np.zeros((width, width)), np.zeros(width)
+    gram_into(block, gram)
+    product_into(block, target, rhs)
+    if complement:
+        for a in range(width):
+            row = layer_gram[columns[a] if a < size else n_in]
+            for b in range(width):
+                gram[a, b] = row[columns[b] if b < size else n_in] - gram[a, b]
+            rhs[a] = layer_rhs[columns[a] if a < size else n_in, m] - rhs[a]
+    return gram, rhs
 
 
 @njit(cache=True, nogil=True)
@@ -197,6 +223,25 @@ def _read_off(held, columns, gram, rhs, fit_bias, out_gram, out_rhs, at):
 
 
 @njit(cache=True, nogil=True)
+def _padded_supports(support, neurons):
+    """The supports of ``neurons`` (rows of the boolean ``support``) as input indices,
+    ascending, row ``k`` of ``padded`` holding neuron ``neurons[k]``'s ``sizes[k]`` of them
+    and zeros after (at least one column)."""
+    sizes = np.zeros(neurons.size, dtype=np.int64)
+    for k in range(neurons.size):
+        for j in range(support.shape[1]):
+            sizes[k] += support[neurons[k], j]
+    padded = np.zeros((neurons.size, max(sizes.max() if neurons.size else 0, 1)), dtype=np.int64)
+    for k in range(neurons.size):
+        filled = 0
+        for j in range(support.shape[1]):
+            if support[neurons[k], j]:
+                padded[k, filled] = j
+                filled += 1
+    return padded, sizes
+
+
+@njit(cache=True, nogil=True)
 def _dense_rows(theta, index, columns, sizes, n_in):
     """Weights ``(len(index), n_in)``, zero off the supports: row ``i`` holds neuron
     ``m = index[i]``'s coefficients ``theta[i, :sizes[m]]`` at its support ``columns[m, :sizes[m]]``."""
@@ -206,19 +251,6 @@ def _dense_rows(theta, index, columns, sizes, n_in):
         for j in range(sizes[m]):
             weight[i, columns[m, j]] = theta[i, j]
     return weight
-
-
-@njit(cache=True, nogil=True)
-def _complement(layer_gram, layer_rhs, m, entries, gram, rhs):
-    """In place, ``gram = G[entries, entries] - gram`` and ``rhs = r[entries] - rhs`` for the
-    layer's ``G = [X, 1]^T [X, 1]`` and ``r = [X, 1]^T y_m`` (column ``m`` of ``layer_rhs``):
-    a neuron's equations on its active rows from those on every row, given ``gram`` and
-    ``rhs`` of its inactive rows."""
-    for a in range(entries.size):
-        row = layer_gram[entries[a]]
-        for b in range(entries.size):
-            gram[a, b] = row[entries[b]] - gram[a, b]
-        rhs[a] = layer_rhs[entries[a], m] - rhs[a]
 
 
 @njit(cache=True, nogil=True)

@@ -52,8 +52,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._refit_kernels import (_add_rows, _advance, _complement, _dense_rows, _gathered, _layer_objectives, _objectives,
-                             _read_off, _ridge_into, _ridged_solve, _support_response)
+from ._refit_kernels import (_add_rows, _advance, _dense_rows, _equations, _layer_objectives, _objectives,
+                             _padded_supports, _read_off, _ridge_into, _ridged_solve, _support_response)
 from ._threads import blas_threads, map_threads
 
 __all__ = ["RefitResult", "ActiveSystems", "active_systems", "SYSTEMS_BYTES", "MAX_STEPS", "relu_refit",
@@ -65,6 +65,7 @@ _CHUNK_BYTES = 256 * 2**20  # the per-row arrays and padded systems of one chunk
 _RIDGE = 1e-12  # relative to the mean diagonal of a Gram matrix: keeps a collinear support solvable
 _BACKTRACKS = 30
 _NO_STEP, _NO_LENGTH = np.zeros((0, 0)), np.zeros(0)  # an objective at z itself, no step
+_NO_LAYER = np.zeros((0, 0))  # the layer's equations, for a neuron that does not read them
 _ROUNDING = 1e-14  # a decrease of f below this much of max(||y||^2, f at the start) is round-off, not progress
 _NARROW = 8  # a chunk whose supports hold at most 1/_NARROW of the inputs sums their columns for its responses
 SYSTEMS_BYTES = 2**30  # active_systems forms no more than this
@@ -270,15 +271,10 @@ class _Chunk:
                  layer: _LayerGram | None = None) -> None:
         self.XT, self.neurons, self.relu, self.fit_bias = XT, neurons, relu, fit_bias
         self.systems, self.layer = systems, layer
-        width = int(support[neurons].sum(axis=1).max(initial=0))
+        self.padded, self.sizes = _padded_supports(support, neurons)  # the supports, for the kernels
+        width = int(self.sizes.max(initial=0))
         self.width, n_cols = width, width + fit_bias
-        self.columns = [np.flatnonzero(support[m]) for m in neurons]
-        self.sizes = np.array([found.size for found in self.columns], dtype=np.int64)
-        self.padded = np.zeros((neurons.size, max(width, 1)), dtype=np.int64)  # the supports, for the kernels
-        self.valid = np.zeros((neurons.size, n_cols), dtype=bool)
-        for k, found in enumerate(self.columns):
-            self.padded[k, :found.size] = found
-            self.valid[k, :found.size] = True
+        self.valid = np.arange(n_cols) < self.sizes[:, None]
         if fit_bias:
             self.valid[:, width] = True
         self.y = YT[neurons]  # (chunk, n_samples): the transposed arrays' rows, contiguous
@@ -287,20 +283,22 @@ class _Chunk:
         self.target = np.where(self.active, self.y, self.v)
         self._system: tuple[np.ndarray, np.ndarray] | None = None
 
+    def columns(self, k: int) -> np.ndarray:
+        """Neuron ``k``'s support ``S_k`` (ascending input indices)."""
+        return self.padded[k, :self.sizes[k]]
+
     def equations(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Neuron ``k``'s normal equations on its active rows: ``B B^T`` and ``B y`` with
         ``B = [X, 1]_{Omega, S}^T`` gathered (BLAS's syrk), or, for a neuron that uses the
         layer's Gram matrix, that matrix's ``S`` rows and columns minus the same over its
-        inactive rows (the bias last, when fitted)."""
+        inactive rows (the bias last, when fitted); one compiled call
+        (:func:`._refit_kernels._equations`), which holds no GIL."""
         m = self.neurons[k]
-        uses = self.layer is not None and self.layer.uses[m]
-        rows = np.flatnonzero(~self.active[k] if uses else self.active[k])
-        block = _gathered(self.XT, self.padded[k], int(self.sizes[k]), rows, self.fit_bias)
-        gram, rhs = block @ block.T, block @ self.y[k, rows]
-        if uses:
-            entries = np.append(self.columns[k], self.XT.shape[0]) if self.fit_bias else self.columns[k]
-            _complement(self.layer.gram, self.layer.rhs, m, entries, gram, rhs)
-        return gram, rhs
+        if self.layer is not None and self.layer.uses[m]:
+            return _equations(self.XT, self.y[k], self.active[k], self.columns(k), self.fit_bias, True,
+                              self.layer.gram, self.layer.rhs, m)
+        return _equations(self.XT, self.y[k], self.active[k], self.columns(k), self.fit_bias, False, _NO_LAYER,
+                          _NO_LAYER, m)
 
     def _active_system(self) -> tuple[np.ndarray, np.ndarray]:
         """``X_{Omega,S}^T X_{Omega,S}`` and ``X_{Omega,S}^T y_Omega`` of every neuron, formed
@@ -311,11 +309,11 @@ class _Chunk:
             rhs = np.zeros((self.neurons.size, n_cols))
             if self.systems is None:  # formed (then put into the padded system, the bias at width)
                 for k in range(self.neurons.size):
-                    _read_off(self.columns[k], self.columns[k], *self.equations(k), self.fit_bias, gram[k], rhs[k],
+                    _read_off(self.columns(k), self.columns(k), *self.equations(k), self.fit_bias, gram[k], rhs[k],
                               self.width)
             else:
                 for k, m in enumerate(self.neurons):
-                    self.systems.read(m, self.columns[k], self.fit_bias, gram[k], rhs[k], self.width)
+                    self.systems.read(m, self.columns(k), self.fit_bias, gram[k], rhs[k], self.width)
             self._system = gram, rhs
         return self._system
 
@@ -369,11 +367,11 @@ class _Chunk:
         return theta
 
     def start(self, weight: np.ndarray | None, bias: np.ndarray | None) -> np.ndarray:
-        theta = np.zeros(self.valid.shape)
         if weight is None:
             return self.newton_point(self.active)  # least squares on the active rows
-        for k, m in enumerate(self.neurons):
-            theta[k, :self.columns[k].size] = weight[m, self.columns[k]]
+        theta = np.zeros(self.valid.shape)
+        held = np.take_along_axis(weight[self.neurons], self.padded[:, :self.width], axis=1)
+        theta[:, :self.width] = np.where(self.valid[:, :self.width], held, 0.0)
         if bias is not None and self.fit_bias:
             theta[:, self.width] = bias[self.neurons]
         return theta
@@ -520,7 +518,7 @@ def active_systems(X: np.ndarray, Y: np.ndarray, support: np.ndarray, *, relu: b
     def form(neurons: np.ndarray) -> None:
         chunk = _Chunk(XT, YT, None, support, neurons, relu, fit_bias, layer=layer)
         for k, m in enumerate(neurons):
-            systems.columns[m] = chunk.columns[k]
+            systems.columns[m] = chunk.columns(k)
             systems.gram[m], systems.rhs[m] = chunk.equations(k)
 
     map_threads(form, _shared_chunks(support, XT.shape[1]))

@@ -7,7 +7,7 @@ import torch
 
 import nettrim
 from solvers import LayerProblem, solve
-from solvers.refit import active_systems, certified_error, refit_objective, relu_refit
+from solvers.refit import ActiveSystems, active_systems, certified_error, refit_objective, relu_refit
 
 
 def _layer(seed=0, n_samples=150, n_in=10, n_out=4, noise=0.3, density=0.5):
@@ -351,9 +351,23 @@ def test_neuron_inverse_hessians_match_direct_inverses():
         np.testing.assert_allclose(inverses[m, :entries.size, :entries.size], np.linalg.inv(H), rtol=1e-9)
         np.testing.assert_array_equal(inverses[m, entries.size:, entries.size:], np.eye(7 - entries.size))
         assert not inverses[m, :entries.size, entries.size:].any()
-    singular = np.stack([np.eye(3), np.eye(3), np.zeros((3, 3))])
+    indefinite = ActiveSystems([np.arange(2)] * 8, [np.eye(3)] * 7 + [np.array([[1.0, 2, 0], [2, 1, 0], [0, 0, 1]])],
+                               [np.zeros(3)] * 8)
     with pytest.raises(np.linalg.LinAlgError, match="neuron 7 is not positive definite"):
-        _relu_obs._cholesky_inverses(singular, np.array([3, 3, 3]), np.array([5, 6, 7]))
+        _relu_obs.neuron_inverse_hessians(indefinite, 10, 3, 0.0, np.array([5, 6, 7]))
+
+
+def test_the_damping_is_numpys_mean_to_the_last_bit():
+    """The per-neuron Hessians' damping adds the diagonal in numpy's pairwise order, so that
+    the compiled inverses are those of the Hessians numpy would form, bit for bit."""
+    from nettrim.methods._lobs_kernels import _pairwise_sum
+
+    rng = np.random.default_rng(8)
+    for size in [1, 7, 8, 9, 127, 128, 129, 136, 257, 1000, 4097]:
+        values = rng.standard_normal(size) ** 2 * 10.0 ** rng.uniform(-3, 3, size)
+        assert _pairwise_sum(values) == values.sum()
+        diagonal = np.einsum("ii->i", np.diag(values))  # the strided view numpy's mean reads
+        assert _pairwise_sum(values) / size == diagonal.mean()
 
 
 def test_invert_spd_inverts_the_leading_block_in_place_exactly_symmetric():
@@ -499,8 +513,9 @@ def test_the_refit_kernels_match_their_numpy_forms():
     step and reads the rows there, ``_add_rows`` adds the
     normal equations of a neuron's chosen rows into its padded system (the bias last),
     ``_support_response`` sums a neuron's support columns, ``_dense_rows`` scatters its
-    coefficients onto them."""
-    from solvers._refit_kernels import _add_rows, _advance, _dense_rows, _gathered, _objectives, _support_response
+    coefficients onto them, ``_equations`` forms its normal equations on its active rows
+    (or from the layer's, less its inactive rows')."""
+    from solvers._refit_kernels import _add_rows, _advance, _dense_rows, _equations, _objectives, _support_response
 
     rng = np.random.default_rng(4)
     n_samples, n_in, c = 50, 7, 3
@@ -538,13 +553,21 @@ def test_the_refit_kernels_match_their_numpy_forms():
         assert np.allclose(rhs[i][slots], B.T @ y[m, extra[i]])
         unused = np.setdiff1d(np.arange(width + 1), slots)
         assert not gram[i][unused].any() and not rhs[i][unused].any()
-    for m in range(2):
-        rows = np.flatnonzero(extra[m])
+    Xa = np.column_stack([X, np.ones(n_samples)])
+    layer_gram, layer_rhs = Xa.T @ Xa, Xa.T @ y.T
+    for m in range(3):
         for fit_bias in (True, False):
-            block = _gathered(np.ascontiguousarray(X.T), columns[m], int(sizes[m]), rows, fit_bias)
-            expected = X[np.ix_(rows, columns[m, :sizes[m]])].T
-            expected = np.vstack([expected, np.ones((1, rows.size))]) if fit_bias else expected
-            np.testing.assert_array_equal(block, expected)
+            entries = np.append(columns[m, :sizes[m]], n_in) if fit_bias else columns[m, :sizes[m]]
+            B = Xa[np.ix_(active[m], entries)]
+            for complement in (False, True):  # from the active rows, or the layer's less the inactive ones
+                gram, rhs = _equations(np.ascontiguousarray(X.T), y[m], active[m], columns[m, :sizes[m]].copy(),
+                                       fit_bias, complement, layer_gram, layer_rhs, m)
+                np.testing.assert_allclose(gram, B.T @ B, rtol=1e-12, atol=1e-12)
+                np.testing.assert_allclose(rhs, B.T @ y[m, active[m]], rtol=1e-12, atol=1e-12)
+                assert np.array_equal(gram, gram.T)
+    never = np.zeros(n_samples, dtype=bool)  # a neuron never active: no rows, zero equations
+    gram, rhs = _equations(np.ascontiguousarray(X.T), y[0], never, columns[0], True, False, layer_gram, layer_rhs, 0)
+    assert gram.shape == (4, 4) and not gram.any() and not rhs.any()
     theta = rng.standard_normal((2, width + 1))
     dense = _dense_rows(theta, np.array([2, 0]), columns, sizes, n_in)
     expected = np.zeros((2, n_in))

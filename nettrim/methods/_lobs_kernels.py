@@ -12,13 +12,21 @@ of the row is
 zero row and column for ``q``). Each row repeats: pick the remaining prunable entry with
 the smallest cost, remove it, update. The row and ``P`` are held compactly, the entries
 still in the row first, so every update runs over contiguous memory.
+
+:func:`damped_inverse` makes a neuron's ``P`` for the per-neuron Hessians of
+:mod:`._relu_obs` from its normal equations, in one call that holds no GIL (the neurons'
+inverses are made in Python threads).
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["greedy_obs_rows", "greedy_obs_rows_each", "greedy_obs_path", "ranked_obs_path"]
+from solvers._lapack import invert_spd
+
+__all__ = ["greedy_obs_rows", "greedy_obs_rows_each", "greedy_obs_path", "ranked_obs_path", "damped_inverse"]
+
+_PAIRWISE_BLOCK = 128  # numpy's pairwise summation adds up to this many terms in 8 running sums
 
 
 @njit(cache=True)
@@ -265,3 +273,78 @@ def greedy_forward_path(targets: np.ndarray, H: np.ndarray, n_prunable: int, kee
             _forward_add(H, Ut, d, r, z, chosen, taken, k, best_at)
             k += 1
     return levels
+
+
+@njit(cache=True)
+def _block_sum(values: np.ndarray, start: int, count: int) -> float:
+    """``values[start:start + count].sum()`` for ``count <= _PAIRWISE_BLOCK``, in numpy's
+    order: in 8 running sums, added in pairs, then the terms past the last multiple of 8."""
+    if count < 8:
+        total = 0.0
+        for i in range(count):
+            total += values[start + i]
+        return total
+    sums = values[start:start + 8].copy()
+    i = 8
+    while i < count - count % 8:
+        for j in range(8):
+            sums[j] += values[start + i + j]
+        i += 8
+    total = ((sums[0] + sums[1]) + (sums[2] + sums[3])) + ((sums[4] + sums[5]) + (sums[6] + sums[7]))
+    while i < count:
+        total += values[start + i]
+        i += 1
+    return total
+
+
+@njit(cache=True)
+def _pairwise_sum(values: np.ndarray) -> float:
+    """``values.sum()`` added in numpy's order (pairwise: halves, each a multiple of 8 terms
+    where it can be, down to :data:`_PAIRWISE_BLOCK` terms, :func:`_block_sum`), so that a
+    mean taken here is numpy's to the last bit. The halving runs on a stack of its own
+    (compiled functions that call themselves cannot be cached)."""
+    if values.size <= _PAIRWISE_BLOCK:
+        return _block_sum(values, 0, values.size)
+    starts, counts, stages = np.zeros(64, np.int64), np.zeros(64, np.int64), np.zeros(64, np.int64)
+    partial = np.zeros(64)
+    counts[0] = values.size
+    top, done = 0, 0
+    while top >= 0:
+        start, count = starts[top], counts[top]
+        half = count // 2 - (count // 2) % 8
+        if count <= _PAIRWISE_BLOCK:
+            partial[done] = _block_sum(values, start, count)
+            done += 1
+            top -= 1
+        elif stages[top] < 2:  # the first half, then the second
+            stages[top] += 1
+            first = stages[top] == 1
+            top += 1
+            starts[top], counts[top], stages[top] = (start, half, 0) if first else (start + half, count - half, 0)
+        else:
+            done -= 1
+            partial[done - 1] += partial[done]
+            top -= 1
+    return partial[0]
+
+
+@njit(cache=True, nogil=True)
+def damped_inverse(out: np.ndarray, gram: np.ndarray, n_samples: int, damping: float) -> bool:
+    """``out[:s, :s] = H^{-1}`` for ``H = gram / n_samples + delta I`` (``gram`` ``s x s``,
+    ``delta = damping * mean(diag(gram / n_samples))``, or ``1e-12`` where that is 0), by
+    LAPACK's Cholesky inverse (:func:`solvers._lapack.invert_spd`); the rest of ``out``'s
+    diagonal set to 1 (the padding is the identity where ``out`` was zero). ``out``:
+    C-contiguous, at least ``s x s``. Returns False when ``H`` is not positive definite."""
+    size = gram.shape[0]
+    diagonal = np.empty(size)
+    for a in range(size):
+        for b in range(size):
+            out[a, b] = gram[a, b] / n_samples
+        diagonal[a] = out[a, a]
+    delta = damping * (_pairwise_sum(diagonal) / size) if size else 0.0
+    shift = delta if delta > 0 else 1e-12
+    for a in range(size):
+        out[a, a] += shift
+    for a in range(size, out.shape[0]):
+        out[a, a] = 1.0
+    return invert_spd(out, size)

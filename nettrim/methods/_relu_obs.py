@@ -54,15 +54,12 @@ only candidate (L-OBS itself, or its forward selection where that counts fewer o
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
-from solvers._lapack import invert_spd
 from solvers.refit import ActiveSystems, active_systems
 
 from ..types import LayerTask
-from ._lobs_kernels import greedy_obs_rows_each
+from ._lobs_kernels import damped_inverse, greedy_obs_rows_each
 from .lobs import cheapest, prune_path
 
 __all__ = ["obs_candidates", "first_stage", "neuron_inverse_hessians", "WIDEN", "STEP"]
@@ -81,50 +78,26 @@ def neuron_inverse_hessians(systems: ActiveSystems, n_samples: int, n_cols: int,
     ``systems.gram[m] = Xa_{Omega_m S_m}^T Xa_{Omega_m S_m}``, the same equations the
     ReLU-aware fit reads afterwards. ``H_m`` is that over ``n_samples`` plus the damping.
     Neuron ``neurons[k]``'s inverse sits in the leading ``|S_m|`` rows and columns of
-    ``[k]``; the rest, padding, is the identity. Each Hessian is formed by the thread
-    that inverts it (:func:`_cholesky_inverses`).
+    ``[k]``; the rest, padding, is the identity. Each is made at its own size, so that a
+    few wide rows do not make every neuron pay for their width, by LAPACK's inverse from
+    the Cholesky factor (exactly symmetric), formed and inverted in one compiled call
+    (:func:`._lobs_kernels.damped_inverse`); the neurons are shared out over the cores
+    (:func:`solvers._threads.map_threads`), with BLAS on one thread (LAPACK's threaded
+    inverse rounds differently). A Hessian that is not positive definite is named by its
+    neuron.
     """
+    from solvers._threads import blas_threads, deal, map_threads
+
     hessians = np.zeros((neurons.size, n_cols, n_cols))
     sizes = np.array([systems.gram[m].shape[0] for m in neurons], dtype=np.int64)
 
-    def form(k: int) -> None:
-        size = sizes[k]
-        block = hessians[k, :size, :size]
-        block[...] = systems.gram[neurons[k]]
-        block /= n_samples
-        diagonal = np.einsum("ii->i", block)  # a writable view: the diagonal itself
-        delta = damping * diagonal.mean() if size else 0.0
-        diagonal += delta if delta > 0 else 1e-12
-        padding = np.arange(size, n_cols)
-        hessians[k, padding, padding] = 1.0
-
-    return _cholesky_inverses(hessians, sizes, neurons, form)
-
-
-def _cholesky_inverses(matrices: np.ndarray, sizes: np.ndarray, neurons: np.ndarray,
-                       form: Callable[[int], None] | None = None) -> np.ndarray:
-    """Invert, in place, the leading ``sizes[k]`` rows and columns of each symmetric positive
-    definite ``matrices[k]``, the Hessian of neuron ``neurons[k]`` (the rest, the padding, is
-    left as it is; LAPACK's inverse from the Cholesky factor, :func:`solvers._lapack.invert_spd`,
-    exactly symmetric), each matrix at its own size, so
-    that a few wide rows do not make every neuron pay for their width; the matrices are
-    shared out over the cores (:func:`solvers._threads.map_threads`), ``form(k)`` (when
-    given) filling ``matrices[k]`` first, in the same thread. A matrix that is not
-    positive definite is named by its neuron."""
-    from solvers._threads import blas_threads, deal, map_threads
-
-    sizes = np.asarray(sizes, dtype=np.int64)
-    parts = deal(sizes, blas_threads())
-
     def invert(positions: np.ndarray) -> None:
         for k in positions:
-            if form is not None:
-                form(int(k))
-            if not invert_spd(matrices[k], int(sizes[k])):
+            if not damped_inverse(hessians[k], systems.gram[neurons[k]], n_samples, damping):
                 raise np.linalg.LinAlgError(f"the Hessian of neuron {neurons[k]} is not positive definite")
 
-    map_threads(invert, parts, serial_blas=True)  # LAPACK's threaded inverse rounds differently
-    return matrices
+    map_threads(invert, deal(sizes, blas_threads()), serial_blas=True)
+    return hessians
 
 
 def _neuron_chunks(n_out: int, n_cols: int) -> list[np.ndarray]:
