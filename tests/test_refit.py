@@ -514,8 +514,10 @@ def test_the_refit_kernels_match_their_numpy_forms():
     normal equations of a neuron's chosen rows into its padded system (the bias last),
     ``_support_response`` sums a neuron's support columns, ``_dense_rows`` scatters its
     coefficients onto them, ``_equations`` forms its normal equations on its active rows
-    (or from the layer's, less its inactive rows')."""
-    from solvers._refit_kernels import _add_rows, _advance, _dense_rows, _equations, _objectives, _support_response
+    (or from the layer's, less its inactive rows'), ``_padded_supports`` lists a chunk's
+    supports."""
+    from solvers._refit_kernels import (_add_rows, _advance, _dense_rows, _equations, _objectives, _padded_supports,
+                                        _support_response)
 
     rng = np.random.default_rng(4)
     n_samples, n_in, c = 50, 7, 3
@@ -568,6 +570,13 @@ def test_the_refit_kernels_match_their_numpy_forms():
     never = np.zeros(n_samples, dtype=bool)  # a neuron never active: no rows, zero equations
     gram, rhs = _equations(np.ascontiguousarray(X.T), y[0], never, columns[0], True, False, layer_gram, layer_rhs, 0)
     assert gram.shape == (4, 4) and not gram.any() and not rhs.any()
+    support = rng.random((4, n_in)) < 0.5
+    support[2] = False  # an empty support: one column of padding
+    padded, held = _padded_supports(support, np.array([3, 2, 0]))
+    assert padded.shape == (3, max(1, held.max()))
+    for k, m in enumerate([3, 2, 0]):
+        np.testing.assert_array_equal(padded[k, :held[k]], np.flatnonzero(support[m]))
+        assert not padded[k, held[k]:].any()
     theta = rng.standard_normal((2, width + 1))
     dense = _dense_rows(theta, np.array([2, 0]), columns, sizes, n_in)
     expected = np.zeros((2, n_in))
