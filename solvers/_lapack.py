@@ -165,11 +165,14 @@ def gram_into(block: np.ndarray, gram: np.ndarray) -> None:
     size, depth = block.shape
     if size == 0:
         return
+    if depth == 0:  # no rows: BLAS may return before it writes
+        gram[:size, :size] = 0.0
+        return
     # C's (s, k) block is Fortran's (k, s) matrix A, and C's Gram matrix Fortran's transpose:
     # A^T A by the transposed update, in Fortran's lower triangle, C's upper one
     lower, transposed = np.array([76], dtype=np.uint8), np.array([84], dtype=np.uint8)  # 'L', 'T'
     n, k = np.array([size], dtype=np.int32), np.array([depth], dtype=np.int32)
-    lda, ldc = np.array([max(depth, 1)], dtype=np.int32), np.array([gram.shape[1]], dtype=np.int32)
+    lda, ldc = np.array([depth], dtype=np.int32), np.array([gram.shape[1]], dtype=np.int32)
     one, zero = np.ones(1), np.zeros(1)
     _dsyrk(lower.ctypes, transposed.ctypes, n.ctypes, k.ctypes, one.ctypes, block.ctypes, lda.ctypes, zero.ctypes,
            gram.ctypes, ldc.ctypes)
@@ -187,9 +190,12 @@ def product_into(block: np.ndarray, vector: np.ndarray, out: np.ndarray) -> None
     size, depth = block.shape
     if size == 0:
         return
+    if depth == 0:  # no rows: BLAS returns before it writes
+        out[:size] = 0.0
+        return
     transposed = np.array([84], dtype=np.uint8)  # 'T': C's (s, k) block is Fortran's (k, s) matrix
     m, n = np.array([depth], dtype=np.int32), np.array([size], dtype=np.int32)
-    lda, step = np.array([max(depth, 1)], dtype=np.int32), np.ones(1, dtype=np.int32)
+    lda, step = np.array([depth], dtype=np.int32), np.ones(1, dtype=np.int32)
     one, zero = np.ones(1), np.zeros(1)
     _dgemv(transposed.ctypes, m.ctypes, n.ctypes, one.ctypes, block.ctypes, lda.ctypes, vector.ctypes, step.ctypes,
            zero.ctypes, out.ctypes, step.ctypes)
