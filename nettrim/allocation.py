@@ -76,6 +76,9 @@ import logging
 from collections.abc import Iterable, Mapping
 
 import numpy as np
+import torch
+
+from solvers._threads import map_threads
 
 from .modes import layer_task
 from .record import LayerRecord
@@ -130,7 +133,10 @@ class ErrorCurves:
 
     The path's weights at every point of the grid are kept for the fits (in float32, about
     ``len(grid) - 1`` copies of the network's weights in 4 bytes each); a layer's signals
-    are read from its record when it is fitted, one layer at a time.
+    are read from its record when it is measured or fitted, only its rows of them. The
+    layers are measured on as many Python threads as BLAS has (each with BLAS on one thread,
+    whatever their number: :func:`solvers._threads.map_threads`), so as many layers' rows
+    are held at once; their fits run one layer at a time, each spread over the threads.
 
     Attributes
     ----------
@@ -144,10 +150,6 @@ class ErrorCurves:
                  importance: Mapping[str, np.ndarray] | None = None, rows: int | None = ROWS,
                  rows_per_input: int = ROWS_PER_INPUT, max_rows: int = ROWS_MAX,
                  fit_steps: int = FIT_STEPS) -> None:
-        from solvers.refit import refit_objective
-
-        from .methods.lobs import prune_path
-
         self.grid = tuple(float(s) for s in grid)
         if not self.grid or self.grid[0] != 0.0 or any(b <= a for a, b in zip(self.grid, self.grid[1:])) \
                 or self.grid[-1] >= 1.0:
@@ -165,38 +167,57 @@ class ErrorCurves:
         self._records = records
         self._importance = {name: np.ones(rec.weight.shape[0]) if importance is None or importance.get(name) is None
                             else np.asarray(importance[name], dtype=np.float64) for name, rec in records.items()}
-        self._scales: dict[str, float] = {}
-        self._paths: dict[str, dict[float, tuple[np.ndarray, np.ndarray | None]]] = {}
-        self.unfitted: dict[str, np.ndarray] = {}
-        self.fitted: dict[str, dict[float, float]] = {}
-        pruned = [s for s in self.grid if s > 0]
-        for name in records:
-            task = self._task(name)  # one layer's signals at a time
-            self._scales[name] = task.scale
-            levels = prune_path(task, pruned, order="ranked")  # L-OBS as released (module docstring)
-            path = {s: _stored(weight, bias) for s, (weight, bias) in zip(pruned, levels)}
-            X, Y = np.asarray(task.X, dtype=np.float64), np.asarray(task.Y, dtype=np.float64)  # once, not per point
-            errors = [0.0 if s == 0 else self._error(name, refit_objective(X, Y, *path[s], relu=task.relu))
-                      for s in self.grid]
-            self._paths[name], self.unfitted[name], self.fitted[name] = path, np.array(errors), {}
+        dearest = sorted(records, key=self._cost, reverse=True)  # first, as the threads come free
+        measured = dict(zip(dearest, map_threads(self._measure, dearest, serial_blas=True)))
+        self._scales: dict[str, float] = {name: measured[name][0] for name in records}
+        self._paths: dict[str, dict[float, tuple[np.ndarray, np.ndarray | None]]] = {
+            name: measured[name][1] for name in records}
+        self.unfitted: dict[str, np.ndarray] = {name: measured[name][2] for name in records}
+        self.fitted: dict[str, dict[float, float]] = {name: {} for name in records}
 
-    def _error(self, name: str, objective: np.ndarray) -> float:
-        """``e_l``: the square root of the neurons' objectives, weighted, relative to ``||Y_l||_F``."""
-        return float(np.sqrt(np.dot(objective, self._importance[name]))) / max(self._scales[name], 1e-300)
+    def _cost(self, name: str) -> float:
+        """About what :meth:`_measure` costs for layer ``name``: its Hessian and its path, each
+        ``(n_in + 1)^2`` per row of signals and per neuron."""
+        rec = self._records[name]
+        return float(rec.n_in + 1) ** 2 * (self._count(rec) + rec.n_out)
+
+    def _measure(self, name: str) -> tuple[float, dict[float, tuple[np.ndarray, np.ndarray | None]], np.ndarray]:
+        """Layer ``name``'s ``||Y||_F`` on its rows, its path's weights at every pruned point of
+        the grid, and ``e_l`` of those weights as they are at every point (0 at 0)."""
+        from solvers.refit import refit_objective
+
+        from .methods.lobs import prune_path
+
+        task = self._task(name)
+        pruned = [s for s in self.grid if s > 0]
+        levels = prune_path(task, pruned, order="ranked")  # L-OBS as released (module docstring)
+        path = {s: _stored(weight, bias) for s, (weight, bias) in zip(pruned, levels)}
+        X, Y = np.asarray(task.X, dtype=np.float64), np.asarray(task.Y, dtype=np.float64)  # once, not per point
+        errors = [0.0 if s == 0 else self._error(name, refit_objective(X, Y, *path[s], relu=task.relu), task.scale)
+                  for s in self.grid]
+        return task.scale, path, np.array(errors)
+
+    def _error(self, name: str, objective: np.ndarray, scale: float | None = None) -> float:
+        """``e_l``: the square root of the neurons' objectives, weighted, relative to ``||Y_l||_F``
+        (``scale``, when the curves do not hold it yet)."""
+        scale = self._scales[name] if scale is None else scale
+        return float(np.sqrt(np.dot(objective, self._importance[name]))) / max(scale, 1e-300)
+
+    def _count(self, rec: LayerRecord) -> int:
+        """The rows of ``rec``'s signals the curves read: ``rows_per_input * (n_in + 1)``,
+        clipped to ``[rows, max_rows]``, or all of them (``rows=None``, or no more than that)."""
+        if self.rows is None:
+            return rec.n_samples
+        return min(rec.n_samples, max(self.rows, self.rows_per_input * (rec.n_in + 1)), self.max_rows)
 
     def _task(self, name: str) -> LayerTask:
-        """Layer ``name``'s signals: ``rows_per_input * (n_in + 1)`` rows of them, clipped to
-        ``[rows, max_rows]`` (all of them when it has fewer), evenly spaced."""
+        """Layer ``name``'s signals on :meth:`_count` rows, evenly spaced (only those rows read)."""
         rec = self._records[name]
-        task = layer_task(rec, rec.input, "parallel", 0.0, 1.0, False)
-        n_samples, n_in = task.X.shape
-        if self.rows is None:
-            return task
-        count = min(max(self.rows, self.rows_per_input * (n_in + 1)), self.max_rows)
-        if n_samples <= count:
-            return task
-        rows = np.linspace(0, n_samples - 1, count).round().astype(np.int64)  # distinct: steps above 1
-        return dataclasses.replace(task, X=np.ascontiguousarray(task.X[rows]), Y=np.ascontiguousarray(task.Y[rows]))
+        count = self._count(rec)
+        if count < rec.n_samples:
+            rows = torch.as_tensor(np.linspace(0, rec.n_samples - 1, count).round().astype(np.int64))  # distinct: steps above 1
+            rec = dataclasses.replace(rec, input=rec.input[rows], pre_activation=rec.pre_activation[rows])
+        return layer_task(rec, rec.input, "parallel", 0.0, 1.0, False)
 
     def fit(self, name: str, sparsities: Iterable[float]) -> None:
         """Fit layer ``name``'s path weights at the grid points ``sparsities`` (once each).

@@ -133,6 +133,11 @@ class ActiveSystems:
             raise ValueError(f"systems: neuron {m}'s support is not inside the one the systems were formed on; "
                              f"form them (active_systems) on a support that holds every one refitted with them")
 
+    def subset(self, neurons: np.ndarray) -> ActiveSystems:
+        """The equations of the neurons ``neurons`` (indices), in that order (no copy)."""
+        return ActiveSystems([self.columns[m] for m in neurons], [self.gram[m] for m in neurons],
+                             [self.rhs[m] for m in neurons])
+
     def narrowed(self, support: np.ndarray, fit_bias: bool) -> ActiveSystems:
         """The equations on ``support`` (``(n_out, n_in)`` of bool, each row inside its
         neuron's ``S_m``), read off these."""

@@ -77,6 +77,29 @@ def test_error_curves_read_evenly_spaced_rows(digits, digits_model):
         ErrorCurves(record(digits_model, x), rows=200, max_rows=100)
 
 
+def test_the_curves_do_not_depend_on_the_threads():
+    """The layers are measured on as many threads as BLAS has, each with BLAS on one
+    thread: the paths and the errors are the same bits with BLAS on one thread or two (at
+    these sizes OpenBLAS's threaded products round differently from its serial ones)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(150, 200), nn.ReLU(), nn.Linear(200, 10))
+    records = record(model, torch.randn(1200, 150))
+    with threadpool_limits(1, user_api="blas"):
+        one = ErrorCurves(records)
+    with threadpool_limits(2, user_api="blas"):
+        two = ErrorCurves(records)
+    assert list(two.unfitted) == list(records)  # in the records' order, whichever layer ran first
+    for name in records:
+        np.testing.assert_array_equal(one.unfitted[name], two.unfitted[name])
+        for sparsity in GRID[1:]:
+            for a, b in zip(one._paths[name][sparsity], two._paths[name][sparsity]):
+                np.testing.assert_array_equal(a, b)
+
+
 def test_a_wide_layer_is_read_at_rows_in_proportion_to_its_inputs(digits, digits_model):
     """``rows_per_input`` rows per weight of a neuron, within ``[rows, max_rows]``: a fit on
     fewer rows than it has weights would read as exact. The digits MLP's layers have 64,

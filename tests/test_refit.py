@@ -328,6 +328,42 @@ def test_rows_are_chosen_within_the_budget_and_never_worse_than_a_whole_candidat
     np.testing.assert_array_equal(choose_rows(objectives, alike, 15), np.argmin(objectives, axis=0))
 
 
+@pytest.mark.parametrize("fit_bias", [True, False])
+def test_a_candidate_with_the_first_ones_support_takes_its_fitted_row(fit_bias):
+    """Net-Trim fits its OBS candidates on their supports: a neuron whose support is the
+    first candidate's takes that fitted row (the fit reaches the same least objective from
+    the other start), and the other neurons are fitted from their own start."""
+    from nettrim.methods.nettrim import _fitted
+    from nettrim.types import LayerTask
+
+    X, Y, first, (weight, bias) = _layer(seed=4, n_samples=200, n_in=10, n_out=6, noise=0.2, density=0.6)
+    rng = np.random.default_rng(5)
+    second = first.copy()
+    changed = np.array([1, 4])
+    second[changed] = ~first[changed]  # different supports for two neurons
+    bias = bias if fit_bias else None
+    start = {"first": (weight * first, bias), "second": (0.5 * weight * second, None if bias is None else 0.5 * bias)}
+    systems = active_systems(X, Y, first | second, relu=True, fit_bias=fit_bias)
+    task = LayerTask("layer", X, Y, True, weight, bias, budget=0.0)
+    fits = _fitted(task, start, systems)
+    alone = {name: relu_refit(X, Y, w != 0, fit_bias=fit_bias, weight=w, bias=b, systems=systems)
+             for name, (w, b) in start.items()}
+    np.testing.assert_array_equal(fits["first"].weight, alone["first"].weight)
+    same = np.setdiff1d(np.arange(6), changed)
+    np.testing.assert_array_equal(fits["second"].weight[same], fits["first"].weight[same])
+    np.testing.assert_array_equal(fits["second"].objective[same], fits["first"].objective[same])
+    np.testing.assert_allclose(fits["second"].objective[same], alone["second"].objective[same], rtol=1e-9)
+    np.testing.assert_allclose(fits["second"].weight[changed], alone["second"].weight[changed], rtol=1e-9,
+                               atol=1e-12)
+    np.testing.assert_allclose(fits["second"].objective, alone["second"].objective, rtol=1e-9)
+    assert np.all((fits["second"].weight != 0) <= second)
+    if fit_bias:
+        np.testing.assert_array_equal(fits["second"].bias[same], fits["first"].bias[same])
+        np.testing.assert_allclose(fits["second"].bias[changed], alone["second"].bias[changed], rtol=1e-9)
+    else:
+        assert fits["second"].bias is None
+
+
 def test_neuron_inverse_hessians_match_direct_inverses():
     """Each neuron's H_m^{-1} on the entries it holds (each at its own width), from its
     active rows' equations, against numpy's inverse of the Hessian formed directly (the

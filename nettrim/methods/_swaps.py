@@ -76,7 +76,7 @@ def swap_supports(task: LayerTask, weight: np.ndarray, bias: np.ndarray | None, 
         relative decrease of the summed objective).
     """
     from solvers.exchange import exchange_each
-    from solvers.refit import ActiveSystems, active_systems, relu_refit
+    from solvers.refit import active_systems, relu_refit
 
     fit_bias = bias is not None
     support = weight != 0
@@ -107,9 +107,8 @@ def swap_supports(task: LayerTask, weight: np.ndarray, bias: np.ndarray | None, 
         held = columns[m]
         chosen = new_kept[m][:-1] if fit_bias else new_kept[m]
         new_support[i, held[chosen]] = True
-    subset = ActiveSystems([systems.columns[m] for m in index], [systems.gram[m] for m in index],
-                           [systems.rhs[m] for m in index])
-    fit = relu_refit(task.X, Y[:, index], new_support, relu=task.relu, fit_bias=fit_bias, systems=subset)
+    fit = relu_refit(task.X, Y[:, index], new_support, relu=task.relu, fit_bias=fit_bias,
+                     systems=systems.subset(index))
     better = fit.objective < objective[index]
     taken = index[better]
     before = float(np.sum(objective))

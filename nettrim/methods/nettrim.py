@@ -47,6 +47,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from solvers import LayerProblem
+from solvers.refit import ActiveSystems, RefitResult, relu_refit
 
 from ._relu_obs import WIDEN, obs_candidates
 from ._swaps import SWEEPS, swap_supports
@@ -208,6 +209,36 @@ def choose_rows(objectives: np.ndarray, counts: np.ndarray, budget: int) -> np.n
     return chosen
 
 
+def _fitted(task: LayerTask, candidates: dict[str, tuple[np.ndarray, np.ndarray | None]],
+            systems: ActiveSystems | None) -> dict[str, RefitResult]:
+    """Every candidate's weights refitted on its support by the ReLU-aware fit
+    (:func:`solvers.refit.relu_refit`, reading ``systems`` when there are any). The fit
+    goes to the least objective on the support from wherever it starts, so a neuron with
+    the first candidate's support takes the first candidate's fitted row, and only the
+    other neurons are fitted again."""
+    fit_bias = task.bias is not None
+    fits: dict[str, RefitResult] = {}
+    for name, (weight, bias) in candidates.items():
+        support = weight != 0
+        if not fits:
+            first = support
+            fits[name] = relu_refit(task.X, task.Y, support, relu=task.relu, fit_bias=fit_bias, weight=weight,
+                                    bias=bias, systems=systems)
+            continue
+        shared = next(iter(fits.values()))
+        changed = np.flatnonzero(np.any(support != first, axis=1))
+        part = relu_refit(task.X, task.Y[:, changed], support[changed], relu=task.relu, fit_bias=fit_bias,
+                          weight=weight[changed], bias=None if bias is None else bias[changed],
+                          systems=None if systems is None else systems.subset(changed))
+        fit = RefitResult(shared.weight.copy(), None if shared.bias is None else shared.bias.copy(),
+                          shared.objective.copy(), part.steps, part.converged)
+        fit.weight[changed], fit.objective[changed] = part.weight, part.objective
+        if fit.bias is not None:
+            fit.bias[changed] = part.bias
+        fits[name] = fit
+    return fits
+
+
 def _obs(task: LayerTask, sparsity: float, damping: float, widen: float, swaps: int) -> LayerOutcome:
     """Supports by greedy OBS, weights by the ReLU-aware fit; each neuron's row from the
     Hessian whose fitted row serves the layer best under its count (:func:`choose_rows`),
@@ -219,8 +250,6 @@ def _obs(task: LayerTask, sparsity: float, damping: float, widen: float, swaps: 
     entries either candidate kept. ``info`` holds the
     seconds of the two parts: ``seconds_supports`` (the OBS candidates) and
     ``seconds_fits`` (their fits and the choice of rows)."""
-    from solvers.refit import relu_refit
-
     started = time.perf_counter()
     # every fit reads X and Y transposed in float64: read so once here, not in each (solvers.refit.relu_refit)
     task = replace(task, X=np.asfortranarray(task.X, dtype=np.float64), Y=np.asfortranarray(task.Y, dtype=np.float64))
@@ -231,8 +260,7 @@ def _obs(task: LayerTask, sparsity: float, damping: float, widen: float, swaps: 
     union = None
     if len(candidates) > 1:  # the swaps draw from the entries either candidate kept
         union = np.logical_or.reduce([weight != 0 for weight, _ in candidates.values()])
-    fits = {hessian: relu_refit(task.X, task.Y, weight != 0, relu=task.relu, fit_bias=fit_bias, weight=weight,
-                                bias=bias, systems=systems) for hessian, (weight, bias) in candidates.items()}
+    fits = _fitted(task, candidates, systems)
     names = list(fits)
     counts = np.array([np.count_nonzero(fits[name].weight, axis=1) for name in names])
     budget = int(min(row.sum() for row in counts))
