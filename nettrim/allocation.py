@@ -215,7 +215,8 @@ class ErrorCurves:
         rec = self._records[name]
         count = self._count(rec)
         if count < rec.n_samples:
-            rows = torch.as_tensor(np.linspace(0, rec.n_samples - 1, count).round().astype(np.int64))  # distinct: steps above 1
+            rows = np.linspace(0, rec.n_samples - 1, count).round().astype(np.int64)  # distinct: steps above 1
+            rows = torch.as_tensor(rows)
             rec = dataclasses.replace(rec, input=rec.input[rows], pre_activation=rec.pre_activation[rows])
         return layer_task(rec, rec.input, "parallel", 0.0, 1.0, False)
 
