@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from solvers.exchange import solve_blocks
+from solvers.exchange import Centred, centred, solve_blocks
 
 from ._cap_kernels import _remove_column
 from .graph import links
@@ -51,13 +51,13 @@ __all__ = ["compensate", "greedy_keep", "cut_network", "prune_network", "layer_r
 logger = logging.getLogger(__name__)
 
 
-def _moments(X: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray]:
-    X = np.asarray(X, dtype=np.float64)
-    mean = X.mean(axis=0)
-    centred = X - mean
-    C = centred.T @ centred / X.shape[0]
+def _moments(X: np.ndarray, ridge: float, given: Centred | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The mean of ``X``'s columns and their covariance (with the ridge); ``given``:
+    :func:`solvers.exchange.centred` of ``X``, made before."""
+    given = centred(X) if given is None else given
+    C = given.gram / given.X.shape[0]
     C[np.diag_indices_from(C)] += ridge * max(float(np.mean(np.diag(C))), 1e-300)
-    return mean, C
+    return given.mean, C
 
 
 def compensate(X: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, keep_columns: np.ndarray,
@@ -76,13 +76,14 @@ def compensate(X: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, keep_
 
 
 def greedy_keep(X: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, per_group: int, n_keep: int,
-                ridge: float = 1e-8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                ridge: float = 1e-8, centred: Centred | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Keep ``n_keep`` groups of ``per_group`` consecutive input columns, greedily.
 
-    Returns the kept group indices (sorted), the compensated weight (zero on removed
-    columns) and bias.
+    ``centred``: :func:`solvers.exchange.centred` of ``X``, when the caller has it. Returns
+    the kept group indices (sorted), the compensated weight (zero on removed columns) and
+    bias.
     """
-    mean, C = _moments(X, ridge)
+    mean, C = _moments(X, ridge, centred)
     P = np.linalg.inv(C)
     P = (P + P.T) / 2
     original = np.asarray(weight, dtype=np.float64)

@@ -49,11 +49,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from solvers import LayerProblem, solve
-from solvers.exchange import exchange, group_columns
+from solvers.exchange import centred, exchange, group_columns
 from solvers.refit import relu_refit
 
 from .cap import greedy_keep, layer_reports
-from .graph import links
+from .graph import Follower, analyse, links
 from .measure import network_outputs, output_error
 from .methods.base import LayerTask, Method
 from .methods.nettrim import prune_layer as nettrim_layer
@@ -217,10 +217,11 @@ def _choose_by_sparsity(chain: list[_Link], records: dict, sparsity: float, opti
         rows = kept.get(link.consumer, np.arange(record.weight.shape[0]))
         weight = record.weight.numpy()[rows]
         n_keep = _n_keep(link.n_neurons, sparsity)
-        greedy, _, _ = greedy_keep(X, weight, None, link.per_group, n_keep, options.ridge)
+        moments = centred(X)  # the elimination's and the swaps' alike
+        greedy, _, _ = greedy_keep(X, weight, None, link.per_group, n_keep, options.ridge, centred=moments)
         if options.swaps:
             choice, before, after = exchange(X, X @ weight.T, greedy, link.per_group, sweeps=options.swaps,
-                                             ridge=options.ridge)
+                                             ridge=options.ridge, centred=moments)
             logger.info("nettrim-group: %s keeps %d of %d neurons; swaps lowered the error of %s by %.1f%%",
                         link.producer, n_keep, link.n_neurons, link.consumer,
                         100 * (1 - after / before) if before > 0 else 0.0)
@@ -295,9 +296,11 @@ def _rows_kept(name: str, records: dict, kept: dict[str, np.ndarray]) -> np.ndar
 
 
 def _refit_budget(model: nn.Module, chain: list[_Link], records: dict, kept: dict[str, np.ndarray],
-                  answers: dict) -> dict[str, float]:
-    """Each consumer refitted on the original signals, on its kept columns, from its program's answer."""
-    handles = layer_handles(model, None, warn=False)  # the user was warned when the prune began
+                  answers: dict, followers: dict[str, Follower]) -> dict[str, float]:
+    """Each consumer refitted on the original signals, on its kept columns, from its program's
+    answer (``followers``: :func:`~nettrim.graph.analyse` of the model before the cut, the
+    same layers)."""
+    handles = layer_handles(model, None, followers, warn=False)  # the user was warned when the prune began
     errors = {}
     for link in chain:
         record = records[link.consumer]
@@ -313,10 +316,11 @@ def _refit_budget(model: nn.Module, chain: list[_Link], records: dict, kept: dic
 
 def _refit_cascade(model: nn.Module, batches: Sequence[torch.Tensor], order: Sequence[str], records: dict,
                    kept: dict[str, np.ndarray], first: str, max_positions: int | str | None, seed: int,
-                   weight_sparsity: float | None, bar: Any) -> dict[str, float]:
+                   weight_sparsity: float | None, bar: Any, followers: dict[str, Follower]) -> dict[str, float]:
     """Every layer from ``first`` on (every layer, with ``weight_sparsity``) refitted, in order,
-    on the pruned network's input towards the original network's output."""
-    handles = layer_handles(model, None, warn=False)  # the user was warned when the prune began
+    on the pruned network's input towards the original network's output (``followers``:
+    :func:`~nettrim.graph.analyse` of the model before the cut, the same layers)."""
+    handles = layer_handles(model, None, followers, warn=False)  # the user was warned when the prune began
     errors = {}
     for name in order[0 if weight_sparsity is not None else order.index(first):]:
         handle, relu = handles[name]
@@ -370,7 +374,8 @@ def prune_network(model: nn.Module, calib: Any, *, sparsity: float | None, epsil
     n_calibration = sum(int(x.shape[0]) for x in batches)
     _check_reference(reference_outputs, n_calibration)
     pruned = copy.deepcopy(model)
-    found = layer_handles(pruned, None)
+    followers = analyse(pruned)  # the cut keeps every layer and what follows it: traced once
+    found = layer_handles(pruned, None, followers)
     if records is None:
         records = record_layers(pruned, batches, found, max_positions=max_positions, seed=seed)
     elif list(records) != list(found):
@@ -390,11 +395,11 @@ def prune_network(model: nn.Module, calib: Any, *, sparsity: float | None, epsil
             kept = _choose_by_sparsity(chain, records, fraction, options)
             _cut(pruned, chain, kept)
             errors = _refit_cascade(pruned, batches, order, records, kept, chain[0].consumer, max_positions, seed,
-                                    options.weight_sparsity, bar)
+                                    options.weight_sparsity, bar, followers)
         else:
             kept, answers = _choose_by_budget(chain, records, epsilon, solver_options or {})
             _cut(pruned, chain, kept)
-            errors = _refit_budget(pruned, chain, records, kept, answers)
+            errors = _refit_budget(pruned, chain, records, kept, answers, followers)
     finally:
         bar.close()
     seconds = time.perf_counter() - started

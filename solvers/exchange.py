@@ -35,20 +35,46 @@ support chosen by greedy elimination (OBS) improved by swaps (compiled,
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["subset_error", "exchange", "exchange_each", "group_columns", "solve_blocks"]
+__all__ = ["subset_error", "exchange", "exchange_each", "group_columns", "solve_blocks", "centred", "Centred"]
 
 
-def _moments(X: np.ndarray, T: np.ndarray, ridge: float) -> tuple[np.ndarray, np.ndarray, float]:
+class Centred(NamedTuple):
+    """An input ``X`` centred, and its Gram matrix (:func:`centred`)."""
+
+    mean: np.ndarray
+    """``(n_in,)``: the mean of every column of ``X``."""
+    X: np.ndarray
+    """``(n_samples, n_in)``, float64: ``X_c``, ``X`` less its mean."""
+    gram: np.ndarray
+    """``(n_in, n_in)``: ``X_c^T X_c``."""
+
+
+def centred(X: np.ndarray) -> Centred:
+    """``X`` centred and ``X_c^T X_c``, for callers that choose groups of the same input more
+    than once (:func:`exchange` and :func:`nettrim.cap.greedy_keep` take it as ``centred=``)."""
     X = np.asarray(X, dtype=np.float64)
+    mean = X.mean(axis=0)
+    Xc = X - mean
+    return Centred(mean, Xc, Xc.T @ Xc)
+
+
+def _moments(X: np.ndarray, T: np.ndarray, ridge: float, given: Centred | None = None
+             ) -> tuple[np.ndarray, np.ndarray, float]:
+    """``C`` (with the ridge), ``M`` and ``||T_c||_F^2`` (module docstring); ``given``:
+    :func:`centred` of ``X``, made before."""
+    if given is None:
+        given = centred(X)
+        C = given.gram
+    else:
+        C = given.gram.copy()  # the caller's stays as it was
     T = np.asarray(T, dtype=np.float64)
-    Xc = X - X.mean(axis=0)
     Tc = T - T.mean(axis=0)
-    C = Xc.T @ Xc
     C[np.diag_indices_from(C)] += ridge * max(float(np.mean(np.diag(C))), 1e-300)
-    return C, Xc.T @ Tc, float(np.sum(Tc * Tc))
+    return C, given.X.T @ Tc, float(np.sum(Tc * Tc))
 
 
 def solve_blocks(blocks: np.ndarray, rhs: np.ndarray) -> np.ndarray:
@@ -134,7 +160,7 @@ class _Fit:
 
 
 def exchange(X: np.ndarray, T: np.ndarray, keep: np.ndarray, per_group: int = 1, *, sweeps: int = 2,
-             ridge: float = 1e-8) -> tuple[np.ndarray, float, float]:
+             ridge: float = 1e-8, centred: Centred | None = None) -> tuple[np.ndarray, float, float]:
     """Improve the kept groups ``keep`` by single swaps (module docstring).
 
     Parameters
@@ -150,6 +176,8 @@ def exchange(X: np.ndarray, T: np.ndarray, keep: np.ndarray, per_group: int = 1,
         At most this many passes over the kept groups.
     ridge : float, default 1e-8
         Added to the diagonal of ``C``, relative to its mean.
+    centred : Centred, optional
+        :func:`centred` of ``X``, when the caller has it (made here otherwise).
 
     Returns
     -------
@@ -158,7 +186,7 @@ def exchange(X: np.ndarray, T: np.ndarray, keep: np.ndarray, per_group: int = 1,
     error_before, error_after : float
         ``f`` of the groups given and of those returned.
     """
-    C, M, total = _moments(X, T, ridge)
+    C, M, total = _moments(X, T, ridge, centred)
     fit = _Fit(C, M, [int(g) for g in keep], per_group)
     before = total - fit.explained
     for _ in range(sweeps):

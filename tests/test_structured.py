@@ -106,6 +106,29 @@ def test_swaps_never_raise_the_selection_error(digits, digits_model):
     assert after <= before
 
 
+@pytest.mark.parametrize("per_group", [1, 3])
+def test_a_centred_input_made_once_serves_the_elimination_and_the_swaps_alike(per_group):
+    """``centred=``: the elimination and the swaps on an input centred once by the caller
+    give the numbers they give centring it themselves, and leave it as it was."""
+    from solvers.exchange import centred
+
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((200, 12)) @ rng.standard_normal((12, 12)) + 3.0
+    weight = rng.standard_normal((5, 12))
+    moments = centred(X)
+    gram = moments.gram.copy()
+    alone = greedy_keep(X, weight, None, per_group, 2)
+    shared = greedy_keep(X, weight, None, per_group, 2, centred=moments)
+    for a, b in zip(alone, shared):
+        np.testing.assert_array_equal(a, b)
+    start = alone[0]
+    swapped = exchange(X, X @ weight.T, start, per_group, sweeps=3, centred=moments)
+    assert swapped[0].tolist() == exchange(X, X @ weight.T, start, per_group, sweeps=3)[0].tolist()
+    assert swapped[1:] == exchange(X, X @ weight.T, start, per_group, sweeps=3)[1:]
+    np.testing.assert_array_equal(moments.gram, gram)  # the ridge went on a copy
+    np.testing.assert_allclose(moments.mean, X.mean(axis=0))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_the_budget_keeps_every_consumer_within_epsilon(digits, digits_model, dtype):
     """epsilon=: the group program on original signals; each consumer's post-ReLU error on
