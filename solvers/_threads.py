@@ -26,8 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import numpy as np
+from numba import njit, prange
 
-__all__ = ["map_threads", "blas_threads", "deal"]
+__all__ = ["map_threads", "blas_threads", "deal", "parallel_kernels_thread_safe"]
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -36,6 +37,7 @@ _lock = threading.Lock()
 _controller: Any = None
 _pools: dict[int, ThreadPoolExecutor] = {}
 _holders = 0  # blocks inside _one_blas_thread now
+_thread_safe: bool | None = None  # parallel_kernels_thread_safe(), once known
 
 
 def _blas_controller() -> Any:
@@ -107,15 +109,42 @@ def deal(costs: Sequence[float], parts: int) -> list[np.ndarray]:
     return [order[start::parts] for start in range(max(1, min(parts, len(order))))]
 
 
+@njit(parallel=True, cache=True)
+def _parallel_launch(values: np.ndarray) -> None:  # pragma: no cover - compiled
+    """A parallel kernel that does next to nothing: numba picks its threading layer on the
+    first launch of one (:func:`parallel_kernels_thread_safe`)."""
+    for i in prange(values.size):
+        values[i] = 0.0
+
+
+def parallel_kernels_thread_safe() -> bool:
+    """Whether numba's parallel kernels (``prange``) may run in several Python threads at
+    once: its threading layer is OpenMP's or TBB's. Its own ``workqueue`` layer, which
+    numba falls back to where neither is installed, aborts the process on a second
+    concurrent launch."""
+    global _thread_safe
+    with _lock:
+        if _thread_safe is None:
+            import numba
+
+            _parallel_launch(np.zeros(1))
+            _thread_safe = numba.threading_layer() in ("omp", "tbb")
+        return _thread_safe
+
+
 def map_threads(function: Callable[[Item], Result], items: Sequence[Item], *,
-                serial_blas: bool = False) -> list[Result]:
+                serial_blas: bool = False, parallel_kernels: bool = False) -> list[Result]:
     """``[function(item) for item in items]``, the items spread over :func:`blas_threads`
     Python threads (taken in order as threads come free: put the dearest first), with
     BLAS on one thread meanwhile. One thread, or one item: a plain loop, BLAS as it is,
     or on one thread with ``serial_blas`` (for items of small LAPACK calls whose threaded
     versions round differently, OpenBLAS's inverse from a Cholesky factor among them: so
-    that their results do not depend on how many items there are)."""
+    that their results do not depend on how many items there are). ``parallel_kernels``:
+    the items launch numba's parallel kernels, so they run in threads only where that is
+    safe (:func:`parallel_kernels_thread_safe`), a plain loop otherwise."""
     workers = min(blas_threads(), len(items))
+    if parallel_kernels and workers > 1 and not parallel_kernels_thread_safe():
+        workers = 1
     if workers <= 1:
         with _one_blas_thread() if serial_blas else contextlib.nullcontext():
             return [function(item) for item in items]

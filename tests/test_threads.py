@@ -50,6 +50,64 @@ def test_serial_blas_keeps_blas_on_one_thread_for_a_single_item_too():
     assert seen == [2, 1]
 
 
+def test_items_with_parallel_kernels_run_in_threads_only_where_numba_allows_it(monkeypatch):
+    """``parallel_kernels=True``: in threads where numba's threading layer runs parallel
+    kernels in several threads at once (OpenMP's, TBB's), a plain loop in the calling
+    thread, BLAS on one thread, where it does not (its own workqueue aborts the process)."""
+    import numba
+
+    safe = _threads.parallel_kernels_thread_safe()
+    assert safe == (numba.threading_layer() in ("omp", "tbb"))
+    seen = []
+
+    def work(item):
+        seen.append((threading.current_thread().name, _threads.blas_threads()))
+        return item
+
+    with threadpool_limits(2, user_api="blas"):
+        monkeypatch.setattr(_threads, "_thread_safe", False)
+        assert _threads.map_threads(work, [0, 1, 2], serial_blas=True, parallel_kernels=True) == [0, 1, 2]
+        assert seen == [(threading.current_thread().name, 1)] * 3
+        seen.clear()
+        monkeypatch.setattr(_threads, "_thread_safe", True)
+        _threads.map_threads(work, [0, 1, 2], serial_blas=True, parallel_kernels=True)
+        assert all(name.startswith("nettrim-neurons") for name, _ in seen)
+
+
+def test_the_error_curves_run_under_numbas_workqueue_layer(tmp_path):
+    """The curves measure their layers in threads, and their path is a parallel kernel:
+    under numba's workqueue layer (no OpenMP, no TBB) they run one after another instead
+    of aborting the process, and give the same numbers."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "curves.py"
+    script.write_text(
+        "import sys, numpy as np, torch\n"
+        "from torch import nn\n"
+        "from nettrim.allocation import ErrorCurves\n"
+        "from nettrim.record import record\n"
+        "torch.manual_seed(0)\n"
+        "model = nn.Sequential(nn.Linear(40, 60), nn.ReLU(), nn.Linear(60, 30), nn.ReLU(), nn.Linear(30, 5))\n"
+        "curves = ErrorCurves(record(model, torch.randn(400, 40)))\n"
+        "np.save(sys.argv[1], np.concatenate(list(curves.unfitted.values())))\n")
+    root = Path(__file__).resolve().parents[1]
+    answers = []
+    for layer in ("workqueue", None):
+        env = {**os.environ, "PYTHONPATH": str(root), "OPENBLAS_NUM_THREADS": "2"}
+        env.pop("NUMBA_THREADING_LAYER", None)
+        if layer is not None:
+            env["NUMBA_THREADING_LAYER"] = layer
+        out = tmp_path / f"{layer}.npy"
+        done = subprocess.run([sys.executable, str(script), str(out)], env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        answers.append(np.load(out))
+    np.testing.assert_array_equal(answers[0], answers[1])
+
+
 def test_map_threads_passes_an_items_error_on():
     def work(item):
         if item == 2:
