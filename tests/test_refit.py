@@ -337,7 +337,6 @@ def test_a_candidate_with_the_first_ones_support_takes_its_fitted_row(fit_bias):
     from nettrim.types import LayerTask
 
     X, Y, first, (weight, bias) = _layer(seed=4, n_samples=200, n_in=10, n_out=6, noise=0.2, density=0.6)
-    rng = np.random.default_rng(5)
     second = first.copy()
     changed = np.array([1, 4])
     second[changed] = ~first[changed]  # different supports for two neurons
