@@ -361,6 +361,9 @@ def test_a_candidate_with_the_first_ones_support_takes_its_fitted_row(fit_bias):
         np.testing.assert_allclose(fits["second"].bias[changed], alone["second"].bias[changed], rtol=1e-9)
     else:
         assert fits["second"].bias is None
+    alike = _fitted(task, {"first": start["first"], "again": (0.5 * weight * first, bias)}, systems)
+    np.testing.assert_array_equal(alike["again"].weight, alike["first"].weight)  # no neuron fitted twice
+    assert alike["again"].steps == 0 and alike["again"].converged
 
 
 def test_neuron_inverse_hessians_match_direct_inverses():

@@ -217,15 +217,15 @@ def _fitted(task: LayerTask, candidates: dict[str, tuple[np.ndarray, np.ndarray 
     the first candidate's support takes the first candidate's fitted row, and only the
     other neurons are fitted again."""
     fit_bias = task.bias is not None
-    fits: dict[str, RefitResult] = {}
-    for name, (weight, bias) in candidates.items():
+    names = list(candidates)
+    weight, bias = candidates[names[0]]
+    first = weight != 0
+    shared = relu_refit(task.X, task.Y, first, relu=task.relu, fit_bias=fit_bias, weight=weight, bias=bias,
+                        systems=systems)
+    fits = {names[0]: shared}
+    for name in names[1:]:
+        weight, bias = candidates[name]
         support = weight != 0
-        if not fits:
-            first = support
-            fits[name] = relu_refit(task.X, task.Y, support, relu=task.relu, fit_bias=fit_bias, weight=weight,
-                                    bias=bias, systems=systems)
-            continue
-        shared = next(iter(fits.values()))
         changed = np.flatnonzero(np.any(support != first, axis=1))
         part = relu_refit(task.X, task.Y[:, changed], support[changed], relu=task.relu, fit_bias=fit_bias,
                           weight=weight[changed], bias=None if bias is None else bias[changed],
