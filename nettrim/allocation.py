@@ -135,10 +135,10 @@ class ErrorCurves:
     ``len(grid) - 1`` copies of the network's weights in 4 bytes each); a layer's signals
     are read from its record when it is measured or fitted, only its rows of them. The
     layers are measured on as many Python threads as BLAS has (each with BLAS on one thread,
-    whatever their number: :func:`solvers._threads.map_threads`; one after another where
-    numba's threading layer cannot run the path's parallel kernel in several threads at
-    once), so as many layers' rows are held at once; their fits run one layer at a time,
-    each spread over the threads.
+    whatever their number: :func:`solvers._threads.map_threads`; taking turns at the
+    path's parallel kernel where numba's threading layer cannot run it in several threads
+    at once), so as many layers' rows are held at once; their fits run one layer at a
+    time, each spread over the threads.
 
     Attributes
     ----------
@@ -170,7 +170,7 @@ class ErrorCurves:
         self._importance = {name: np.ones(rec.weight.shape[0]) if importance is None or importance.get(name) is None
                             else np.asarray(importance[name], dtype=np.float64) for name, rec in records.items()}
         dearest = sorted(records, key=self._cost, reverse=True)  # first, as the threads come free
-        measured = dict(zip(dearest, map_threads(self._measure, dearest, serial_blas=True, parallel_kernels=True)))
+        measured = dict(zip(dearest, map_threads(self._measure, dearest, serial_blas=True)))
         self._scales: dict[str, float] = {name: measured[name][0] for name in records}
         self._paths: dict[str, dict[float, tuple[np.ndarray, np.ndarray | None]]] = {
             name: measured[name][1] for name in records}

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["map_threads", "blas_threads", "deal", "parallel_kernels_thread_safe"]
+__all__ = ["map_threads", "blas_threads", "deal", "parallel_kernels_thread_safe", "parallel_launch"]
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -38,6 +38,7 @@ _controller: Any = None
 _pools: dict[int, ThreadPoolExecutor] = {}
 _holders = 0  # blocks inside _one_blas_thread now
 _thread_safe: bool | None = None  # parallel_kernels_thread_safe(), once known
+_launch_lock = threading.Lock()  # parallel_launch() where numba's threading layer is not thread-safe
 
 
 def _blas_controller() -> Any:
@@ -132,19 +133,29 @@ def parallel_kernels_thread_safe() -> bool:
         return _thread_safe
 
 
+@contextlib.contextmanager
+def parallel_launch() -> Iterator[None]:
+    """Around a call of a numba parallel kernel: nothing where numba's threading layer runs
+    them from several threads at once (:func:`parallel_kernels_thread_safe`); where it does
+    not, a lock, so that the threads (the curves' layers in :func:`map_threads`, a Dask
+    worker's tasks) take turns at the kernel instead of aborting the process."""
+    if parallel_kernels_thread_safe():
+        yield
+        return
+    with _launch_lock:
+        yield
+
+
 def map_threads(function: Callable[[Item], Result], items: Sequence[Item], *,
-                serial_blas: bool = False, parallel_kernels: bool = False) -> list[Result]:
+                serial_blas: bool = False) -> list[Result]:
     """``[function(item) for item in items]``, the items spread over :func:`blas_threads`
     Python threads (taken in order as threads come free: put the dearest first), with
     BLAS on one thread meanwhile. One thread, or one item: a plain loop, BLAS as it is,
     or on one thread with ``serial_blas`` (for items of small LAPACK calls whose threaded
     versions round differently, OpenBLAS's inverse from a Cholesky factor among them: so
-    that their results do not depend on how many items there are). ``parallel_kernels``:
-    the items launch numba's parallel kernels, so they run in threads only where that is
-    safe (:func:`parallel_kernels_thread_safe`), a plain loop otherwise."""
+    that their results do not depend on how many items there are). Items that launch
+    numba's parallel kernels call them inside :func:`parallel_launch`."""
     workers = min(blas_threads(), len(items))
-    if parallel_kernels and workers > 1 and not parallel_kernels_thread_safe():
-        workers = 1
     if workers <= 1:
         with _one_blas_thread() if serial_blas else contextlib.nullcontext():
             return [function(item) for item in items]

@@ -50,33 +50,37 @@ def test_serial_blas_keeps_blas_on_one_thread_for_a_single_item_too():
     assert seen == [2, 1]
 
 
-def test_items_with_parallel_kernels_run_in_threads_only_where_numba_allows_it(monkeypatch):
-    """``parallel_kernels=True``: in threads where numba's threading layer runs parallel
-    kernels in several threads at once (OpenMP's, TBB's), a plain loop in the calling
-    thread, BLAS on one thread, where it does not (its own workqueue aborts the process)."""
+def test_parallel_kernels_take_turns_where_numba_cannot_run_them_at_once(monkeypatch):
+    """``parallel_launch()``: nothing where numba's threading layer runs parallel kernels
+    in several threads at once (OpenMP's, TBB's); a lock where it does not (its own
+    workqueue aborts the process), so that threads take turns inside it."""
+    import time
+
     import numba
 
-    safe = _threads.parallel_kernels_thread_safe()
-    assert safe == (numba.threading_layer() in ("omp", "tbb"))
-    seen = []
+    assert _threads.parallel_kernels_thread_safe() == (numba.threading_layer() in ("omp", "tbb"))
+    inside, most = [0], [0]
 
     def work(item):
-        seen.append((threading.current_thread().name, _threads.blas_threads()))
+        with _threads.parallel_launch():
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+            time.sleep(0.01)
+            inside[0] -= 1
         return item
 
     with threadpool_limits(2, user_api="blas"):
         monkeypatch.setattr(_threads, "_thread_safe", False)
-        assert _threads.map_threads(work, [0, 1, 2], serial_blas=True, parallel_kernels=True) == [0, 1, 2]
-        assert seen == [(threading.current_thread().name, 1)] * 3
-        seen.clear()
+        assert _threads.map_threads(work, list(range(6))) == list(range(6))
+        assert most == [1]  # one at a time
         monkeypatch.setattr(_threads, "_thread_safe", True)
-        _threads.map_threads(work, [0, 1, 2], serial_blas=True, parallel_kernels=True)
-        assert all(name.startswith("nettrim-neurons") for name, _ in seen)
+        _threads.map_threads(work, list(range(6)))
+        assert most == [2]  # side by side
 
 
 def test_the_error_curves_run_under_numbas_workqueue_layer(tmp_path):
     """The curves measure their layers in threads, and their path is a parallel kernel:
-    under numba's workqueue layer (no OpenMP, no TBB) they run one after another instead
+    under numba's workqueue layer (no OpenMP, no TBB) the threads take turns at it instead
     of aborting the process, and give the same numbers."""
     import os
     import subprocess

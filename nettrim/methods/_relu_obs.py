@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from solvers._threads import parallel_launch
 from solvers.refit import ActiveSystems, active_systems
 
 from ..types import LayerTask
@@ -156,7 +157,8 @@ def _per_neuron_stage(task: LayerTask, start: tuple[np.ndarray, np.ndarray | Non
         if len(chunks) > 1:  # formed again: only one chunk is held at a time
             inverses = inverses_of(neurons)
         rows = np.ascontiguousarray(theta[neurons])
-        greedy_obs_rows_each(rows, np.ascontiguousarray(inverses), widths[neurons], int(fit_bias), counts[neurons])
+        with parallel_launch():
+            greedy_obs_rows_each(rows, np.ascontiguousarray(inverses), widths[neurons], int(fit_bias), counts[neurons])
         theta[neurons] = rows
     pruned = np.zeros((n_out, n_in))
     for m, columns in enumerate(held):

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from solvers._threads import parallel_launch
+
 from ._lobs_kernels import greedy_forward_path, greedy_obs_path, greedy_obs_rows, ranked_obs_path
 from .base import LayerOutcome, LayerTask, Method, require_sparsity
 
@@ -157,15 +159,19 @@ def prune_path(task: LayerTask, sparsities: list[float] | tuple[float, ...],
     rows, n_cols = _rows(task), n_in + fit_bias
     if order == "ranked":
         ranking = np.argsort(cost, axis=1, kind="stable")
-        levels = ranked_obs_path(rows, np.ascontiguousarray(hinv), np.ascontiguousarray(ranking), counts)
+        with parallel_launch():
+            levels = ranked_obs_path(rows, np.ascontiguousarray(hinv), np.ascontiguousarray(ranking), counts)
         return [(np.ascontiguousarray(level[:, :n_in]), level[:, n_in].copy() if fit_bias else None)
                 for level in levels]
     backward = backward_flops(n_cols, counts[-1])
     if order == "backward" or (order == "auto" and (backward <= BACKWARD_FLOPS
                                                      or backward <= forward_flops(n_cols, n_in - counts[0]))):
-        levels = greedy_obs_path(rows, np.ascontiguousarray(hinv), n_in, counts)
+        with parallel_launch():
+            levels = greedy_obs_path(rows, np.ascontiguousarray(hinv), n_in, counts)
     else:
-        levels = greedy_forward_path(np.ascontiguousarray(rows @ H), np.ascontiguousarray(H), n_in, n_in - counts)
+        targets = np.ascontiguousarray(rows @ H)
+        with parallel_launch():
+            levels = greedy_forward_path(targets, np.ascontiguousarray(H), n_in, n_in - counts)
     return [(np.ascontiguousarray(level[:, :n_in]), level[:, n_in].copy() if fit_bias else None) for level in levels]
 
 
@@ -210,7 +216,8 @@ def prune_layer(task: LayerTask, *, sparsity: float | None, faithful: bool = Fal
     if faithful:
         theta = _faithful(theta, hinv, chosen, _removal_cost(task.weight, diag))
     else:
-        greedy_obs_rows(theta, np.ascontiguousarray(hinv), n_in, counts)
+        with parallel_launch():
+            greedy_obs_rows(theta, np.ascontiguousarray(hinv), n_in, counts)
     weight = theta[:, :n_in]  # removed entries are exact zeros in both variants
     return LayerOutcome(weight=np.ascontiguousarray(weight), bias=theta[:, n_in].copy() if fit_bias else None,
                         epsilon=float("nan"), status="done", info={"faithful": faithful, "damping": damping})
