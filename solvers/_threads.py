@@ -15,6 +15,11 @@ had when it was called (what the user's ``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THRE
 ``threadpoolctl`` limits allow; 1 inside a worker of :mod:`nettrim.executors`), and BLAS
 limited to one thread while they run. The results do not depend on the number of threads:
 each item's arithmetic is the same whichever thread runs it.
+
+Every launch of a numba parallel kernel (``prange``) goes through :func:`parallel_launch`:
+numba's own ``workqueue`` threading layer, its fallback where neither OpenMP nor TBB is
+installed, aborts the process when two threads launch one at once, so there the launches
+take turns.
 """
 from __future__ import annotations
 
