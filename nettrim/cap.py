@@ -54,7 +54,7 @@ logger = logging.getLogger(__name__)
 def _moments(X: np.ndarray, ridge: float, given: Centred | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The mean of ``X``'s columns and their covariance (with the ridge); ``given``:
     :func:`solvers.exchange.centred` of ``X``, made before."""
-    given = centred(X) if given is None else given
+    given = centred(X) if given is None else given.of(X)
     C = given.gram / given.X.shape[0]
     C[np.diag_indices_from(C)] += ridge * max(float(np.mean(np.diag(C))), 1e-300)
     return given.mean, C

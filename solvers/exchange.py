@@ -52,6 +52,15 @@ class Centred(NamedTuple):
     gram: np.ndarray
     """``(n_in, n_in)``: ``X_c^T X_c``."""
 
+    def of(self, X: np.ndarray) -> Centred:
+        """These moments, checked to be those of an input shaped as ``X``: a ``ValueError``
+        naming ``centred`` otherwise."""
+        shape = np.shape(X)
+        if np.shape(self.X) != shape or np.shape(self.gram) != (shape[-1],) * 2 or np.shape(self.mean) != shape[-1:]:
+            raise ValueError(f"centred: got the moments of an input of shape {np.shape(self.X)}, needs those of X "
+                             f"{shape} (solvers.exchange.centred(X)), or None to make them here")
+        return self
+
 
 def centred(X: np.ndarray) -> Centred:
     """``X`` centred and ``X_c^T X_c``, for callers that choose groups of the same input more
@@ -70,7 +79,7 @@ def _moments(X: np.ndarray, T: np.ndarray, ridge: float, given: Centred | None =
         given = centred(X)
         C = given.gram
     else:
-        C = given.gram.copy()  # the caller's stays as it was
+        C = given.of(X).gram.copy()  # the caller's stays as it was
     T = np.asarray(T, dtype=np.float64)
     Tc = T - T.mean(axis=0)
     C[np.diag_indices_from(C)] += ridge * max(float(np.mean(np.diag(C))), 1e-300)

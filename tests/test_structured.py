@@ -127,6 +127,10 @@ def test_a_centred_input_made_once_serves_the_elimination_and_the_swaps_alike(pe
     assert swapped[1:] == exchange(X, X @ weight.T, start, per_group, sweeps=3)[1:]
     np.testing.assert_array_equal(moments.gram, gram)  # the ridge went on a copy
     np.testing.assert_allclose(moments.mean, X.mean(axis=0))
+    with pytest.raises(ValueError, match="centred: got the moments of an input of shape"):
+        greedy_keep(X[:, :9], weight[:, :9], None, per_group, 2, centred=moments)
+    with pytest.raises(ValueError, match="centred: got the moments"):
+        exchange(X[:100], X[:100] @ weight.T, start, per_group, centred=moments)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
