@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from solvers._threads import parallel_launch
+from solvers._threads import blas_threads, deal, map_threads, parallel_launch
 from solvers.refit import ActiveSystems, active_systems
 
 from ..types import LayerTask
@@ -87,8 +87,6 @@ def neuron_inverse_hessians(systems: ActiveSystems, n_samples: int, n_cols: int,
     inverse rounds differently). A Hessian that is not positive definite is named by its
     neuron.
     """
-    from solvers._threads import blas_threads, deal, map_threads
-
     hessians = np.zeros((neurons.size, n_cols, n_cols))
     sizes = np.array([systems.gram[m].shape[0] for m in neurons], dtype=np.int64)
 
