@@ -625,3 +625,28 @@ def test_the_refit_kernels_match_their_numpy_forms():
         for i, m in enumerate([2, 0]):
             expected = X[:, columns[m, :sizes[m]]] @ theta[i, :sizes[m]] + (theta[i, width] if fit_bias else 0.0)
             np.testing.assert_allclose(z[i], expected, rtol=1e-12, atol=1e-12)
+
+
+def test_support_response_sums_in_column_order_across_sample_tiles():
+    """The narrow-support response is taken a tile of samples at a time and four columns
+    at a time; every entry is still the bias plus each column's term in support order, to
+    the last bit, on more samples than a tile and widths on either side of four."""
+    from solvers._refit_kernels import _SAMPLE_TILE, _support_response
+
+    rng = np.random.default_rng(11)
+    n_samples, n_in = 2 * _SAMPLE_TILE + 37, 30
+    XT = rng.standard_normal((n_in, n_samples))
+    sizes = np.array([9, 0, 4, 3, 7])
+    width = int(sizes.max())
+    columns = np.zeros((sizes.size, width), dtype=np.int64)
+    for m, size in enumerate(sizes):
+        columns[m, :size] = np.sort(rng.choice(n_in, size, replace=False))
+    index = np.array([4, 0, 2, 1, 3])
+    theta = rng.standard_normal((index.size, width + 1))
+    for fit_bias in (True, False):
+        z = _support_response(XT, index, columns, sizes, theta, width, fit_bias)
+        for i, m in enumerate(index):
+            expected = np.full(n_samples, theta[i, width] if fit_bias else 0.0)
+            for j in range(sizes[m]):
+                expected = expected + theta[i, j] * XT[columns[m, j]]
+            np.testing.assert_array_equal(z[i], expected)
