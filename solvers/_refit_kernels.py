@@ -13,8 +13,8 @@ that numpy can only do with a Python loop or several temporaries:
 - :func:`_advance`: the accepted steps taken (``z += length * dz``) and, in the same pass,
   each neuron's rows there (active, or inactive above the bound), compared with those
   its Newton point was fitted on;
-- :func:`_add_rows`: the normal equations of chosen rows of each neuron, added to its
-  padded system (at each Newton step, the inactive rows above their bound);
+- :func:`_add_rows`: the normal equations of each neuron's inactive rows above their bound,
+  added to its padded system (at each Newton step);
 - :func:`_dense_rows`: neurons' coefficients scattered into dense rows of weights;
 - :func:`_padded_supports`: a chunk's supports as rows of input indices, padded to one width;
 - :func:`_support_response`: the responses of neurons whose supports are narrow, from
@@ -119,30 +119,40 @@ def _advance(z, running, move, dz, active, v, rows):
 
 
 @njit(cache=True, nogil=True)
-def _add_rows(XT, index, columns, sizes, extra, target, gram, rhs, width, fit_bias):
+def _add_rows(XT, index, columns, sizes, rows, active, v, gram, rhs, width, fit_bias):
     """Add to the padded system ``gram[i]``, ``rhs[i]`` of neuron ``m = index[i]`` the normal
-    equations of its rows where ``extra[i]``: ``B B^T`` and ``B t`` with
-    ``B = [X_{rows, S_m}, 1]^T`` (the row of 1s when ``fit_bias``, at position ``width``)
-    and ``t`` the rows' ``target[m]``. ``XT`` is the transposed input (C-ordered: a
-    support column's samples are contiguous); ``columns[m, :sizes[m]]`` is the support
-    ``S_m``. One BLAS product per neuron, on its gathered rows."""
+    equations of its inactive rows among ``rows[i]`` (``rows[i] & ~active[m]``, the rows
+    above their bound): ``B B^T`` and ``B t`` with ``B = [X_{rows, S_m}, 1]^T`` (the row
+    of 1s when ``fit_bias``, at position ``width``) and ``t`` those rows' bound ``v[m]``.
+    ``XT`` is the transposed input (C-ordered: a support column's samples are contiguous);
+    ``columns[m, :sizes[m]]`` is the support ``S_m``. One BLAS product per neuron, on its
+    gathered rows."""
     for i in range(index.size):
-        rows = np.flatnonzero(extra[i])
-        if rows.size == 0:
-            continue
         m = index[i]
+        count = 0
+        for p in range(active.shape[1]):
+            if rows[i, p] and not active[m, p]:
+                count += 1
+        if count == 0:
+            continue
+        chosen = np.empty(count, dtype=np.int64)
+        count = 0
+        for p in range(active.shape[1]):
+            if rows[i, p] and not active[m, p]:
+                chosen[count] = p
+                count += 1
         k = sizes[m]
         n_cols = k + 1 if fit_bias else k
-        block = np.empty((n_cols, rows.size))
+        block = np.empty((n_cols, chosen.size))
         for j in range(k):
             column = XT[columns[m, j]]
-            for r in range(rows.size):
-                block[j, r] = column[rows[r]]
+            for r in range(chosen.size):
+                block[j, r] = column[chosen[r]]
         if fit_bias:
             block[k] = 1.0
-        values = np.empty(rows.size)
-        for r in range(rows.size):
-            values[r] = target[m, rows[r]]
+        values = np.empty(chosen.size)
+        for r in range(chosen.size):
+            values[r] = v[m, chosen[r]]
         products = block @ block.T
         moments = block @ values
         for a in range(n_cols):

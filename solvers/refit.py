@@ -284,8 +284,7 @@ class _Chunk:
             self.valid[:, width] = True
         self.y = YT[neurons]  # (chunk, n_samples): the transposed arrays' rows, contiguous
         self.active = self.y > 0 if relu else np.ones_like(self.y, dtype=bool)
-        self.v = np.zeros_like(self.y) if VT is None else VT[neurons]
-        self.target = np.where(self.active, self.y, self.v)
+        self.v = np.zeros(self.y.shape) if VT is None else VT[neurons]  # the inactive rows' bound
         self._system: tuple[np.ndarray, np.ndarray] | None = None
 
     def columns(self, k: int) -> np.ndarray:
@@ -355,12 +354,12 @@ class _Chunk:
 
     def newton_point(self, rows: np.ndarray, neurons: np.ndarray | None = None) -> np.ndarray:
         """The least-squares fit on ``rows`` (the active ones and some inactive ones) towards
-        the targets, for the chunk's ``neurons``."""
+        ``y`` on the active rows and the bound ``v`` on the others, for the chunk's ``neurons``."""
         index = np.arange(self.neurons.size) if neurons is None else neurons
         gram_active, rhs_active = self._active_system()
         gram, rhs = gram_active[index].copy(), rhs_active[index].copy()
-        _add_rows(self.XT, index, self.padded, self.sizes, rows & ~self.active[index], self.target, gram, rhs,
-                  self.width, self.fit_bias)
+        _add_rows(self.XT, index, self.padded, self.sizes, rows, self.active, self.v, gram, rhs, self.width,
+                  self.fit_bias)
         valid = self.valid[index]
         theta, solved = _ridged_solve(gram, rhs, valid, _RIDGE)  # Cholesky, system by system
         if not solved.all():  # round-off left a ridged system indefinite: LU for those

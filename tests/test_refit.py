@@ -488,7 +488,7 @@ def test_the_newton_points_are_the_ridged_systems_solutions_and_fall_back_where_
     chunk = types.SimpleNamespace(  # what newton_point reads of a chunk: every row active, none added
         neurons=np.arange(n_systems), valid=valid, XT=np.zeros((width, 3)), width=width, fit_bias=False,
         padded=np.zeros((n_systems, width), dtype=np.int64), sizes=valid.sum(axis=1),
-        active=np.ones((n_systems, 3), dtype=bool), target=np.zeros((n_systems, 3)), _active_system=lambda: (gram, rhs))
+        active=np.ones((n_systems, 3), dtype=bool), v=np.zeros((n_systems, 3)), _active_system=lambda: (gram, rhs))
     point = _Chunk.newton_point(chunk, np.ones((n_systems, 3), dtype=bool))
     ridged = gram[2] + np.diag(np.where(valid[2], _RIDGE * max(np.diag(gram[2]).mean(), 1.0), 1.0))
     np.testing.assert_allclose(point[2], np.linalg.solve(ridged, rhs[2]), rtol=1e-9)
@@ -549,7 +549,8 @@ def test_refit_reads_x_in_either_layout_and_narrow_supports_by_their_columns(mon
 def test_the_refit_kernels_match_their_numpy_forms():
     """``_objectives`` is the refit's ``f`` at a point or along a step, ``_advance`` takes a
     step and reads the rows there, ``_add_rows`` adds the
-    normal equations of a neuron's chosen rows into its padded system (the bias last),
+    normal equations of a neuron's inactive rows among its Newton rows into its padded
+    system (towards their bound; the bias last),
     ``_support_response`` sums a neuron's support columns, ``_dense_rows`` scatters its
     coefficients onto them, ``_equations`` forms its normal equations on its active rows
     (or from the layer's, less its inactive rows'), ``_padded_supports`` lists a chunk's
@@ -582,15 +583,17 @@ def test_the_refit_kernels_match_their_numpy_forms():
     X = rng.standard_normal((n_samples, n_in))
     columns = np.array([[1, 4, 6], [0, 2, 0], [3, 0, 0]])
     sizes = np.array([3, 2, 1])
-    extra = rng.random((2, n_samples)) < 0.3
+    newton_rows = rng.random((2, n_samples)) < 0.6
     width = 3
     gram, rhs = np.zeros((2, width + 1, width + 1)), np.zeros((2, width + 1))
-    _add_rows(np.ascontiguousarray(X.T), np.array([1, 0]), columns, sizes, extra, y, gram, rhs, width, True)
+    _add_rows(np.ascontiguousarray(X.T), np.array([1, 0]), columns, sizes, newton_rows, active, v, gram, rhs, width,
+              True)
     for i, m in enumerate([1, 0]):
-        B = np.column_stack([X[np.ix_(extra[i], columns[m, :sizes[m]])], np.ones(extra[i].sum())])
+        extra = newton_rows[i] & ~active[m]  # the inactive rows among the Newton rows, towards their bound
+        B = np.column_stack([X[np.ix_(extra, columns[m, :sizes[m]])], np.ones(extra.sum())])
         slots = np.r_[np.arange(sizes[m]), width]
         assert np.allclose(gram[i][np.ix_(slots, slots)], B.T @ B)
-        assert np.allclose(rhs[i][slots], B.T @ y[m, extra[i]])
+        assert np.allclose(rhs[i][slots], B.T @ v[m, extra])
         unused = np.setdiff1d(np.arange(width + 1), slots)
         assert not gram[i][unused].any() and not rhs[i][unused].any()
     Xa = np.column_stack([X, np.ones(n_samples)])
