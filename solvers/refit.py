@@ -357,7 +357,7 @@ class _Chunk:
         ``y`` on the active rows and the bound ``v`` on the others, for the chunk's ``neurons``."""
         index = np.arange(self.neurons.size) if neurons is None else neurons
         gram_active, rhs_active = self._active_system()
-        gram, rhs = gram_active[index].copy(), rhs_active[index].copy()
+        gram, rhs = gram_active[index], rhs_active[index]  # copies (an index array), which the rows are added to
         _add_rows(self.XT, index, self.padded, self.sizes, rows, self.active, self.v, gram, rhs, self.width,
                   self.fit_bias)
         valid = self.valid[index]
