@@ -72,7 +72,7 @@ def _squared_residual(point, target, bound, active):
     """``(point - target)^2`` where ``active``, else ``max(point - bound, 0)^2``, without a branch."""
     error = point - target
     excess = point - bound
-    excess = excess if excess > 0.0 else 0.0
+    excess = 0.0 if excess <= 0.0 else excess  # NaN stays NaN, as max(excess, 0) keeps it
     residual = error if active else excess
     return residual * residual
 

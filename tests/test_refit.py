@@ -653,3 +653,21 @@ def test_support_response_sums_in_column_order_across_sample_tiles():
             for j in range(sizes[m]):
                 expected = expected + theta[i, j] * XT[columns[m, j]]
             np.testing.assert_array_equal(z[i], expected)
+
+
+def test_the_objectives_carry_a_nan_on_an_inactive_row():
+    """A NaN response on an inactive row makes the neuron's objective NaN (as
+    ``max(z - v, 0)^2`` does), in the Newton loop's kernel and in ``refit_objective``:
+    a certified error never hides a non-finite output."""
+    from solvers._refit_kernels import _objectives
+
+    y = np.array([[1.0, 0.0, 0.5]])
+    z = np.array([[0.5, np.nan, 0.5]])
+    active = y > 0
+    values = _objectives(z, np.array([0]), np.zeros((0, 0)), np.zeros(0), y, np.zeros_like(y), active)
+    assert np.isnan(values[0])
+    X = np.array([[1.0], [np.nan], [1.0]])
+    objective = refit_objective(X, y.T, np.array([[0.5]]), np.array([0.0]))
+    assert np.isnan(objective[0])
+    finite = refit_objective(np.array([[1.0], [-1.0], [1.0]]), y.T, np.array([[0.5]]), np.array([0.0]))
+    assert np.isfinite(finite[0]) and finite[0] == pytest.approx(0.25)
