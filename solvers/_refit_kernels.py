@@ -10,9 +10,9 @@ that numpy can only do with a Python loop or several temporaries:
 - :func:`_layer_objectives`: every neuron's ``f`` at a layer's pre-activations ``X W^T``
   (``n_samples x n_out``, as BLAS gives them) plus the bias, in one pass over them
   (:func:`solvers.refit.refit_objective`);
-- :func:`_advance`: the accepted steps taken (``z += length * dz``) and, in the same pass,
-  each neuron's rows there (active, or inactive above the bound), compared with those
-  its Newton point was fitted on;
+- :func:`_advance`: the accepted steps taken (``z += length * dz``) and each neuron's rows
+  there (active, or inactive above the bound), compared with those its Newton point was
+  fitted on;
 - :func:`_add_rows`: the normal equations of each neuron's inactive rows above their bound,
   added to its padded system (at each Newton step);
 - :func:`_dense_rows`: neurons' coefficients scattered into dense rows of weights;
@@ -121,9 +121,9 @@ def _advance(z, running, move, dz, active, v, rows):
 @njit(cache=True, nogil=True)
 def _add_rows(XT, index, columns, sizes, rows, active, v, gram, rhs, width, fit_bias):
     """Add to the padded system ``gram[i]``, ``rhs[i]`` of neuron ``m = index[i]`` the normal
-    equations of its inactive rows among ``rows[i]`` (``rows[i] & ~active[m]``, the rows
-    above their bound): ``B B^T`` and ``B t`` with ``B = [X_{rows, S_m}, 1]^T`` (the row
-    of 1s when ``fit_bias``, at position ``width``) and ``t`` those rows' bound ``v[m]``.
+    equations of its inactive rows ``R`` among ``rows[i]`` (``rows[i] & ~active[m]``, the
+    rows above their bound): ``B B^T`` and ``B t`` with ``B = [X_{R, S_m}, 1]^T`` (the row
+    of 1s when ``fit_bias``, at position ``width``) and ``t = v[m, R]``, their bound.
     ``XT`` is the transposed input (C-ordered: a support column's samples are contiguous);
     ``columns[m, :sizes[m]]`` is the support ``S_m``. One BLAS product per neuron, on its
     gathered rows."""
