@@ -82,10 +82,11 @@ def output_error(model: nn.Module, batches: Sequence[torch.Tensor], reference: t
 
 
 def classification_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Fraction of correctly classified inputs (top-1; eval mode, no gradients)."""
+    """Fraction of correctly classified inputs (top-1; eval mode, no gradients): the count of
+    them over ``len(y)``, in float64, so that equal counts give equal fractions."""
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        correct = (model(x).argmax(dim=1) == y).float().mean().item()
+        correct = int((model(x).argmax(dim=1) == y).sum())
     model.train(was_training)
-    return correct
+    return correct / int(y.numel())

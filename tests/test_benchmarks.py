@@ -253,3 +253,27 @@ def test_the_tally_counts_the_points_and_the_time_without_structured_trials():
     assert times == ("time 2.0-5.0x L-OBS, median 3.50, within 3x at 1 of 3; where no structured answer was tried "
                      "(2 points): within 3x at 1, median 2.75")
     assert compare.tally({}, {}, set()) == []
+
+
+def test_the_accuracy_verdict_allows_three_tenths_of_a_point_and_skips_missing_accuracies():
+    compare = pytest.importorskip("compare_methods")
+    others = [{"method": "a", "accuracy": 647 / 1000, "accuracy_heldout": 0.71},
+              {"method": "b", "accuracy": 0.5, "accuracy_heldout": 0.70}]
+    ok, best = compare.accuracy_verdict({"accuracy": 644 / 1000}, others)
+    assert ok and best["method"] == "a"  # exactly 0.3 point below: within
+    assert not compare.accuracy_verdict({"accuracy": 643 / 1000}, others)[0]
+    assert compare.accuracy_verdict({"accuracy": 0.6, "accuracy_heldout": 0.707}, others, "accuracy_heldout")[0]
+    assert not compare.accuracy_verdict({"accuracy": 0.6, "accuracy_heldout": 0.7}, others, "accuracy_heldout")[0]
+    assert compare.accuracy_verdict({"accuracy": 0.6, "accuracy_heldout": float("nan")}, others,
+                                    "accuracy_heldout") is None  # a model without a held-out set
+    assert compare.accuracy_verdict({"accuracy": 0.6}, others, "accuracy_heldout") is None  # a CSV before the column
+
+
+def test_the_tally_reads_the_held_out_accuracy_where_a_model_has_one():
+    compare = pytest.importorskip("compare_methods")
+    verdicts = {"digits@0.9": {"output_error": True, "accuracy": False, "accuracy_heldout": None},
+                "mnist1d@0.7": {"output_error": True, "accuracy": False, "accuracy_heldout": True},
+                "mnist1d@0.9": {"output_error": True, "accuracy": True, "accuracy_heldout": False}}
+    (line,) = compare.tally(verdicts, {}, set())
+    assert line == ("lowest output error at 3 of 3 points; accuracy within 0.3 point of the best at 1 (at 1 with the "
+                    "held-out accuracy at the 2 points whose model has a held-out set)")
