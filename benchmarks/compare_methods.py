@@ -256,11 +256,16 @@ def summarise(rows: list[dict], models: dict, sparsities) -> tuple[dict, dict]:
                   f"({'within 0.3 point or ahead' if ok_accuracy else 'BEHIND'}); "
                   + ("" if heldout is None else
                      f"held out {ours['accuracy_heldout']:.2%} vs {heldout[1]['method']} "
-                     f"{heldout[1]['accuracy_heldout']:.2%} ({'within 0.3 point or ahead' if heldout[0] else 'BEHIND'}); ")
+                     f"{heldout[1]['accuracy_heldout']:.2%} "
+                     f"({'within 0.3 point or ahead' if heldout[0] else 'BEHIND'}); ")
                   + f"time {ratios.get(f'{name}@{sparsity}', float('nan')):.1f}x L-OBS")
     for line in tally(verdicts, ratios, trials):
         print("  " + line)
     return verdicts, ratios
+
+
+def _points(count: int) -> str:
+    return f"{count} point" + ("" if count == 1 else "s")
 
 
 def tally(verdicts: dict[str, dict[str, bool | None]], ratios: dict[str, float], trials: set[str]) -> list[str]:
@@ -288,10 +293,6 @@ def tally(verdicts: dict[str, dict[str, bool | None]], ratios: dict[str, float],
                      f"({plain.size} points): within 3x at {int(np.sum(plain <= 3.0))}"
                      + (f", median {np.median(plain):.2f}" if plain.size else ""))
     return lines
-
-
-def _points(count: int) -> str:
-    return f"{count} point" + ("" if count == 1 else "s")
 
 
 def time_breakdown(rows: list[dict]) -> dict[str, dict[str, float]]:
@@ -337,7 +338,8 @@ def main(argv: list[str] | None = None) -> None:
     info = machine_info()
     info["compile_seconds"] = compile_cost()
     models = suite.build(args.models.split(","))
-    warm_model, warm_data = next(iter(models.values())).model, next(iter(models.values())).data
+    warm = next(iter(models.values()))
+    warm_model, warm_data = warm.model, warm.data
     nettrim.prune(warm_model, warm_data.x_train[:300], progress=False)  # load the numba kernels before timing
     nettrim.prune(warm_model, warm_data.x_train[:300], method="lobs", sparsity=0.5, progress=False)
     nettrim.prune(warm_model, warm_data.x_train[:300], sparsity=0.5, progress=False)  # the OBS kernels too

@@ -19,8 +19,8 @@ from torch import nn
 
 from .measure import classification_accuracy as accuracy  # the examples' accuracy: top-1
 
-__all__ = ["Split", "load_digits_split", "load_mnist1d_split", "load_mnist1d_heldout", "digits_mlp", "digits_cnn", "digits_vgg",
-           "digits_resnet", "mnist1d_mlp", "mnist1d_cnn", "train", "accuracy"]
+__all__ = ["Split", "load_digits_split", "load_mnist1d_split", "load_mnist1d_heldout", "digits_mlp", "digits_cnn",
+           "digits_vgg", "digits_resnet", "mnist1d_mlp", "mnist1d_cnn", "train", "accuracy"]
 
 logger = logging.getLogger(__name__)
 
