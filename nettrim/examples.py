@@ -73,6 +73,9 @@ def _mnist1d_sequences(n_samples: int, seed: int) -> tuple[np.ndarray, np.ndarra
         raise ImportError("MNIST-1D needs the mnist1d package: pip install mnist1d") from exc
     import random
 
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed: got {seed!r}, needs an integer in [0, 2**32) "
+                         f"(the mnist1d package seeds numpy with it)")
     args = get_dataset_args()
     templates = get_templates()
     saved = random.getstate(), np.random.get_state()

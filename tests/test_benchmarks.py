@@ -9,6 +9,7 @@ writes, so that those minutes are not lost to a crash after the solve.
 """
 import csv
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -277,3 +278,18 @@ def test_the_tally_reads_the_held_out_accuracy_where_a_model_has_one():
     (line,) = compare.tally(verdicts, {}, set())
     assert line == ("lowest output error at 3 of 3 points; accuracy within 0.3 point of the best at 1 (at 1 with the "
                     "held-out accuracy at the 2 points whose model has a held-out set)")
+
+
+def test_a_benchmarks_held_out_accuracy_reads_its_data_sets_held_out_set():
+    pytest.importorskip("mnist1d")
+    suite = pytest.importorskip("suite")
+    from nettrim import examples
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(40, 10))
+    split = examples.Split(*[torch.zeros(1)] * 4)
+    mnist1d = suite.Benchmark("m", model, split, {}, "", "mnist1d")
+    assert suite.heldout("mnist1d") is suite.heldout("mnist1d")  # made once
+    assert mnist1d.heldout_accuracy(model) == examples.accuracy(model, *examples.load_mnist1d_heldout())
+    digits = suite.Benchmark("d", model, split, {}, "", "digits")
+    assert suite.heldout("digits") is None and math.isnan(digits.heldout_accuracy(model))

@@ -40,7 +40,8 @@ def test_held_out_sequences_are_new_balanced_and_scaled_as_the_split():
 
 
 @pytest.mark.parametrize("n_samples, seed, message", [(5, 1, "n_samples"), (100.0, 1, "n_samples"),
-                                                      (True, 1, "n_samples"), (100, 42, "seed")])
+                                                      (True, 1, "n_samples"), (100, 42, "seed"), (100, "1", "seed"),
+                                                      (100, -1, "seed")])
 def test_held_out_sequences_refuse_bad_arguments(n_samples, seed, message):
     with pytest.raises(ValueError, match=message):
         examples.load_mnist1d_heldout(n_samples=n_samples, seed=seed)
